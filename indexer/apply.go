@@ -1,0 +1,333 @@
+package indexer
+
+import (
+	"slices"
+	"sync/atomic"
+)
+
+// Apply applies one event and reports its outcome. A stored event is applied
+// whole or not at all; a removed event removes every block it names that the
+// rank holds and counts the others.
+func (t *Tree) Apply(ev Event) Result {
+	atomic.StoreUint32(&t.clock, t.clock+1)
+	if t.clock%maxAge == 0 {
+		t.rebase()
+	}
+	var r Result
+	switch ev.Kind {
+	case KindStored:
+		r.Status = t.store(ev)
+		if r.Status == StatusOK {
+			r.Evicted = t.evict()
+		}
+	case KindRemoved:
+		r.Missing = t.remove(ev.Worker, ev.Removed)
+		if r.Missing > 0 {
+			r.Status = StatusBlockNotFound
+		}
+	case KindCleared:
+		if s, ok := t.slotOf[ev.Worker]; ok {
+			t.clear(s)
+		}
+	default:
+		r.Status = StatusInvalidBlock
+	}
+	return r
+}
+
+// store applies a stored event.
+func (t *Tree) store(ev Event) Status {
+	s, known := t.slotOf[ev.Worker]
+	cur := root
+	if ev.HasParent {
+		if !known {
+			return StatusParentNotFound
+		}
+		p, ok := t.slots[s].blocks.Get(ev.Parent)
+		if !ok {
+			return StatusParentNotFound
+		}
+		cur = p
+	}
+	if !t.validStore(s, known, cur, ev) {
+		return StatusInvalidBlock
+	}
+	if len(ev.Blocks) == 0 {
+		return StatusOK
+	}
+	if !known {
+		s = t.newSlot(ev.Worker)
+	}
+	now := t.clock
+	t.touchUp(cur, now)
+	// validStore looked up every hash already; the lookups stay good until
+	// a moved hash makes dropBlock change the map.
+	olds, moved := t.olds, false
+	for i, b := range ev.Blocks {
+		c := t.child(cur, b.Tokens)
+		if c == none {
+			c = t.newNode(cur, b.Tokens)
+		} else {
+			atomic.StoreUint32(&t.nodes[c].stamp, now)
+		}
+		sl := &t.slots[s]
+		old := none // a new rank holds nothing yet
+		switch {
+		case known && !moved:
+			old = olds[i]
+		case known:
+			old, _ = sl.blocks.Get(b.Hash)
+		}
+		if old != none {
+			if old == c {
+				cur = c
+				continue // a repeated store
+			}
+			// The hash moves to another block: the rank no longer
+			// holds the old one (nor what hangs below it).
+			t.dropBlock(s, b.Hash, old)
+			moved = true
+			sl = &t.slots[s]
+		}
+		sl.blocks.Put(b.Hash, c)
+		if t.addHolder(c, s) {
+			sl.entries++
+			t.entries++
+		} else {
+			// Held already under another hash: an alias.
+			if sl.aliased == nil {
+				sl.aliased = make(map[uint32]int)
+			}
+			sl.aliased[c]++
+		}
+		cur = c
+	}
+	return StatusOK
+}
+
+// validStore reports whether a stored event hanging below cur is well formed:
+// no block may be its own ancestor, so no hash may repeat in the event or name
+// a node on the path above it.
+func (t *Tree) validStore(s uint32, known bool, cur uint32, ev Event) bool {
+	blocks := ev.Blocks
+	if len(blocks) <= 32 {
+		for i, b := range blocks {
+			if ev.HasParent && b.Hash == ev.Parent {
+				return false
+			}
+			for _, o := range blocks[:i] {
+				if o.Hash == b.Hash {
+					return false
+				}
+			}
+		}
+	} else {
+		// Sorted, repeats sit side by side.
+		hs := t.scratch[:0]
+		for _, b := range blocks {
+			hs = append(hs, b.Hash)
+		}
+		if ev.HasParent {
+			hs = append(hs, ev.Parent)
+		}
+		slices.Sort(hs)
+		t.scratch = hs[:0]
+		for i := 1; i < len(hs); i++ {
+			if hs[i] == hs[i-1] {
+				return false
+			}
+		}
+	}
+	if !known {
+		return true
+	}
+	t.olds = t.olds[:0]
+	// A hash the rank already holds elsewhere must not name a node on the
+	// path above where the event puts it. at is the deepest existing node of
+	// that path; past it the event creates new nodes.
+	at, exists := cur, true
+	for _, b := range blocks {
+		next := none
+		if exists {
+			next = t.child(at, b.Tokens)
+		}
+		old, ok := t.slots[s].blocks.Get(b.Hash)
+		if ok && (!exists || old != next) && t.isAncestorOrSelf(old, at) {
+			return false
+		}
+		t.olds = append(t.olds, old)
+		if exists && next != none {
+			at = next
+		} else {
+			exists = false
+		}
+	}
+	return true
+}
+
+// isAncestorOrSelf reports whether a lies on the path from the root to n.
+func (t *Tree) isAncestorOrSelf(a, n uint32) bool {
+	for ; n != root; n = t.nodes[n].parent {
+		if n == a {
+			return true
+		}
+	}
+	return false
+}
+
+// remove applies a removed event and returns how many hashes were unknown.
+func (t *Tree) remove(w Worker, hashes []BlockHash) int {
+	s, ok := t.slotOf[w]
+	if !ok {
+		return len(hashes)
+	}
+	missing := 0
+	for _, h := range hashes {
+		n, ok := t.slots[s].blocks.Get(h)
+		if !ok {
+			missing++
+			continue
+		}
+		t.dropBlock(s, h, n)
+	}
+	return missing
+}
+
+// dropBlock removes node n, which hash h names, from slot s, with everything
+// the slot holds below it, and forgets the hashes that named them.
+func (t *Tree) dropBlock(s uint32, h BlockHash, n uint32) {
+	sl := &t.slots[s]
+	sl.blocks.Delete(h)
+	if sl.aliased[n] > 0 {
+		// Another hash still names n: only the alias goes.
+		sl.aliased[n]--
+		if sl.aliased[n] == 0 {
+			delete(sl.aliased, n)
+		}
+		return
+	}
+	if t.detach(s, n) {
+		t.purge(s)
+	}
+}
+
+// detach removes slot s from node n and from every node below n that it
+// holds, freeing nodes left empty. It reports whether the slot held anything
+// below n or under another hash, so that the caller must purge the slot's map.
+func (t *Tree) detach(s, n uint32) (stale bool) {
+	for c := t.nodes[n].first; c != none; {
+		next := t.nodes[c].next
+		if t.holds(c, s) {
+			t.detach(s, c)
+			stale = true
+		}
+		c = next
+	}
+	if t.removeHolder(n, s) {
+		t.slots[s].entries--
+		t.entries--
+	}
+	if t.slots[s].aliased[n] > 0 {
+		stale = true
+	}
+	if t.nodes[n].holders == 0 {
+		// Every child is empty too: a holder of a child holds n.
+		t.freeSubtree(n)
+	}
+	return stale
+}
+
+// purge drops the slot's hashes that name nodes it no longer holds, and
+// recounts its aliases.
+func (t *Tree) purge(s uint32) {
+	sl := &t.slots[s]
+	stale := t.scratch[:0]
+	sl.blocks.All(func(h BlockHash, n uint32) {
+		if t.nodes[n].parent == dead || !t.holds(n, s) {
+			stale = append(stale, h)
+		}
+	})
+	for _, h := range stale {
+		sl.blocks.Delete(h)
+	}
+	t.scratch = stale[:0]
+	sl.aliased = nil
+	if sl.blocks.Len() == sl.entries {
+		return
+	}
+	per := make(map[uint32]int, sl.blocks.Len()-sl.entries)
+	sl.blocks.All(func(_ BlockHash, n uint32) { per[n]++ })
+	for n, k := range per {
+		if k > 1 {
+			if sl.aliased == nil {
+				sl.aliased = make(map[uint32]int)
+			}
+			sl.aliased[n] = k - 1
+		}
+	}
+}
+
+// clear drops every block of slot s; the slot stays known.
+func (t *Tree) clear(s uint32) {
+	sl := &t.slots[s]
+	emptied := make([]uint32, 0, sl.entries)
+	sl.blocks.All(func(_ BlockHash, n uint32) {
+		if t.removeHolder(n, s) {
+			t.entries--
+			if t.nodes[n].holders == 0 {
+				emptied = append(emptied, n)
+			}
+		}
+	})
+	sl.blocks.Reset()
+	sl.entries = 0
+	sl.aliased = nil
+	t.freeEmpty(emptied)
+}
+
+// freeEmpty frees the given empty nodes and their (empty) subtrees, in any
+// order.
+func (t *Tree) freeEmpty(ns []uint32) {
+	for _, n := range ns {
+		if t.nodes[n].parent == dead {
+			continue // freed with an ancestor
+		}
+		// Free from the topmost empty ancestor so the subtree goes whole.
+		top := n
+		for p := t.nodes[top].parent; p != root && t.nodes[p].holders == 0; p = t.nodes[p].parent {
+			top = p
+		}
+		t.freeSubtree(top)
+	}
+}
+
+// RemoveWorker drops every rank of worker id and returns how many entries
+// went with them.
+func (t *Tree) RemoveWorker(id WorkerID) int {
+	dropped := 0
+	for w, s := range t.slotOf {
+		if w.ID != id {
+			continue
+		}
+		dropped += t.slots[s].entries
+		t.clear(s)
+		t.slots[s] = slot{}
+		delete(t.slotOf, w)
+		t.freeSlots = append(t.freeSlots, s)
+	}
+	return dropped
+}
+
+func (t *Tree) newSlot(w Worker) uint32 {
+	var s uint32
+	if n := len(t.freeSlots); n > 0 {
+		s = t.freeSlots[n-1]
+		t.freeSlots = t.freeSlots[:n-1]
+	} else {
+		s = uint32(len(t.slots))
+		t.slots = append(t.slots, slot{})
+	}
+	t.slots[s] = slot{worker: w, live: true}
+	t.slotOf[w] = s
+	return s
+}

@@ -1,0 +1,101 @@
+package indexer
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+)
+
+// loadPrompts stores n prompts of depth blocks, each under a shared prefix of
+// shared blocks, spread over workers.
+func loadPrompts(x interface{ Apply(Event) Result }, workers, n, shared, depth int) {
+	for p := range n {
+		w := Worker{ID: WorkerID(1 + p%workers)}
+		ev := Event{Worker: w, Kind: KindStored}
+		for i := range depth {
+			tok := LocalHash(i + 1)
+			if i >= shared {
+				tok = LocalHash(p*100_000 + i + 1)
+			}
+			ev.Blocks = append(ev.Blocks, Block{Hash: BlockHash(p*100_000 + i + 1), Tokens: tok})
+		}
+		x.Apply(ev)
+	}
+}
+
+func BenchmarkFindMatches(b *testing.B) {
+	for _, workers := range []int{1, 16, 128} {
+		b.Run(fmt.Sprintf("workers=%d/blocks=256", workers), func(b *testing.B) {
+			tr := New(Config{})
+			loadPrompts(tr, workers, 4*workers, 64, 256)
+			query := make([]LocalHash, 256)
+			for i := range query {
+				query[i] = LocalHash(i + 1)
+				if i >= 64 {
+					query[i] = LocalHash(100_000 + i + 1) // prompt 1's tail
+				}
+			}
+			dst := make([]Match, 0, workers)
+			b.ReportAllocs()
+			for b.Loop() {
+				dst = tr.FindMatches(query, false, dst)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/256, "ns/block")
+		})
+	}
+}
+
+func BenchmarkIndexFindMatchesParallel(b *testing.B) {
+	x := NewIndex(Config{})
+	loadPrompts(x, 64, 1024, 32, 256)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		query := make([]LocalHash, 256)
+		for i := range query {
+			query[i] = LocalHash(i + 1)
+			if i >= 32 {
+				query[i] = LocalHash(5*100_000 + i + 1)
+			}
+		}
+		dst := make([]Match, 0, 64)
+		for pb.Next() {
+			dst = x.FindMatches(query, false, dst)
+		}
+	})
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/256, "ns/block")
+}
+
+func BenchmarkApplyStoreRemove(b *testing.B) {
+	tr := New(Config{})
+	loadPrompts(tr, 16, 256, 32, 128)
+	w := Worker{ID: 99}
+	store := Event{Worker: w, Kind: KindStored}
+	for i := range 32 {
+		store.Blocks = append(store.Blocks, Block{Hash: BlockHash(9_000_000 + i), Tokens: LocalHash(i + 1)})
+	}
+	remove := Event{Worker: w, Kind: KindRemoved, Removed: []BlockHash{9_000_000}}
+	b.ReportAllocs()
+	for b.Loop() {
+		tr.Apply(store)
+		tr.Apply(remove)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/64, "ns/block-op")
+}
+
+// BenchmarkBytesPerEntry reports resident heap bytes per (worker, block)
+// entry for prompts of 256 blocks over 128 workers, half of them sharing a
+// 16-block prefix.
+func BenchmarkBytesPerEntry(b *testing.B) {
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		tr := New(Config{})
+		loadPrompts(tr, 128, 2048, 16, 256)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		st := tr.Stats()
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(st.Entries), "bytes/entry")
+		runtime.KeepAlive(tr)
+	}
+}

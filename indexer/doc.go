@@ -1,0 +1,39 @@
+// Package indexer keeps the router's KV index: which worker ranks hold which
+// KV blocks, as a radix tree keyed by LocalBlockHash, with Dynamo's event
+// semantics (store under a parent, remove, clear, remove a worker) and
+// find_matches, the per-rank count of leading blocks of a prompt that a rank
+// already holds.
+//
+// # Model
+//
+// Every worker rank holds a prefix-closed set of tree paths: if it holds a
+// node it holds the node's parent. Stores keep this by construction (a block
+// hangs under a parent the rank holds); removing a block from a rank also
+// removes the rank's blocks below it, which could never be matched anyway,
+// because a match counts contiguous blocks from the first. A node that no
+// rank holds is deleted. Because of the invariant, a rank's score for a query
+// is the depth of the deepest node on the query's path that it holds, and
+// the ranks still matching at depth d are exactly the holders of the node at
+// depth d.
+//
+// The engine's own hash of a block (BlockHash) is kept per rank in a reverse
+// map to the node, so events can name parents and removals. A rank may hold
+// one node under several engine hashes (aliases); it holds the block until
+// the last of them is removed.
+//
+// # Memory
+//
+// Nodes live in one slice and are addressed by 32-bit indices: 32 bytes a
+// node, with the first holder inline; nodes held by several ranks keep a
+// sorted slot list on the side. Config.MaxEntries caps the (rank, block)
+// entries: past it, the least recently matched or stored subtrees are
+// evicted, leaves before their parents, down to Config.EvictTo of the cap.
+//
+// # Concurrency
+//
+// A Tree is not locked. FindMatches may run concurrently with other
+// FindMatches calls (it only reads, and refreshes recency stamps atomically);
+// every other method needs exclusive access. Index wraps a Tree with a
+// read-write lock so that many goroutines may query while one applies
+// events; its size accessors read atomics and never block.
+package indexer

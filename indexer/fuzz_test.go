@@ -1,0 +1,141 @@
+package indexer
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// ops decodes fuzz bytes into a sequence of operations over a small alphabet
+// of workers, token hashes and engine hashes, so that collisions, aliases,
+// moves and cascades are frequent.
+type ops struct {
+	data []byte
+}
+
+func (o *ops) next() (byte, bool) {
+	if len(o.data) == 0 {
+		return 0, false
+	}
+	b := o.data[0]
+	o.data = o.data[1:]
+	return b, true
+}
+
+func (o *ops) worker(b byte) Worker {
+	return Worker{ID: WorkerID(1 + b%3), DPRank: DPRank(b / 3 % 2)}
+}
+
+// replay applies the operations to a tree and the model, comparing them after
+// every step.
+func replay(t *testing.T, data []byte, cfg Config) *Tree {
+	t.Helper()
+	tr := New(cfg)
+	m := newModel()
+	o := &ops{data: data}
+	for step := 0; ; step++ {
+		op, ok := o.next()
+		if !ok {
+			return tr
+		}
+		arg, _ := o.next()
+		w := o.worker(arg)
+		switch op % 6 {
+		case 0, 1: // stored
+			n, _ := o.next()
+			ev := Event{Worker: w, Kind: KindStored}
+			if arg&0x40 != 0 {
+				p, _ := o.next()
+				ev.HasParent, ev.Parent = true, BlockHash(p%8)
+			}
+			for range n % 4 {
+				b, _ := o.next()
+				ev.Blocks = append(ev.Blocks, Block{Hash: BlockHash(b % 8), Tokens: LocalHash(b / 8 % 4)})
+			}
+			compareApply(t, step, tr, m, ev)
+		case 2: // removed
+			n, _ := o.next()
+			ev := Event{Worker: w, Kind: KindRemoved}
+			for range n%3 + 1 {
+				b, _ := o.next()
+				ev.Removed = append(ev.Removed, BlockHash(b%8))
+			}
+			compareApply(t, step, tr, m, ev)
+		case 3: // cleared
+			compareApply(t, step, tr, m, Event{Worker: w, Kind: KindCleared})
+		case 4: // remove worker
+			if got, want := tr.RemoveWorker(w.ID), m.removeWorker(w.ID); got != want {
+				t.Fatalf("step %d: RemoveWorker(%d) = %d, model %d", step, w.ID, got, want)
+			}
+		case 5: // query
+			n, _ := o.next()
+			var query []LocalHash
+			for range n % 6 {
+				b, _ := o.next()
+				query = append(query, LocalHash(b%4))
+			}
+			got := tr.FindMatches(query, false, nil)
+			sortMatches(got)
+			if len(got) == 0 {
+				got = nil
+			}
+			if diff := cmp.Diff(m.findMatches(query), got); diff != "" {
+				t.Fatalf("step %d: FindMatches(%v) (-model +tree):\n%s", step, query, diff)
+			}
+		}
+		if err := tr.check(); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if diff := cmp.Diff(m.ranks, canonical(tr)); diff != "" {
+			t.Fatalf("step %d: state (-model +tree):\n%s", step, diff)
+		}
+		if diff := cmp.Diff(m.stats(), tr.Stats()); diff != "" {
+			t.Fatalf("step %d: stats (-model +tree):\n%s", step, diff)
+		}
+	}
+}
+
+func compareApply(t *testing.T, step int, tr *Tree, m *model, ev Event) {
+	t.Helper()
+	if got, want := tr.Apply(ev), m.apply(ev); got != want {
+		t.Fatalf("step %d: Apply(%+v) = %+v, model %+v", step, ev, got, want)
+	}
+}
+
+// FuzzTree compares the tree with the brute-force model on random sequences
+// of store, remove, clear, remove-worker and query, and checks that a dump
+// rebuilds the same tree.
+func FuzzTree(f *testing.F) {
+	f.Add([]byte{0, 0, 3, 1, 9, 17, 5, 0, 3, 1, 9, 17})
+	f.Add([]byte{0, 0, 2, 8, 16, 0, 64, 0, 1, 24, 2, 0, 0, 1, 5, 0, 3, 0, 8, 16})
+	f.Add([]byte{0, 1, 3, 0, 9, 18, 0, 2, 3, 0, 9, 19, 2, 1, 0, 1, 5, 2, 3, 0, 8})
+	f.Add([]byte{1, 0, 1, 5, 1, 0, 1, 6, 2, 0, 0, 5, 5, 0, 2, 0, 0, 3, 1, 4, 2})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tr := replay(t, data, Config{})
+		dumpEqual(t, tr)
+	})
+}
+
+// dumpEqual replays tr's dump into a new tree and compares the two.
+func dumpEqual(t *testing.T, tr *Tree) {
+	t.Helper()
+	re := New(Config{})
+	for i, ev := range tr.Dump() {
+		if r := re.Apply(ev); r.Status != StatusOK {
+			t.Fatalf("dump event %d %+v: %v", i, ev, r.Status)
+		}
+	}
+	want := canonical(tr)
+	// A rank that holds nothing is known to tr but not in the dump.
+	for w, hs := range want {
+		if len(hs) == 0 {
+			delete(want, w)
+		}
+	}
+	if diff := cmp.Diff(want, canonical(re)); diff != "" {
+		t.Fatalf("replayed dump differs (-original +replayed):\n%s", diff)
+	}
+	if err := re.check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,238 @@
+package indexer
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+const (
+	// root is the index of the root node; it is never a child or a sibling,
+	// so 0 also means "no node" in links.
+	root uint32 = 0
+	none uint32 = 0
+	// dead marks a freed node's parent link.
+	dead uint32 = ^uint32(0)
+	// setFlag in node.holders says the rest is an index into Tree.sets.
+	setFlag uint32 = 1 << 31
+)
+
+// node is one block position in the tree. 32 bytes.
+type node struct {
+	hash   LocalHash
+	parent uint32
+	first  uint32 // first child
+	next   uint32 // next sibling
+	prev   uint32 // previous sibling
+	// stamp is the clock when the node was last matched or stored. Readers
+	// refresh it concurrently, so it is read and written atomically.
+	stamp uint32
+	// holders: 0 none; slot+1 below setFlag; setFlag|i for Tree.sets[i].
+	holders uint32
+}
+
+// childKey finds the children of nodes that have more than one.
+type childKey struct {
+	parent uint32
+	hash   LocalHash
+}
+
+// slot is the state of one worker rank.
+type slot struct {
+	worker Worker
+	// blocks maps the rank's engine hashes to nodes.
+	blocks blockMap
+	// entries counts nodes the rank holds (less than blocks.Len() when a node
+	// is held under several hashes).
+	entries int
+	// aliased counts extra hashes per node; nil while there are none.
+	aliased map[uint32]int
+	live    bool
+}
+
+// Config sets a Tree's limits.
+type Config struct {
+	// MaxEntries caps the (worker rank, block) entries; 0 means no cap.
+	MaxEntries int
+	// EvictTo is the fraction of MaxEntries kept by an eviction pass, in
+	// (0, 1); 0 means DefaultEvictTo.
+	EvictTo float64
+}
+
+// DefaultEvictTo is the fraction of the cap that an eviction pass keeps: a
+// pass costs a scan of the tree, so it frees a tenth of the cap at once.
+const DefaultEvictTo = 0.9
+
+// Validate reports a configuration error, naming the field.
+func (c Config) Validate() error {
+	if c.MaxEntries < 0 {
+		return fmt.Errorf("max entries: %d is negative (0 means no cap)", c.MaxEntries)
+	}
+	if c.EvictTo < 0 || c.EvictTo >= 1 {
+		return fmt.Errorf("evict to: %v is outside [0, 1) (0 means %v)", c.EvictTo, DefaultEvictTo)
+	}
+	return nil
+}
+
+// Tree is the KV index. See the package documentation for its model and
+// concurrency contract.
+type Tree struct {
+	cfg       Config
+	nodes     []node
+	freeNodes []uint32
+	kids      map[childKey]uint32
+	sets      [][]uint32
+	freeSets  []uint32
+	slots     []slot
+	freeSlots []uint32
+	slotOf    map[Worker]uint32
+	entries   int
+	live      int // nodes, root excluded
+	evicted   uint64
+	// scratch is reused by purge; olds by validStore and store.
+	scratch []BlockHash
+	olds    []uint32
+	// clock advances once per applied event; read atomically by FindMatches.
+	clock uint32
+}
+
+// New returns an empty tree. An invalid cfg is corrected to its defaults; call
+// cfg.Validate first to report it.
+func New(cfg Config) *Tree {
+	if cfg.MaxEntries < 0 {
+		cfg.MaxEntries = 0
+	}
+	if cfg.EvictTo <= 0 || cfg.EvictTo >= 1 {
+		cfg.EvictTo = DefaultEvictTo
+	}
+	return &Tree{
+		cfg:    cfg,
+		nodes:  make([]node, 1, 1024),
+		kids:   make(map[childKey]uint32),
+		slotOf: make(map[Worker]uint32),
+	}
+}
+
+// child returns the child of p keyed by h, or none.
+func (t *Tree) child(p uint32, h LocalHash) uint32 {
+	c := t.nodes[p].first
+	if c == none {
+		return none
+	}
+	if t.nodes[c].hash == h {
+		return c
+	}
+	if t.nodes[c].next == none {
+		return none
+	}
+	return t.kids[childKey{p, h}]
+}
+
+// newNode adds an empty child of p keyed by h and returns it.
+func (t *Tree) newNode(p uint32, h LocalHash) uint32 {
+	var c uint32
+	if n := len(t.freeNodes); n > 0 {
+		c = t.freeNodes[n-1]
+		t.freeNodes = t.freeNodes[:n-1]
+	} else {
+		c = uint32(len(t.nodes))
+		t.nodes = append(t.nodes, node{})
+	}
+	t.nodes[c] = node{hash: h, parent: p, stamp: t.clock}
+	t.live++
+	f := t.nodes[p].first
+	if f == none {
+		t.nodes[p].first = c
+		return c
+	}
+	// Insert after the first child; the first child stays the fast path,
+	// and every child of a node with several, and only those, is in kids.
+	nx := t.nodes[f].next
+	t.nodes[c].prev = f
+	t.nodes[c].next = nx
+	if nx != none {
+		t.nodes[nx].prev = c
+	} else {
+		t.kids[childKey{p, t.nodes[f].hash}] = f
+	}
+	t.nodes[f].next = c
+	t.kids[childKey{p, h}] = c
+	return c
+}
+
+// freeNode unlinks n from its parent and recycles it. Its children must be
+// gone already. kids holds exactly the nodes that have a sibling, so a node
+// leaves it, and so does its last sibling, only when it had one: most frees
+// touch no map.
+func (t *Tree) freeNode(n uint32) {
+	nd := &t.nodes[n]
+	p := nd.parent
+	if nd.prev != none || nd.next != none {
+		delete(t.kids, childKey{p, nd.hash})
+		if nd.prev != none {
+			t.nodes[nd.prev].next = nd.next
+		} else {
+			t.nodes[p].first = nd.next
+		}
+		if nd.next != none {
+			t.nodes[nd.next].prev = nd.prev
+		}
+		if f := t.nodes[p].first; t.nodes[f].next == none {
+			delete(t.kids, childKey{p, t.nodes[f].hash})
+		}
+	} else {
+		t.nodes[p].first = none
+	}
+	if nd.holders&setFlag != 0 {
+		t.releaseSet(nd.holders &^ setFlag)
+	}
+	*nd = node{parent: dead}
+	t.freeNodes = append(t.freeNodes, n)
+	t.live--
+}
+
+// freeSubtree frees n and everything below it (all of it empty).
+func (t *Tree) freeSubtree(n uint32) {
+	for c := t.nodes[n].first; c != none; {
+		next := t.nodes[c].next
+		t.freeSubtree(c)
+		c = next
+	}
+	t.freeNode(n)
+}
+
+// touchUp stamps n and its ancestors with now, stopping at the first that
+// already has it: ancestors are never older than their descendants, so
+// eviction by age takes leaves first.
+func (t *Tree) touchUp(n uint32, now uint32) {
+	for n != root {
+		nd := &t.nodes[n]
+		if atomic.LoadUint32(&nd.stamp) == now {
+			return
+		}
+		atomic.StoreUint32(&nd.stamp, now)
+		n = nd.parent
+	}
+}
+
+// Size returns how many blocks w holds.
+func (t *Tree) Size(w Worker) int {
+	s, ok := t.slotOf[w]
+	if !ok {
+		return 0
+	}
+	return t.slots[s].entries
+}
+
+// Workers returns the worker ranks the tree knows.
+func (t *Tree) Workers() []Worker {
+	out := make([]Worker, 0, len(t.slotOf))
+	for w := range t.slotOf {
+		out = append(out, w)
+	}
+	return out
+}
+
+// Stats returns the tree's sizes.
+func (t *Tree) Stats() Stats {
+	return Stats{Entries: t.entries, Nodes: t.live, Workers: len(t.slotOf), Evicted: t.evicted}
+}

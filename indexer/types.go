@@ -1,0 +1,131 @@
+package indexer
+
+import "fmt"
+
+// WorkerID identifies a worker instance (its etcd lease id in Dynamo).
+type WorkerID uint64
+
+// DPRank is a data-parallel rank inside one worker.
+type DPRank uint32
+
+// Worker is the unit that is scored: one data-parallel rank of one worker.
+type Worker struct {
+	ID     WorkerID
+	DPRank DPRank
+}
+
+// String renders the worker as "id/rank" for logs.
+func (w Worker) String() string { return fmt.Sprintf("%d/%d", w.ID, w.DPRank) }
+
+// LocalHash is Dynamo's LocalBlockHash (tokens_hash): the hash of the tokens
+// inside one block. The tree is keyed by it.
+type LocalHash uint64
+
+// BlockHash is the engine's own chained hash of a block
+// (ExternalSequenceBlockHash): opaque to the router, unique per worker.
+type BlockHash uint64
+
+// Block is one stored block: the engine's hash and the hash of its tokens.
+type Block struct {
+	Hash   BlockHash
+	Tokens LocalHash
+}
+
+// Kind is the kind of a KV event.
+type Kind uint8
+
+// The kinds of KV event, as Dynamo names them.
+const (
+	KindStored Kind = iota + 1
+	KindRemoved
+	KindCleared
+)
+
+// String returns Dynamo's name for the kind (the event_type label).
+func (k Kind) String() string {
+	switch k {
+	case KindStored:
+		return "stored"
+	case KindRemoved:
+		return "removed"
+	case KindCleared:
+		return "cleared"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Event is one KV event of one worker rank, decoded from the wire.
+type Event struct {
+	Worker Worker
+	Kind   Kind
+	// HasParent says Parent is set (stored only). Without a parent the
+	// blocks hang from the root.
+	HasParent bool
+	Parent    BlockHash
+	// Blocks are the stored blocks, parent first (stored only).
+	Blocks []Block
+	// Removed are the hashes of removed blocks (removed only).
+	Removed []BlockHash
+}
+
+// Status is the outcome of applying an event, as Dynamo counts it (the status
+// label of dynamo_component_kv_cache_events_applied).
+type Status uint8
+
+// The outcomes of an event.
+const (
+	StatusOK Status = iota
+	// StatusParentNotFound: a stored event's parent is unknown for that
+	// worker; nothing of the event was applied.
+	StatusParentNotFound
+	// StatusBlockNotFound: a removed event named blocks the worker does not
+	// hold; the other blocks were removed.
+	StatusBlockNotFound
+	// StatusInvalidBlock: a stored event would make a block its own
+	// ancestor, or was otherwise malformed; nothing was applied.
+	StatusInvalidBlock
+)
+
+// String returns Dynamo's label value for the status.
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusParentNotFound:
+		return "parent_block_not_found"
+	case StatusBlockNotFound:
+		return "block_not_found"
+	case StatusInvalidBlock:
+		return "invalid_block"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Result tells what applying one event did.
+type Result struct {
+	Status Status
+	// Missing counts removed hashes the worker did not hold.
+	Missing int
+	// Evicted counts (worker, block) entries dropped by the memory cap
+	// while applying the event.
+	Evicted int
+}
+
+// Match is one worker rank's score for a query: how many leading blocks of
+// the query it holds contiguously from the first.
+type Match struct {
+	Worker Worker
+	Blocks uint32
+}
+
+// Stats are the index's sizes, for gauges.
+type Stats struct {
+	// Entries counts (worker rank, block) pairs held.
+	Entries int
+	// Nodes counts tree nodes, the root excluded.
+	Nodes int
+	// Workers counts worker ranks that hold at least one block or were seen.
+	Workers int
+	// Evicted counts entries dropped by the memory cap since the start.
+	Evicted uint64
+}

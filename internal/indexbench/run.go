@@ -1,0 +1,312 @@
+package indexbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/traces"
+)
+
+// ErrNoRequests: the trace has no requests to replay.
+var ErrNoRequests = errors.New("trace has no requests")
+
+// claimBatch is how many queries a goroutine claims at a time in the
+// query-only passes: enough to keep the shared counter cold.
+const claimBatch = 16
+
+// Run replays reqs as the package comment describes and returns the
+// figures. It blocks for the whole replay; cancelling ctx stops it early
+// with ctx's error.
+func Run(ctx context.Context, reqs []traces.Request, cfg Config) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, fmt.Errorf("index bench config: %w", err)
+	}
+	if len(reqs) == 0 {
+		return Result{}, ErrNoRequests
+	}
+	start := time.Now()
+	s, err := buildStream(ctx, reqs, cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{
+		Config:        cfg,
+		TraceRequests: len(reqs),
+		Requests:      len(s.queries),
+		Events:        len(s.events),
+		QueryBlocks:   s.queryBlocks,
+		StoredBlocks:  s.storedBlocks,
+		RemovedBlocks: s.removedBlocks,
+		Goroutines:    cfg.Goroutines,
+		BuildSeconds:  time.Since(start).Seconds(),
+	}
+	if s.queryBlocks > 0 {
+		res.CacheHitRatio = float64(s.hitBlocks) / float64(s.queryBlocks)
+	}
+
+	if err := finalState(ctx, s, cfg, &res); err != nil {
+		return Result{}, err
+	}
+	// The final state's index is garbage now; collect it so that the mixed
+	// replay's index does not have to share memory with it.
+	runtime.GC()
+	_, elapsed, err := mixedPass(ctx, s, cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	res.MixedSeconds = elapsed.Seconds()
+	res.MixedBlockOpsPerSec = rate(s.ops(), elapsed)
+	res.DurationSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// finalState loads the stream into a fresh index and measures the load,
+// the index's memory, and queries against the final state.
+func finalState(ctx context.Context, s *stream, cfg Config, res *Result) error {
+	idx, ld := load(s, cfg)
+	st := idx.Stats()
+	res.EventsNotOK = ld.notOK
+	res.Entries, res.Nodes, res.Workers, res.IndexEvicted = st.Entries, st.Nodes, st.Workers, st.Evicted
+	res.LoadSeconds = ld.elapsed.Seconds()
+	res.LoadBlockOpsPerSec = rate(s.storedBlocks+s.removedBlocks, ld.elapsed)
+	if st.Entries > 0 {
+		res.BytesPerEntry = float64(ld.heapBytes) / float64(st.Entries)
+	}
+
+	var elapsed time.Duration
+	for res.QueryPasses == 0 || elapsed < cfg.MinQueryTime {
+		d, err := queryPass(ctx, idx, s.queries, cfg)
+		if err != nil {
+			return err
+		}
+		elapsed += d
+		res.QueryPasses++
+	}
+	res.QuerySeconds = elapsed.Seconds()
+	res.QueryBlockOpsPerSec = rate(s.queryBlocks*int64(res.QueryPasses), elapsed)
+
+	lp, err := latencyPass(ctx, idx, s.queries, cfg)
+	if err != nil {
+		return err
+	}
+	lat := lp.latencies
+	res.LatencySeconds = lp.elapsed.Seconds()
+	res.LatencySamples = len(lat)
+	if lp.blocks > 0 {
+		res.QueryMatchedRatio = float64(lp.matched) / float64(lp.blocks)
+	}
+	res.FindMatchesP50Ns = percentile(lat, 0.50).Nanoseconds()
+	res.FindMatchesP99Ns = percentile(lat, 0.99).Nanoseconds()
+	return nil
+}
+
+// loaded describes a load of the stream into a fresh index.
+type loaded struct {
+	elapsed   time.Duration
+	heapBytes int64
+	notOK     int
+}
+
+// load applies every event to a fresh index from one goroutine, timing the
+// applies and measuring the live heap the index adds.
+func load(s *stream, cfg Config) (*indexer.Index, loaded) {
+	var ld loaded
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+
+	idx := indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxEntries})
+	start := time.Now()
+	for i := range s.events {
+		if r := idx.Apply(s.events[i]); r.Status != indexer.StatusOK || r.Missing > 0 {
+			ld.notOK++
+		}
+	}
+	ld.elapsed = time.Since(start)
+
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	ld.heapBytes = int64(ms.HeapAlloc) - int64(before)
+	return idx, ld
+}
+
+// queryPass runs every query once with cfg.Goroutines goroutines.
+func queryPass(ctx context.Context, idx *indexer.Index, qs []query, cfg Config) (time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range cfg.Goroutines {
+		wg.Go(func() {
+			dst := make([]indexer.Match, 0, cfg.Workers)
+			for ctx.Err() == nil {
+				i := int(next.Add(claimBatch)) - claimBatch
+				if i >= len(qs) {
+					return
+				}
+				for _, q := range qs[i:min(i+claimBatch, len(qs))] {
+					dst = idx.FindMatches(q.keys, false, dst)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("query pass: %w", err)
+	}
+	return elapsed, nil
+}
+
+// latencies is the outcome of the latency pass.
+type latencies struct {
+	latencies []time.Duration // sorted
+	elapsed   time.Duration
+	// blocks counts the sampled queries' blocks, matched their deepest
+	// match.
+	blocks, matched int64
+}
+
+// latencyPass times every cfg.LatencyEvery-th query, run by cfg.Goroutines
+// goroutines.
+func latencyPass(ctx context.Context, idx *indexer.Index, qs []query, cfg Config) (latencies, error) {
+	sample := (len(qs) + cfg.LatencyEvery - 1) / cfg.LatencyEvery
+	lp := latencies{latencies: make([]time.Duration, sample)}
+	deepest := make([]uint32, sample)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range cfg.Goroutines {
+		wg.Go(func() {
+			dst := make([]indexer.Match, 0, cfg.Workers)
+			for ctx.Err() == nil {
+				k := int(next.Add(1)) - 1
+				if k >= sample {
+					return
+				}
+				q := qs[k*cfg.LatencyEvery].keys
+				t := time.Now()
+				dst = idx.FindMatches(q, false, dst)
+				lp.latencies[k] = time.Since(t)
+				for _, m := range dst {
+					deepest[k] = max(deepest[k], m.Blocks)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	lp.elapsed = time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return latencies{}, fmt.Errorf("latency pass: %w", err)
+	}
+	slices.Sort(lp.latencies)
+	for k, d := range deepest {
+		lp.blocks += int64(len(qs[k*cfg.LatencyEvery].keys))
+		lp.matched += int64(d)
+	}
+	return lp, nil
+}
+
+// mixedPass replays events and queries in trace order into a fresh index
+// (see the package comment) and returns the index in its final state.
+func mixedPass(ctx context.Context, s *stream, cfg Config) (*indexer.Index, time.Duration, error) {
+	idx := indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxEntries})
+	start := time.Now()
+	if cfg.Goroutines == 1 {
+		if err := interleave(ctx, idx, s, nil); err != nil {
+			return nil, 0, fmt.Errorf("mixed replay: %w", err)
+		}
+		return idx, time.Since(start), nil
+	}
+
+	// applied counts the events the writer has applied; a reader runs a
+	// query once every event before it is in.
+	var applied, next atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range s.events {
+			if i%256 == 0 && ctx.Err() != nil {
+				return
+			}
+			idx.Apply(s.events[i])
+			applied.Store(int64(i + 1))
+		}
+	})
+	for range cfg.Goroutines - 1 {
+		wg.Go(func() {
+			dst := make([]indexer.Match, 0, cfg.Workers)
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(s.queries) {
+					return
+				}
+				q := &s.queries[i]
+				for applied.Load() < int64(q.after) {
+					if ctx.Err() != nil {
+						return
+					}
+					// Yield rather than sleep: the writer is usually
+					// microseconds away, and with more goroutines than
+					// processors it may need this one's processor.
+					runtime.Gosched()
+				}
+				dst = idx.FindMatches(q.keys, false, dst)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("mixed replay: %w", err)
+	}
+	return idx, elapsed, nil
+}
+
+// interleave replays the stream in trace order on the calling goroutine.
+// If scores is not nil, it gets each query's matches.
+func interleave(ctx context.Context, idx *indexer.Index, s *stream, scores func(i int, m []indexer.Match)) error {
+	var dst []indexer.Match
+	ev := 0
+	for i := range s.queries {
+		if i%256 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		q := &s.queries[i]
+		for ; ev < q.after; ev++ {
+			idx.Apply(s.events[ev])
+		}
+		dst = idx.FindMatches(q.keys, false, dst)
+		if scores != nil {
+			scores(i, dst)
+		}
+	}
+	for ; ev < len(s.events); ev++ {
+		idx.Apply(s.events[ev])
+	}
+	return nil
+}
+
+// rate is ops per second over d; 0 when d is 0.
+func rate(ops int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(ops) / d.Seconds()
+}
+
+// percentile returns the nearest-rank p-quantile of sorted, 0 if empty.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	k := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(k, 0), len(sorted)-1)]
+}
