@@ -5,6 +5,7 @@ BIN       ?= bin/router
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 TRACE     ?= testdata/mooncake_excerpt.jsonl
+SYSTEM_PORT ?= 8081
 # Test packages run with the race detector; -count=1 defeats the cache so a
 # green run is a real run.
 TESTFLAGS ?= -race -count=1 -timeout 15m
@@ -20,9 +21,8 @@ build: ## build bin/router
 	$(GO) build -o $(BIN) ./cmd/router
 
 .PHONY: run
-run: build ## hash a sample prompt and replay the index benchmark on $(TRACE)
-	$(BIN) hash --block-size 4 1 2 3 4 5 6 7 8
-	$(BIN) bench index --trace $(TRACE) --workers 16 --cache-blocks 4096
+run: build ## start the router with embedded NATS and etcd (status server on $(SYSTEM_PORT))
+	DYN_SYSTEM_PORT=$(SYSTEM_PORT) $(BIN) serve --embedded
 
 .PHONY: test
 test: ## run every test with the race detector

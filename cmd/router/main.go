@@ -14,12 +14,17 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func main() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) }
-
-// run executes the command line and maps its error to an exit status.
-func run(args []string, stdout, stderr io.Writer) int {
+func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the command line until ctx ends and maps its error to an exit
+// status: 0 on success or a clean shutdown, 2 for a bad command line, 1 for
+// anything else.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := newApp(stdout, stderr).RunContext(ctx, args); err != nil {
 		var exit cli.ExitCoder
 		if errors.As(err, &exit) {
@@ -45,6 +50,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
+			serveCommand(),
 			hashCommand(),
 			benchCommand(),
 		},

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // EtcdConfig says where an embedded etcd listens and keeps its data.
@@ -36,7 +37,8 @@ func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
 	ec := embed.NewConfig()
 	ec.Name = "router-embedded"
 	ec.Dir = cfg.Dir
-	ec.LogLevel = "error"
+	// etcd logs through zap; the router reports etcd's failures itself.
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	ec.ListenClientUrls = []url.URL{*curl}
 	ec.AdvertiseClientUrls = []url.URL{*curl}
 	ec.ListenPeerUrls = []url.URL{*purl}

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/embedded"
+	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/status"
+)
+
+// serve runs the daemon until ctx ends (SIGINT/SIGTERM) or a component
+// fails. Startup failures return a one-line reason.
+func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer) error {
+	if cfg.Embedded {
+		stop, err := startEmbedded(&cfg, log)
+		if err != nil {
+			return exitError("serve: %v", err)
+		}
+		defer stop()
+	}
+
+	conns := &connState{}
+	nc, err := connectNATS(cfg.NATSURL, log, conns)
+	if err != nil {
+		return exitError("serve: %v", err)
+	}
+	defer nc.Close()
+
+	etcd, err := connectEtcd(ctx, cfg.EtcdEndpoints)
+	if err != nil {
+		return exitError("serve: %v", err)
+	}
+	defer etcd.Close()
+
+	lease, err := etcd.Grant(ctx, int64(cfg.LeaseTTL/time.Second))
+	if err != nil {
+		return exitError("serve: etcd %v: grant the router's lease: %v", cfg.EtcdEndpoints, err)
+	}
+	routerID := uint64(lease.ID)
+	log = log.With("router_id", routerID)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg, metrics.Config{Namespace: cfg.Namespace, Component: cfg.RouterComponent, RouterID: routerID})
+	if err != nil {
+		return exitError("serve: metrics: %v", err)
+	}
+	idx := indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxIndexEntries})
+
+	var statusSrv *status.Server
+	if cfg.SystemEnabled {
+		statusSrv = status.New(status.Config{
+			Host: cfg.SystemHost, Port: cfg.SystemPort,
+			HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
+		}, reg, log)
+		if err := statusSrv.Config().Validate(); err != nil {
+			return usageError("serve: %v", err)
+		}
+		addr, err := statusSrv.Listen()
+		if err != nil {
+			return exitError("serve: %v", err)
+		}
+		log.Info("status server listening", "addr", addr.String())
+		statusSrv.AddCheck("nats", conns.natsCheck)
+		statusSrv.AddCheck("etcd", conns.etcdCheck)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if statusSrv != nil {
+		g.Go(func() error { return statusSrv.Run(gctx) })
+	}
+	g.Go(func() error { return keepLease(gctx, etcd, lease.ID, log, conns) })
+	g.Go(func() error { return publishIndexStats(gctx, idx, m) })
+
+	if cfg.Embedded {
+		printNextSteps(out, cfg, statusSrv)
+	}
+	log.Info("router started", "namespace", cfg.Namespace, "component", cfg.Component,
+		"prefill_component", cfg.PrefillComponent, "nats", cfg.NATSURL, "etcd", cfg.EtcdEndpoints)
+
+	err = g.Wait()
+	// Shutdown: stop taking requests, then let NATS flush what it owes.
+	drained := make(chan struct{})
+	go func() {
+		if derr := nc.Drain(); derr != nil {
+			log.Warn("drain nats", "err", derr)
+		}
+		for !nc.IsClosed() {
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-drained:
+				return
+			}
+		}
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(cfg.ShutdownTimeout):
+		log.Warn("nats drain did not finish in time", "timeout", cfg.ShutdownTimeout)
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, _ = etcd.Revoke(rctx, lease.ID) // best effort: the lease expires anyway
+	cancel()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return exitError("serve: %v", err)
+	}
+	log.Info("router stopped")
+	return nil
+}
+
+// connState tracks the health of the router's connections for /health.
+type connState struct {
+	natsUp   atomic.Bool
+	etcdErr  atomic.Pointer[string]
+	etcdSeen atomic.Bool
+}
+
+func (c *connState) natsCheck() (bool, string) {
+	if c.natsUp.Load() {
+		return true, ""
+	}
+	return false, "disconnected from NATS, reconnecting"
+}
+
+func (c *connState) etcdCheck() (bool, string) {
+	if e := c.etcdErr.Load(); e != nil {
+		return false, *e
+	}
+	return c.etcdSeen.Load(), "no lease keep-alive yet"
+}
+
+// connectNATS connects, failing fast if NATS is not there at start and
+// reconnecting forever after that.
+func connectNATS(u string, log *slog.Logger, st *connState) (*nats.Conn, error) {
+	nc, err := nats.Connect(u,
+		nats.Name("kvrouter"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			st.natsUp.Store(false)
+			if !nc.IsDraining() && !nc.IsClosed() {
+				log.Warn("nats disconnected, reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			st.natsUp.Store(true)
+			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { st.natsUp.Store(false) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("nats async error", "subject", subject, "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach NATS at %s: %w", u, err)
+	}
+	st.natsUp.Store(true)
+	return nc, nil
+}
+
+// connectEtcd connects and checks that etcd answers.
+func connectEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      nil,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.Status(sctx, endpoints[0]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cannot reach etcd at %v: %w", endpoints, err)
+	}
+	return c, nil
+}
+
+// keepLease keeps the router's lease alive until ctx ends, granting a new
+// one if etcd lost it, and reports etcd's state for /health.
+func keepLease(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID, log *slog.Logger, st *connState) error {
+	for {
+		ch, err := c.KeepAlive(ctx, id)
+		if err == nil {
+			for resp := range ch {
+				if resp != nil {
+					if st.etcdErr.Swap(nil) != nil {
+						log.Info("etcd reachable again")
+					}
+					st.etcdSeen.Store(true)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		msg := "etcd unreachable, retrying"
+		if st.etcdErr.Swap(&msg) == nil {
+			log.Warn("etcd lease keep-alive lost", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// publishIndexStats copies the index's sizes into their gauges once a
+// second; the index keeps them in atomics, so this never contends.
+func publishIndexStats(ctx context.Context, idx *indexer.Index, m *metrics.Router) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		st := idx.Stats()
+		m.IndexEntries.Set(float64(st.Entries))
+		m.IndexNodes.Set(float64(st.Nodes))
+		m.IndexWorkers.Set(float64(st.Workers))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// startEmbedded runs NATS and etcd in the process on the configured
+// addresses and rewrites cfg to point at them.
+func startEmbedded(cfg *serveConfig, log *slog.Logger) (stop func(), err error) {
+	dir := cfg.DataDir
+	cleanup := func() {}
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "kvrouter-")
+		if err != nil {
+			return nil, fmt.Errorf("embedded: data directory: %w", err)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	nu, err := url.Parse(cfg.NATSURL)
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("embedded: --nats-url: %w", err)
+	}
+	port := 4222
+	if p := nu.Port(); p != "" {
+		port, _ = strconv.Atoi(p)
+	}
+	if port == 0 {
+		port = -1 // NATS's "any free port"
+	}
+	ns, err := embedded.StartNATS(embedded.NATSConfig{Host: nu.Hostname(), Port: port, JetStream: true, StoreDir: dir + "/nats"})
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	eu, err := url.Parse(cfg.EtcdEndpoints[0])
+	if err != nil {
+		ns.Close()
+		cleanup()
+		return nil, fmt.Errorf("embedded: --etcd-endpoints: %w", err)
+	}
+	peer := "http://" + net.JoinHostPort(eu.Hostname(), "0")
+	es, err := embedded.StartEtcd(embedded.EtcdConfig{ClientURL: cfg.EtcdEndpoints[0], PeerURL: peer, Dir: dir + "/etcd"})
+	if err != nil {
+		ns.Close()
+		cleanup()
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	cfg.NATSURL = ns.URL()
+	cfg.EtcdEndpoints = []string{es.Endpoint()}
+	log.Info("embedded NATS and etcd running", "nats", cfg.NATSURL, "etcd", es.Endpoint(), "data_dir", dir)
+	return func() {
+		es.Close()
+		ns.Close()
+		cleanup()
+	}, nil
+}
+
+// printNextSteps tells a newcomer what to do with an embedded router.
+func printNextSteps(out io.Writer, cfg serveConfig, st *status.Server) {
+	metricsURL := "(status server off: set DYN_SYSTEM_PORT)"
+	if st != nil {
+		metricsURL = "http://" + loopbackAddr(st.Addr()) + "/metrics"
+	}
+	fmt.Fprintf(out, `
+kvrouter is running with embedded NATS and etcd.
+  NATS:    %s
+  etcd:    %s
+  metrics: %s
+
+Register a worker (lease-less, for a try):
+  etcdctl --endpoints %s put v1/instances/%s/%s/generate/1a '{"type":"Endpoint","namespace":"%s","component":"%s","endpoint":"generate","instance_id":26}'
+Ask for a route:
+  bin/router request route --nats-url %s --namespace %s --token-ids 1,2,3,4
+Stop with Ctrl-C.
+`, cfg.NATSURL, cfg.EtcdEndpoints[0], metricsURL,
+		cfg.EtcdEndpoints[0], cfg.Namespace, cfg.Component, cfg.Namespace, cfg.Component,
+		cfg.NATSURL, cfg.Namespace)
+}
+
+// loopbackAddr turns a wildcard listen address into one a local client can
+// use.
+func loopbackAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}

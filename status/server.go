@@ -1,0 +1,234 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvrouter/router/metrics"
+)
+
+// Health states, as Dynamo spells them.
+const (
+	Ready    = "ready"
+	NotReady = "notready"
+)
+
+// Config says where the status server listens and how its paths are named.
+type Config struct {
+	// Host and Port to listen on (DYN_SYSTEM_HOST, DYN_SYSTEM_PORT); port 0
+	// picks a free port.
+	Host string
+	Port int
+	// HealthPath and LivePath rename the probes (DYN_SYSTEM_HEALTH_PATH,
+	// DYN_SYSTEM_LIVE_PATH).
+	HealthPath string
+	LivePath   string
+	// StartingStatus is reported until every check has passed once
+	// (DYN_SYSTEM_STARTING_HEALTH_STATUS): "notready" by default; "ready"
+	// makes the router report ready from the start, as Dynamo allows.
+	StartingStatus string
+}
+
+// DefaultConfig returns Dynamo's defaults, on port 0.
+func DefaultConfig() Config {
+	return Config{Host: "0.0.0.0", HealthPath: "/health", LivePath: "/live", StartingStatus: NotReady}
+}
+
+// Validate reports the first problem, naming the setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("DYN_SYSTEM_PORT: %d is outside 0..65535", c.Port))
+	}
+	for name, p := range map[string]string{"DYN_SYSTEM_HEALTH_PATH": c.HealthPath, "DYN_SYSTEM_LIVE_PATH": c.LivePath} {
+		if len(p) < 2 || p[0] != '/' {
+			errs = append(errs, fmt.Errorf("%s: %q must start with / and name a path", name, p))
+		}
+	}
+	if c.HealthPath == c.LivePath {
+		errs = append(errs, fmt.Errorf("DYN_SYSTEM_LIVE_PATH: %q is also the health path", c.LivePath))
+	}
+	if c.StartingStatus != Ready && c.StartingStatus != NotReady {
+		errs = append(errs, fmt.Errorf("DYN_SYSTEM_STARTING_HEALTH_STATUS: %q is not %q or %q", c.StartingStatus, Ready, NotReady))
+	}
+	return errors.Join(errs...)
+}
+
+// Check reports whether one part of the router is ready, and if not, why.
+// It is called on every probe, from any goroutine.
+type Check func() (ok bool, detail string)
+
+// Server is the status server. Register checks with AddCheck before Run.
+type Server struct {
+	cfg      Config
+	gatherer prometheus.Gatherer
+	log      *slog.Logger
+	start    time.Time
+	now      func() time.Time
+
+	mu      sync.Mutex
+	checks  []namedCheck
+	started bool // every check has passed once
+	ln      net.Listener
+}
+
+type namedCheck struct {
+	name  string
+	check Check
+}
+
+// New returns a server for cfg that exposes gatherer's metrics.
+func New(cfg Config, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	return &Server{cfg: cfg, gatherer: gatherer, log: log, start: time.Now(), now: time.Now}
+}
+
+// AddCheck registers a readiness check under name, reported in the
+// "endpoints" map of /health.
+func (s *Server) AddCheck(name string, c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, namedCheck{name, c})
+}
+
+// Config returns the server's configuration.
+func (s *Server) Config() Config { return s.cfg }
+
+// Addr returns the address listened on, or "" before Listen.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Listen binds the listening socket, so the address is known before Run.
+func (s *Server) Listen() (net.Addr, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("status server: listen on %s:%d: %w", s.cfg.Host, s.cfg.Port, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	return ln.Addr(), nil
+}
+
+// Run serves until ctx ends, then shuts down, giving open requests up to
+// five seconds. It calls Listen if that has not been done.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln == nil {
+		if _, err := s.Listen(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		ln = s.ln
+		s.mu.Unlock()
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("status server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("status server: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Handler returns the HTTP handler: /metrics, the two probes, 404 elsewhere.
+func (s *Server) Handler() http.Handler {
+	metricsHandler := metrics.Handler(s.gatherer, s.log)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics":
+			metricsHandler.ServeHTTP(w, r)
+		case s.cfg.HealthPath, s.cfg.LivePath:
+			s.serveHealth(w)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// Health is the JSON of /health and /live. Status, Uptime and Endpoints
+// are Dynamo's; Problems is ours: one line per check that fails.
+type Health struct {
+	Status    string            `json:"status"`
+	Uptime    Uptime            `json:"uptime"`
+	Endpoints map[string]string `json:"endpoints"`
+	Problems  []string          `json:"problems,omitempty"`
+}
+
+// Uptime is a duration as Rust's serde writes one, as Dynamo reports it.
+type Uptime struct {
+	Secs  uint64 `json:"secs"`
+	Nanos uint32 `json:"nanos"`
+}
+
+// Report evaluates every check.
+func (s *Server) Report() Health {
+	s.mu.Lock()
+	checks := append([]namedCheck(nil), s.checks...)
+	s.mu.Unlock()
+	up := s.now().Sub(s.start)
+	h := Health{
+		Status:    Ready,
+		Uptime:    Uptime{Secs: uint64(up / time.Second), Nanos: uint32(up % time.Second)},
+		Endpoints: make(map[string]string, len(checks)),
+	}
+	for _, c := range checks {
+		ok, detail := c.check()
+		if ok {
+			h.Endpoints[c.name] = Ready
+			continue
+		}
+		h.Endpoints[c.name] = NotReady
+		h.Status = NotReady
+		if detail != "" {
+			h.Problems = append(h.Problems, c.name+": "+detail)
+		}
+	}
+	s.mu.Lock()
+	if h.Status == Ready {
+		s.started = true
+	} else if !s.started && s.cfg.StartingStatus == Ready {
+		h.Status = Ready
+	}
+	s.mu.Unlock()
+	return h
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter) {
+	h := s.Report()
+	w.Header().Set("Content-Type", "application/json")
+	if h.Status != Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	if err := json.NewEncoder(w).Encode(h); err != nil {
+		s.log.Debug("write health response", "err", err)
+	}
+}

@@ -1,0 +1,166 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// start runs a server on a free loopback port until the test ends.
+func start(t *testing.T, cfg Config, checks map[string]Check) string {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "dynamo_component_test_total", Help: "A test counter."})
+	reg.MustRegister(c)
+	c.Add(3)
+	cfg.Host, cfg.Port = "127.0.0.1", 0
+	s := New(cfg, reg, slog.New(slog.DiscardHandler))
+	for name, ch := range checks {
+		s.AddCheck(name, ch)
+	}
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return "http://" + addr.String()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.CloseIdleConnections()
+	return resp.StatusCode, string(body)
+}
+
+func TestRoutes(t *testing.T) {
+	var natsUp atomic.Bool
+	base := start(t, DefaultConfig(), map[string]Check{
+		"nats": func() (bool, string) {
+			if natsUp.Load() {
+				return true, ""
+			}
+			return false, "disconnected"
+		},
+		"etcd": func() (bool, string) { return true, "" },
+	})
+
+	code, body := get(t, base+"/metrics")
+	if code != 200 || !strings.Contains(body, "dynamo_component_test_total 3") {
+		t.Fatalf("/metrics: %d %q", code, body)
+	}
+	for _, path := range []string{"/", "/nope", "/healthz"} {
+		if code, _ := get(t, base+path); code != 404 {
+			t.Errorf("%s: %d, want 404", path, code)
+		}
+	}
+
+	for _, tc := range []struct {
+		name     string
+		up       bool
+		wantCode int
+		want     Health
+	}{
+		{"nats down", false, 503, Health{Status: NotReady, Endpoints: map[string]string{"nats": NotReady, "etcd": Ready}, Problems: []string{"nats: disconnected"}}},
+		{"all up", true, 200, Health{Status: Ready, Endpoints: map[string]string{"nats": Ready, "etcd": Ready}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			natsUp.Store(tc.up)
+			for _, path := range []string{"/health", "/live"} {
+				code, body := get(t, base+path)
+				if code != tc.wantCode {
+					t.Errorf("%s: %d, want %d", path, code, tc.wantCode)
+				}
+				var got Health
+				if err := json.Unmarshal([]byte(body), &got); err != nil {
+					t.Fatalf("%s: %v in %q", path, err, body)
+				}
+				got.Uptime = Uptime{}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("%s (-want +got):\n%s", path, diff)
+				}
+			}
+		})
+	}
+}
+
+func TestRenamedPathsAndStartingStatus(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.HealthPath, cfg.LivePath, cfg.StartingStatus = "/ready", "/alive", Ready
+	var up atomic.Bool
+	base := start(t, cfg, map[string]Check{"nats": func() (bool, string) { return up.Load(), "down" }})
+	if code, _ := get(t, base+"/health"); code != 404 {
+		t.Errorf("/health after renaming: %d, want 404", code)
+	}
+	// Ready from the start, as configured, until the checks first pass...
+	if code, _ := get(t, base+"/ready"); code != 200 {
+		t.Errorf("/ready while starting: %d, want 200", code)
+	}
+	up.Store(true)
+	if code, _ := get(t, base+"/alive"); code != 200 {
+		t.Errorf("/alive: %d, want 200", code)
+	}
+	// ...and honest after that.
+	up.Store(false)
+	if code, _ := get(t, base+"/ready"); code != 503 {
+		t.Errorf("/ready after a failure: %d, want 503", code)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string // substring of the error; "" means valid
+	}{
+		{"default", func(*Config) {}, ""},
+		{"port", func(c *Config) { c.Port = 70000 }, "DYN_SYSTEM_PORT: 70000"},
+		{"health path", func(c *Config) { c.HealthPath = "health" }, "DYN_SYSTEM_HEALTH_PATH"},
+		{"same paths", func(c *Config) { c.LivePath = c.HealthPath }, "also the health path"},
+		{"starting", func(c *Config) { c.StartingStatus = "maybe" }, "DYN_SYSTEM_STARTING_HEALTH_STATUS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
