@@ -194,4 +194,3 @@ func serveCommand() *cli.Command {
 func exitError(format string, args ...any) error {
 	return cli.Exit(fmt.Sprintf(format, args...), 1)
 }
-
