@@ -314,7 +314,7 @@ kvrouter is running with embedded NATS and etcd.
 Register a worker (lease-less, for a try):
   etcdctl --endpoints %s put v1/instances/%s/%s/generate/1a '{"type":"Endpoint","namespace":"%s","component":"%s","endpoint":"generate","instance_id":26}'
 Ask for a route:
-  bin/router request route --nats-url %s --namespace %s --token-ids 1,2,3,4
+  bin/router request --nats-url %s --namespace %s --token-ids 1,2,3,4 route
 Stop with Ctrl-C.
 `, cfg.NATSURL, cfg.EtcdEndpoints[0], metricsURL,
 		cfg.EtcdEndpoints[0], cfg.Namespace, cfg.Component, cfg.Namespace, cfg.Component,

@@ -51,6 +51,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			serveCommand(),
+			requestCommand(),
 			hashCommand(),
 			benchCommand(),
 		},
