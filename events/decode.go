@@ -1,0 +1,126 @@
+package events
+
+import (
+	"fmt"
+
+	"github.com/kvrouter/router/indexer"
+)
+
+// Limits on what a decoder accepts. A message over any of them is rejected
+// whole with ErrTooLarge, before anything is allocated for it.
+const (
+	// MaxBlocksPerEvent caps the blocks of a stored event and the hashes of a
+	// removed event. Engines publish one event per scheduler step, a few
+	// hundred blocks at most (a 1M-token prompt with 16-token blocks is
+	// 65,536 blocks, the cap).
+	MaxBlocksPerEvent = 65536
+	// MaxMessageBytes caps a message. It is above anything a NATS server
+	// lets through by default (1 MiB) and what MaxBlocksPerEvent blocks
+	// take in JSON.
+	MaxMessageBytes = 16 << 20
+	// maxDepth caps the nesting of values the decoders skip (unknown fields,
+	// mm_extra_info), so a hostile message cannot recurse deeply.
+	maxDepth = 64
+)
+
+// StorageTier is the cache tier an event is about (Dynamo's StorageTier).
+type StorageTier uint8
+
+// The storage tiers, as Dynamo names them. Only TierDevice is the GPU cache
+// that routing scores.
+const (
+	TierDevice StorageTier = iota
+	TierHostPinned
+	TierDisk
+	TierExternal
+)
+
+// String returns Dynamo's name of the tier.
+func (t StorageTier) String() string {
+	switch t {
+	case TierDevice:
+		return "device"
+	case TierHostPinned:
+		return "host_pinned"
+	case TierDisk:
+		return "disk"
+	case TierExternal:
+		return "external"
+	}
+	return fmt.Sprintf("tier(%d)", uint8(t))
+}
+
+// parseTier maps Dynamo's name of a tier to the tier.
+func parseTier(s []byte) (StorageTier, bool) {
+	switch string(s) {
+	case "device":
+		return TierDevice, true
+	case "host_pinned":
+		return TierHostPinned, true
+	case "disk":
+		return TierDisk, true
+	case "external":
+		return TierExternal, true
+	}
+	return 0, false
+}
+
+// Encoding is the wire encoding a message came in.
+type Encoding uint8
+
+// The encodings of dynamo-compat.md §3.
+const (
+	EncodingJSON Encoding = iota + 1
+	EncodingMsgpack
+)
+
+// String names the encoding.
+func (e Encoding) String() string {
+	switch e {
+	case EncodingJSON:
+		return "json"
+	case EncodingMsgpack:
+		return "msgpack"
+	}
+	return fmt.Sprintf("encoding(%d)", uint8(e))
+}
+
+// Meta is what a message says besides the index change itself.
+type Meta struct {
+	// EventID is the event's event_id, which increases per (worker, dp_rank).
+	EventID uint64
+	// StorageTier is the tier the event is about; TierDevice when absent.
+	StorageTier StorageTier
+	// CacheOwner is set when the event names the cache_owner residency
+	// domain (newer Dynamo): blocks owned by a shared cache, not by the
+	// worker's own device cache.
+	CacheOwner bool
+	// Encoding is the wire encoding.
+	Encoding Encoding
+	// PublisherID, Sequence and PublishedAtMs come from the MessagePack
+	// envelope; zero for JSON.
+	PublisherID   uint64
+	Sequence      uint64
+	PublishedAtMs uint64
+}
+
+// Device reports whether the event is about the worker's own device cache,
+// the only one the index holds.
+func (m Meta) Device() bool { return m.StorageTier == TierDevice && !m.CacheOwner }
+
+// Decode decodes one KV event message in either encoding: JSON when its
+// first byte that is not white space is '{', the MessagePack envelope
+// otherwise. It is a pure function, safe for concurrent use; the event does
+// not alias msg.
+func Decode(msg []byte) (indexer.Event, Meta, error) {
+	for _, c := range msg {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return DecodeJSON(msg)
+		}
+		break
+	}
+	return DecodeMsgpack(msg)
+}

@@ -1,0 +1,265 @@
+package events
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kvrouter/router/indexer"
+)
+
+// Metadata of the snapshot object. Dynamo's routers write the object without
+// them; such a snapshot is loaded and the whole stream replayed after it,
+// as Dynamo does.
+const (
+	// metaSequence is the last stream sequence the snapshot covers.
+	metaSequence = "stream_sequence"
+	// metaFormat marks a snapshot written by this router, whose event_ids
+	// are the ranks' last event_ids (see encodeSnapshot).
+	metaFormat = "kvrouter_format"
+	formatV1   = "1"
+	// metaEvents is the number of RouterEvents in the snapshot, for people.
+	metaEvents = "events"
+)
+
+// snapshotApplyBatch is how many snapshot events are applied per lock hold.
+const snapshotApplyBatch = 4096
+
+// encodeSnapshot writes the part of the index that belongs to workers as a
+// JSON list of RouterEvents, the shape Dynamo's routers read: first, for
+// every rank of those workers whose event_ids the shards track, a "cleared"
+// event carrying the rank's last event_id (a no-op on an empty index, and
+// how the event_id baselines survive a restart even for ranks holding
+// nothing); then the index dump, one single-block stored event per (block,
+// rank), parents first, each with its rank's last event_id. It returns the
+// bytes and the number of events.
+func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, workers map[indexer.WorkerID]struct{}) ([]byte, int) {
+	ranks := make([]indexer.Worker, 0, len(baselines))
+	for w := range baselines {
+		if _, ok := workers[w.ID]; ok {
+			ranks = append(ranks, w)
+		}
+	}
+	slices.SortFunc(ranks, func(a, b indexer.Worker) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.DPRank, b.DPRank))
+	})
+	buf := make([]byte, 0, 64+len(ranks)*128+len(dump)*160)
+	buf = append(buf, '[')
+	n := 0
+	sep := func() {
+		if n > 0 {
+			buf = append(buf, ',', '\n')
+		}
+		n++
+	}
+	for _, w := range ranks {
+		sep()
+		buf = AppendJSON(buf, indexer.Event{Worker: w, Kind: indexer.KindCleared}, Meta{EventID: baselines[w]})
+	}
+	for _, ev := range dump {
+		if _, ok := workers[ev.Worker.ID]; !ok {
+			continue
+		}
+		sep()
+		buf = AppendJSON(buf, ev, Meta{EventID: baselines[ev.Worker]})
+	}
+	buf = append(buf, ']')
+	return buf, n
+}
+
+// decodeSnapshot reads a JSON list of RouterEvents. Events of other tiers
+// than the device are left out.
+func decodeSnapshot(data []byte) ([]indexer.Event, []Meta, error) {
+	d := jsonDecoder{b: data}
+	if err := d.open('[', "snapshot", "a list of RouterEvents"); err != nil {
+		return nil, nil, err
+	}
+	var (
+		evs   []indexer.Event
+		metas []Meta
+	)
+	for first := true; ; first = false {
+		more, err := d.elem("snapshot", first)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !more {
+			break
+		}
+		ev, meta, err := d.routerEvent()
+		if err != nil {
+			return nil, nil, fmt.Errorf("snapshot event %d: %w", len(evs), err)
+		}
+		if meta.Device() {
+			evs = append(evs, ev)
+			metas = append(metas, meta)
+		}
+	}
+	d.ws()
+	if d.i != len(d.b) {
+		return nil, nil, d.syntax("snapshot", "data after the list")
+	}
+	return evs, metas, nil
+}
+
+// restore loads the component's snapshot into the index and returns the
+// stream sequence it covers (0: none, or one without a sequence).
+func (ds *durableStream) restore(ctx context.Context) (uint64, error) {
+	s := ds.s
+	obs, err := ds.js.ObjectStore(ctx, ds.bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		s.log.Info("kv events: no snapshot bucket; replaying the whole stream", slog.String("bucket", ds.bucket))
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kv events: snapshot bucket %s: %w", ds.bucket, err)
+	}
+	res, err := obs.Get(ctx, SnapshotObject)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		s.log.Info("kv events: no snapshot; replaying the whole stream", slog.String("bucket", ds.bucket))
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kv events: snapshot %s/%s: %w", ds.bucket, SnapshotObject, err)
+	}
+	defer res.Close()
+	data, err := io.ReadAll(res)
+	if err != nil {
+		return 0, fmt.Errorf("kv events: read snapshot %s/%s: %w", ds.bucket, SnapshotObject, err)
+	}
+	info, err := res.Info()
+	if err != nil {
+		return 0, fmt.Errorf("kv events: snapshot %s/%s: info: %w", ds.bucket, SnapshotObject, err)
+	}
+	evs, metas, err := decodeSnapshot(data)
+	if err != nil {
+		return 0, fmt.Errorf("kv events: decode snapshot %s/%s: %w", ds.bucket, SnapshotObject, err)
+	}
+	var seq uint64
+	if v, ok := info.Metadata[metaSequence]; ok {
+		if seq, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return 0, fmt.Errorf("kv events: snapshot %s/%s: metadata %s=%q: %w", ds.bucket, SnapshotObject, metaSequence, v, err)
+		}
+	}
+	ours := info.Metadata[metaFormat] == formatV1
+	s.applySnapshot(evs)
+	for i, ev := range evs {
+		ds.workers[ev.Worker.ID] = struct{}{}
+		if ours {
+			s.seedBaseline(ev.Worker, metas[i].EventID)
+		}
+	}
+	for id := range ds.workers {
+		s.noteWorker(id)
+	}
+	s.log.Info("kv events: snapshot restored", slog.String("bucket", ds.bucket), slog.Int("events", len(evs)),
+		slog.Int("bytes", len(data)), slog.Uint64("stream_sequence", seq))
+	return seq, nil
+}
+
+// applySnapshot applies snapshot events in order, counting them as applied
+// events.
+func (s *Subscriber) applySnapshot(evs []indexer.Event) {
+	results := make([]indexer.Result, snapshotApplyBatch)
+	for len(evs) > 0 {
+		n := min(len(evs), snapshotApplyBatch)
+		s.idx.ApplyBatch(evs[:n], results[:n])
+		var evicted int
+		for i, r := range results[:n] {
+			evicted += r.Evicted
+			if k, st := int(evs[i].Kind)-1, int(r.Status); k >= 0 && k < 3 && st < 4 {
+				s.applied[k][st].get().Inc()
+			}
+		}
+		if evicted > 0 {
+			s.evictCapacity.get().Add(float64(evicted))
+		}
+		s.stats.applied.Add(uint64(n))
+		evs = evs[n:]
+	}
+	s.publishGauges()
+}
+
+// seedBaseline sets a rank's last event_id before the shards start.
+func (s *Subscriber) seedBaseline(w indexer.Worker, id uint64) {
+	sh := s.shardOf(w)
+	if rs, ok := sh.ranks[w]; ok {
+		rs.last = id
+		return
+	}
+	sh.ranks[w] = &rankState{last: id}
+}
+
+// upload writes a snapshot covering the stream up to seq, unless the bucket
+// already holds a newer one, then purges what both it and every consumer of
+// the stream are past.
+func (ds *durableStream) upload(ctx context.Context, data []byte, events int, seq uint64) {
+	s := ds.s
+	obs, err := ds.js.ObjectStore(ctx, ds.bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		obs, err = ds.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ds.bucket})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			obs, err = ds.js.ObjectStore(ctx, ds.bucket)
+		}
+	}
+	if err != nil {
+		ds.uploadFailed(ctx, "open bucket", err)
+		return
+	}
+	if cur, err := obs.GetInfo(ctx, SnapshotObject); err == nil {
+		if v, err := strconv.ParseUint(cur.Metadata[metaSequence], 10, 64); err == nil && v >= seq {
+			s.log.Info("kv events: the bucket holds a newer snapshot; not replacing it", slog.String("bucket", ds.bucket),
+				slog.Uint64("theirs", v), slog.Uint64("ours", seq))
+			return
+		}
+	}
+	_, err = obs.Put(ctx, jetstream.ObjectMeta{
+		Name: SnapshotObject,
+		Metadata: map[string]string{
+			metaSequence: strconv.FormatUint(seq, 10),
+			metaFormat:   formatV1,
+			metaEvents:   strconv.Itoa(events),
+		},
+	}, bytes.NewReader(data))
+	if err != nil {
+		ds.uploadFailed(ctx, "put", err)
+		return
+	}
+	s.stats.snapshots.Add(1)
+	ds.lastSnap.Store(seq)
+
+	// Purge up to the snapshot, but never past a consumer's ack floor: a
+	// lagging router still needs those messages.
+	upTo := seq
+	lister := ds.stream.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		upTo = min(upTo, ci.AckFloor.Stream)
+	}
+	if err := lister.Err(); err != nil {
+		ds.uploadFailed(ctx, "list consumers", err)
+		return
+	}
+	if upTo > 0 {
+		if err := ds.stream.Purge(ctx, jetstream.WithPurgeSequence(upTo+1)); err != nil {
+			ds.uploadFailed(ctx, "purge", err)
+			return
+		}
+	}
+	s.log.Info("kv events: snapshot written", slog.String("bucket", ds.bucket), slog.Int("events", events),
+		slog.Int("bytes", len(data)), slog.Uint64("stream_sequence", seq), slog.Uint64("purged_through", upTo))
+}
+
+func (ds *durableStream) uploadFailed(ctx context.Context, step string, err error) {
+	if ctx.Err() != nil {
+		return // shutting down
+	}
+	ds.s.log.Warn("kv events: snapshot failed", slog.String("bucket", ds.bucket), slog.String("step", step), slog.Any("error", err))
+}
