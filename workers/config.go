@@ -1,0 +1,180 @@
+package workers
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error of Config.Validate.
+var ErrInvalidConfig = errors.New("invalid workers config")
+
+// Defaults of Config, Dynamo's where Dynamo has one.
+const (
+	// DefaultNamespace is Dynamo's default namespace.
+	DefaultNamespace = "dynamo"
+	// DefaultComponent is the component of aggregated and decode workers.
+	DefaultComponent = "backend"
+	// DefaultPrefillComponent is the component of prefill workers.
+	DefaultPrefillComponent = "prefill"
+	// DefaultEndpoint is the endpoint workers serve and register under.
+	DefaultEndpoint = "generate"
+	// DefaultRouterComponent is the router's own component, the
+	// dynamo_component label of its metrics.
+	DefaultRouterComponent = "router"
+	// DefaultBlockSize is the standalone Dynamo router's block size.
+	DefaultBlockSize = 128
+	// DefaultUnknownWorkerGrace is how long events of an unregistered
+	// worker stay indexed before they are dropped.
+	DefaultUnknownWorkerGrace = 30 * time.Second
+	// DefaultEtcdTimeout bounds each etcd request (list, probe).
+	DefaultEtcdTimeout = 5 * time.Second
+	// DefaultEtcdProbeInterval is how often a live watch checks that etcd
+	// still answers.
+	DefaultEtcdProbeInterval = 2 * time.Second
+)
+
+// Limits that Validate and the decoders enforce.
+const (
+	// MaxBlockSize is the largest block size accepted, from the flag or a
+	// model card.
+	MaxBlockSize = 1 << 20
+	// MaxDPSize is the largest data_parallel_size a card may state: each
+	// rank is a scheduling candidate.
+	MaxDPSize = 4096
+	// maxCount bounds the counts of a card (blocks, sequences, tokens).
+	maxCount = 1 << 48
+)
+
+// RuntimeDefaults stand in for the runtime_config numbers a worker's model
+// card does not state (no card, a null field, or 0). Zero means unknown: the
+// scheduler then applies no limit based on that number.
+type RuntimeDefaults struct {
+	// TotalKVBlocks is the KV cache size in blocks
+	// (flag --worker-default-total-kv-blocks).
+	TotalKVBlocks int
+	// MaxNumSeqs is the engine's batch size in sequences
+	// (flag --worker-default-max-num-seqs).
+	MaxNumSeqs int
+	// MaxNumBatchedTokens is the engine's token budget per forward pass
+	// (flag --worker-default-max-num-batched-tokens).
+	MaxNumBatchedTokens int
+}
+
+// Config says which workers the registry tracks and how. It is plain data;
+// flags and env vars are bound in cmd/.
+type Config struct {
+	// Namespace is the Dynamo namespace (flag --namespace, env DYN_NAMESPACE).
+	Namespace string
+	// Component is the component of aggregated and decode workers
+	// (flag --component).
+	Component string
+	// PrefillComponent is the component of prefill workers
+	// (flag --prefill-component).
+	PrefillComponent string
+	// Endpoint is the endpoint whose instances are workers: the last part of
+	// flag --endpoint, which Dynamo spells ns.component.endpoint.
+	Endpoint string
+	// RouterComponent is the router's own component (flag
+	// --router-component). It places the families this package adds in the
+	// same hierarchy as metrics.Config.Component, and must equal it.
+	RouterComponent string
+	// BlockSize is the router's KV block size in tokens (flag
+	// --router-block-size, env DYN_ROUTER_BLOCK_SIZE). A worker whose card
+	// states another is a block-size mismatch.
+	BlockSize int
+	// MinInitialWorkers is how many workers must be registered before the
+	// registry is ready the first time (flag --router-min-initial-workers,
+	// env DYN_ROUTER_MIN_INITIAL_WORKERS).
+	MinInitialWorkers int
+	// UnknownWorkerGrace is how long a worker that sends KV events may stay
+	// unregistered before its blocks are dropped (flag
+	// --router-unknown-worker-grace).
+	UnknownWorkerGrace time.Duration
+	// Defaults fill what a worker's model card does not state.
+	Defaults RuntimeDefaults
+	// EtcdTimeout bounds each etcd request of discovery (flag --etcd-timeout).
+	EtcdTimeout time.Duration
+	// EtcdProbeInterval is how often discovery checks that etcd answers
+	// while it watches (flag --etcd-probe-interval). etcd's client retries
+	// a broken watch forever without telling anyone, so a dead etcd is only
+	// noticed by asking it something.
+	EtcdProbeInterval time.Duration
+}
+
+// DefaultConfig returns Dynamo's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Namespace:          DefaultNamespace,
+		Component:          DefaultComponent,
+		PrefillComponent:   DefaultPrefillComponent,
+		Endpoint:           DefaultEndpoint,
+		RouterComponent:    DefaultRouterComponent,
+		BlockSize:          DefaultBlockSize,
+		UnknownWorkerGrace: DefaultUnknownWorkerGrace,
+		EtcdTimeout:        DefaultEtcdTimeout,
+		EtcdProbeInterval:  DefaultEtcdProbeInterval,
+	}
+}
+
+// Validate reports the first setting out of range, naming its flag.
+func (c Config) Validate() error {
+	names := []struct{ flag, value string }{
+		{"--namespace", c.Namespace},
+		{"--component", c.Component},
+		{"--prefill-component", c.PrefillComponent},
+		{"--endpoint (its endpoint part)", c.Endpoint},
+		{"--router-component", c.RouterComponent},
+	}
+	for _, n := range names {
+		if err := validName(n.value); err != nil {
+			return fmt.Errorf("%w: %s %q: %v", ErrInvalidConfig, n.flag, n.value, err)
+		}
+	}
+	if c.Component == c.PrefillComponent {
+		return fmt.Errorf("%w: --prefill-component %q: must differ from --component", ErrInvalidConfig, c.PrefillComponent)
+	}
+	if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
+		return fmt.Errorf("%w: --router-block-size %d: must be in [1, %d]", ErrInvalidConfig, c.BlockSize, MaxBlockSize)
+	}
+	if c.MinInitialWorkers < 0 || c.MinInitialWorkers > 1_000_000 {
+		return fmt.Errorf("%w: --router-min-initial-workers (DYN_ROUTER_MIN_INITIAL_WORKERS) %d: must be in [0, 1000000]", ErrInvalidConfig, c.MinInitialWorkers)
+	}
+	if c.UnknownWorkerGrace <= 0 || c.UnknownWorkerGrace > 24*time.Hour {
+		return fmt.Errorf("%w: --router-unknown-worker-grace %v: must be in (0, 24h]", ErrInvalidConfig, c.UnknownWorkerGrace)
+	}
+	defaults := []struct {
+		flag  string
+		value int
+	}{
+		{"--worker-default-total-kv-blocks", c.Defaults.TotalKVBlocks},
+		{"--worker-default-max-num-seqs", c.Defaults.MaxNumSeqs},
+		{"--worker-default-max-num-batched-tokens", c.Defaults.MaxNumBatchedTokens},
+	}
+	for _, d := range defaults {
+		if d.value < 0 || d.value > maxCount {
+			return fmt.Errorf("%w: %s %d: must be in [0, %d] (0 means unknown)", ErrInvalidConfig, d.flag, d.value, maxCount)
+		}
+	}
+	if c.EtcdTimeout <= 0 || c.EtcdTimeout > 5*time.Minute {
+		return fmt.Errorf("%w: --etcd-timeout %v: must be in (0, 5m]", ErrInvalidConfig, c.EtcdTimeout)
+	}
+	if c.EtcdProbeInterval <= 0 || c.EtcdProbeInterval > 5*time.Minute {
+		return fmt.Errorf("%w: --etcd-probe-interval %v: must be in (0, 5m]", ErrInvalidConfig, c.EtcdProbeInterval)
+	}
+	return nil
+}
+
+// validName checks a namespace, component or endpoint name: it becomes a
+// segment of etcd keys (so no '/') and of NATS subjects (so no '.', '*', '>'
+// or white space).
+func validName(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if i := strings.IndexAny(s, "/.*> \t\r\n"); i >= 0 {
+		return fmt.Errorf("must not contain %q", s[i])
+	}
+	return nil
+}

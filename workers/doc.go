@@ -1,0 +1,144 @@
+// Package workers knows which workers exist, what kind they are, how big
+// their caches are and how loaded they are, and makes the KV index forget a
+// worker's blocks the moment the worker is gone.
+//
+// # Discovery (discovery.go, card.go)
+//
+// Workers announce themselves in etcd with Dynamo's layout (router-api.md
+// §1, dynamo-compat.md §6):
+//
+//	v1/instances/{ns}/{component}/{endpoint}/{instance id hex}   the instance, on its lease
+//	v1/mdc/{ns}/{component}/{endpoint}/{instance id hex}[/{lora}] its model card
+//
+// An instance under Config.Component is a decode worker (aggregated workers
+// included, as Dynamo's metrics call them), one under
+// Config.PrefillComponent a prefill worker; only Config.Endpoint counts.
+// The instance makes the worker: its existence is the key's, and a deleted
+// key or an expired lease removes the worker. The card describes it:
+// kv_cache_block_size, and from runtime_config total_kv_blocks,
+// max_num_seqs, max_num_batched_tokens and the data-parallel ranks
+// [data_parallel_start_rank, +data_parallel_size), each rank a scheduling
+// candidate. Without a card, or for a number the card leaves out,
+// Config.Defaults stand in and a warning is logged. A base model's card is
+// preferred over a LoRA adapter's card of the same instance. Ids parse in
+// lower or upper case hex, zero-padded or not, as Dynamo versions wrote
+// them; an id registered under both components counts as decode.
+//
+// Discovery.Run lists both prefixes in one transaction (one revision), then
+// watches from the next revision. It uses one watch over the key range from
+// v1/instances/{ns}/ to the end of v1/mdc/{ns}/ rather than one per prefix:
+// a single stream is ordered by revision and delivers one revision's events
+// together, so a lease expiry, which deletes an instance and its card in
+// one revision, is one change, not a worker that briefly loses its card.
+// The range also covers keys of other namespaces; they are skipped. The
+// watch carries WithRequireLeader, so a member without a leader ends it.
+// Because etcd's client silently retries a watch whose server died, a probe
+// (a linearizable count of the instances prefix every
+// Config.EtcdProbeInterval) notices a dead etcd. Any end of the watch —
+// compaction, a closed channel, an error, a failed probe — leads to a new
+// listing after a jittered backoff (100 ms doubling to 5 s). A listing
+// replaces the whole registry, so keys deleted meanwhile remove their
+// workers and blocks. While etcd cannot be reached the registry keeps
+// serving the last known workers, reports itself not ready, and logs the
+// outage and the recovery once each.
+//
+// A malformed key (not {ns}/{component}/{endpoint}/{hex id}) or value (not
+// JSON, a field of the wrong type, a type or instance_id contradicting the
+// key, a data_parallel_size of 0 or over MaxDPSize, ...) is skipped with a
+// warning and counted in dynamo_component_router_discovery_malformed_total
+// {kind="instance"|"model_card"}, once per key revision (a relist does not
+// count it again). What the key held before stays, as in Dynamo's resync: a
+// worker whose card update is malformed keeps its last good card.
+//
+// # Block size
+//
+// A card whose kv_cache_block_size differs from Config.BlockSize makes a
+// mismatch: Dynamo would silently find no overlap with that worker (its
+// issues #1232 and #392). The worker is still registered and routable, but
+// Worker.BlockSizeMismatch and Candidate.BlockSizeMismatch tell the
+// scheduler not to trust its overlaps; it is logged (at error level) and
+// counted in dynamo_component_router_block_size_mismatches_total once per
+// registration, and listed in Status for /health while it lasts.
+//
+// # Registry (registry.go, snapshot.go)
+//
+// The registry holds the decoded entries in a radix tree keyed by etcd
+// path (github.com/armon/go-radix), so a component's instances and cards
+// are prefix walks. After every change it derives the workers again and,
+// if they changed, publishes a new immutable Snapshot through an atomic
+// pointer: Workers sorted by id, Get by id, and per type the precomputed
+// Candidates, one per (worker, dp_rank). The scheduler reads it without a
+// lock. Comparing the new workers with the old, it then:
+//
+//   - for a removed worker: removes its blocks from the index
+//     (IndexRemover.RemoveWorker, then Forgetter.Forget), deletes every per-worker series
+//     (metrics.Router.DeleteWorker: dynamo_frontend_worker_*,
+//     dynamo_component_router_worker_registered, dynamo_component_kvstats_*)
+//     and forgets its loads;
+//   - for a new worker: sets dynamo_component_router_worker_registered for
+//     each rank;
+//   - for a worker whose type or ranks changed: deletes its series and sets
+//     them anew, and forgets the loads and blocks of ranks it lost (blocks
+//     with a Cleared event, when the index offers Apply as *indexer.Index
+//     does; else they stay, never scored, until the worker leaves).
+//
+// Readiness (Status, Ready) needs a first listing, etcd reachable, and once
+// Config.MinInitialWorkers workers (DYN_ROUTER_MIN_INITIAL_WORKERS, all
+// types counted); the minimum is for the start, so later departures do not
+// make the router unready.
+//
+// # Unregistered workers (grace.go)
+//
+// The KV events subscriber calls WorkerSeen when events of a worker reach
+// the index (package events: once per worker, and again after Forget).
+// Events of a worker that is not registered are indexed, but the worker is
+// no candidate; if it is still unregistered after Config.UnknownWorkerGrace,
+// its blocks are removed, the Forgetter (the subscriber, SetForgetter) is
+// told so that the worker's next event is reported again, and the
+// WorkerSeen calls of the period are counted in
+// dynamo_component_kv_events_dropped_total{reason="unknown_worker"}. The
+// period counts only while discovery is up to date (listed, etcd
+// reachable). Every drop, and every removal of a worker that left
+// discovery, is followed by a sweep one period later, which removes the
+// blocks of events that were on their way to the index at that moment.
+//
+// # Load (load.go)
+//
+// LoadSubscriber reads namespace.{ns}.kv_metrics in both of Dynamo's shapes:
+// the classic {"worker_id", "data": {"worker_stats", "kv_stats"}} (also with
+// data tagged engine_load_metrics or predictive_load_metrics), and the newer
+// ActiveLoad {"worker_id", "dp_rank", "active_decode_blocks"?,
+// "active_prefill_tokens"?, "kv_used_blocks"?}, whose absent fields keep
+// their last value. Registry.Load returns the merged Load of a rank. A
+// message stating KV figures (kv_stats, or kv_used_blocks) also sets the
+// dynamo_component_kvstats_* gauges of the rank (total blocks from the
+// message, else the card). Messages that are not JSON, fit neither shape,
+// or name a rank that is not registered are counted in
+// dynamo_component_router_worker_load_rejected_total{reason} and logged at
+// most once per 10 s per reason. That family is this package's own (see
+// NameLoadRejectedTotal); it is created through the metrics package's
+// Registry, in the router component's scope.
+//
+// The dynamo_frontend_worker_* gauges are the router's own prediction,
+// which the scheduler sets; this package only deletes them with their
+// worker. ActiveLoad figures published by other routers are not copied into
+// them.
+//
+// # Goroutines and locks
+//
+// Constructors start nothing. Discovery.Run runs the list/watch loop on the
+// caller's goroutine and one probe goroutine per watch, and returns after
+// both end. LoadSubscriber.Run subscribes (nats.go runs the handler on its
+// own goroutine), drains the subscription when its context ends, and
+// returns after the last message was handled. Grace timers are
+// time.AfterFunc callbacks; Registry.Close stops them.
+//
+// Every method of Registry and Snapshot is safe for concurrent use.
+// Snapshot and WorkerSeen for a registered worker take no lock; Load takes
+// only the read side of Registry.loadMu, which writers hold for a map
+// update. Registry.mu serialises changes, grace timers, Status and
+// load messages (so that a worker's series are never re-created after its
+// removal deleted them); lock order is Registry.mu, then Registry.loadMu,
+// and Registry.mu is held while calling IndexRemover.RemoveWorker and
+// Forgetter.Forget, which therefore must not call back into the registry.
+package workers

@@ -1,0 +1,277 @@
+package workers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"go.uber.org/goleak"
+
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/metrics"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// As in internal/testutil: a background worker of a dependency of
+		// etcd that outlives Close by design.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/workers")
+
+// The index is what the registry removes workers from.
+var _ IndexRemover = (*indexer.Index)(nil)
+
+// env is a registry with a real index and metrics, and a log the test can
+// read.
+type env struct {
+	reg  *Registry
+	idx  *indexer.Index
+	m    *metrics.Router
+	prom *prometheus.Registry
+	log  *logBuffer
+}
+
+func newEnv(t testing.TB, cfg Config) *env {
+	t.Helper()
+	e := &env{idx: indexer.NewIndex(indexer.Config{}), prom: prometheus.NewRegistry(), log: &logBuffer{}}
+	var err error
+	if e.m, err = metrics.New(e.prom, metrics.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if e.reg, err = NewRegistry(cfg, e.idx, e.m, e.log.logger()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.reg.Close)
+	return e
+}
+
+// testConfig is DefaultConfig with etcd timeouts short enough for tests.
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.EtcdTimeout = time.Second
+	cfg.EtcdProbeInterval = 100 * time.Millisecond
+	return cfg
+}
+
+// store indexes n blocks under rank w, a chain from the root.
+func (e *env) store(t testing.TB, w indexer.Worker, n int) {
+	t.Helper()
+	blocks := make([]indexer.Block, n)
+	for i := range blocks {
+		blocks[i] = indexer.Block{Hash: indexer.BlockHash(1000 + i), Tokens: indexer.LocalHash(10 + i)}
+	}
+	if r := e.idx.Apply(indexer.Event{Worker: w, Kind: indexer.KindStored, Blocks: blocks}); r.Status != indexer.StatusOK {
+		t.Fatalf("store %v: %v", w, r.Status)
+	}
+}
+
+// series returns the series of the family name as "label=value,..." →
+// value, labels sorted.
+func (e *env) series(t testing.TB, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := e.prom.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				if l.GetName() == metrics.LabelNamespace || l.GetName() == metrics.LabelComponent {
+					continue
+				}
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			slices.Sort(ls)
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[strings.Join(ls, ",")] = v
+		}
+	}
+	return out
+}
+
+// counter returns the value of a counter series (0 when absent).
+func (e *env) counter(t testing.TB, name, labels string) float64 {
+	t.Helper()
+	return e.series(t, name)[labels]
+}
+
+// checkGolden compares families of the exposition with a golden file under
+// testdata/workers; -update rewrites it.
+func (e *env) checkGolden(t *testing.T, file string, names ...string) {
+	t.Helper()
+	path := filepath.Join("..", "testdata", "workers", file)
+	if *update {
+		mfs, err := e.prom.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			if slices.Contains(names, mf.GetName()) {
+				if err := enc.Encode(mf); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("open golden file (go test ./workers/ -run %s -update creates it): %v", t.Name(), err)
+	}
+	defer f.Close()
+	if err := testutil.GatherAndCompare(e.prom, f, names...); err != nil {
+		t.Errorf("exposition differs from %s (-update rewrites it):\n%v", path, err)
+	}
+}
+
+// logBuffer collects JSON log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// String returns the log so far.
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// count returns how many lines have message msg.
+func (l *logBuffer) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range bytes.Split(l.b.Bytes(), []byte("\n")) {
+		var rec struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// Discovery entries as Dynamo writes them.
+
+func instanceKey(ns, component string, id uint64) string {
+	return fmt.Sprintf("v1/instances/%s/%s/generate/%x", ns, component, id)
+}
+
+func cardKey(ns, component string, id uint64) string {
+	return fmt.Sprintf("v1/mdc/%s/%s/generate/%x", ns, component, id)
+}
+
+func instanceValue(ns, component string, id uint64) string {
+	return fmt.Sprintf(`{"type":"Endpoint","namespace":%q,"component":%q,"endpoint":"generate","instance_id":%d,"transport":{"nats_tcp":"%s_%s.generate-%x"}}`,
+		ns, component, id, ns, component, id)
+}
+
+// cardSpec is the variable part of a model card.
+type cardSpec struct {
+	blockSize, totalKVBlocks, maxNumSeqs, maxNumBatchedTokens int
+	dpStart, dpSize                                           int
+}
+
+func cardValue(ns, component string, id uint64, c cardSpec) string {
+	rc := map[string]any{
+		"total_kv_blocks": c.totalKVBlocks, "max_num_seqs": c.maxNumSeqs, "max_num_batched_tokens": c.maxNumBatchedTokens,
+		"data_parallel_start_rank": c.dpStart, "data_parallel_size": max(c.dpSize, 1), "enable_local_indexer": true,
+	}
+	v := map[string]any{
+		"type": "Model", "namespace": ns, "component": component, "endpoint": "generate", "instance_id": id,
+		"card_json": map[string]any{"display_name": "Qwen/Qwen3-0.6B", "kv_cache_block_size": c.blockSize, "runtime_config": rc},
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// puts builds the changes of a listing from key/value pairs.
+func puts(kv ...string) []change {
+	var cs []change
+	for i := 0; i+1 < len(kv); i += 2 {
+		cs = append(cs, change{key: kv[i], value: []byte(kv[i+1]), modRev: int64(i + 1)})
+	}
+	return cs
+}
+
+// ids returns the ids of the snapshot's workers.
+func ids(s *Snapshot) []uint64 {
+	var out []uint64
+	for _, w := range s.Workers() {
+		out = append(out, uint64(w.ID))
+	}
+	return out
+}
+
+func labels(kv map[string]string) string {
+	keys := slices.Sorted(maps.Keys(kv))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + kv[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func registeredLabels(id uint64, rank int, typ string) string {
+	return labels(map[string]string{"router_worker_id": strconv.FormatUint(id, 10), "dp_rank": strconv.Itoa(rank), "worker_type": typ})
+}
+
+// runUntilCleanup runs fn(ctx) in a goroutine until the test ends, then
+// cancels it and waits for it, failing the test on an error.
+func runUntilCleanup(t testing.TB, fn func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+}

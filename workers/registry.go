@@ -1,0 +1,576 @@
+package workers
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	radix "github.com/armon/go-radix"
+
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/metrics"
+)
+
+// IndexRemover drops every block a worker holds in the KV index. The
+// registry calls it when a worker leaves discovery or never registers
+// within its grace period, and once more a grace period later (a sweep),
+// from one goroutine at a time, while holding its
+// own lock (so an implementation must never call back into the Registry).
+// The result is the number of (rank, block) entries dropped, for logs.
+// *indexer.Index implements it.
+type IndexRemover interface {
+	RemoveWorker(id indexer.WorkerID) int
+}
+
+// rankClearer is what an IndexRemover may also offer to drop the blocks of
+// one rank: *indexer.Index does, with a Cleared event. The registry uses it
+// when a worker loses ranks (a card with fewer data-parallel ranks).
+type rankClearer interface {
+	Apply(ev indexer.Event) indexer.Result
+}
+
+// Forgetter is told that the registry dropped a worker's blocks, so that
+// the next KV event of that worker is reported to WorkerSeen again (the KV
+// events subscriber reports each worker once). The registry calls it while
+// holding its lock, right after IndexRemover.RemoveWorker; it must not call
+// back into the Registry. *events.Subscriber implements it.
+type Forgetter interface {
+	Forget(id indexer.WorkerID)
+}
+
+// Registry knows which workers exist: it holds Dynamo's discovery entries
+// (fed by Discovery), derives the workers from them, publishes them as a
+// Snapshot, keeps their load (fed by LoadSubscriber), and keeps the index
+// and the per-worker metrics in step with them. See the package
+// documentation for its locks.
+type Registry struct {
+	cfg Config
+	idx IndexRemover
+	m   *metrics.Router
+	log *slog.Logger
+
+	// forget is set once, before use (SetForgetter); read under mu.
+	forget Forgetter
+
+	snap atomic.Pointer[Snapshot]
+
+	// mu guards the fields below and serialises every write of per-worker
+	// metrics, so that a series is never re-created after its worker's
+	// series were deleted.
+	mu sync.Mutex
+	// tree maps each relevant etcd key to its decoded *entry; prefix walks
+	// find a component's instances and cards.
+	tree *radix.Tree
+	// bad maps malformed keys to the mod revision already counted, so a
+	// relist does not count the same bad value again.
+	bad     map[string]int64
+	version uint64
+	// Per-worker memory of what was already said, so each thing is logged
+	// (and a mismatch counted) once per worker, not at every rebuild.
+	mismatchCounted map[indexer.WorkerID]bool
+	dupWarned       map[indexer.WorkerID]bool
+	// pending are the unregistered workers that sent events (grace.go).
+	pending map[indexer.WorkerID]*pending
+	closed  bool
+	// etcd, listed and minMet make up readiness.
+	etcd    etcdState
+	etcdErr error
+	listed  bool
+	minMet  bool
+
+	// loadMu guards loads. Lock order: mu, then loadMu.
+	loadMu sync.RWMutex
+	loads  map[indexer.Worker]Load
+}
+
+// etcdState is what discovery last learned of etcd.
+type etcdState uint8
+
+const (
+	etcdUnknown etcdState = iota
+	etcdUp
+	etcdDown
+)
+
+// entry is one relevant discovery key and what it decoded to.
+type entry struct {
+	key key
+	// card is the decoded model card (cards only).
+	card *card
+}
+
+// change is one key as etcd reports it: a put with its value, or a delete.
+type change struct {
+	key     string
+	value   []byte
+	modRev  int64
+	deleted bool
+}
+
+// NewRegistry returns an empty registry, not ready until discovery lists
+// etcd. idx and m are required; log may be nil. It starts nothing.
+func NewRegistry(cfg Config, idx IndexRemover, m *metrics.Router, log *slog.Logger) (*Registry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if idx == nil || m == nil {
+		return nil, errors.New("worker registry: nil index or metrics")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{
+		cfg: cfg, idx: idx, m: m, log: log,
+		tree:            radix.New(),
+		bad:             map[string]int64{},
+		mismatchCounted: map[indexer.WorkerID]bool{},
+		dupWarned:       map[indexer.WorkerID]bool{},
+		pending:         map[indexer.WorkerID]*pending{},
+		loads:           map[indexer.Worker]Load{},
+	}
+	r.snap.Store(newSnapshot(0, nil))
+	return r, nil
+}
+
+// SetForgetter sets who hears of dropped workers: the KV events subscriber,
+// which is made after the registry (it takes the registry as its
+// observer). Call it before discovery and the subscriber run.
+func (r *Registry) SetForgetter(f Forgetter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forget = f
+}
+
+// dropBlocksLocked removes every block of worker id from the index and tells
+// the forgetter; it returns the entries dropped.
+func (r *Registry) dropBlocksLocked(id indexer.WorkerID) int {
+	n := r.idx.RemoveWorker(id)
+	if r.forget != nil {
+		r.forget.Forget(id)
+	}
+	return n
+}
+
+// Snapshot returns the current set of workers. It never blocks and never
+// returns nil.
+func (r *Registry) Snapshot() *Snapshot { return r.snap.Load() }
+
+// Load returns the last load reported for a registered rank, and false if
+// the rank is not registered or never reported.
+func (r *Registry) Load(w indexer.Worker) (Load, bool) {
+	r.loadMu.RLock()
+	defer r.loadMu.RUnlock()
+	l, ok := r.loads[w]
+	return l, ok
+}
+
+// Status is the registry's part of /health.
+type Status struct {
+	// Ready is true once etcd was listed, is reachable, and at least
+	// MinInitialWorkers workers registered (once; later departures do not
+	// make the registry unready).
+	Ready bool `json:"ready"`
+	// Reason says why the registry is not ready.
+	Reason string `json:"reason,omitempty"`
+	// EtcdReachable is false while discovery cannot reach etcd; the last
+	// known workers are served meanwhile.
+	EtcdReachable bool `json:"etcd_reachable"`
+	// Listed is true once discovery listed etcd.
+	Listed bool `json:"listed"`
+	// Workers counts registered workers, all types.
+	Workers           int `json:"workers"`
+	MinInitialWorkers int `json:"min_initial_workers"`
+	// BlockSizeMismatches lists the registered workers whose block size
+	// differs from the router's, by id.
+	BlockSizeMismatches []Mismatch `json:"block_size_mismatches,omitempty"`
+}
+
+// Mismatch is one worker whose block size differs from the router's.
+type Mismatch struct {
+	WorkerID        indexer.WorkerID `json:"worker_id"`
+	WorkerType      Type             `json:"worker_type"`
+	BlockSize       int              `json:"block_size"`
+	RouterBlockSize int              `json:"router_block_size"`
+}
+
+// Status reports readiness and its parts.
+func (r *Registry) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.snap.Load()
+	st := Status{
+		EtcdReachable:     r.etcd == etcdUp,
+		Listed:            r.listed,
+		Workers:           s.Len(),
+		MinInitialWorkers: r.cfg.MinInitialWorkers,
+	}
+	switch {
+	case r.etcd == etcdDown:
+		st.Reason = fmt.Sprintf("etcd unreachable: %v", r.etcdErr)
+	case !r.listed:
+		st.Reason = "workers not listed from etcd yet"
+	case !r.minMet:
+		st.Reason = fmt.Sprintf("%d of %d initial workers registered (DYN_ROUTER_MIN_INITIAL_WORKERS)", s.Len(), r.cfg.MinInitialWorkers)
+	default:
+		st.Ready = true
+	}
+	for _, w := range s.Workers() {
+		if w.BlockSizeMismatch {
+			st.BlockSizeMismatches = append(st.BlockSizeMismatches, Mismatch{WorkerID: w.ID, WorkerType: w.Type, BlockSize: w.BlockSize, RouterBlockSize: r.cfg.BlockSize})
+		}
+	}
+	return st
+}
+
+// Ready reports Status().Ready.
+func (r *Registry) Ready() bool { return r.Status().Ready }
+
+// replace makes kvs, a full listing of the discovery prefixes, the whole
+// content of the registry: keys that vanished since the last listing remove
+// their workers. A malformed value keeps what its key held before, as a
+// watch put of a malformed value does. It marks etcd listed and reachable.
+func (r *Registry) replace(kvs []change) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.tree
+	oldBad := r.bad
+	r.tree, r.bad = radix.New(), map[string]int64{}
+	for _, c := range kvs {
+		e, err := r.decode(c)
+		switch {
+		case err != nil:
+			if prev, ok := old.Get(c.key); ok {
+				r.tree.Insert(c.key, prev)
+			}
+			r.malformed(c, err, oldBad[c.key] == c.modRev)
+		case e != nil:
+			r.tree.Insert(c.key, e)
+		}
+	}
+	first := !r.listed
+	r.listed = true
+	r.setEtcdLocked(etcdUp, nil)
+	r.rebuildLocked()
+	if first {
+		r.log.Info("workers listed from etcd", "workers", r.snap.Load().Len(), "keys", len(kvs))
+	}
+}
+
+// apply applies the changes of one watch response, in order.
+func (r *Registry) apply(cs []change) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range cs {
+		if c.deleted {
+			r.tree.Delete(c.key)
+			delete(r.bad, c.key)
+			continue
+		}
+		e, err := r.decode(c)
+		switch {
+		case err != nil:
+			r.malformed(c, err, r.bad[c.key] == c.modRev)
+		case e != nil:
+			r.tree.Insert(c.key, e)
+			delete(r.bad, c.key)
+		}
+	}
+	r.rebuildLocked()
+}
+
+// etcdDown records that discovery cannot reach etcd. The workers stay as
+// they are until etcd answers again.
+func (r *Registry) etcdDown(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.setEtcdLocked(etcdDown, err)
+}
+
+// setEtcdLocked records etcd's state, logging each change once.
+func (r *Registry) setEtcdLocked(s etcdState, err error) {
+	prev := r.etcd
+	r.etcd, r.etcdErr = s, err
+	switch {
+	case s == prev:
+	case s == etcdDown:
+		r.log.Warn("etcd unreachable; serving the last known workers", "error", err, "workers", r.snap.Load().Len())
+	case prev == etcdDown:
+		r.log.Info("etcd reachable again")
+	}
+}
+
+// decode decodes one put. It returns a nil entry and no error for keys the
+// registry does not track: other namespaces (the watch range covers some),
+// other components and endpoints.
+func (r *Registry) decode(c change) (*entry, error) {
+	b, ok := bucketOf(c.key)
+	if !ok || !strings.HasPrefix(c.key[len(b.root()):], r.cfg.Namespace+"/") {
+		return nil, nil
+	}
+	k, err := parseKey(c.key)
+	if err != nil {
+		return nil, err
+	}
+	if k.endpoint != r.cfg.Endpoint || (k.component != r.cfg.Component && k.component != r.cfg.PrefillComponent) {
+		return nil, nil
+	}
+	e := &entry{key: k}
+	if b == bucketInstances {
+		err = decodeInstance(k, c.value)
+	} else {
+		var cd card
+		cd, err = decodeCard(k, c.value)
+		e.card = &cd
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key %q: %w", c.key, err)
+	}
+	return e, nil
+}
+
+// malformed counts and logs a value that could not be decoded, unless this
+// very revision of the key was counted before.
+func (r *Registry) malformed(c change, err error, counted bool) {
+	r.bad[c.key] = c.modRev
+	if counted {
+		return
+	}
+	kind := metrics.DiscoveryInstance
+	if b, ok := bucketOf(c.key); ok {
+		kind = b.kind()
+	}
+	r.m.DiscoveryMalformed.WithLabelValues(kind).Inc()
+	r.log.Warn("skipping malformed discovery entry", "key", c.key, "kind", kind, "mod_revision", c.modRev, "error", err)
+}
+
+// rebuildLocked derives the workers from the tree, publishes them if they
+// changed, and brings the index, the metrics, the loads and the grace
+// timers in step.
+func (r *Registry) rebuildLocked() {
+	old := r.snap.Load()
+	next := r.collectLocked()
+	if !slices.Equal(old.Workers(), next) {
+		for _, w := range next {
+			prev, existed := old.Get(w.ID)
+			r.reconcileLocked(prev, existed, w)
+		}
+		for _, w := range old.Workers() {
+			if _, ok := slices.BinarySearchFunc(next, w.ID, byID); !ok {
+				r.removeLocked(w)
+			}
+		}
+		r.version++
+		r.snap.Store(newSnapshot(r.version, next))
+	}
+	if r.listed && len(next) >= r.cfg.MinInitialWorkers && !r.minMet {
+		r.minMet = true
+		r.log.Info("initial workers registered", "workers", len(next), "min_initial_workers", r.cfg.MinInitialWorkers)
+	}
+}
+
+func byID(w Worker, id indexer.WorkerID) int {
+	switch {
+	case w.ID < id:
+		return -1
+	case w.ID > id:
+		return 1
+	}
+	return 0
+}
+
+// collectLocked derives the workers from the tree, sorted by id. An
+// instance makes a worker; its card, if any, describes it. A worker
+// registered under both components is taken as a decode worker.
+func (r *Registry) collectLocked() []Worker {
+	var ws []Worker
+	seen := map[indexer.WorkerID]Type{}
+	for _, c := range []struct {
+		component string
+		t         Type
+	}{{r.cfg.Component, TypeDecode}, {r.cfg.PrefillComponent, TypePrefill}} {
+		path := r.cfg.Namespace + "/" + c.component + "/" + r.cfg.Endpoint + "/"
+		cards := map[indexer.WorkerID]*card{}
+		r.tree.WalkPrefix(cardsRoot+path, func(_ string, v any) bool {
+			e := v.(*entry)
+			// The base model's card (no suffix) wins over a LoRA adapter's;
+			// both carry the instance's runtime config.
+			if _, ok := cards[e.key.id]; !ok || e.key.suffix == "" {
+				cards[e.key.id] = e.card
+			}
+			return false
+		})
+		r.tree.WalkPrefix(instancesRoot+path, func(_ string, v any) bool {
+			e := v.(*entry)
+			if t, dup := seen[e.key.id]; dup {
+				if t != c.t && !r.dupWarned[e.key.id] {
+					r.dupWarned[e.key.id] = true
+					r.log.Warn("worker registered under both components; taken as a decode worker", "worker_id", e.key.id, "components", []string{r.cfg.Component, r.cfg.PrefillComponent})
+				}
+				return false
+			}
+			seen[e.key.id] = c.t
+			ws = append(ws, r.worker(e.key, c.t, cards[e.key.id]))
+			return false
+		})
+	}
+	slices.SortFunc(ws, func(a, b Worker) int { return byID(a, b.ID) })
+	return ws
+}
+
+// worker describes the instance at k from its card, or from the defaults.
+func (r *Registry) worker(k key, t Type, c *card) Worker {
+	d := r.cfg.Defaults
+	w := Worker{
+		ID: k.id, Type: t, Namespace: k.namespace, Component: k.component,
+		DPSize: 1, BlockSize: r.cfg.BlockSize,
+		TotalKVBlocks: d.TotalKVBlocks, MaxNumSeqs: d.MaxNumSeqs, MaxNumBatchedTokens: d.MaxNumBatchedTokens,
+	}
+	if c == nil {
+		return w
+	}
+	w.HasCard, w.Model = true, c.model
+	w.DPStart, w.DPSize = c.dpStart, c.dpSize
+	if c.blockSize > 0 {
+		w.BlockSize = c.blockSize
+		w.BlockSizeMismatch = c.blockSize != r.cfg.BlockSize
+	}
+	for _, f := range []struct {
+		dst *int
+		v   int
+	}{
+		{&w.TotalKVBlocks, c.totalKVBlocks},
+		{&w.MaxNumSeqs, c.maxNumSeqs},
+		{&w.MaxNumBatchedTokens, c.maxNumBatchedTokens},
+	} {
+		if f.v > 0 {
+			*f.dst = f.v
+		}
+	}
+	return w
+}
+
+// reconcileLocked brings metrics, loads, grace timers and logs in step with
+// w, which was prev (if existed) before.
+func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
+	if p := r.pending[w.ID]; p != nil {
+		p.timer.Stop()
+		delete(r.pending, w.ID)
+	}
+	if existed && prev == w {
+		return
+	}
+	attrs := []any{"worker_id", w.ID, "worker_type", w.Type, "dp_start", w.DPStart, "dp_size", w.DPSize,
+		"block_size", w.BlockSize, "total_kv_blocks", w.TotalKVBlocks, "max_num_seqs", w.MaxNumSeqs,
+		"max_num_batched_tokens", w.MaxNumBatchedTokens, "model", w.Model}
+	switch {
+	case !existed:
+		r.registerMetricsLocked(w)
+		r.log.Info("worker registered", attrs...)
+	case prev.Type != w.Type || prev.DPStart != w.DPStart || prev.DPSize != w.DPSize:
+		// The worker's series change labels or ranks: start them afresh,
+		// and forget the ranks it lost.
+		r.m.DeleteWorker(uint64(w.ID))
+		r.registerMetricsLocked(w)
+		r.dropLoadsLocked(prev, w)
+		r.clearLostRanksLocked(prev, w)
+		r.log.Info("worker changed ranks or type", attrs...)
+	default:
+		r.log.Info("worker updated", attrs...)
+	}
+	if !w.HasCard && (!existed || prev.HasCard) {
+		r.log.Warn("worker has no model card; using defaults", "worker_id", w.ID, "worker_type", w.Type,
+			"total_kv_blocks", w.TotalKVBlocks, "max_num_seqs", w.MaxNumSeqs, "max_num_batched_tokens", w.MaxNumBatchedTokens)
+	}
+	switch {
+	case w.BlockSizeMismatch && !r.mismatchCounted[w.ID]:
+		r.mismatchCounted[w.ID] = true
+		r.m.BlockSizeMismatches.Inc()
+		r.log.Error("worker block size differs from the router's; its overlaps will not be trusted",
+			"worker_id", w.ID, "worker_type", w.Type, "block_size", w.BlockSize, "router_block_size", r.cfg.BlockSize)
+	case !w.BlockSizeMismatch && existed && prev.BlockSizeMismatch:
+		r.log.Info("worker block size matches the router's now", "worker_id", w.ID, "block_size", w.BlockSize)
+	}
+}
+
+// registerMetricsLocked sets dynamo_component_router_worker_registered for
+// each rank of w.
+func (r *Registry) registerMetricsLocked(w Worker) {
+	for _, rank := range w.Ranks() {
+		r.m.SetWorkerRegistered(w.metricsWorker(rank.DPRank))
+	}
+}
+
+// removeLocked forgets a worker that left discovery: its blocks, its series,
+// its loads. A sweep one grace period later drops the blocks of events that
+// were in flight when it left (grace.go).
+func (r *Registry) removeLocked(w Worker) {
+	n := r.dropBlocksLocked(w.ID)
+	r.sweepLocked(w.ID)
+	r.m.DeleteWorker(uint64(w.ID))
+	r.dropLoadsLocked(w, Worker{})
+	delete(r.mismatchCounted, w.ID)
+	delete(r.dupWarned, w.ID)
+	r.log.Info("worker removed", "worker_id", w.ID, "worker_type", w.Type, "blocks_dropped", n)
+}
+
+// dropLoadsLocked forgets the loads of the ranks of prev that next lacks.
+func (r *Registry) dropLoadsLocked(prev, next Worker) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	for _, rank := range prev.Ranks() {
+		if next.DPSize == 0 || !next.HasRank(rank.DPRank) {
+			delete(r.loads, rank)
+		}
+	}
+}
+
+// clearLostRanksLocked drops the blocks of the ranks of prev that next
+// lacks, if the index can drop one rank. If it cannot, they stay until the
+// worker leaves; they are never scored meanwhile, as those ranks are no
+// candidates.
+func (r *Registry) clearLostRanksLocked(prev, next Worker) {
+	rc, ok := r.idx.(rankClearer)
+	if !ok {
+		return
+	}
+	for _, rank := range prev.Ranks() {
+		if !next.HasRank(rank.DPRank) {
+			rc.Apply(indexer.Event{Worker: rank, Kind: indexer.KindCleared})
+		}
+	}
+}
+
+// applyLoad merges one load message into the rank's load and re-exports the
+// KV stats it carries. A rank that is not registered is refused: keeping it
+// would leave series no worker removal ever deletes.
+func (r *Registry) applyLoad(u loadUpdate, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.snap.Load().Get(u.worker.ID)
+	if !ok || !w.HasRank(u.worker.DPRank) {
+		return fmt.Errorf("worker %v is not registered", u.worker)
+	}
+	r.loadMu.Lock()
+	l := u.merge(r.loads[u.worker])
+	l.Updated = now
+	r.loads[u.worker] = l
+	r.loadMu.Unlock()
+	if u.fields&fieldsKVStats != 0 {
+		total := l.KVTotalBlocks
+		if total == 0 {
+			total = w.TotalKVBlocks
+		}
+		r.m.SetKVStats(uint64(w.ID), uint32(u.worker.DPRank), metrics.KVStats{
+			ActiveBlocks:          uint64(l.KVUsedBlocks),
+			TotalBlocks:           uint64(total),
+			GPUCacheUsage:         l.GPUCacheUsage,
+			GPUPrefixCacheHitRate: l.GPUPrefixCacheHitRate,
+		})
+	}
+	return nil
+}
