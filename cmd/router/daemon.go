@@ -19,10 +19,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/status"
+	"github.com/kvrouter/router/workers"
 )
 
 // serve runs the daemon until ctx ends (SIGINT/SIGTERM) or a component
@@ -56,20 +58,43 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	routerID := uint64(lease.ID)
 	log = log.With("router_id", routerID)
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m, err := metrics.New(reg, metrics.Config{Namespace: cfg.Namespace, Component: cfg.RouterComponent, RouterID: routerID})
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(promReg, metrics.Config{Namespace: cfg.Namespace, Component: cfg.RouterComponent, RouterID: routerID})
 	if err != nil {
 		return exitError("serve: metrics: %v", err)
 	}
 	idx := indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxIndexEntries})
+
+	reg, err := workers.NewRegistry(cfg.Workers, idx, m, log)
+	if err != nil {
+		return exitError("serve: worker registry: %v", err)
+	}
+	defer reg.Close()
+	disc, err := workers.NewDiscovery(cfg.Workers, etcd, reg, log)
+	if err != nil {
+		return exitError("serve: worker discovery: %v", err)
+	}
+	load, err := workers.NewLoadSubscriber(cfg.Workers, nc, reg, m, log)
+	if err != nil {
+		return exitError("serve: worker load: %v", err)
+	}
+	var sub *events.Subscriber
+	if cfg.KVEvents {
+		cfg.Events.RouterID = strconv.FormatUint(routerID, 10)
+		sub, err = events.NewSubscriber(cfg.Events, nc, idx, m, log, events.WithObserver(reg))
+		if err != nil {
+			return exitError("serve: kv events: %v", err)
+		}
+		reg.SetForgetter(sub)
+	}
 
 	var statusSrv *status.Server
 	if cfg.SystemEnabled {
 		statusSrv = status.New(status.Config{
 			Host: cfg.SystemHost, Port: cfg.SystemPort,
 			HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
-		}, reg, log)
+		}, promReg, log)
 		if err := statusSrv.Config().Validate(); err != nil {
 			return usageError("serve: %v", err)
 		}
@@ -80,6 +105,26 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		log.Info("status server listening", "addr", addr.String())
 		statusSrv.AddCheck("nats", conns.natsCheck)
 		statusSrv.AddCheck("etcd", conns.etcdCheck)
+		statusSrv.AddCheck("workers", func() (bool, string) {
+			st := reg.Status()
+			return st.Ready, st.Reason
+		})
+		statusSrv.AddCheck("block_size", func() (bool, string) {
+			// A mismatch does not stop routing, but the operator must see it.
+			mm := reg.Status().BlockSizeMismatches
+			if len(mm) == 0 {
+				return true, ""
+			}
+			return true, fmt.Sprintf("%d worker(s) with a KV block size other than the router's %d: %v", len(mm), cfg.Workers.BlockSize, mm)
+		})
+		if sub != nil {
+			statusSrv.AddCheck("kv_events", func() (bool, string) {
+				if sub.Ready() {
+					return true, ""
+				}
+				return false, "KV event subscriptions not live yet (durable mode: replaying)"
+			})
+		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -88,6 +133,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	}
 	g.Go(func() error { return keepLease(gctx, etcd, lease.ID, log, conns) })
 	g.Go(func() error { return publishIndexStats(gctx, idx, m) })
+	g.Go(func() error { return disc.Run(gctx) })
+	g.Go(func() error { return load.Run(gctx) })
+	if sub != nil {
+		g.Go(func() error { return sub.Run(gctx) })
+	}
 
 	if cfg.Embedded {
 		printNextSteps(out, cfg, statusSrv)

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/workers"
 )
 
 // serveConfig is everything `router serve` is told, before it is split into
@@ -32,7 +35,10 @@ type serveConfig struct {
 	ShutdownTimeout   time.Duration
 	LeaseTTL          time.Duration
 	MaxIndexEntries   int
-	MinInitialWorkers int
+	KVEvents          bool
+
+	Events  events.Config
+	Workers workers.Config
 }
 
 // serveFlags are the flags of `router serve`, each with its environment
@@ -59,6 +65,21 @@ func serveFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "lease-ttl", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_LEASE_TTL"}, Usage: "TTL of the router's own etcd lease, which names its instance id (2s..5m)"},
 		&cli.IntFlag{Name: "router-max-index-entries", Value: 0, EnvVars: []string{"DYN_ROUTER_MAX_INDEX_ENTRIES"}, Usage: "cap on (worker, block) entries in the KV index; past it the least recently used prefixes are evicted; 0 means no cap"},
 		&cli.IntFlag{Name: "router-min-initial-workers", Value: 0, EnvVars: []string{"DYN_ROUTER_MIN_INITIAL_WORKERS"}, Usage: "not ready until this many workers are registered"},
+		&cli.IntFlag{Name: "router-block-size", Value: workers.DefaultBlockSize, EnvVars: []string{"DYN_ROUTER_BLOCK_SIZE"}, Usage: "KV block size in tokens; must equal the engines' (a worker whose card differs is flagged)"},
+		&cli.BoolFlag{Name: "router-kv-events", Value: true, EnvVars: []string{"DYN_ROUTER_USE_KV_EVENTS"}, Usage: "index the workers' KV events; off means approximate mode (see --no-router-kv-events)"},
+		&cli.BoolFlag{Name: "no-router-kv-events", Usage: "approximate mode: ignore KV events and index each routing decision for --router-ttl-secs"},
+		&cli.IntFlag{Name: "router-event-threads", Value: events.DefaultEventThreads, EnvVars: []string{"DYN_ROUTER_EVENT_THREADS"}, Usage: "goroutines applying KV events to the index; a worker rank's events always go to the same one, in order"},
+		&cli.IntFlag{Name: "router-event-queue-capacity", Value: events.DefaultQueueCapacity, EnvVars: []string{"DYN_ROUTER_EVENT_QUEUE_CAPACITY"}, Usage: "decoded KV events each event goroutine may hold; a full queue is counted and the rank cleared"},
+		&cli.BoolFlag{Name: "router-clear-on-event-loss", Value: true, EnvVars: []string{"DYN_ROUTER_CLEAR_ON_EVENT_LOSS"}, Usage: "clear a worker rank whose KV events were lost (event_id gap, reset or full queue), so the index never claims evicted blocks"},
+		&cli.BoolFlag{Name: "router-durable-kv-events", EnvVars: []string{"DYN_ROUTER_DURABLE_KV_EVENTS"}, Usage: "read KV events from JetStream with a durable consumer, snapshot the index to the object store, and recover it at start"},
+		&cli.Uint64Flag{Name: "router-snapshot-threshold", Value: events.DefaultSnapshotThreshold, EnvVars: []string{"DYN_ROUTER_SNAPSHOT_THRESHOLD"}, Usage: "durable mode: snapshot the index and purge the stream past this many messages"},
+		&cli.BoolFlag{Name: "router-reset-states", EnvVars: []string{"DYN_ROUTER_RESET_STATES"}, Usage: "durable mode: start clean, purging the stream and deleting the snapshot"},
+		&cli.DurationFlag{Name: "router-unknown-worker-grace", Value: workers.DefaultUnknownWorkerGrace, EnvVars: []string{"DYN_ROUTER_UNKNOWN_WORKER_GRACE"}, Usage: "how long a worker that sends KV events may stay unregistered in etcd before its blocks are dropped"},
+		&cli.IntFlag{Name: "worker-default-total-kv-blocks", EnvVars: []string{"DYN_WORKER_DEFAULT_TOTAL_KV_BLOCKS"}, Usage: "KV cache size assumed for workers whose model card does not state it; 0 means unknown (no limit)"},
+		&cli.IntFlag{Name: "worker-default-max-num-seqs", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_SEQS"}, Usage: "batch size assumed for workers whose model card does not state it; 0 means unknown"},
+		&cli.IntFlag{Name: "worker-default-max-num-batched-tokens", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_BATCHED_TOKENS"}, Usage: "token budget per forward pass assumed for workers whose card does not state it; 0 means unknown"},
+		&cli.DurationFlag{Name: "etcd-timeout", Value: workers.DefaultEtcdTimeout, EnvVars: []string{"DYN_ETCD_TIMEOUT"}, Usage: "bound on each etcd request of worker discovery"},
+		&cli.DurationFlag{Name: "etcd-probe-interval", Value: workers.DefaultEtcdProbeInterval, EnvVars: []string{"DYN_ETCD_PROBE_INTERVAL"}, Usage: "how often discovery checks that etcd answers while it watches"},
 	}
 }
 
@@ -83,8 +104,9 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		ShutdownTimeout:   c.Duration("shutdown-timeout"),
 		LeaseTTL:          c.Duration("lease-ttl"),
 		MaxIndexEntries:   c.Int("router-max-index-entries"),
-		MinInitialWorkers: c.Int("router-min-initial-workers"),
+		KVEvents:          c.Bool("router-kv-events") && !c.Bool("no-router-kv-events"),
 	}
+	endpoint := workers.DefaultEndpoint
 	for _, ep := range strings.Split(c.String("etcd-endpoints"), ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, ep)
@@ -96,11 +118,51 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
 			errs = append(errs, fmt.Errorf("--endpoint: %q is not ns.component.endpoint", ep))
 		} else {
-			cfg.Namespace, cfg.Component = parts[0], parts[1]
+			cfg.Namespace, cfg.Component, endpoint = parts[0], parts[1], parts[2]
 		}
 	}
 	cfg.SystemEnabled = cfg.SystemPort >= 0
 	errs = append(errs, cfg.validate()...)
+
+	cfg.Events = events.Config{
+		Namespace: cfg.Namespace, Component: cfg.Component, PrefillComponent: cfg.PrefillComponent, RouterComponent: cfg.RouterComponent,
+		EventThreads:      c.Int("router-event-threads"),
+		QueueCapacity:     c.Int("router-event-queue-capacity"),
+		ClearOnLoss:       c.Bool("router-clear-on-event-loss"),
+		Durable:           c.Bool("router-durable-kv-events"),
+		SnapshotThreshold: c.Uint64("router-snapshot-threshold"),
+		SnapshotInterval:  events.DefaultSnapshotInterval,
+		ResetStates:       c.Bool("router-reset-states"),
+		RouterID:          "pending", // the router's lease id, set at start
+	}
+	cfg.Workers = workers.Config{
+		Namespace: cfg.Namespace, Component: cfg.Component, PrefillComponent: cfg.PrefillComponent, RouterComponent: cfg.RouterComponent,
+		Endpoint:           endpoint,
+		BlockSize:          c.Int("router-block-size"),
+		MinInitialWorkers:  c.Int("router-min-initial-workers"),
+		UnknownWorkerGrace: c.Duration("router-unknown-worker-grace"),
+		Defaults: workers.RuntimeDefaults{
+			TotalKVBlocks:       c.Int("worker-default-total-kv-blocks"),
+			MaxNumSeqs:          c.Int("worker-default-max-num-seqs"),
+			MaxNumBatchedTokens: c.Int("worker-default-max-num-batched-tokens"),
+		},
+		EtcdTimeout:       c.Duration("etcd-timeout"),
+		EtcdProbeInterval: c.Duration("etcd-probe-interval"),
+	}
+	// The components name their own flags; a problem the serve checks
+	// already reported (names, components) is reported once.
+	seen := map[string]bool{}
+	for _, e := range errs {
+		seen[e.Error()] = true
+	}
+	for _, err := range []error{cfg.Events.Validate(), cfg.Workers.Validate()} {
+		for _, e := range splitErrors(err) {
+			if !seen[e.Error()] && !mentionsNameFlag(e.Error()) {
+				seen[e.Error()] = true
+				errs = append(errs, e)
+			}
+		}
+	}
 	return cfg, errors.Join(errs...)
 }
 
@@ -139,13 +201,32 @@ func (cfg serveConfig) validate() []error {
 	if cfg.MaxIndexEntries < 0 {
 		errs = append(errs, fmt.Errorf("--router-max-index-entries: %d is negative (0 means no cap)", cfg.MaxIndexEntries))
 	}
-	if cfg.MinInitialWorkers < 0 {
-		errs = append(errs, fmt.Errorf("--router-min-initial-workers: %d is negative", cfg.MinInitialWorkers))
-	}
 	if cfg.DataDir != "" && !cfg.Embedded {
 		errs = append(errs, errors.New("--data-dir: only meaningful with --embedded"))
 	}
 	return errs
+}
+
+// splitErrors undoes errors.Join.
+func splitErrors(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// mentionsNameFlag reports whether a component's error is about a name flag
+// that validate already checks, so it is not reported twice.
+func mentionsNameFlag(msg string) bool {
+	for _, f := range []string{"--namespace", "--component", "--prefill-component", "--router-component"} {
+		if strings.HasPrefix(msg, f+" ") || strings.HasPrefix(msg, f+":") {
+			return true
+		}
+	}
+	return false
 }
 
 // validName reports whether s is a usable namespace or component name: it
