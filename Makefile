@@ -24,6 +24,10 @@ build: ## build bin/router
 run: build ## start the router with embedded NATS and etcd (status server on $(SYSTEM_PORT))
 	DYN_SYSTEM_PORT=$(SYSTEM_PORT) $(BIN) serve --embedded
 
+.PHONY: demo
+demo: build ## compare kv, round-robin and random routing on simulated workers (report in demo-out/)
+	$(BIN) compare --trace $(TRACE) --max-requests 500 --out demo-out
+
 .PHONY: test
 test: ## run every test with the race detector
 	$(GO) test $(TESTFLAGS) ./...

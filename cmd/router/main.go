@@ -54,6 +54,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			requestCommand(),
 			hashCommand(),
 			benchCommand(),
+			simCommand(),
+			replayCommand(),
+			compareCommand(),
 		},
 	}
 }

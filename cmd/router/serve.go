@@ -16,26 +16,26 @@ import (
 // serveConfig is everything `router serve` is told, before it is split into
 // the components' own configurations.
 type serveConfig struct {
-	NATSURL           string
-	EtcdEndpoints     []string
-	Namespace         string
-	Component         string
-	PrefillComponent  string
-	RouterComponent   string
-	Embedded          bool
-	DataDir           string
-	SystemHost        string
-	SystemPort        int
-	SystemEnabled     bool
-	HealthPath        string
-	LivePath          string
-	StartingStatus    string
-	LogFormat         string
-	LogLevel          string
-	ShutdownTimeout   time.Duration
-	LeaseTTL          time.Duration
-	MaxIndexEntries   int
-	KVEvents          bool
+	NATSURL          string
+	EtcdEndpoints    []string
+	Namespace        string
+	Component        string
+	PrefillComponent string
+	RouterComponent  string
+	Embedded         bool
+	DataDir          string
+	SystemHost       string
+	SystemPort       int
+	SystemEnabled    bool
+	HealthPath       string
+	LivePath         string
+	StartingStatus   string
+	LogFormat        string
+	LogLevel         string
+	ShutdownTimeout  time.Duration
+	LeaseTTL         time.Duration
+	MaxIndexEntries  int
+	KVEvents         bool
 
 	Events  events.Config
 	Workers workers.Config
@@ -87,24 +87,24 @@ func serveFlags() []cli.Flag {
 // every problem, one per line.
 func parseServe(c *cli.Context) (serveConfig, error) {
 	cfg := serveConfig{
-		NATSURL:           c.String("nats-url"),
-		Namespace:         c.String("namespace"),
-		Component:         c.String("component"),
-		PrefillComponent:  c.String("prefill-component"),
-		RouterComponent:   c.String("router-component"),
-		Embedded:          c.Bool("embedded"),
-		DataDir:           c.String("data-dir"),
-		SystemHost:        c.String("system-host"),
-		SystemPort:        c.Int("system-port"),
-		HealthPath:        c.String("system-health-path"),
-		LivePath:          c.String("system-live-path"),
-		StartingStatus:    c.String("system-starting-health-status"),
-		LogFormat:         c.String("log-format"),
-		LogLevel:          c.String("log-level"),
-		ShutdownTimeout:   c.Duration("shutdown-timeout"),
-		LeaseTTL:          c.Duration("lease-ttl"),
-		MaxIndexEntries:   c.Int("router-max-index-entries"),
-		KVEvents:          c.Bool("router-kv-events") && !c.Bool("no-router-kv-events"),
+		NATSURL:          c.String("nats-url"),
+		Namespace:        c.String("namespace"),
+		Component:        c.String("component"),
+		PrefillComponent: c.String("prefill-component"),
+		RouterComponent:  c.String("router-component"),
+		Embedded:         c.Bool("embedded"),
+		DataDir:          c.String("data-dir"),
+		SystemHost:       c.String("system-host"),
+		SystemPort:       c.Int("system-port"),
+		HealthPath:       c.String("system-health-path"),
+		LivePath:         c.String("system-live-path"),
+		StartingStatus:   c.String("system-starting-health-status"),
+		LogFormat:        c.String("log-format"),
+		LogLevel:         c.String("log-level"),
+		ShutdownTimeout:  c.Duration("shutdown-timeout"),
+		LeaseTTL:         c.Duration("lease-ttl"),
+		MaxIndexEntries:  c.Int("router-max-index-entries"),
+		KVEvents:         c.Bool("router-kv-events") && !c.Bool("no-router-kv-events"),
 	}
 	endpoint := workers.DefaultEndpoint
 	for _, ep := range strings.Split(c.String("etcd-endpoints"), ",") {

@@ -1,0 +1,698 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/embedded"
+	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/replay"
+	"github.com/kvrouter/router/scheduler"
+	"github.com/kvrouter/router/service"
+	"github.com/kvrouter/router/sim"
+	"github.com/kvrouter/router/traces"
+	"github.com/kvrouter/router/workers"
+)
+
+// This file holds the simulation commands: `router sim` (simulated workers),
+// `router replay` (a trace against a running router and fleet) and
+// `router compare` (everything in-process, one run per router mode, and a
+// report). docs/replay.md describes them.
+
+// Defaults of the simulation commands: chosen so that the conversation
+// trace's first ten minutes at twice their rate load 8 default workers
+// enough for routing to matter (docs/replay.md, "Calibration").
+const (
+	defaultSimTrace  = "testdata/mooncake_excerpt.jsonl"
+	defaultRateScale = 2.0
+	// compareLeaseID is the first worker's lease id in `router compare`:
+	// fixed ids make two runs route identically.
+	compareLeaseID = 0x51a0_0000_0001
+)
+
+// fleetFlags configure simulated workers.
+func fleetFlags() []cli.Flag {
+	d := sim.DefaultFleetConfig()
+	e, t := d.Worker.Engine, d.Worker.Engine.Timing
+	return []cli.Flag{
+		&cli.IntFlag{Name: "workers", Value: d.Workers, Usage: fmt.Sprintf("simulated workers (1..%d)", sim.MaxWorkers)},
+		&cli.StringFlag{Name: "component", Value: d.Worker.Component, EnvVars: []string{"DYN_COMPONENT"}, Usage: "the workers' component"},
+		&cli.StringFlag{Name: "model", Value: d.Worker.Model, Usage: "display_name of the workers' model card"},
+		&cli.IntFlag{Name: "block-size", Value: e.BlockSize, Usage: "KV block size in tokens (the router's --router-block-size must match)"},
+		&cli.IntFlag{Name: "num-gpu-blocks", Value: e.NumGPUBlocks, Usage: "KV cache blocks of each worker"},
+		&cli.IntFlag{Name: "max-num-seqs", Value: e.MaxNumSeqs, Usage: "sequences running at once on each worker"},
+		&cli.IntFlag{Name: "max-num-batched-tokens", Value: e.MaxNumBatchedTokens, Usage: "tokens per step (chunked prefill budget)"},
+		&cli.IntFlag{Name: "max-waiting", Value: e.MaxWaiting, Usage: "requests waiting per worker before it refuses more"},
+		&cli.DurationFlag{Name: "step-overhead", Value: t.StepOverhead, Usage: "cost model: fixed cost of a step"},
+		&cli.DurationFlag{Name: "prefill-per-token", Value: t.PrefillPerToken, Usage: "cost model: each prompt token computed"},
+		&cli.DurationFlag{Name: "attention-per-ktoken", Value: t.AttentionPerKToken, Usage: "cost model: each prompt token computed, per 1,000 tokens of context"},
+		&cli.DurationFlag{Name: "decode-per-seq", Value: t.DecodePerSeq, Usage: "cost model: each sequence decoding in a step"},
+		&cli.DurationFlag{Name: "decode-per-ktoken", Value: t.DecodePerKToken, Usage: "cost model: each 1,000 tokens of context of the decoding sequences"},
+		&cli.DurationFlag{Name: "load-interval", Value: d.Worker.LoadInterval, Usage: "simulated time between load messages of a worker (0: none)"},
+		&cli.DurationFlag{Name: "worker-lease-ttl", Value: d.Worker.LeaseTTL, Usage: "TTL of each worker's etcd lease"},
+	}
+}
+
+// parseFleet reads fleetFlags and the namespace into a fleet configuration.
+func parseFleet(c *cli.Context) sim.FleetConfig {
+	cfg := sim.DefaultFleetConfig()
+	cfg.Workers = c.Int("workers")
+	cfg.Worker.Namespace = c.String("namespace")
+	cfg.Worker.Component = c.String("component")
+	cfg.Worker.Model = c.String("model")
+	cfg.Worker.LoadInterval = c.Duration("load-interval")
+	cfg.Worker.LeaseTTL = c.Duration("worker-lease-ttl")
+	e := &cfg.Worker.Engine
+	e.BlockSize = c.Int("block-size")
+	e.NumGPUBlocks = c.Int("num-gpu-blocks")
+	e.MaxNumSeqs = c.Int("max-num-seqs")
+	e.MaxNumBatchedTokens = c.Int("max-num-batched-tokens")
+	e.MaxWaiting = c.Int("max-waiting")
+	e.Timing = sim.Timing{
+		StepOverhead: c.Duration("step-overhead"), PrefillPerToken: c.Duration("prefill-per-token"),
+		AttentionPerKToken: c.Duration("attention-per-ktoken"), DecodePerSeq: c.Duration("decode-per-seq"),
+		DecodePerKToken: c.Duration("decode-per-ktoken"),
+	}
+	return cfg
+}
+
+// connFlags say where NATS and etcd are.
+func connFlags(withEtcd bool) []cli.Flag {
+	fs := []cli.Flag{
+		&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", EnvVars: []string{"NATS_SERVER"}, Usage: "NATS server URL"},
+		&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace"},
+	}
+	if withEtcd {
+		fs = append(fs, &cli.StringFlag{Name: "etcd-endpoints", Value: "http://127.0.0.1:2379", EnvVars: []string{"ETCD_ENDPOINTS"}, Usage: "comma-separated etcd endpoints"})
+	}
+	return fs
+}
+
+// workloadFlags choose the workload of a replay.
+func workloadFlags() []cli.Flag {
+	s := replay.DefaultSyntheticConfig()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "trace", Value: defaultSimTrace, Usage: "Mooncake JSONL trace to replay; a relative path is resolved against the working directory"},
+		&cli.Float64Flag{Name: "rate-scale", Value: defaultRateScale, Usage: "multiply the trace's request rate (arrivals at timestamp / rate-scale)"},
+		&cli.DurationFlag{Name: "window", Usage: "replay only the requests of the trace's first WINDOW (trace time; 0: all)"},
+		&cli.IntFlag{Name: "max-requests", Usage: "replay at most this many requests (0: all)"},
+		&cli.BoolFlag{Name: "synthetic", Usage: "replay a synthetic multi-turn chat workload instead of --trace"},
+		&cli.IntFlag{Name: "requests", Value: s.Requests, Usage: "synthetic: number of requests"},
+		&cli.Float64Flag{Name: "rate", Value: s.Rate, Usage: "synthetic: mean arrival rate, requests per simulated second"},
+		&cli.IntFlag{Name: "users", Value: s.Users, Usage: "synthetic: concurrent conversations"},
+		&cli.IntFlag{Name: "system-prompts", Value: s.SystemPrompts, Usage: "synthetic: distinct system prompts"},
+		&cli.IntFlag{Name: "system-blocks", Value: s.SystemBlocks, Usage: "synthetic: system prompt length, in 512-token blocks"},
+		&cli.IntFlag{Name: "turn-blocks", Value: s.TurnBlocks, Usage: "synthetic: mean new blocks per turn"},
+		&cli.IntFlag{Name: "max-blocks", Value: s.MaxBlocks, Usage: "synthetic: a conversation restarts past this many blocks"},
+		&cli.IntFlag{Name: "output-tokens", Value: s.OutputTokens, Usage: "synthetic: mean output length"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the synthetic workload and of the in-process routers' random choices"},
+	}
+}
+
+// loadWorkload reads or makes the workload the flags describe.
+func loadWorkload(c *cli.Context) (*replay.Workload, error) {
+	if c.Bool("synthetic") {
+		s := replay.DefaultSyntheticConfig()
+		s.Seed = c.Uint64("seed")
+		s.Requests, s.Rate, s.Users = c.Int("requests"), c.Float64("rate"), c.Int("users")
+		s.SystemPrompts, s.SystemBlocks, s.TurnBlocks = c.Int("system-prompts"), c.Int("system-blocks"), c.Int("turn-blocks")
+		s.MaxBlocks, s.OutputTokens = c.Int("max-blocks"), c.Int("output-tokens")
+		wl, err := replay.Synthetic(s)
+		if err != nil {
+			return nil, usageError("%s: %v", c.Command.Name, err)
+		}
+		return wl, nil
+	}
+	opts := replay.TraceOptions{RateScale: c.Float64("rate-scale"), Window: c.Duration("window"), MaxRequests: c.Int("max-requests")}
+	if !(opts.RateScale > 0 && opts.RateScale <= 1e6) {
+		return nil, usageError("%s: --rate-scale: %g is outside (0, 1e6]", c.Command.Name, opts.RateScale)
+	}
+	if opts.Window < 0 || opts.MaxRequests < 0 {
+		return nil, usageError("%s: --window and --max-requests must not be negative", c.Command.Name)
+	}
+	path := c.String("trace")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, exitError("%s: --trace: %v", c.Command.Name, err)
+	}
+	defer f.Close()
+	reqs, err := traces.Read(f)
+	if err != nil {
+		return nil, exitError("%s: --trace %s: %v", c.Command.Name, path, err)
+	}
+	name := filepath.Base(path)
+	if opts.Window > 0 {
+		name += fmt.Sprintf(", first %v", opts.Window)
+	}
+	if opts.RateScale != 1 {
+		name += fmt.Sprintf(", at %g× its rate", opts.RateScale)
+	}
+	wl, err := replay.FromTrace(name, reqs, opts)
+	if err != nil {
+		return nil, usageError("%s: %v", c.Command.Name, err)
+	}
+	return wl, nil
+}
+
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"DYN_LOG_FORMAT"}, Usage: "auto, text or json"},
+		&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"DYN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+	}
+}
+
+func cmdLogger(c *cli.Context) (*slog.Logger, error) {
+	log, err := newLogger(c.App.ErrWriter, c.String("log-format"), c.String("log-level"))
+	if err != nil {
+		return nil, usageError("%s: %v", c.Command.Name, err)
+	}
+	return log, nil
+}
+
+// simCommand is `router sim`: a fleet of simulated workers in real time.
+func simCommand() *cli.Command {
+	flags := append(connFlags(true), fleetFlags()...)
+	flags = append(flags,
+		&cli.Float64Flag{Name: "speedup", Value: 1, Usage: "simulated seconds per wall second (replay with the same --speedup)"},
+		&cli.Int64Flag{Name: "first-lease-id", Usage: "lease (instance) id of the first worker, the others following; 0 lets etcd choose"},
+	)
+	flags = append(flags, logFlags()...)
+	return &cli.Command{
+		Name:  "sim",
+		Usage: "run simulated vLLM-like workers until interrupted",
+		Description: "Each worker registers in etcd with a lease and a model card, publishes KV events and load on NATS, " +
+			"and serves the generate protocol of docs/replay.md on its own subject, with a simulated KV cache, " +
+			"scheduler and GPU cost model.",
+		Flags:        flags,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError("sim: %v", err) },
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("sim: unexpected argument %q", c.Args().First())
+			}
+			cfg := parseFleet(c)
+			cfg.Speedup = c.Float64("speedup")
+			cfg.Worker.LeaseID = c.Int64("first-lease-id")
+			if err := cfg.Validate(); err != nil {
+				return usageError("sim: invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+			}
+			log, err := cmdLogger(c)
+			if err != nil {
+				return err
+			}
+			nc, err := nats.Connect(c.String("nats-url"), nats.Name("kvrouter-sim"), nats.MaxReconnects(-1))
+			if err != nil {
+				return exitError("sim: cannot reach NATS at %s: %v", c.String("nats-url"), err)
+			}
+			defer nc.Close()
+			etcd, err := connectEtcd(c.Context, splitEndpoints(c.String("etcd-endpoints")))
+			if err != nil {
+				return exitError("sim: %v", err)
+			}
+			defer etcd.Close()
+			fleet, err := sim.NewFleet(cfg, nc, etcd, log)
+			if err != nil {
+				return usageError("sim: %v", err)
+			}
+			g, ctx := errgroup.WithContext(c.Context)
+			g.Go(func() error { return fleet.Run(ctx) })
+			g.Go(func() error {
+				select {
+				case <-fleet.Ready():
+				case <-ctx.Done():
+					return nil
+				}
+				ws := fleet.Workers()
+				fmt.Fprintf(c.App.Writer, "%d simulated workers ready in namespace %s, component %s (first id %x, generate on %s)\n",
+					len(ws), cfg.Worker.Namespace, cfg.Worker.Component, ws[0].ID, ws[0].Subject)
+				return nil
+			})
+			if err := g.Wait(); err != nil {
+				return exitError("sim: %v", err)
+			}
+			return nil
+		},
+	}
+}
+
+func splitEndpoints(s string) []string {
+	var out []string
+	for _, ep := range strings.Split(s, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// replayCommand is `router replay`: a workload against a running router and
+// fleet, in real time.
+func replayCommand() *cli.Command {
+	flags := append(connFlags(false), workloadFlags()...)
+	flags = append(flags,
+		&cli.StringFlag{Name: "component", Value: "backend", EnvVars: []string{"DYN_COMPONENT"}, Usage: "the workers' component"},
+		&cli.StringFlag{Name: "router-component", Value: "router", EnvVars: []string{"DYN_ROUTER_COMPONENT"}, Usage: "the router's component"},
+		&cli.StringFlag{Name: "mode", Value: "kv", Usage: "the router's --router-mode, to label the results"},
+		&cli.Float64Flag{Name: "speedup", Value: 1, Usage: "simulated seconds per wall second; the workers' --speedup"},
+		&cli.DurationFlag{Name: "router-timeout", Value: 10 * time.Second, Usage: "bound on each call to the router"},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Minute, Usage: "how long to wait for the last requests after the last arrival (wall time)"},
+		&cli.StringFlag{Name: "router-metrics-url", Usage: "the router's /metrics, to report its own decision time (optional)"},
+		&cli.StringFlag{Name: "out", Usage: "write the report (report.md, report.txt, results.json, SVG plots) into this directory"},
+	)
+	flags = append(flags, logFlags()...)
+	return &cli.Command{
+		Name:  "replay",
+		Usage: "replay a trace against a running router and simulated workers, in real time",
+		Description: "Acts as the frontend: route, generate on the chosen worker, mark_prefill at the first token, " +
+			"mark_free at the end; prints the results table. Start the workers with `router sim` and the router with " +
+			"`router serve` first; use `router compare` for deterministic, in-process comparisons.",
+		Flags:        flags,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError("replay: %v", err) },
+		Action:       runReplayCommand,
+	}
+}
+
+func runReplayCommand(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageError("replay: unexpected argument %q", c.Args().First())
+	}
+	wl, err := loadWorkload(c)
+	if err != nil {
+		return err
+	}
+	cfg := replay.DefaultConfig()
+	cfg.Namespace, cfg.WorkerComponent, cfg.RouterComponent = c.String("namespace"), c.String("component"), c.String("router-component")
+	cfg.Mode, cfg.Speedup = c.String("mode"), c.Float64("speedup")
+	cfg.RouterTimeout, cfg.GenerateTimeout = c.Duration("router-timeout"), c.Duration("drain-timeout")
+	if err := cfg.Validate(); err != nil {
+		return usageError("replay: %v", err)
+	}
+	log, err := cmdLogger(c)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(c.String("nats-url"), nats.Name("kvrouter-replay"), nats.MaxReconnects(-1))
+	if err != nil {
+		return exitError("replay: cannot reach NATS at %s: %v", c.String("nats-url"), err)
+	}
+	defer nc.Close()
+	rp, err := replay.New(cfg, nc, wl, replay.Options{Progress: c.App.ErrWriter, Log: log})
+	if err != nil {
+		return usageError("replay: %v", err)
+	}
+	res, err := rp.Run(c.Context)
+	if err != nil {
+		return exitError("replay: %v", err)
+	}
+	res.RouterOverheadMs = math.NaN()
+	if u := c.String("router-metrics-url"); u != "" {
+		res.RouterOverheadMs = scrapeOverhead(c.Context, u, log)
+	}
+	rep := &replay.Report{Title: "Replay of " + wl.Name, Command: commandLine(c), Results: []*replay.Result{res}}
+	rep.WriteText(c.App.Writer)
+	if out := c.String("out"); out != "" {
+		if err := rep.Write(out); err != nil {
+			return exitError("replay: %v", err)
+		}
+	}
+	return nil
+}
+
+// scrapeOverhead reads the router's mean decision time from its metrics.
+func scrapeOverhead(ctx context.Context, u string, log *slog.Logger) float64 {
+	if _, err := url.Parse(u); err != nil {
+		log.Warn("router metrics url", "err", err)
+		return math.NaN()
+	}
+	sums, err := replay.Scrape(ctx, httpClient(), u)
+	if err != nil {
+		log.Warn("scrape router metrics", "err", err)
+		return math.NaN()
+	}
+	n := sums[metrics.NameOverheadTotal+"_count"]
+	if n == 0 {
+		return math.NaN()
+	}
+	return sums[metrics.NameOverheadTotal+"_sum"] / n
+}
+
+func httpClient() *http.Client { return &http.Client{Timeout: 5 * time.Second} }
+
+// compareCommand is `router compare`: embedded NATS and etcd, a fleet and a
+// router per mode, the replay, the report.
+func compareCommand() *cli.Command {
+	flags := append(workloadFlags(), fleetFlags()...)
+	flags = append(flags,
+		&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace of the in-process router and workers"},
+		&cli.StringFlag{Name: "modes", Value: "kv,round-robin,random", Usage: "router modes to compare, comma-separated"},
+		&cli.StringFlag{Name: "out", Value: "compare-out", Usage: "directory of the report (report.md, report.txt, results.json, SVG plots)"},
+		&cli.StringFlag{Name: "clock", Value: "lockstep", Usage: "lockstep (deterministic, as fast as the machine allows) or real (wall clock, --speedup)"},
+		&cli.Float64Flag{Name: "speedup", Value: 10, Usage: "with --clock real: simulated seconds per wall second"},
+		&cli.Float64Flag{Name: "router-temperature", Usage: "the router's --router-temperature"},
+	)
+	flags = append(flags, logFlags()...)
+	return &cli.Command{
+		Name:  "compare",
+		Usage: "compare router modes on a trace: in-process NATS, etcd, simulated workers and routers; writes a report",
+		Description: "For each mode, starts a fresh fleet of simulated workers and a fresh router with that --router-mode, " +
+			"replays the workload, and finally writes a table and plots (TTFT distribution, prefix hit rate) to --out. " +
+			"With the default --clock lockstep the results depend only on the flags: two runs give the same decisions.",
+		Flags:        flags,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError("compare: %v", err) },
+		Action:       runCompareCommand,
+	}
+}
+
+// compareSetup is what one compare run needs besides the mode.
+type compareSetup struct {
+	fleet       sim.FleetConfig
+	wl          *replay.Workload
+	seed        uint64
+	temperature float64
+	progress    io.Writer
+	log         *slog.Logger
+	nc          [3]*nats.Conn // fleet, router, replay
+	etcd        [2]*clientv3.Client
+}
+
+func runCompareCommand(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageError("compare: unexpected argument %q", c.Args().First())
+	}
+	var modes []scheduler.Mode
+	for _, s := range strings.Split(c.String("modes"), ",") {
+		m, err := scheduler.ParseMode(strings.TrimSpace(s))
+		if err != nil {
+			return usageError("compare: --modes: %v", err)
+		}
+		modes = append(modes, m)
+	}
+	fcfg := parseFleet(c)
+	switch c.String("clock") {
+	case "lockstep":
+		fcfg.Lockstep = true
+	case "real":
+		fcfg.Speedup = c.Float64("speedup")
+	default:
+		return usageError("compare: --clock: %q is not lockstep or real", c.String("clock"))
+	}
+	fcfg.Worker.LeaseID = compareLeaseID
+	if err := fcfg.Validate(); err != nil {
+		return usageError("compare: invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	if t := c.Float64("router-temperature"); t < 0 || t > 100 {
+		return usageError("compare: --router-temperature: %g is outside 0..100", t)
+	}
+	wl, err := loadWorkload(c)
+	if err != nil {
+		return err
+	}
+	log, err := cmdLogger(c)
+	if err != nil {
+		return err
+	}
+	setup := compareSetup{fleet: fcfg, wl: wl, seed: c.Uint64("seed"), temperature: c.Float64("router-temperature"),
+		progress: c.App.ErrWriter, log: log}
+
+	dir, err := os.MkdirTemp("", "kvrouter-compare-")
+	if err != nil {
+		return exitError("compare: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	ns, err := embedded.StartNATS(embedded.NATSConfig{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		return exitError("compare: %v", err)
+	}
+	defer ns.Close()
+	es, err := embedded.StartEtcd(embedded.EtcdConfig{ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0", Dir: filepath.Join(dir, "etcd")})
+	if err != nil {
+		return exitError("compare: %v", err)
+	}
+	defer es.Close()
+	for i, name := range []string{"kvrouter-sim", "kvrouter", "kvrouter-replay"} {
+		nc, err := nats.Connect(ns.URL(), nats.Name(name))
+		if err != nil {
+			return exitError("compare: %v", err)
+		}
+		defer nc.Close()
+		setup.nc[i] = nc
+	}
+	for i := range setup.etcd {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{es.Endpoint()}, DialTimeout: 5 * time.Second})
+		if err != nil {
+			return exitError("compare: %v", err)
+		}
+		defer cli.Close()
+		setup.etcd[i] = cli
+	}
+
+	fmt.Fprintf(c.App.ErrWriter, "compare: %d requests of %s, %d workers, modes %s, clock %s\n",
+		len(wl.Requests), wl.Name, fcfg.Workers, c.String("modes"), c.String("clock"))
+	var results []*replay.Result
+	for _, m := range modes {
+		res, err := compareOne(c.Context, setup, m)
+		if err != nil {
+			return exitError("compare: %s: %v", m, err)
+		}
+		results = append(results, res)
+	}
+	clock := "lockstep"
+	if !fcfg.Lockstep {
+		clock = fmt.Sprintf("real time at %g×", fcfg.Speedup)
+	}
+	rep := &replay.Report{
+		Title:   fmt.Sprintf("Router modes on %s: %d simulated workers, %s clock", wl.Name, fcfg.Workers, clock),
+		Command: commandLine(c), Results: results,
+	}
+	if err := rep.Write(c.String("out")); err != nil {
+		return exitError("compare: %v", err)
+	}
+	rep.WriteText(c.App.Writer)
+	fmt.Fprintf(c.App.Writer, "report: %s\n", filepath.Join(c.String("out"), replay.FileMarkdown))
+	return nil
+}
+
+// compareOne runs one mode: a fresh fleet and router, the replay.
+func compareOne(ctx context.Context, s compareSetup, mode scheduler.Mode) (*replay.Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fleet, err := sim.NewFleet(s.fleet, s.nc[0], s.etcd[0], s.log)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := newSimRouter(s, mode)
+	if err != nil {
+		return nil, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return fleet.Run(gctx) })
+	g.Go(func() error { return rt.run(gctx) })
+
+	var res *replay.Result
+	g.Go(func() error {
+		defer cancel() // the replay is the job: when it ends, everything ends
+		select {
+		case <-fleet.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		index := map[uint64]int{}
+		for _, w := range fleet.Workers() {
+			index[w.ID] = w.Index
+		}
+		client := replay.NewRouterClient(s.nc[2], s.fleet.Worker.Namespace, "router", 10*time.Second)
+		if err := waitWorkers(gctx, client, len(index)); err != nil {
+			return err
+		}
+		cfg := replay.DefaultConfig()
+		cfg.Namespace, cfg.WorkerComponent, cfg.Mode = s.fleet.Worker.Namespace, s.fleet.Worker.Component, mode.String()
+		cfg.Lockstep, cfg.Speedup = s.fleet.Lockstep, s.fleet.Speedup
+		opts := replay.Options{WorkerIndex: index, Progress: s.progress, Log: s.log}
+		if s.fleet.Lockstep {
+			opts.Stepper, opts.Barrier = fleet, replay.CountBarrier(rt.taken)
+		}
+		rp, err := replay.New(cfg, s.nc[2], s.wl, opts)
+		if err != nil {
+			return err
+		}
+		res, err = rp.Run(gctx)
+		if err != nil {
+			return err
+		}
+		res.RouterOverheadMs = rt.overheadMs()
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if res == nil {
+		return nil, ctx.Err()
+	}
+	return res, nil
+}
+
+// waitWorkers waits until the router offers n workers.
+func waitWorkers(ctx context.Context, client *replay.RouterClient, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		ids, err := client.Workers(ctx)
+		if err == nil && len(ids) >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the router knows %d of %d workers after 30s (last error: %v)", len(ids), n, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// simRouter is an in-process router wired from the same packages as
+// `router serve`, with what a comparison needs on top: a seeded random
+// source (ties and random mode repeat from run to run), the KV event count
+// for the lockstep barrier, and the metrics registry for the decision time.
+type simRouter struct {
+	reg   *prometheus.Registry
+	regy  *workers.Registry
+	disc  *workers.Discovery
+	loads *workers.LoadSubscriber
+	sub   *events.Subscriber
+	r     *scheduler.Router
+	svc   *service.Service
+}
+
+func newSimRouter(s compareSetup, mode scheduler.Mode) (*simRouter, error) {
+	const routerID = 1
+	ns, comp := s.fleet.Worker.Namespace, s.fleet.Worker.Component
+	rt := &simRouter{reg: prometheus.NewRegistry()}
+	m, err := metrics.New(rt.reg, metrics.Config{Namespace: ns, Component: "router", RouterID: routerID})
+	if err != nil {
+		return nil, err
+	}
+	idx := indexer.NewIndex(indexer.Config{})
+	rm := service.NewRemover(idx)
+	wcfg := workers.DefaultConfig()
+	wcfg.Namespace, wcfg.Component, wcfg.BlockSize = ns, comp, s.fleet.Worker.Engine.BlockSize
+	if rt.regy, err = workers.NewRegistry(wcfg, rm, m, s.log); err != nil {
+		return nil, err
+	}
+	if rt.disc, err = workers.NewDiscovery(wcfg, s.etcd[1], rt.regy, s.log); err != nil {
+		return nil, err
+	}
+	if rt.loads, err = workers.NewLoadSubscriber(wcfg, s.nc[1], rt.regy, m, s.log); err != nil {
+		return nil, err
+	}
+	scfg := scheduler.DefaultConfig()
+	scfg.BlockSize, scfg.Mode, scfg.Temperature = s.fleet.Worker.Engine.BlockSize, mode, s.temperature
+	// The replay may take longer in wall time than Dynamo's stale timeout;
+	// every request is freed, so none should expire.
+	scfg.StaleTimeout = 24 * time.Hour
+	rng := rand.New(rand.NewPCG(s.seed, uint64(mode)))
+	if rt.r, err = scheduler.New(scfg, service.NewFleet(rt.regy), idx, m, scheduler.Options{Rand: rng, Log: s.log}); err != nil {
+		return nil, err
+	}
+	rm.Attach(rt.r)
+	ecfg := events.DefaultConfig()
+	ecfg.Namespace, ecfg.Component = ns, comp
+	if rt.sub, err = events.NewSubscriber(ecfg, s.nc[1], idx, m, s.log, events.WithObserver(rt.regy)); err != nil {
+		return nil, err
+	}
+	scv := service.DefaultConfig()
+	scv.Namespace, scv.RouterID = ns, routerID
+	if rt.svc, err = service.New(scv, s.nc[1], rt.r, m, s.log); err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
+// run runs the router's parts until ctx ends.
+func (rt *simRouter) run(ctx context.Context) error {
+	defer rt.regy.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rt.disc.Run(gctx) })
+	g.Go(func() error { return rt.loads.Run(gctx) })
+	g.Go(func() error { return rt.sub.Run(gctx) })
+	g.Go(func() error { return rt.r.Run(gctx) })
+	g.Go(func() error { return rt.svc.Run(gctx) })
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// taken counts the KV events the router has taken in: applied, refused
+// by its decoders, or dropped.
+func (rt *simRouter) taken() uint64 {
+	st := rt.sub.Stats()
+	return st.Applied + st.DecodeErrors + st.Dropped
+}
+
+// overheadMs returns the router's mean decision time from its
+// dynamo_router_overhead_total_ms histogram (NaN when it has none).
+func (rt *simRouter) overheadMs() float64 {
+	mfs, err := rt.reg.Gather()
+	if err != nil {
+		return math.NaN()
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != metrics.NameOverheadTotal {
+			continue
+		}
+		var sum float64
+		var n uint64
+		for _, m := range mf.GetMetric() {
+			sum += m.GetHistogram().GetSampleSum()
+			n += m.GetHistogram().GetSampleCount()
+		}
+		if n > 0 {
+			return sum / float64(n)
+		}
+	}
+	return math.NaN()
+}
+
+// commandLine renders the command as a user would type it: the command's
+// name and the flags that were set (on the command line or by environment
+// variable), in the order the command declares them.
+func commandLine(c *cli.Context) string {
+	args := []string{"router", c.Command.Name}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		if !c.IsSet(name) {
+			continue
+		}
+		if _, ok := f.(*cli.BoolFlag); ok {
+			if c.Bool(name) {
+				args = append(args, "--"+name)
+			}
+			continue
+		}
+		v := fmt.Sprint(c.Value(name))
+		if strings.ContainsAny(v, " \t'\"$") || v == "" {
+			v = "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
+		}
+		args = append(args, "--"+name, v)
+	}
+	return strings.Join(args, " ")
+}

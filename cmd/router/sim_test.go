@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kvrouter/router/replay"
+)
+
+// runSimCmd runs the router with the simulation commands in-process.
+func runSimCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errw bytes.Buffer
+	app := newApp(&out, &errw)
+	have := map[string]bool{}
+	for _, c := range app.Commands {
+		have[c.Name] = true
+	}
+	for _, c := range []*cli.Command{simCommand(), replayCommand(), compareCommand()} {
+		if !have[c.Name] {
+			app.Commands = append(app.Commands, c)
+		}
+	}
+	code = 0
+	if err := app.RunContext(context.Background(), append([]string{"router"}, args...)); err != nil {
+		var exit cli.ExitCoder
+		if ok := asExit(err, &exit); ok {
+			code = exit.ExitCode()
+		} else {
+			code = 1
+		}
+		errw.WriteString(err.Error())
+	}
+	return out.String(), errw.String(), code
+}
+
+func asExit(err error, target *cli.ExitCoder) bool {
+	e, ok := err.(cli.ExitCoder)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+// summaries reads the summaries of a compare report.
+func summaries(t *testing.T, dir string) []replay.Summary {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, replay.FileJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Runs []struct {
+			Summary replay.Summary `json:"summary"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var out []replay.Summary
+	for _, r := range doc.Runs {
+		out = append(out, r.Summary)
+	}
+	return out
+}
+
+// TestCompareIsDeterministic runs `router compare` twice on an excerpt of
+// the trace, with the real router in every mode: the same decisions, hit
+// rates and latencies both times, and every report file written.
+func TestCompareIsDeterministic(t *testing.T) {
+	args := func(out string) []string {
+		return []string{"compare", "--trace", "../../testdata/mooncake_excerpt.jsonl", "--max-requests", "80",
+			"--workers", "4", "--num-gpu-blocks", "4096", "--modes", "kv,round-robin,random", "--out", out}
+	}
+	var runs [][]replay.Summary
+	for range 2 {
+		dir := t.TempDir()
+		stdout, stderr, code := runSimCmd(t, args(dir)...)
+		if code != 0 {
+			t.Fatalf("compare exited %d:\n%s", code, stderr)
+		}
+		if !strings.Contains(stdout, "decisions digest") || !strings.Contains(stderr, "replay kv: 80/80 sent") {
+			t.Fatalf("no table or progress:\nstdout:\n%s\nstderr:\n%s", stdout, stderr)
+		}
+		for _, f := range []string{replay.FileMarkdown, replay.FileText, replay.FileJSON, replay.FileTTFTCDF, replay.FileHitRate} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runs = append(runs, summaries(t, dir))
+	}
+	for i, a := range runs[0] {
+		b := runs[1][i]
+		if a.Completed != 80 || a.Digest != b.Digest || a.HitRate != b.HitRate || a.TTFT != b.TTFT || a.ITL != b.ITL {
+			t.Fatalf("%s differs between two runs:\n%+v\n%+v", a.Mode, a, b)
+		}
+	}
+	if runs[0][0].Digest == runs[0][1].Digest {
+		t.Fatal("kv and round-robin made the same decisions")
+	}
+}
+
+// TestCompareRealTime runs a short comparison on the wall clock.
+func TestCompareRealTime(t *testing.T) {
+	dir := t.TempDir()
+	_, stderr, code := runSimCmd(t, "compare", "--synthetic", "--requests", "30", "--rate", "20", "--output-tokens", "16",
+		"--workers", "2", "--modes", "kv", "--clock", "real", "--speedup", "20", "--out", dir)
+	if code != 0 {
+		t.Fatalf("compare exited %d:\n%s", code, stderr)
+	}
+	s := summaries(t, dir)
+	if len(s) != 1 || s[0].Completed != 30 || s[0].HitRate <= 0 {
+		t.Fatalf("summaries %+v", s)
+	}
+}
+
+func TestSimCommandsRejectBadFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"sim workers", []string{"sim", "--workers", "0"}, "--workers"},
+		{"sim batch", []string{"sim", "--max-num-batched-tokens", "8", "--max-num-seqs", "16"}, "--max-num-batched-tokens"},
+		{"replay speedup", []string{"replay", "--synthetic", "--speedup", "0"}, "--speedup"},
+		{"compare mode", []string{"compare", "--modes", "kv,fastest"}, "--modes"},
+		{"compare clock", []string{"compare", "--clock", "sundial"}, "--clock"},
+		{"compare rate", []string{"compare", "--rate-scale", "0"}, "--rate-scale"},
+		{"compare synthetic", []string{"compare", "--synthetic", "--users", "0"}, "--users"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, code := runSimCmd(t, tt.args...)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, stderr %q: want 2 and a message naming %s", code, stderr, tt.want)
+			}
+		})
+	}
+}

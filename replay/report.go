@@ -1,0 +1,310 @@
+package replay
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report compares replays of one workload under several router modes.
+type Report struct {
+	// Title names the workload and the setup; Command is the command line
+	// that made the report.
+	Title, Command string
+	Results        []*Result
+}
+
+// Files written by Report.Write.
+const (
+	FileMarkdown = "report.md"
+	FileText     = "report.txt"
+	FileJSON     = "results.json"
+	FileTTFTCDF  = "ttft_cdf.svg"
+	FileHitRate  = "hit_rate.svg"
+)
+
+// Write writes the report into dir: the table as Markdown (with the plots)
+// and plain text, the summaries and per-request records as JSON, and the
+// two plots as SVG.
+func (rp *Report) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	var text strings.Builder
+	rp.WriteText(&text)
+	files := map[string]string{
+		FileMarkdown: rp.Markdown(),
+		FileText:     text.String(),
+		FileTTFTCDF:  rp.TTFTPlot(),
+		FileHitRate:  rp.HitRatePlot(),
+	}
+	js, err := rp.JSON()
+	if err != nil {
+		return err
+	}
+	files[FileJSON] = string(js)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+	}
+	return nil
+}
+
+// summaries returns the summary of every result, in order.
+func (rp *Report) summaries() []Summary {
+	out := make([]Summary, len(rp.Results))
+	for i, r := range rp.Results {
+		out[i] = r.Summarize()
+	}
+	return out
+}
+
+type column struct {
+	head string
+	cell func(Summary) string
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+var columns = []column{
+	{"mode", func(s Summary) string { return s.Mode }},
+	{"requests", func(s Summary) string { return fmt.Sprint(s.Requests) }},
+	{"failed", func(s Summary) string { return fmt.Sprint(s.Failed) }},
+	{"offered req/s", func(s Summary) string { return fmt.Sprintf("%.2f", s.OfferedRate) }},
+	{"achieved req/s", func(s Summary) string { return fmt.Sprintf("%.2f", s.AchievedRate) }},
+	{"prefix hit rate", func(s Summary) string { return fmt.Sprintf("%.1f%%", 100*s.HitRate) }},
+	{"TTFT p50 s", func(s Summary) string { return secs(s.TTFT.P50) }},
+	{"TTFT p90 s", func(s Summary) string { return secs(s.TTFT.P90) }},
+	{"TTFT p99 s", func(s Summary) string { return secs(s.TTFT.P99) }},
+	{"ITL p50 ms", func(s Summary) string { return ms(s.ITL.P50) }},
+	{"ITL p90 ms", func(s Summary) string { return ms(s.ITL.P90) }},
+	{"output tok/s", func(s Summary) string { return fmt.Sprintf("%.0f", s.OutputThroughput) }},
+	{"route p50 ms", func(s Summary) string { return ms(s.RouteRTT.P50) }},
+	{"route p99 ms", func(s Summary) string { return ms(s.RouteRTT.P99) }},
+	{"router decision ms", func(s Summary) string {
+		if math.IsNaN(s.RouterOverheadMs) {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", s.RouterOverheadMs)
+	}},
+	{"decisions digest", func(s Summary) string { return s.Digest }},
+}
+
+// Markdown renders the report as Markdown: the table, the comparison with
+// round-robin, the plots and the command.
+func (rp *Report) Markdown() string {
+	var b strings.Builder
+	sums := rp.summaries()
+	fmt.Fprintf(&b, "# %s\n\n", rp.Title)
+	if rp.Command != "" {
+		fmt.Fprintf(&b, "Made with:\n\n```sh\n%s\n```\n\n", rp.Command)
+	}
+	heads := make([]string, len(columns))
+	seps := make([]string, len(columns))
+	for i, c := range columns {
+		heads[i], seps[i] = c.head, "---"
+	}
+	fmt.Fprintf(&b, "| %s |\n| %s |\n", strings.Join(heads, " | "), strings.Join(seps, " | "))
+	for _, s := range sums {
+		cells := make([]string, len(columns))
+		for i, c := range columns {
+			cells[i] = c.cell(s)
+		}
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
+	}
+	if cmp := comparison(sums); cmp != "" {
+		fmt.Fprintf(&b, "\n%s\n", cmp)
+	}
+	b.WriteString("\nTTFT, ITL and rates are simulated time; route and router decision times are wall time on the machine " +
+		"that ran the replay. The hit rate is measured by the workers: prompt blocks found in their prefix cache over prompt blocks.\n")
+	fmt.Fprintf(&b, "\n![TTFT distribution per mode](%s)\n\n![Prefix cache hit rate per mode](%s)\n", FileTTFTCDF, FileHitRate)
+	return b.String()
+}
+
+// WriteText writes the table as aligned plain text, and the comparison.
+func (rp *Report) WriteText(w io.Writer) {
+	sums := rp.summaries()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, c := range columns {
+		fmt.Fprintf(tw, "%s\t", c.head)
+	}
+	fmt.Fprintln(tw)
+	for _, s := range sums {
+		for _, c := range columns {
+			fmt.Fprintf(tw, "%s\t", c.cell(s))
+		}
+		fmt.Fprintln(tw)
+	}
+	_ = tw.Flush()
+	if cmp := comparison(sums); cmp != "" {
+		fmt.Fprintln(w, cmp)
+	}
+}
+
+// comparison states the kv mode's TTFT p90 and hit rate against
+// round-robin's, when both ran.
+func comparison(sums []Summary) string {
+	var kv, rr *Summary
+	for i := range sums {
+		switch sums[i].Mode {
+		case "kv":
+			kv = &sums[i]
+		case "round-robin":
+			rr = &sums[i]
+		}
+	}
+	if kv == nil || rr == nil || kv.TTFT.P90 <= 0 || rr.HitRate <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("kv vs round-robin: TTFT p90 %.2f× lower (%.3f s vs %.3f s), prefix hit rate %.2f× (%.1f%% vs %.1f%%).",
+		rr.TTFT.P90.Seconds()/kv.TTFT.P90.Seconds(), kv.TTFT.P90.Seconds(), rr.TTFT.P90.Seconds(),
+		kv.HitRate/rr.HitRate, 100*kv.HitRate, 100*rr.HitRate)
+}
+
+// JSON returns the summaries and the per-request records.
+func (rp *Report) JSON() ([]byte, error) {
+	type run struct {
+		Summary Summary  `json:"summary"`
+		Records []Record `json:"records"`
+	}
+	out := struct {
+		Title   string `json:"title"`
+		Command string `json:"command"`
+		Runs    []run  `json:"runs"`
+	}{Title: rp.Title, Command: rp.Command}
+	for _, r := range rp.Results {
+		s := r.Summarize()
+		if math.IsNaN(s.RouterOverheadMs) {
+			s.RouterOverheadMs = -1
+		}
+		out.Runs = append(out.Runs, run{Summary: s, Records: r.Records})
+	}
+	return json.MarshalIndent(out, "", " ")
+}
+
+// Colours of the modes in the plots (colour-blind safe).
+var palette = []string{"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"}
+
+// TTFTPlot draws the TTFT distribution of each mode as a CDF on a log time
+// axis, as SVG.
+func (rp *Report) TTFTPlot() string {
+	const W, H, left, right, top, bottom = 780, 440, 70, 210, 40, 60
+	pw, ph := float64(W-left-right), float64(H-top-bottom)
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, r := range rp.Results {
+		for _, d := range r.TTFTs() {
+			if s := d.Seconds(); s > 0 {
+				lo, hi = math.Min(lo, s), math.Max(hi, s)
+			}
+		}
+	}
+	if math.IsInf(lo, 0) {
+		lo, hi = 0.01, 1
+	}
+	lo = math.Pow(10, math.Floor(math.Log10(lo)))
+	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
+	if hi <= lo {
+		hi = lo * 10
+	}
+	x := func(s float64) float64 {
+		s = math.Max(s, lo)
+		return float64(left) + pw*(math.Log10(s)-math.Log10(lo))/(math.Log10(hi)-math.Log10(lo))
+	}
+	y := func(p float64) float64 { return float64(top) + ph*(1-p) }
+	var b strings.Builder
+	svgOpen(&b, W, H, "Time to first token, cumulative distribution")
+	// Grid and axes.
+	for e := math.Log10(lo); e <= math.Log10(hi)+1e-9; e++ {
+		v := math.Pow(10, e)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", x(v), top, x(v), H-bottom)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x(v), H-bottom+18, fmtSeconds(v))
+	}
+	for _, p := range []float64{0, 0.25, 0.5, 0.75, 0.9, 1} {
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", left, y(p), W-right, y(p))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%.2f</text>`+"\n", left-6, y(p)+4, p)
+	}
+	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">TTFT (simulated seconds, log scale)</text>`+"\n", float64(left)+pw/2, H-18)
+	fmt.Fprintf(&b, `<text x="16" y="%.1f" text-anchor="middle" transform="rotate(-90 16 %.1f)">fraction of requests</text>`+"\n",
+		float64(top)+ph/2, float64(top)+ph/2)
+	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#444"/>`+"\n", left, top, pw, ph)
+	for i, r := range rp.Results {
+		ts := r.TTFTs()
+		if len(ts) == 0 {
+			continue
+		}
+		col := palette[i%len(palette)]
+		var pts strings.Builder
+		// Step curve, thinned to at most ~600 points.
+		stride := max(1, len(ts)/600)
+		fmt.Fprintf(&pts, "%.1f,%.1f ", x(ts[0].Seconds()), y(0))
+		for j := 0; j < len(ts); j += stride {
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x(ts[j].Seconds()), y(float64(j+1)/float64(len(ts))))
+		}
+		fmt.Fprintf(&pts, "%.1f,%.1f", x(ts[len(ts)-1].Seconds()), y(1))
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", col, pts.String())
+		p90 := quantile(ts, 0.9).Seconds()
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>`+"\n", x(p90), y(0.9), col)
+		ly := top + 20 + 22*i
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", W-right+12, ly, W-right+32, ly, col)
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s (p90 %s)</text>`+"\n", W-right+38, ly+4, html.EscapeString(r.Mode), fmtSeconds(p90))
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+// HitRatePlot draws each mode's prefix cache hit rate as a bar, as SVG.
+func (rp *Report) HitRatePlot() string {
+	const W, H, left, top, bottom = 520, 360, 70, 40, 60
+	sums := rp.summaries()
+	ph := float64(H - top - bottom)
+	maxRate := 0.0
+	for _, s := range sums {
+		maxRate = math.Max(maxRate, s.HitRate)
+	}
+	scale := math.Max(0.1, math.Ceil(maxRate*10)/10)
+	y := func(v float64) float64 { return float64(top) + ph*(1-v/scale) }
+	var b strings.Builder
+	svgOpen(&b, W, H, "Prefix cache hit rate measured by the workers")
+	for v := 0.0; v <= scale+1e-9; v += scale / 5 {
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", left, y(v), W-20, y(v))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%.0f%%</text>`+"\n", left-6, y(v)+4, 100*v)
+	}
+	n := max(len(sums), 1)
+	slot := float64(W-left-20) / float64(n)
+	for i, s := range sums {
+		col := palette[i%len(palette)]
+		bx := float64(left) + slot*float64(i) + slot*0.2
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", bx, y(s.HitRate), slot*0.6, y(0)-y(s.HitRate), col)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%.1f%%</text>`+"\n", bx+slot*0.3, y(s.HitRate)-6, 100*s.HitRate)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", bx+slot*0.3, H-bottom+20, html.EscapeString(s.Mode))
+	}
+	fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444"/>`+"\n", left, y(0), W-20, y(0))
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func svgOpen(b *strings.Builder, w, h int, title string) {
+	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
+	fmt.Fprintf(b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(b, `<text x="%d" y="22" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", w/2, html.EscapeString(title))
+}
+
+func fmtSeconds(s float64) string {
+	switch {
+	case s >= 1:
+		return fmt.Sprintf("%gs", math.Round(s*100)/100)
+	case s >= 0.001:
+		return fmt.Sprintf("%gms", math.Round(s*1e5)/100)
+	}
+	return fmt.Sprintf("%gs", s)
+}

@@ -1,0 +1,142 @@
+package replay
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("..", "testdata", "sim", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Fatalf("%s differs (-want +got); rerun with -update if intended:\n%s", name, diff)
+	}
+}
+
+// fixedResult is a made-up replay: request i arrives at i s, waits
+// (i+1)·k00 ms for its first token, and hits i of 10 blocks.
+func fixedResult(mode string, k time.Duration) *Result {
+	r := &Result{Mode: mode, Workload: "w", Lockstep: true, RouterOverheadMs: math.NaN()}
+	for i := range 10 {
+		r.Records = append(r.Records, Record{
+			Index: i, Arrival: time.Duration(i) * time.Second, WorkerID: uint64(i % 2), WorkerIndex: i % 2,
+			OverlapBlocks: i, RouterBlocks: 10, PromptBlocks: 10, CachedBlocks: i,
+			TTFT: time.Duration(i+1) * k, E2E: time.Duration(i+1)*k + time.Second, ITL: 10 * time.Millisecond,
+			OutputTokens: 101, RouteRTT: time.Millisecond, Done: true,
+		})
+	}
+	return r
+}
+
+func TestSummarize(t *testing.T) {
+	s := fixedResult("kv", 100*time.Millisecond).Summarize()
+	if s.Completed != 10 || s.HitRate != 0.45 || s.TTFT.P50 != 500*time.Millisecond || s.TTFT.P90 != 900*time.Millisecond ||
+		s.TTFT.P99 != time.Second || s.OutputThroughput != 1010.0/11 || len(s.PerWorker) != 2 || s.PerWorker[0] != 5 {
+		t.Fatalf("summary %+v", s)
+	}
+}
+
+func TestReportGolden(t *testing.T) {
+	rp := &Report{Title: "Test", Command: "router compare --trace x",
+		Results: []*Result{fixedResult("kv", 100*time.Millisecond), fixedResult("round-robin", 400*time.Millisecond)}}
+	var text strings.Builder
+	rp.WriteText(&text)
+	golden(t, "report.golden.txt", text.String())
+	golden(t, "report.golden.md", rp.Markdown())
+	if !strings.Contains(text.String(), "kv vs round-robin: TTFT p90 4.00× lower") {
+		t.Fatalf("no comparison line:\n%s", text.String())
+	}
+	for name, svg := range map[string]string{"ttft": rp.TTFTPlot(), "hit": rp.HitRatePlot()} {
+		d := xml.NewDecoder(strings.NewReader(svg))
+		for {
+			_, err := d.Token()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s plot is not well-formed XML: %v", name, err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	if err := rp.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{FileMarkdown, FileText, FileJSON, FileTTFTCDF, FileHitRate} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestParseExposition(t *testing.T) {
+	in := `# HELP x help
+# TYPE dynamo_component_kv_cache_events_applied counter
+dynamo_component_kv_cache_events_applied{event_type="stored",status="ok",note="a } b"} 12
+dynamo_component_kv_cache_events_applied{event_type="removed",status="ok"} 3e+00
+dynamo_router_overhead_total_ms_sum{router_id="1"} 1.5
+dynamo_router_overhead_total_ms_count 3
+garbage line
+`
+	got, err := parseExposition(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		"dynamo_component_kv_cache_events_applied": 15,
+		"dynamo_router_overhead_total_ms_sum":      1.5,
+		"dynamo_router_overhead_total_ms_count":    3,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestMetricsBarrier(t *testing.T) {
+	var applied atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := applied.Add(1) // each scrape sees one more event
+		fmt.Fprintf(w, "dynamo_component_kv_cache_events_applied{status=\"ok\"} %d\ndynamo_component_kv_events_dropped_total{reason=\"x\"} 1\n", n)
+	}))
+	defer srv.Close()
+	b := &MetricsBarrier{URL: srv.URL, Timeout: 5 * time.Second}
+	if err := b.Wait(context.Background(), 5); err != nil {
+		t.Fatal(err)
+	}
+	if got := applied.Load(); got != 4 {
+		t.Fatalf("%d scrapes, want 4 (applied 4 + dropped 1 = 5)", got)
+	}
+	if err := b.Wait(context.Background(), 3); err != nil || applied.Load() != 4 {
+		t.Fatalf("a Wait for fewer events scraped again: %v", err)
+	}
+	short := &MetricsBarrier{URL: srv.URL, Timeout: 20 * time.Millisecond}
+	if err := short.Wait(context.Background(), 1<<40); !errors.Is(err, ErrBarrierTimeout) {
+		t.Fatalf("Wait for too many = %v, want ErrBarrierTimeout", err)
+	}
+}
