@@ -1,0 +1,151 @@
+package scheduler
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kvrouter/router/indexer"
+)
+
+// benchEnv is a fleet of 1,000 workers at Dynamo's block size (128), each
+// holding 4 cached 30-block conversations and serving 2 active requests,
+// and a 30-block prompt. shared makes every worker also hold the prompt's
+// first 2 blocks (a common system prompt), so the index lookup returns all
+// 1,000 workers: the worst case for matching and scoring.
+func benchEnv(b *testing.B, shared bool) (*env, []uint32) {
+	const (
+		workers   = 1000
+		blocks    = 30
+		blockSize = 128
+	)
+	cfg := DefaultConfig()
+	ids := make([]uint64, workers)
+	for i := range ids {
+		ids[i] = uint64(1_000_000 + i*7919)
+	}
+	e := newEnv(b, cfg, newFleet(cands(16384, 8192, ids...), nil))
+	rng := rand.New(rand.NewPCG(1, 1))
+	prompt := make([]uint32, blocks*blockSize)
+	for i := range prompt {
+		prompt[i] = rng.Uint32N(150000)
+	}
+	conv := func() []uint32 {
+		c := make([]uint32, blocks*blockSize)
+		for i := range c {
+			c[i] = rng.Uint32N(150000)
+		}
+		return c
+	}
+	for i, id := range ids {
+		for range 4 {
+			c := conv()
+			if shared {
+				copy(c, prompt[:2*blockSize])
+			}
+			e.store(b, w(id), c)
+		}
+		// Three workers hold 20, 10 and 5 blocks of the prompt itself.
+		switch i {
+		case 100:
+			e.store(b, w(id), prompt[:20*blockSize])
+		case 500:
+			e.store(b, w(id), prompt[:10*blockSize])
+		case 900:
+			e.store(b, w(id), prompt[:5*blockSize])
+		}
+		for j := range 2 {
+			if _, err := e.r.Route(context.Background(), &Request{ID: strconv.Itoa(i) + "/" + strconv.Itoa(j), Tokens: conv(), AllowedWorkerIDs: []indexer.WorkerID{indexer.WorkerID(id)}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return e, prompt
+}
+
+// BenchmarkRouteDecision times one routing decision in process: hashing a
+// 30-block prompt, the index lookup, and scoring 1,000 workers (book:
+// false, so every iteration sees the same state). It reports the median
+// and the 99th percentile of the per-decision times.
+func BenchmarkRouteDecision(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		shared bool
+	}{{"typical", false}, {"shared-prefix-1000-matches", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			e, prompt := benchEnv(b, bc.shared)
+			req := &Request{Tokens: prompt, QueryOnly: true}
+			ctx := context.Background()
+			if d, err := e.r.Route(ctx, req); err != nil || d.OverlapBlocks != 20 {
+				b.Fatalf("decision %+v, %v; want the worker holding 20 blocks", d, err)
+			}
+			samples := make([]time.Duration, 0, 1<<20)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				start := time.Now()
+				if _, err := e.r.Route(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+				if len(samples) < cap(samples) {
+					samples = append(samples, time.Since(start))
+				}
+			}
+			reportQuantiles(b, samples)
+		})
+	}
+}
+
+// BenchmarkRouteAndFree times a booked decision and its free: what the
+// router does per request in steady state.
+func BenchmarkRouteAndFree(b *testing.B) {
+	e, prompt := benchEnv(b, false)
+	ctx := context.Background()
+	req := &Request{ID: "r", Tokens: prompt}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.r.Route(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		e.r.MarkPrefill("r")
+		e.r.Free("r", 100)
+	}
+}
+
+// reportQuantiles reports the median and the 99th percentile of samples.
+func reportQuantiles(b *testing.B, samples []time.Duration) {
+	if len(samples) == 0 {
+		return
+	}
+	slices.Sort(samples)
+	q := func(p float64) float64 { return float64(samples[int(p*float64(len(samples)-1))].Nanoseconds()) }
+	b.ReportMetric(q(0.5), "p50-ns")
+	b.ReportMetric(q(0.99), "p99-ns")
+}
+
+// BenchmarkPickMin times the least-cost choice over 1,000 costs.
+func BenchmarkPickMin(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, bc := range []struct {
+		name string
+		gen  func(i int) float64
+	}{
+		{"all-tied", func(int) float64 { return 5 }},
+		{"distinct", func(int) float64 { return rng.Float64() }},
+		{"few-levels", func(i int) float64 { return float64(rng.IntN(4)) }},
+	} {
+		costs := make([]float64, 1000)
+		for i := range costs {
+			costs[i] = bc.gen(i)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			ties := make([]int32, 0, len(costs))
+			for b.Loop() {
+				_, ties = pickMin(costs, ties, rng)
+			}
+		})
+	}
+}

@@ -1,0 +1,276 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/kvrouter/router/indexer"
+)
+
+// chooseLocked scores the candidates of kind for prompt p and chooses one
+// as the configured mode says. byLoad scores by load only (no overlap
+// credit, no prefill tokens). It fails with ErrNoWorkers when no candidate
+// passes the request's filters and ErrOverloaded when every one is over a
+// busy threshold; it reports busy when the queue is on and every remaining
+// rank is over the queue threshold, unless ignoreQueue. mu is held.
+//
+// Most candidates neither hold the prompt's first block nor have it
+// active, and for them the cost reduces to
+//
+//	scale × (prefill_tokens + isl) / block_size + blocks + prompt_blocks
+//
+// a multiply and three adds, computed from the view's dense arrays. The
+// few with an overlap or active blocks (the sparse set, from the index
+// matches and the active hashes) are scored in full first. Then, in the
+// common case (KV mode, temperature 0, no filter in force), one pass
+// computes the other costs and keeps the least (fusedMin); otherwise a
+// pass writes every cost, a filter pass marks excluded candidates +Inf,
+// and the mode chooses among the finite costs.
+func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (Choice, bool, error) {
+	cands := r.fleet.Candidates(kind)
+	if len(cands) == 0 {
+		return Choice{}, false, fmt.Errorf("%w: no %s workers registered", ErrNoWorkers, kind)
+	}
+	v := r.viewLocked(kind, cands)
+	n := len(cands)
+	kv := r.cfg.Mode == ModeKV
+
+	// The sparse set: overlaps from the index, active prefixes from the
+	// bookkeeping.
+	s.overlap = zeroed(s.overlap, n)
+	s.prefix = zeroed(s.prefix, n)
+	sparse := s.sparse[:0]
+	if kv && !byLoad {
+		for _, m := range p.matches {
+			if i := v.table.get(m.Worker); i >= 0 && cands[i].OverlapTrusted && m.Blocks > 0 {
+				sparse = append(sparse, i)
+				s.overlap[i] = m.Blocks
+			}
+		}
+	}
+	if kv {
+		sparse = r.seqs.activePrefix(p.seqHashes, v.posOf, s.prefix, sparse)
+	}
+	s.sparse = sparse
+
+	costs := grownFloats(s.costs, n)
+	s.costs = costs
+	queue := r.queue != nil && !ignoreQueue
+	filtered := v.dead > 0 || s.allowed != nil || r.thresholds || queue
+	if kv {
+		newBlocks := 0
+		if r.seqs.trackBlocks {
+			newBlocks = p.numBlocks
+		}
+		newF := float64(newBlocks)
+		perToken := cp.scale / float64(r.cfg.BlockSize)
+		islCost := perToken * float64(p.isl)
+		scaleCredit := cp.scale * cp.credit
+		blocks, prefill := v.blocks[:n], v.prefill[:n]
+		for _, i := range sparse {
+			decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
+			if byLoad {
+				costs[i] = loadCost(decode)
+			} else {
+				costs[i] = kvCostOf(perToken, islCost, scaleCredit, prefill[i], float64(s.overlap[i]), decode)
+			}
+		}
+		if !filtered && cp.temperature == 0 {
+			// The common case: one pass computes each cost and keeps the
+			// least (see fusedMin).
+			var i int
+			i, s.ties = fusedMin(prefill, blocks, s.marks(n, sparse), costs, perToken, islCost, newF, byLoad, s.ties, r.rng)
+			return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+		}
+		// kvCostOf with no overlap and no active prefix, in its order.
+		mark := s.marks(n, sparse)
+		for i, b := range blocks {
+			if mark[i] {
+				continue
+			}
+			if byLoad {
+				costs[i] = b + newF
+			} else {
+				costs[i] = (perToken*prefill[i] + islCost) + (b + newF)
+			}
+		}
+	} else {
+		clear(costs)
+	}
+
+	eligible, fit, free := n, n, n
+	if filtered {
+		inf := math.Inf(1)
+		for i := range cands {
+			c := &cands[i]
+			switch {
+			case !v.live[i]:
+				eligible--
+			case s.allowed != nil && !containsID(s.allowed, c.Worker.ID):
+				eligible--
+			case r.thresholds && r.overloaded(c, v.prefill[i], v.blocks[i]):
+			case queue && r.queueBusy(c, v.prefill[i]):
+				costs[i] = inf
+				free--
+				continue
+			default:
+				continue
+			}
+			costs[i] = inf
+			fit--
+			free--
+		}
+	}
+	switch {
+	case eligible == 0:
+		return Choice{}, false, fmt.Errorf("%w: no %s worker among allowed_worker_ids", ErrNoWorkers, kind)
+	case fit == 0:
+		return Choice{}, false, fmt.Errorf("%w: all %d %s workers are over a busy threshold", ErrOverloaded, eligible, kind)
+	case free == 0:
+		return Choice{}, true, nil
+	}
+
+	var i int
+	switch {
+	case r.cfg.Mode == ModeKV && cp.temperature == 0:
+		i, s.ties = pickMin(costs, s.ties, r.rng)
+	default:
+		// Round-robin, random and softmax choose among the finite costs.
+		elig, finite := s.elig[:0], s.finite[:0]
+		for j, c := range costs {
+			if !math.IsInf(c, 1) {
+				elig = append(elig, int32(j))
+				finite = append(finite, c)
+			}
+		}
+		s.elig, s.finite = elig, finite
+		var k int
+		switch r.cfg.Mode {
+		case ModeRoundRobin:
+			k = int(r.rr % uint64(len(elig)))
+			r.rr++
+		case ModeRandom:
+			k = r.rng.IntN(len(elig))
+		default:
+			s.weights = grownFloats(s.weights, len(finite))
+			k = pickSoftmax(finite, s.weights, cp.temperature, r.rng)
+		}
+		i = int(elig[k])
+	}
+	return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+}
+
+// fusedMin returns the position of the least cost, ties broken as pickMin
+// breaks them, computing the cost of each position not marked (no
+// overlap, no active prefix) on the fly from the view's arrays, exactly as
+// the dense pass would, and reading marked positions' costs from costs.
+// Fusing the two passes halves what a decision reads from memory.
+func fusedMin(prefill, blocks []float64, mark []bool, costs []float64, perToken, islCost, newF float64, byLoad bool, ties []int32, rng *rand.Rand) (int, []int32) {
+	best := math.Inf(1)
+	ties = ties[:0]
+	for i, b := range blocks {
+		var c float64
+		switch {
+		case mark[i]:
+			c = costs[i]
+		case byLoad:
+			c = b + newF
+		default:
+			c = (perToken*prefill[i] + islCost) + (b + newF)
+		}
+		switch {
+		case c > best:
+		case c == best:
+			ties = append(ties, int32(i))
+		default:
+			best = c
+			ties = append(ties[:0], int32(i))
+		}
+	}
+	return pickTie(ties, rng), ties
+}
+
+// containsID reports whether sorted ids holds id.
+func containsID(ids []indexer.WorkerID, id indexer.WorkerID) bool {
+	_, ok := slices.BinarySearch(ids, id)
+	return ok
+}
+
+// overloaded reports whether a rank is over a busy threshold
+// (--active-decode-blocks-threshold, --active-prefill-tokens-threshold,
+// --active-prefill-tokens-threshold-frac). A threshold relative to a limit
+// the worker did not state does not apply.
+func (r *Router) overloaded(c *Candidate, prefillTokens, blocks float64) bool {
+	if t := r.cfg.ActiveDecodeBlocksThreshold; t != nil && c.TotalKVBlocks > 0 &&
+		blocks > *t*float64(c.TotalKVBlocks) {
+		return true
+	}
+	if t := r.cfg.ActivePrefillTokensThreshold; t != nil && prefillTokens > float64(*t) {
+		return true
+	}
+	if t := r.cfg.ActivePrefillTokensThresholdFrac; t != nil && c.MaxNumBatchedTokens > 0 &&
+		prefillTokens > *t*float64(c.MaxNumBatchedTokens) {
+		return true
+	}
+	return false
+}
+
+// queueBusy reports whether a rank is busy for the queue: its active
+// prefill tokens exceed --router-queue-threshold × max_num_batched_tokens.
+// The comparison is strict, so a rank with no prefill work is never busy,
+// however large the prompt that would go to it (see doc.go on starvation).
+func (r *Router) queueBusy(c *Candidate, prefillTokens float64) bool {
+	return c.MaxNumBatchedTokens > 0 &&
+		prefillTokens > *r.cfg.QueueThreshold*float64(c.MaxNumBatchedTokens)
+}
+
+// viewLocked returns the view of cands, the current candidates of kind,
+// building it when the fleet's slice changed. mu is held.
+func (r *Router) viewLocked(kind Kind, cands []Candidate) *view {
+	if v := r.views[kind]; v != nil && sameSlice(v.cands, cands) {
+		return v
+	}
+	v := newView(r.seqs, cands, kind)
+	r.views[kind] = v
+	// The fleet changed, and the registry deletes the series of a worker
+	// whose type or ranks changed: look every gauge up again, and export
+	// the candidates' loads afresh.
+	clear(r.gauges)
+	for _, ri := range v.rank {
+		if ri >= 0 {
+			r.seqs.touch(ri)
+		}
+	}
+	return v
+}
+
+// kindOfLocked returns the kind of a rank as the fleet knows it: prefill
+// if it is a prefill candidate, decode otherwise. mu is held.
+func (r *Router) kindOfLocked(w indexer.Worker) Kind {
+	if cands := r.fleet.Candidates(KindPrefill); len(cands) > 0 {
+		if v := r.viewLocked(KindPrefill, cands); v.table.get(w) >= 0 {
+			return KindPrefill
+		}
+	}
+	return KindDecode
+}
+
+// zeroed returns buf resized to n and cleared.
+func zeroed(buf []uint32, n int) []uint32 {
+	if cap(buf) < n {
+		return make([]uint32, n)
+	}
+	buf = buf[:n]
+	clear(buf)
+	return buf
+}
+
+// grownFloats returns buf resized to n, contents unspecified.
+func grownFloats(buf []float64, n int) []float64 {
+	if cap(buf) < n {
+		return make([]float64, n)
+	}
+	return buf[:n]
+}

@@ -1,0 +1,369 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Mode is how the router chooses a worker (flag --router-mode).
+type Mode uint8
+
+// The routing modes. Every mode shares the same bookkeeping, filters, queue
+// and metrics; only the choice among eligible ranks differs.
+const (
+	// ModeKV chooses the rank of least cost (dynamo-compat.md §5).
+	ModeKV Mode = iota
+	// ModeRoundRobin takes the eligible ranks in turn.
+	ModeRoundRobin
+	// ModeRandom takes an eligible rank uniformly at random.
+	ModeRandom
+)
+
+// String returns the flag value of the mode.
+func (m Mode) String() string {
+	switch m {
+	case ModeKV:
+		return "kv"
+	case ModeRoundRobin:
+		return "round-robin"
+	case ModeRandom:
+		return "random"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode parses a --router-mode value.
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "kv":
+		return ModeKV, nil
+	case "round-robin", "round_robin":
+		return ModeRoundRobin, nil
+	case "random":
+		return ModeRandom, nil
+	}
+	return 0, fmt.Errorf("--router-mode: %q is not a mode (allowed kv, round-robin, random)", s)
+}
+
+// QueuePolicy orders the requests that wait in the threshold queue (flag
+// --router-queue-policy).
+type QueuePolicy uint8
+
+// The queue policies, Dynamo's.
+const (
+	// PolicyFCFS serves in arrival order, a request's priority_jump (seconds)
+	// moving it that much earlier. It bounds the tail of the waiting time.
+	PolicyFCFS QueuePolicy = iota
+	// PolicyWSPT serves the largest (1 + priority_jump) / new prompt tokens
+	// first (Smith's rule), new tokens being the prompt less its best
+	// predicted overlap. It minimises the mean waiting time.
+	PolicyWSPT
+)
+
+// String returns the flag value of the policy.
+func (p QueuePolicy) String() string {
+	switch p {
+	case PolicyFCFS:
+		return "fcfs"
+	case PolicyWSPT:
+		return "wspt"
+	}
+	return fmt.Sprintf("policy(%d)", uint8(p))
+}
+
+// ParseQueuePolicy parses a --router-queue-policy value.
+func ParseQueuePolicy(s string) (QueuePolicy, error) {
+	switch s {
+	case "fcfs":
+		return PolicyFCFS, nil
+	case "wspt":
+		return PolicyWSPT, nil
+	}
+	return 0, fmt.Errorf("--router-queue-policy: %q is not a policy (allowed fcfs, wspt)", s)
+}
+
+// Defaults of Config: Dynamo's where Dynamo has one (dynamo-compat.md §9),
+// ours otherwise.
+const (
+	// DefaultBlockSize is the standalone Dynamo router's block size.
+	DefaultBlockSize = 128
+	// DefaultOverlapScoreCredit and DefaultPrefillLoadScale are Dynamo's.
+	DefaultOverlapScoreCredit = 1.0
+	DefaultPrefillLoadScale   = 1.0
+	// DefaultTTL is Dynamo's --router-ttl-secs for approximate mode.
+	DefaultTTL = 120 * time.Second
+	// DefaultApproxMaxEntries caps approximate-mode entries (Dynamo: 2^20).
+	DefaultApproxMaxEntries = 1 << 20
+	// DefaultApproxPruneTo is the share of the cap kept by a prune (Dynamo:
+	// 80 %).
+	DefaultApproxPruneTo = 0.8
+	// DefaultQueueCapacity bounds the threshold queue (ours).
+	DefaultQueueCapacity = 4096
+	// DefaultQueueTimeout is how long a request may wait in the queue (ours).
+	// It is shorter than the usual NATS request timeouts of frontends on
+	// purpose: a request released after its caller gave up would be booked
+	// and never freed until the stale timeout.
+	DefaultQueueTimeout = 10 * time.Second
+	// DefaultQueueAgingLimit is the wait after which a request is served
+	// before every later arrival, whatever the policy (ours; see doc.go on
+	// starvation).
+	DefaultQueueAgingLimit = 2 * time.Second
+	// DefaultStaleTimeout frees requests never freed. Dynamo used 300 s in
+	// one version and 3600 s in another; 300 s would free live requests
+	// generating more than a few thousand tokens, so the longer one it is.
+	DefaultStaleTimeout = time.Hour
+)
+
+// Limits Validate enforces.
+const (
+	// MaxBlockSize is the largest block size accepted.
+	MaxBlockSize = 1 << 16
+	// maxWeight bounds weights, scales and temperatures: larger values are
+	// typos, and they keep costs finite.
+	maxWeight = 1e6
+	// maxQueueCapacity bounds QueueCapacity.
+	maxQueueCapacity = 1 << 20
+	// maxTimeout bounds every duration setting.
+	maxTimeout = 24 * time.Hour
+)
+
+// Config holds the scheduler's settings. It is plain data: flags and
+// environment variables are bound in cmd/ (the flag and variable of each
+// field are named on it); DefaultConfig returns Dynamo's defaults and
+// Validate checks a Config once at start.
+type Config struct {
+	// BlockSize is the KV block size in tokens (--router-block-size,
+	// DYN_ROUTER_BLOCK_SIZE). It must equal the engines'.
+	BlockSize int
+	// Mode chooses among eligible ranks (--router-mode kv|round-robin|random).
+	Mode Mode
+
+	// OverlapScoreWeight is Dynamo's legacy cost weight
+	// (--router-kv-overlap-score-weight, DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT).
+	// Nil means unset. When set it overrides the two fields below as newer
+	// Dynamo maps it: PrefillLoadScale = weight, and OverlapScoreCredit = 0
+	// if the weight is 0.
+	OverlapScoreWeight *float64
+	// OverlapScoreCredit is the credit, in blocks of prefill, of each block
+	// already cached (--router-kv-overlap-score-credit, in [0, 1]).
+	OverlapScoreCredit float64
+	// PrefillLoadScale weighs prefill blocks against decode blocks
+	// (--router-prefill-load-scale, ≥ 0).
+	PrefillLoadScale float64
+	// Temperature is 0 for the cheapest rank, or the softmax temperature
+	// over normalised costs (--router-temperature, DYN_ROUTER_TEMPERATURE).
+	Temperature float64
+
+	// UseKVEvents is true when workers publish KV events
+	// (--router-kv-events / --no-router-kv-events, DYN_ROUTER_USE_KV_EVENTS).
+	// False is approximate mode: the router indexes its own decisions.
+	UseKVEvents bool
+	// TTL is how long an approximate-mode entry lives unless reused
+	// (--router-ttl-secs, seconds).
+	TTL time.Duration
+	// ApproxMaxEntries caps approximate-mode (rank, block) entries
+	// (--router-approx-max-entries, ours); a prune keeps the
+	// DefaultApproxPruneTo share of them, soonest to expire first.
+	ApproxMaxEntries int
+
+	// ReplicaSync shares the active-sequence bookkeeping with the other
+	// router replicas (--router-replica-sync, DYN_ROUTER_REPLICA_SYNC).
+	ReplicaSync bool
+	// TrackActiveBlocks counts the KV blocks of active requests into the
+	// decode load (--router-track-active-blocks).
+	TrackActiveBlocks bool
+	// AssumeKVReuse counts a block shared by two requests on one rank once
+	// (--router-assume-kv-reuse); false counts every request's blocks apart.
+	AssumeKVReuse bool
+	// StaleTimeout frees a request never freed (--router-stale-timeout,
+	// ours; Dynamo hard-codes it).
+	StaleTimeout time.Duration
+
+	// QueueThreshold turns the threshold queue on: a rank is busy when its
+	// active prefill tokens exceed QueueThreshold × its
+	// max_num_batched_tokens, and a request waits while every eligible rank
+	// is busy (--router-queue-threshold, DYN_ROUTER_QUEUE_THRESHOLD). Nil
+	// means off, Dynamo's default since PR #11599.
+	QueueThreshold *float64
+	// QueuePolicy orders waiting requests (--router-queue-policy fcfs|wspt).
+	QueuePolicy QueuePolicy
+	// QueueCapacity bounds the waiting requests (--router-queue-capacity,
+	// ours); past it a request fails with ErrQueueFull.
+	QueueCapacity int
+	// QueueTimeout bounds a request's wait (--router-queue-timeout, ours);
+	// past it the request fails with ErrTimeout.
+	QueueTimeout time.Duration
+	// QueueAgingLimit is the wait past which a request goes before every
+	// later arrival, whatever its priority or size
+	// (--router-queue-aging-limit, ours).
+	QueueAgingLimit time.Duration
+
+	// ActiveDecodeBlocksThreshold marks a rank busy when its active decode
+	// blocks exceed this fraction of its total_kv_blocks
+	// (--active-decode-blocks-threshold, in (0, 1]; nil is off).
+	ActiveDecodeBlocksThreshold *float64
+	// ActivePrefillTokensThreshold marks a rank busy when its active prefill
+	// tokens exceed this many (--active-prefill-tokens-threshold; nil is off).
+	ActivePrefillTokensThreshold *int
+	// ActivePrefillTokensThresholdFrac marks a rank busy when its active
+	// prefill tokens exceed this multiple of its max_num_batched_tokens
+	// (--active-prefill-tokens-threshold-frac, > 0; nil is off).
+	ActivePrefillTokensThresholdFrac *float64
+
+	// Model is the model label of the queue metrics (--router-model-name,
+	// ours; empty by default).
+	Model string
+}
+
+// DefaultConfig returns Dynamo's defaults: block size 128, credit and scale
+// 1.0, temperature 0, KV events on, replica sync off, active blocks tracked
+// with reuse, the queue off with policy fcfs.
+func DefaultConfig() Config {
+	return Config{
+		BlockSize:          DefaultBlockSize,
+		Mode:               ModeKV,
+		OverlapScoreCredit: DefaultOverlapScoreCredit,
+		PrefillLoadScale:   DefaultPrefillLoadScale,
+		UseKVEvents:        true,
+		TTL:                DefaultTTL,
+		ApproxMaxEntries:   DefaultApproxMaxEntries,
+		TrackActiveBlocks:  true,
+		AssumeKVReuse:      true,
+		StaleTimeout:       DefaultStaleTimeout,
+		QueuePolicy:        PolicyFCFS,
+		QueueCapacity:      DefaultQueueCapacity,
+		QueueTimeout:       DefaultQueueTimeout,
+		QueueAgingLimit:    DefaultQueueAgingLimit,
+	}
+}
+
+// Validate reports the first setting out of range, naming its flag and the
+// allowed range.
+func (c Config) Validate() error {
+	if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
+		return fmt.Errorf("--router-block-size: %d is out of range (allowed 1..%d)", c.BlockSize, MaxBlockSize)
+	}
+	if c.Mode > ModeRandom {
+		return fmt.Errorf("--router-mode: %v is not a mode (allowed kv, round-robin, random)", c.Mode)
+	}
+	if w := c.OverlapScoreWeight; w != nil {
+		if err := checkRange("--router-kv-overlap-score-weight", *w, 0, maxWeight); err != nil {
+			return err
+		}
+	}
+	if err := checkRange("--router-kv-overlap-score-credit", c.OverlapScoreCredit, 0, 1); err != nil {
+		return err
+	}
+	if err := checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight); err != nil {
+		return err
+	}
+	if err := checkRange("--router-temperature", c.Temperature, 0, maxWeight); err != nil {
+		return err
+	}
+	if err := checkDuration("--router-ttl-secs", c.TTL); err != nil {
+		return err
+	}
+	if c.ApproxMaxEntries < 1 || c.ApproxMaxEntries > 1<<32 {
+		return fmt.Errorf("--router-approx-max-entries: %d is out of range (allowed 1..%d)", c.ApproxMaxEntries, int64(1)<<32)
+	}
+	if err := checkDuration("--router-stale-timeout", c.StaleTimeout); err != nil {
+		return err
+	}
+	if t := c.QueueThreshold; t != nil {
+		if err := checkRange("--router-queue-threshold", *t, 0, maxWeight); err != nil {
+			return err
+		}
+	}
+	if c.QueuePolicy > PolicyWSPT {
+		return fmt.Errorf("--router-queue-policy: %v is not a policy (allowed fcfs, wspt)", c.QueuePolicy)
+	}
+	if c.QueueCapacity < 1 || c.QueueCapacity > maxQueueCapacity {
+		return fmt.Errorf("--router-queue-capacity: %d is out of range (allowed 1..%d)", c.QueueCapacity, maxQueueCapacity)
+	}
+	if err := checkDuration("--router-queue-timeout", c.QueueTimeout); err != nil {
+		return err
+	}
+	if err := checkDuration("--router-queue-aging-limit", c.QueueAgingLimit); err != nil {
+		return err
+	}
+	if t := c.ActiveDecodeBlocksThreshold; t != nil {
+		if err := checkRange("--active-decode-blocks-threshold", *t, math.SmallestNonzeroFloat64, 1); err != nil {
+			return err
+		}
+	}
+	if t := c.ActivePrefillTokensThreshold; t != nil && (*t < 0 || *t > MaxTokens) {
+		return fmt.Errorf("--active-prefill-tokens-threshold: %d is out of range (allowed 0..%d)", *t, MaxTokens)
+	}
+	if t := c.ActivePrefillTokensThresholdFrac; t != nil {
+		if err := checkRange("--active-prefill-tokens-threshold-frac", *t, math.SmallestNonzeroFloat64, maxWeight); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRange reports v outside [lo, hi] or not a number, naming the flag.
+func checkRange(flag string, v, lo, hi float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return fmt.Errorf("%s: %v is not a finite number", flag, v)
+	case v < 0 && lo >= 0:
+		return fmt.Errorf("%s: %v is negative (allowed %s)", flag, v, rangeText(lo, hi))
+	case v < lo || v > hi:
+		return fmt.Errorf("%s: %v is out of range (allowed %s)", flag, v, rangeText(lo, hi))
+	}
+	return nil
+}
+
+func rangeText(lo, hi float64) string {
+	switch {
+	case lo == math.SmallestNonzeroFloat64:
+		return fmt.Sprintf("> 0 and ≤ %v", hi)
+	case hi == maxWeight:
+		return fmt.Sprintf("≥ %v", lo)
+	}
+	return fmt.Sprintf("%v..%v", lo, hi)
+}
+
+// checkDuration reports a duration outside (0, 24h], naming the flag.
+func checkDuration(flag string, d time.Duration) error {
+	if d <= 0 || d > maxTimeout {
+		return fmt.Errorf("%s: %v is out of range (allowed > 0 and ≤ %v)", flag, d, maxTimeout)
+	}
+	return nil
+}
+
+// costParams are the cost function's parameters for one decision: the
+// configuration's, or a request's override.
+type costParams struct {
+	credit, scale, temperature float64
+}
+
+// params derives the cost parameters from the configuration and an
+// optional override, mapping the legacy weight as newer Dynamo does.
+func (c Config) params(o *Override) costParams {
+	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature}
+	weight := c.OverlapScoreWeight
+	if o != nil {
+		if o.OverlapScoreCredit != nil {
+			p.credit = *o.OverlapScoreCredit
+		}
+		if o.PrefillLoadScale != nil {
+			p.scale = *o.PrefillLoadScale
+		}
+		if o.OverlapScoreWeight != nil {
+			weight = o.OverlapScoreWeight
+		}
+		if o.Temperature != nil {
+			p.temperature = *o.Temperature
+		}
+	}
+	if weight != nil {
+		p.scale = *weight
+		if *weight == 0 {
+			p.credit = 0
+		}
+	}
+	return p
+}

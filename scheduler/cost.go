@@ -1,0 +1,114 @@
+package scheduler
+
+import (
+	"math"
+	"math/rand/v2"
+)
+
+// This file is the cost function of dynamo-compat.md §5 and the choice
+// among costs: pure functions, table-tested against hand-computed cases.
+
+// kvCost is the cost, lower wins, of routing a prompt to a rank, KV-aware:
+//
+//	scale × max(0, (activePrefill + isl) / blockSize − credit × overlap) + decodeBlocks
+//
+// where decodeBlocks are the rank's active blocks after adding the prompt's
+// blocks it does not already have active. With credit 1 and no clamping it
+// equals Dynamo's classic weight × (activePrefill + isl − overlap ×
+// blockSize) / blockSize + decodeBlocks, the legacy weight being the scale.
+//
+// It is computed with the scale distributed, (perToken × activePrefill +
+// perToken × isl − scale × credit × overlap) + decodeBlocks, in the order
+// the Router's dense scoring pass uses for ranks without overlap, so that
+// equal costs compare equal whichever path computed them.
+func kvCost(p costParams, blockSize, activePrefill, isl, overlap, decodeBlocks int) float64 {
+	perToken := p.scale / float64(blockSize)
+	return kvCostOf(perToken, perToken*float64(isl), p.scale*p.credit, float64(activePrefill), float64(overlap), float64(decodeBlocks))
+}
+
+// kvCostOf is kvCost with the per-decision factors precomputed: perToken
+// = scale / blockSize, islCost = perToken × isl, scaleCredit = scale ×
+// credit.
+func kvCostOf(perToken, islCost, scaleCredit, activePrefill, overlap, decodeBlocks float64) float64 {
+	prefill := perToken*activePrefill + islCost - scaleCredit*overlap
+	if prefill < 0 { // not max(): its NaN and signed-zero rules cost a third of a scoring loop
+		prefill = 0
+	}
+	return prefill + decodeBlocks
+}
+
+// loadCost is the cost of a rank chosen by load only (the decode half of
+// disaggregated serving): its active blocks after adding the prompt's,
+// without overlap credit or prefill tokens.
+func loadCost(decodeBlocks float64) float64 { return decodeBlocks }
+
+// prefillTokens is what a prompt adds to a rank's active prefill tokens:
+// the tokens not covered by the overlap, never below 0.
+func prefillTokens(isl, overlap, blockSize int) int {
+	return max(0, isl-overlap*blockSize)
+}
+
+// pickMin returns the index of the least cost, uniformly at random among
+// exact ties: one pass keeps the least cost and the positions that have
+// it (ties, scratch of cap ≥ len(costs), returned for reuse), then one draw
+// picks among them. costs must not be empty.
+func pickMin(costs []float64, ties []int32, rng *rand.Rand) (int, []int32) {
+	best := costs[0]
+	ties = append(ties[:0], 0)
+	for i := 1; i < len(costs); i++ {
+		switch c := costs[i]; {
+		case c > best:
+		case c == best:
+			ties = append(ties, int32(i))
+		default:
+			best = c
+			ties = append(ties[:0], int32(i))
+		}
+	}
+	return pickTie(ties, rng), ties
+}
+
+// pickTie draws one of ties, without a draw when there is one.
+func pickTie(ties []int32, rng *rand.Rand) int {
+	if len(ties) == 1 {
+		return int(ties[0])
+	}
+	return int(ties[rng.IntN(len(ties))])
+}
+
+// pickSoftmax samples an index with probability
+//
+//	p_i ∝ exp(−(c_i − c_min) / ((c_max − c_min) × temperature))
+//
+// uniform when every cost is equal. weights is scratch of len(costs).
+// temperature must be > 0; costs must not be empty.
+func pickSoftmax(costs, weights []float64, temperature float64, rng *rand.Rand) int {
+	lo, hi := costs[0], costs[0]
+	for _, c := range costs[1:] {
+		lo, hi = min(lo, c), max(hi, c)
+	}
+	if hi == lo {
+		return rng.IntN(len(costs))
+	}
+	scale := (hi - lo) * temperature
+	var sum float64
+	for i, c := range costs {
+		w := math.Exp(-(c - lo) / scale)
+		weights[i] = w
+		sum += w
+	}
+	u := rng.Float64() * sum
+	for i, w := range weights {
+		u -= w
+		if u < 0 {
+			return i
+		}
+	}
+	// Rounding left u ≥ 0 after the last weight: the last positive one.
+	for i := len(weights) - 1; i > 0; i-- {
+		if weights[i] > 0 {
+			return i
+		}
+	}
+	return 0
+}

@@ -1,0 +1,314 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/testutil"
+	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/scheduler"
+)
+
+// BenchmarkRouteNATS measures routing over loopback NATS, in one run:
+// first a bare echo service (a queue-group subscription that replies with
+// the request's bytes, with as many subscriptions as the router has per
+// endpoint), then the router's route endpoint, each driven by 64 clients
+// sending requests back to back over 4 connections; b.N requests go to
+// each. The router has 1,000 registered workers (etcd) at block size 128,
+// each holding 4 cached 30-block conversations. Every request is a booked
+// route of a 30-block prompt: a client's conversation so far (20 blocks,
+// cached on one worker) and a new turn of 10 blocks of its own, as in a
+// multi-turn chat.
+//
+// Steady state: requests are never freed by the clients; the router's
+// stale timeout (set to 1 s here, an hour by default) frees them, so its
+// bookkeeping holds about a second of requests instead of growing with
+// b.N, and every request measured, route or echo, is one request.
+//
+// Reported: routes/s and echo/s (requests answered per second), the
+// median and 99th percentile latency of each, route-p50/echo-p50 (the
+// ratio of the medians), and the process's CPU time per request of each
+// run (clients, NATS server and router together). The payload
+// sub-benchmarks send the prompt as token_ids (3,840 ids, about 25 KB) or
+// as block_hashes (30 hashes, about 600 bytes); the echo returns the same
+// bytes. BENCH_HANDLERS=n sets the subscriptions per endpoint (router and
+// echo alike; 2 by default).
+func BenchmarkRouteNATS(b *testing.B) {
+	const (
+		workers   = 1000
+		clients   = 64
+		conns     = 4
+		blockSize = 128
+		blocks    = 30
+		cached    = 20
+	)
+	srv := startServers(b)
+	if h := os.Getenv("BENCH_HANDLERS"); h != "" {
+		benchHandlers, _ = strconv.Atoi(h)
+	}
+	cfg := scheduler.DefaultConfig()
+	cfg.StaleTimeout = time.Second
+	rt := startRouter(b, srv, 42, cfg)
+	registerMany(b, srv, workers)
+	waitWorkers(b, workers, rt)
+
+	rng := rand.New(rand.NewPCG(3, 3))
+	tokens := func(n int) []uint32 {
+		t := make([]uint32, n)
+		for i := range t {
+			t[i] = rng.Uint32N(150000)
+		}
+		return t
+	}
+	for id := range uint64(workers) {
+		for range 4 {
+			rt.store(b, 1+id, tokens(blocks*blockSize))
+		}
+	}
+	// One conversation per client, cached on one worker.
+	convs := make([][]uint32, clients)
+	for i := range convs {
+		convs[i] = tokens(cached * blockSize)
+		rt.store(b, uint64(1+i*7), convs[i])
+	}
+
+	echoNC := testutil.NATSConn(b, srv.nats.URL())
+	for range rt.svc.cfg.Handlers {
+		if _, err := echoNC.QueueSubscribe("bench.echo", "echo", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := echoNC.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	clientConns := make([]*nats.Conn, conns)
+	for i := range clientConns {
+		clientConns[i] = testutil.NATSConn(b, srv.nats.URL())
+	}
+	h := hasherOf(b, blockSize)
+
+	for _, payload := range []string{"token_ids", "block_hashes"} {
+		// The conversation part of each client's prompt, rendered once.
+		prefix := make([][]byte, clients)
+		for c, conv := range convs {
+			if payload == "token_ids" {
+				prefix[c] = []byte(`"token_ids":` + strings.TrimSuffix(tokensJSON(conv), "]") + ",")
+			} else {
+				hs, _ := json.Marshal(h.LocalHashes(nil, conv))
+				prefix[c] = []byte(`"block_hashes":` + strings.TrimSuffix(string(hs), "]") + ",")
+			}
+		}
+		// body appends client c's request number i: its conversation and a
+		// new turn drawn from rng.
+		body := func(dst []byte, run int64, c, i int, rng *rand.Rand) []byte {
+			dst = fmt.Appendf(dst, `{"request_id":"%d-%d-%d",`, run, c, i)
+			dst = append(dst, prefix[c]...)
+			n := blocks - cached
+			if payload == "token_ids" {
+				n *= blockSize
+			}
+			for j := range n {
+				if j > 0 {
+					dst = append(dst, ',')
+				}
+				if payload == "token_ids" {
+					dst = strconv.AppendUint(dst, uint64(rng.Uint32N(150000)), 10)
+				} else {
+					dst = strconv.AppendUint(dst, rng.Uint64(), 10)
+				}
+			}
+			return append(dst, "]}"...)
+		}
+		b.Run(payload, func(b *testing.B) {
+			b.ReportAllocs()
+			echo := drive(b, clientConns, "bench.echo", clients, body, b.N)
+			route := drive(b, clientConns, Subject("dynamo", "router", "route"), clients, body, b.N)
+			if route.errors > 0 {
+				b.Fatalf("%d route requests failed, first: %s", route.errors, route.firstError)
+			}
+			b.ReportMetric(route.perSecond, "routes/s")
+			b.ReportMetric(echo.perSecond, "echo/s")
+			b.ReportMetric(route.p50.Seconds()*1e6, "route-p50-µs")
+			b.ReportMetric(route.p99.Seconds()*1e6, "route-p99-µs")
+			b.ReportMetric(echo.p50.Seconds()*1e6, "echo-p50-µs")
+			b.ReportMetric(echo.p99.Seconds()*1e6, "echo-p99-µs")
+			b.ReportMetric(float64(route.p50)/float64(echo.p50), "route-p50/echo-p50")
+			b.ReportMetric(route.cpuPerRequest.Seconds()*1e6, "route-cpu-µs/req")
+			b.ReportMetric(echo.cpuPerRequest.Seconds()*1e6, "echo-cpu-µs/req")
+		})
+	}
+}
+
+// driveRuns numbers drive's runs.
+var driveRuns atomic.Int64
+
+// driveResult is what drive measured.
+type driveResult struct {
+	perSecond float64
+	p50, p99  time.Duration
+	// cpuPerRequest is the process's CPU time (user and system: clients,
+	// NATS server and router alike) per request answered.
+	cpuPerRequest time.Duration
+	errors        int
+	firstError    string
+	mu            sync.Mutex
+	latencies     []time.Duration
+}
+
+// drive sends n requests to subject from clients clients spread over
+// conns, each client sending back to back the bodies body builds, and
+// measures their latency and the process's CPU time.
+func drive(b *testing.B, conns []*nats.Conn, subject string, clients int, body func([]byte, int64, int, int, *rand.Rand) []byte, n int) *driveResult {
+	res := &driveResult{latencies: make([]time.Duration, 0, n)}
+	run := driveRuns.Add(1) // request ids never repeat across runs
+	cpu0 := cpuTime()
+	var wg sync.WaitGroup
+	per := (n + clients - 1) / clients
+	start := time.Now()
+	for c := range clients {
+		nc := conns[c%len(conns)]
+		count := min(per, n-c*per)
+		if count <= 0 {
+			break
+		}
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), 7)) // the same turns in both runs
+			lat := make([]time.Duration, 0, count)
+			var buf []byte
+			for i := range count {
+				buf = body(buf[:0], run, c, i, rng)
+				t := time.Now()
+				msg, err := nc.Request(subject, buf, 30*time.Second)
+				d := time.Since(t)
+				if err == nil && strings.HasPrefix(string(msg.Data), `{"error"`) {
+					err = fmt.Errorf("%s", msg.Data)
+				}
+				if err != nil {
+					res.mu.Lock()
+					if res.errors == 0 {
+						res.firstError = err.Error()
+					}
+					res.errors++
+					res.mu.Unlock()
+					continue
+				}
+				lat = append(lat, d)
+			}
+			res.mu.Lock()
+			res.latencies = append(res.latencies, lat...)
+			res.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	res.perSecond = float64(len(res.latencies)) / elapsed.Seconds()
+	res.cpuPerRequest = (cpuTime() - cpu0) / time.Duration(max(len(res.latencies), 1))
+	slices.Sort(res.latencies)
+	if len(res.latencies) > 0 {
+		res.p50 = res.latencies[len(res.latencies)/2]
+		res.p99 = res.latencies[len(res.latencies)*99/100]
+	}
+	return res
+}
+
+// cpuTime returns the process's CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// registerMany registers n decode workers, ids 1..n, at block size 128,
+// under one lease.
+func registerMany(b *testing.B, srv *servers, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lease, err := srv.etcd.Grant(ctx, 600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for id := 1; id <= n; id++ {
+		inst := fmt.Sprintf(`{"type":"Endpoint","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"transport":{"nats_tcp":"x"}}`, id)
+		card := fmt.Sprintf(`{"type":"Model","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"card_json":{"display_name":"m","kv_cache_block_size":128,"runtime_config":{"total_kv_blocks":16384,"max_num_seqs":256,"max_num_batched_tokens":8192,"data_parallel_start_rank":0,"data_parallel_size":1}}}`, id)
+		if _, err := srv.etcd.Txn(ctx).Then(
+			clientv3.OpPut(fmt.Sprintf("v1/mdc/dynamo/backend/generate/%x", id), card, clientv3.WithLease(lease.ID)),
+			clientv3.OpPut(fmt.Sprintf("v1/instances/dynamo/backend/generate/%x", id), inst, clientv3.WithLease(lease.ID)),
+		).Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHandlerPath times the route handler's own work without the
+// network: decoding a block_hashes request, routing it (booked) and
+// encoding the reply, then freeing the request; 1,000 workers.
+func BenchmarkHandlerPath(b *testing.B) {
+	const workers = 1000
+	cands := make([]scheduler.Candidate, workers)
+	for i := range cands {
+		cands[i] = scheduler.Candidate{Worker: indexer.Worker{ID: indexer.WorkerID(i + 1)}, TotalKVBlocks: 16384, MaxNumBatchedTokens: 8192, OverlapTrusted: true}
+	}
+	prom := prometheus.NewRegistry()
+	m, err := metrics.New(prom, metrics.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	idx := indexer.NewIndex(indexer.Config{})
+	// A static Fleet: this benchmark isolates the handler's CPU from etcd
+	// and NATS; BenchmarkRouteNATS runs the real registry.
+	r, err := scheduler.New(scheduler.DefaultConfig(), staticFleet(cands), idx, m, scheduler.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := hasherOf(b, 128)
+	rng := rand.New(rand.NewPCG(1, 1))
+	toks := make([]uint32, 30*128)
+	for i := range toks {
+		toks[i] = rng.Uint32N(150000)
+	}
+	hs, _ := json.Marshal(h.LocalHashes(nil, toks))
+	body := []byte(`{"request_id":"r","block_hashes":` + string(hs) + `}`)
+	var req request
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := decodeRequest(body, &req, routeFields, 128); err != nil {
+			b.Fatal(err)
+		}
+		r.Submit(&req.sched, func(d scheduler.Decision, err error) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf = appendDecision(buf[:0], d)
+		})
+		r.Free("r", -1)
+	}
+}
+
+// staticFleet is a Fleet of fixed decode candidates.
+type staticFleet []scheduler.Candidate
+
+func (f staticFleet) Candidates(k scheduler.Kind) []scheduler.Candidate {
+	if k == scheduler.KindDecode {
+		return f
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+// Package service puts the scheduler on NATS: the router's request/reply
+// endpoints of router-api.md §3, and the replica-sync events of §4.
+//
+// # Endpoints
+//
+// Each endpoint answers on namespace.{ns}.component.{router}.{endpoint}
+// in the queue group {router}, so that router replicas share the load:
+// route, mark_prefill, mark_free, overlap_scores, potential_loads.
+// Requests and replies are JSON exactly as router-api.md §3 shows them;
+// an error is {"error":{"code","message"}} with one of the codes
+// bad_request, no_workers, overloaded, queue_full, queue_rejected, timeout,
+// internal. route's router_config_override also takes newer Dynamo's
+// overlap_score_credit and prefill_load_scale.
+//
+// Decoding is strict (scan.go, decode.go): a request is one JSON object;
+// unknown or repeated fields, a wrong type, both or neither of token_ids
+// and block_hashes, an unknown worker_type, negative or absurd numbers
+// (more than scheduler.MaxTokens tokens, a priority_jump over a day, an
+// empty allowed_worker_ids, a payload over MaxRequestBytes) are a
+// bad_request whose message names the field, counted in
+// dynamo_component_router_bad_requests_total{reason}. A null field counts
+// as absent. A bad request changes nothing. block_hashes may be written as
+// signed 64-bit integers; their bits are the hash.
+//
+// Every endpoint records Dynamo's work-handler families
+// (dynamo_component_requests_total, inflight, request and response bytes,
+// errors_total{error_type}, request_duration_seconds): error_type is the
+// reply's error code, or publish_response when the reply could not be
+// sent.
+//
+// # Replica sync
+//
+// When the router's configuration has replica sync on, New makes the
+// router publish its bookkeeping changes through the service, in batches
+// of up to 256 events or 1 ms (Dynamo's limits), on
+// namespace.{ns}.component.{router}.active_sequences_events, and Run
+// subscribes to that subject (a plain subscription: every replica needs
+// every event) and applies the events of other replicas, ignoring its own
+// echo by router_id. replica.go documents the wire format.
+//
+// # Workers
+//
+// Fleet adapts the worker registry (workers.Registry) to the scheduler's
+// Fleet, and Remover is the index remover to give the registry so that a
+// leaving worker also leaves the router's bookkeeping.
+//
+// # Goroutines and shutdown
+//
+// NATS runs each subscription's handler on a goroutine of its own;
+// Config.Handlers subscriptions per endpoint set how many requests are
+// handled at once. A route request that must wait in the scheduler's queue
+// does not hold a handler: it is answered from the goroutine that releases
+// it. Run owns one goroutine, the replica batch sender. When Run's context
+// ends it drains the subscriptions (requests received are answered), closes
+// the router (requests still waiting in its queue get an internal error
+// saying the router is shutting down), waits for every answer, flushes the
+// connection and returns. The caller owns the NATS connection and closes it
+// after Run returns.
+package service
