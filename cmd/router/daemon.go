@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -17,14 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/status"
-	"github.com/kvrouter/router/workers"
 )
 
 // serve runs the daemon until ctx ends (SIGINT/SIGTERM) or a component
@@ -64,30 +64,18 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	if err != nil {
 		return exitError("serve: metrics: %v", err)
 	}
-	idx := indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxIndexEntries})
-
-	reg, err := workers.NewRegistry(cfg.Workers, idx, m, log)
+	var rng *rand.Rand
+	if cfg.Seed != 0 {
+		rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed))
+	}
+	st, err := newStack(stackConfig{
+		RouterID: routerID, MaxIndexEntries: cfg.MaxIndexEntries, KVEvents: cfg.KVEvents,
+		Events: cfg.Events, Workers: cfg.Workers, Scheduler: cfg.Scheduler, Service: cfg.Service, Rand: rng,
+	}, nc, etcd, m, log)
 	if err != nil {
-		return exitError("serve: worker registry: %v", err)
+		return exitError("serve: %v", err)
 	}
-	defer reg.Close()
-	disc, err := workers.NewDiscovery(cfg.Workers, etcd, reg, log)
-	if err != nil {
-		return exitError("serve: worker discovery: %v", err)
-	}
-	load, err := workers.NewLoadSubscriber(cfg.Workers, nc, reg, m, log)
-	if err != nil {
-		return exitError("serve: worker load: %v", err)
-	}
-	var sub *events.Subscriber
-	if cfg.KVEvents {
-		cfg.Events.RouterID = strconv.FormatUint(routerID, 10)
-		sub, err = events.NewSubscriber(cfg.Events, nc, idx, m, log, events.WithObserver(reg))
-		if err != nil {
-			return exitError("serve: kv events: %v", err)
-		}
-		reg.SetForgetter(sub)
-	}
+	reg, idx := st.reg, st.idx
 
 	var statusSrv *status.Server
 	if cfg.SystemEnabled {
@@ -117,14 +105,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 			}
 			return true, fmt.Sprintf("%d worker(s) with a KV block size other than the router's %d: %v", len(mm), cfg.Workers.BlockSize, mm)
 		})
-		if sub != nil {
-			statusSrv.AddCheck("kv_events", func() (bool, string) {
-				if sub.Ready() {
-					return true, ""
-				}
-				return false, "KV event subscriptions not live yet (durable mode: replaying)"
-			})
-		}
+		statusSrv.AddCheck("kv_events", func() (bool, string) {
+			if st.eventsReady() {
+				return true, ""
+			}
+			return false, "KV event subscriptions not live yet (durable mode: replaying)"
+		})
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -133,11 +119,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	}
 	g.Go(func() error { return keepLease(gctx, etcd, lease.ID, log, conns) })
 	g.Go(func() error { return publishIndexStats(gctx, idx, m) })
-	g.Go(func() error { return disc.Run(gctx) })
-	g.Go(func() error { return load.Run(gctx) })
-	if sub != nil {
-		g.Go(func() error { return sub.Run(gctx) })
-	}
+	g.Go(func() error { return st.run(gctx) })
 
 	if cfg.Embedded {
 		printNextSteps(out, cfg, statusSrv)
@@ -235,7 +217,9 @@ func connectEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, err
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Logger:      nil,
+		// The router reports etcd's state itself; the client's own
+		// zap warnings on every retry would drown the log.
+		Logger: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)

@@ -10,6 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/scheduler"
+	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/workers"
 )
 
@@ -37,8 +39,11 @@ type serveConfig struct {
 	MaxIndexEntries  int
 	KVEvents         bool
 
-	Events  events.Config
-	Workers workers.Config
+	Seed      uint64
+	Events    events.Config
+	Workers   workers.Config
+	Scheduler scheduler.Config
+	Service   service.Config
 }
 
 // serveFlags are the flags of `router serve`, each with its environment
@@ -79,6 +84,29 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "worker-default-max-num-seqs", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_SEQS"}, Usage: "batch size assumed for workers whose model card does not state it; 0 means unknown"},
 		&cli.IntFlag{Name: "worker-default-max-num-batched-tokens", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_BATCHED_TOKENS"}, Usage: "token budget per forward pass assumed for workers whose card does not state it; 0 means unknown"},
 		&cli.DurationFlag{Name: "etcd-timeout", Value: workers.DefaultEtcdTimeout, EnvVars: []string{"DYN_ETCD_TIMEOUT"}, Usage: "bound on each etcd request of worker discovery"},
+		&cli.StringFlag{Name: "router-mode", Value: "kv", EnvVars: []string{"DYN_ROUTER_MODE"}, Usage: "kv (KV-aware), round-robin or random: the baselines share the bookkeeping and metrics"},
+		&cli.Float64Flag{Name: "router-kv-overlap-score-weight", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT"}, Usage: "legacy cost weight of prefill against decode load; when set, replaces the credit form (Dynamo's older formula)"},
+		&cli.Float64Flag{Name: "router-kv-overlap-score-credit", Value: scheduler.DefaultOverlapScoreCredit, EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT"}, Usage: "blocks of prefill credited per cached block (current cost formula)"},
+		&cli.Float64Flag{Name: "router-prefill-load-scale", Value: scheduler.DefaultPrefillLoadScale, EnvVars: []string{"DYN_ROUTER_PREFILL_LOAD_SCALE"}, Usage: "weight of prefill blocks against decode blocks (current cost formula)"},
+		&cli.Float64Flag{Name: "router-temperature", EnvVars: []string{"DYN_ROUTER_TEMPERATURE"}, Usage: "0 picks the cheapest worker (random among ties); above 0 samples a softmax over normalised costs"},
+		&cli.IntFlag{Name: "router-ttl-secs", Value: int(scheduler.DefaultTTL / time.Second), EnvVars: []string{"DYN_ROUTER_TTL_SECS"}, Usage: "approximate mode: seconds a routed prompt stays indexed (re-use refreshes it)"},
+		&cli.IntFlag{Name: "router-approx-max-entries", Value: scheduler.DefaultApproxMaxEntries, EnvVars: []string{"DYN_ROUTER_APPROX_MAX_ENTRIES"}, Usage: "approximate mode: cap on indexed blocks, pruned to 80% past it"},
+		&cli.BoolFlag{Name: "router-replica-sync", EnvVars: []string{"DYN_ROUTER_REPLICA_SYNC"}, Usage: "share active-sequence events with other router replicas so all see the same loads"},
+		&cli.BoolFlag{Name: "router-track-active-blocks", Value: true, EnvVars: []string{"DYN_ROUTER_TRACK_ACTIVE_BLOCKS"}, Usage: "count each worker's decode blocks from the requests routed to it"},
+		&cli.BoolFlag{Name: "router-assume-kv-reuse", Value: true, EnvVars: []string{"DYN_ROUTER_ASSUME_KV_REUSE"}, Usage: "blocks shared by two active requests on one worker count once"},
+		&cli.DurationFlag{Name: "router-stale-timeout", Value: scheduler.DefaultStaleTimeout, EnvVars: []string{"DYN_ROUTER_STALE_TIMEOUT"}, Usage: "free requests never freed after this long"},
+		&cli.Float64Flag{Name: "router-queue-threshold", EnvVars: []string{"DYN_ROUTER_QUEUE_THRESHOLD"}, Usage: "queue requests while every worker's active prefill tokens exceed this fraction of max_num_batched_tokens; unset means no queue"},
+		&cli.StringFlag{Name: "router-queue-policy", Value: "fcfs", EnvVars: []string{"DYN_ROUTER_QUEUE_POLICY"}, Usage: "queue order: fcfs (with per-request priority_jump) or wspt (shortest weighted prompt first)"},
+		&cli.IntFlag{Name: "router-queue-capacity", Value: scheduler.DefaultQueueCapacity, EnvVars: []string{"DYN_ROUTER_QUEUE_CAPACITY"}, Usage: "requests the queue may hold; past it, queue_full"},
+		&cli.DurationFlag{Name: "router-queue-timeout", Value: scheduler.DefaultQueueTimeout, EnvVars: []string{"DYN_ROUTER_QUEUE_TIMEOUT"}, Usage: "longest wait in the queue before a timeout error; keep it below the frontend's request timeout"},
+		&cli.DurationFlag{Name: "router-queue-aging-limit", Value: scheduler.DefaultQueueAgingLimit, EnvVars: []string{"DYN_ROUTER_QUEUE_AGING_LIMIT"}, Usage: "a request waiting this long is admitted to the least loaded worker, so big prompts never starve"},
+		&cli.Float64Flag{Name: "active-decode-blocks-threshold", EnvVars: []string{"DYN_ACTIVE_DECODE_BLOCKS_THRESHOLD"}, Usage: "a worker is busy past this fraction of its KV blocks in active decode; unset means no limit"},
+		&cli.IntFlag{Name: "active-prefill-tokens-threshold", EnvVars: []string{"DYN_ACTIVE_PREFILL_TOKENS_THRESHOLD"}, Usage: "a worker is busy past this many active prefill tokens; unset means no limit"},
+		&cli.Float64Flag{Name: "active-prefill-tokens-threshold-frac", EnvVars: []string{"DYN_ACTIVE_PREFILL_TOKENS_THRESHOLD_FRAC"}, Usage: "a worker is busy past this fraction of max_num_batched_tokens in active prefill; unset means no limit"},
+		&cli.StringFlag{Name: "router-model-name", EnvVars: []string{"DYN_ROUTER_MODEL_NAME"}, Usage: "the model label of the queue metrics"},
+		&cli.Uint64Flag{Name: "router-seed", EnvVars: []string{"DYN_ROUTER_SEED"}, Usage: "seed of tie breaks, sampling and random mode, for reproducible runs; 0 means a random seed"},
+		&cli.IntFlag{Name: "router-handlers", EnvVars: []string{"DYN_ROUTER_HANDLERS"}, Usage: "NATS subscriptions per endpoint in the router's queue group; 0 means one per CPU"},
+		&cli.DurationFlag{Name: "router-drain-timeout", Value: service.DefaultDrainTimeout, EnvVars: []string{"DYN_ROUTER_DRAIN_TIMEOUT"}, Usage: "at shutdown, how long to wait for requests in flight"},
 		&cli.DurationFlag{Name: "etcd-probe-interval", Value: workers.DefaultEtcdProbeInterval, EnvVars: []string{"DYN_ETCD_PROBE_INTERVAL"}, Usage: "how often discovery checks that etcd answers while it watches"},
 	}
 }
@@ -112,7 +140,10 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 			cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, ep)
 		}
 	}
-	var errs []error
+	var (
+		errs []error
+		err  error
+	)
 	if ep := c.String("endpoint"); ep != "" {
 		parts := strings.Split(ep, ".")
 		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
@@ -149,13 +180,63 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		EtcdTimeout:       c.Duration("etcd-timeout"),
 		EtcdProbeInterval: c.Duration("etcd-probe-interval"),
 	}
+	cfg.Seed = c.Uint64("router-seed")
+	sc := scheduler.DefaultConfig()
+	sc.BlockSize = cfg.Workers.BlockSize
+	if sc.Mode, err = scheduler.ParseMode(c.String("router-mode")); err != nil {
+		errs = append(errs, fmt.Errorf("--router-mode: %w", err))
+	}
+	if sc.QueuePolicy, err = scheduler.ParseQueuePolicy(c.String("router-queue-policy")); err != nil {
+		errs = append(errs, fmt.Errorf("--router-queue-policy: %w", err))
+	}
+	if c.IsSet("router-kv-overlap-score-weight") {
+		w := c.Float64("router-kv-overlap-score-weight")
+		sc.OverlapScoreWeight = &w
+	}
+	sc.OverlapScoreCredit = c.Float64("router-kv-overlap-score-credit")
+	sc.PrefillLoadScale = c.Float64("router-prefill-load-scale")
+	sc.Temperature = c.Float64("router-temperature")
+	sc.UseKVEvents = cfg.KVEvents
+	sc.TTL = time.Duration(c.Int("router-ttl-secs")) * time.Second
+	sc.ApproxMaxEntries = c.Int("router-approx-max-entries")
+	sc.ReplicaSync = c.Bool("router-replica-sync")
+	sc.TrackActiveBlocks = c.Bool("router-track-active-blocks")
+	sc.AssumeKVReuse = c.Bool("router-assume-kv-reuse")
+	sc.StaleTimeout = c.Duration("router-stale-timeout")
+	if c.IsSet("router-queue-threshold") {
+		v := c.Float64("router-queue-threshold")
+		sc.QueueThreshold = &v
+	}
+	sc.QueueCapacity = c.Int("router-queue-capacity")
+	sc.QueueTimeout = c.Duration("router-queue-timeout")
+	sc.QueueAgingLimit = c.Duration("router-queue-aging-limit")
+	if c.IsSet("active-decode-blocks-threshold") {
+		v := c.Float64("active-decode-blocks-threshold")
+		sc.ActiveDecodeBlocksThreshold = &v
+	}
+	if c.IsSet("active-prefill-tokens-threshold") {
+		v := c.Int("active-prefill-tokens-threshold")
+		sc.ActivePrefillTokensThreshold = &v
+	}
+	if c.IsSet("active-prefill-tokens-threshold-frac") {
+		v := c.Float64("active-prefill-tokens-threshold-frac")
+		sc.ActivePrefillTokensThresholdFrac = &v
+	}
+	sc.Model = c.String("router-model-name")
+	cfg.Scheduler = sc
+	cfg.Service = service.Config{
+		Namespace: cfg.Namespace, Component: cfg.RouterComponent,
+		Handlers:     c.Int("router-handlers"),
+		DrainTimeout: c.Duration("router-drain-timeout"),
+	}
+
 	// The components name their own flags; a problem the serve checks
 	// already reported (names, components) is reported once.
 	seen := map[string]bool{}
 	for _, e := range errs {
 		seen[e.Error()] = true
 	}
-	for _, err := range []error{cfg.Events.Validate(), cfg.Workers.Validate()} {
+	for _, err := range []error{cfg.Events.Validate(), cfg.Workers.Validate(), cfg.Scheduler.Validate(), cfg.Service.Validate()} {
 		for _, e := range splitErrors(err) {
 			if !seen[e.Error()] && !mentionsNameFlag(e.Error()) {
 				seen[e.Error()] = true

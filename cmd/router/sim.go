@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,12 +17,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvrouter/router/events"
-	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/replay"
@@ -457,7 +456,7 @@ func runCompareCommand(c *cli.Context) error {
 		setup.nc[i] = nc
 	}
 	for i := range setup.etcd {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{es.Endpoint()}, DialTimeout: 5 * time.Second})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{es.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			return exitError("compare: %v", err)
 		}
@@ -572,15 +571,12 @@ func waitWorkers(ctx context.Context, client *replay.RouterClient, n int) error 
 // source (ties and random mode repeat from run to run), the KV event count
 // for the lockstep barrier, and the metrics registry for the decision time.
 type simRouter struct {
-	reg   *prometheus.Registry
-	regy  *workers.Registry
-	disc  *workers.Discovery
-	loads *workers.LoadSubscriber
-	sub   *events.Subscriber
-	r     *scheduler.Router
-	svc   *service.Service
+	reg *prometheus.Registry
+	*stack
 }
 
+// newSimRouter builds the same router stack as `serve`, for one mode of a
+// comparison, seeded for reproducible choices.
 func newSimRouter(s compareSetup, mode scheduler.Mode) (*simRouter, error) {
 	const routerID = 1
 	ns, comp := s.fleet.Worker.Namespace, s.fleet.Worker.Component
@@ -589,62 +585,32 @@ func newSimRouter(s compareSetup, mode scheduler.Mode) (*simRouter, error) {
 	if err != nil {
 		return nil, err
 	}
-	idx := indexer.NewIndex(indexer.Config{})
-	rm := service.NewRemover(idx)
 	wcfg := workers.DefaultConfig()
 	wcfg.Namespace, wcfg.Component, wcfg.BlockSize = ns, comp, s.fleet.Worker.Engine.BlockSize
-	if rt.regy, err = workers.NewRegistry(wcfg, rm, m, s.log); err != nil {
-		return nil, err
-	}
-	if rt.disc, err = workers.NewDiscovery(wcfg, s.etcd[1], rt.regy, s.log); err != nil {
-		return nil, err
-	}
-	if rt.loads, err = workers.NewLoadSubscriber(wcfg, s.nc[1], rt.regy, m, s.log); err != nil {
-		return nil, err
-	}
 	scfg := scheduler.DefaultConfig()
 	scfg.BlockSize, scfg.Mode, scfg.Temperature = s.fleet.Worker.Engine.BlockSize, mode, s.temperature
 	// The replay may take longer in wall time than Dynamo's stale timeout;
 	// every request is freed, so none should expire.
 	scfg.StaleTimeout = 24 * time.Hour
-	rng := rand.New(rand.NewPCG(s.seed, uint64(mode)))
-	if rt.r, err = scheduler.New(scfg, service.NewFleet(rt.regy), idx, m, scheduler.Options{Rand: rng, Log: s.log}); err != nil {
-		return nil, err
-	}
-	rm.Attach(rt.r)
 	ecfg := events.DefaultConfig()
 	ecfg.Namespace, ecfg.Component = ns, comp
-	if rt.sub, err = events.NewSubscriber(ecfg, s.nc[1], idx, m, s.log, events.WithObserver(rt.regy)); err != nil {
-		return nil, err
-	}
 	scv := service.DefaultConfig()
-	scv.Namespace, scv.RouterID = ns, routerID
-	if rt.svc, err = service.New(scv, s.nc[1], rt.r, m, s.log); err != nil {
+	scv.Namespace = ns
+	rt.stack, err = newStack(stackConfig{
+		RouterID: routerID, KVEvents: true,
+		Events: ecfg, Workers: wcfg, Scheduler: scfg, Service: scv,
+		Rand: rand.New(rand.NewPCG(s.seed, uint64(mode))),
+	}, s.nc[1], s.etcd[1], m, s.log)
+	if err != nil {
 		return nil, err
 	}
 	return rt, nil
 }
 
-// run runs the router's parts until ctx ends.
-func (rt *simRouter) run(ctx context.Context) error {
-	defer rt.regy.Close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return rt.disc.Run(gctx) })
-	g.Go(func() error { return rt.loads.Run(gctx) })
-	g.Go(func() error { return rt.sub.Run(gctx) })
-	g.Go(func() error { return rt.r.Run(gctx) })
-	g.Go(func() error { return rt.svc.Run(gctx) })
-	err := g.Wait()
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
-}
-
 // taken counts the KV events the router has taken in: applied, refused
 // by its decoders, or dropped.
 func (rt *simRouter) taken() uint64 {
-	st := rt.sub.Stats()
+	st := rt.stack.sub.Stats()
 	return st.Applied + st.DecodeErrors + st.Dropped
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/kvrouter/router/internal/embedded"
 )
@@ -53,7 +54,7 @@ func Etcd(t testing.TB) *embedded.Etcd {
 // EtcdClient connects to endpoint; the client closes when the test ends.
 func EtcdClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("connect to etcd %s: %v", endpoint, err)
 	}
