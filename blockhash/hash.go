@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/zeebo/xxh3"
 )
@@ -80,25 +81,49 @@ func (h *Hasher) NumBlocks(n int) int { return n / h.blockSize }
 // and returns the extended slice. A partial last block is ignored. It
 // allocates only when dst lacks capacity.
 func (h *Hasher) LocalHashes(dst []uint64, tokens []uint32) []uint64 {
+	return LocalHashesSeed(dst, tokens, h.blockSize, h.seed)
+}
+
+// littleEndian says the machine stores a uint32 as its little-endian bytes,
+// which are exactly the bytes Dynamo hashes for a token.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// LocalHashesSeed is LocalHashes for a block size and an already salted seed
+// (see Seed), for callers that salt per request. blockSize must be at least 1.
+//
+// On a little-endian machine the tokens in memory already are the bytes to
+// hash, so each block is one XXH3 call over the caller's slice, with no copy;
+// elsewhere each block is copied into little-endian order first.
+func LocalHashesSeed(dst []uint64, tokens []uint32, blockSize int, seed uint64) []uint64 {
+	n := len(tokens) / blockSize
+	if n == 0 {
+		return dst
+	}
+	if littleEndian {
+		size := blockSize * 4
+		b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(tokens))), n*size)
+		for i := range n {
+			dst = append(dst, xxh3.HashSeed(b[i*size:(i+1)*size], seed))
+		}
+		return dst
+	}
 	var buf [256]byte
-	for len(tokens) >= h.blockSize {
-		block := tokens[:h.blockSize]
-		tokens = tokens[h.blockSize:]
-		dst = append(dst, h.hashBlock(&buf, block))
+	for i := range n {
+		dst = append(dst, hashBlock(&buf, tokens[i*blockSize:(i+1)*blockSize], seed))
 	}
 	return dst
 }
 
 // hashBlock hashes one block, streaming it through buf in little-endian u32s.
-func (h *Hasher) hashBlock(buf *[256]byte, block []uint32) uint64 {
+func hashBlock(buf *[256]byte, block []uint32, seed uint64) uint64 {
 	if len(block)*4 <= len(buf) {
 		b := buf[:len(block)*4]
 		for i, t := range block {
 			binary.LittleEndian.PutUint32(b[i*4:], t)
 		}
-		return xxh3.HashSeed(b, h.seed)
+		return xxh3.HashSeed(b, seed)
 	}
-	d := xxh3.NewSeed(h.seed)
+	d := xxh3.NewSeed(seed)
 	for len(block) > 0 {
 		n := min(len(block), len(buf)/4)
 		for i, t := range block[:n] {

@@ -115,6 +115,10 @@ func TestLargeBlockStreams(t *testing.T) {
 		buf = append(buf, byte(tok), byte(tok>>8), byte(tok>>16), byte(tok>>24))
 	}
 	want := xxh3.HashSeed(buf, 1337)
+	var scratch [256]byte
+	if got := hashBlock(&scratch, tokens, 1337); got != want {
+		t.Fatalf("hashBlock = %d, want %d", got, want)
+	}
 	if got := h.LocalHashes(nil, tokens); len(got) != 1 || got[0] != want {
 		t.Fatalf("LocalHashes = %v, want [%d]", got, want)
 	}
@@ -163,5 +167,38 @@ func BenchmarkSequenceHashes(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		dst = h.SequenceHashes(dst[:0], locals)
+	}
+}
+
+// The portable path (copying tokens into little-endian order) and the
+// in-place fast path agree, for small blocks and for blocks larger than the
+// copy buffer.
+func TestPortablePathMatchesFastPath(t *testing.T) {
+	for _, bs := range []int{1, 4, 16, 64, 65, 128, 1000} {
+		tokens := make([]uint32, bs*3+bs-1) // three full blocks and a partial one
+		for i := range tokens {
+			tokens[i] = uint32(i*2654435761) ^ 0xdeadbeef
+		}
+		fast := LocalHashesSeed(nil, tokens, bs, 42)
+		var buf [256]byte
+		for i, got := range fast {
+			if want := hashBlock(&buf, tokens[i*bs:(i+1)*bs], 42); got != want {
+				t.Fatalf("block size %d, block %d: fast %d, portable %d", bs, i, got, want)
+			}
+		}
+		if len(fast) != 3 {
+			t.Fatalf("block size %d: %d blocks, want 3", bs, len(fast))
+		}
+	}
+}
+
+func BenchmarkLocalHashes128(b *testing.B) {
+	h, _ := NewHasher(128, Options{})
+	tokens := make([]uint32, 128*30)
+	dst := make([]uint64, 0, 30)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(tokens) * 4))
+	for b.Loop() {
+		dst = h.LocalHashes(dst[:0], tokens)
 	}
 }
