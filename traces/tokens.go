@@ -17,9 +17,9 @@ func Tokens(hashIDs []uint64, blockTokens int, dst []uint32) []uint32 {
 		return dst
 	}
 	for _, id := range hashIDs {
-		base := mix64(id ^ tokenSeed)
+		base := Mix64(id ^ tokenSeed)
 		for j := range blockTokens {
-			dst = append(dst, uint32(mix64(base+uint64(j))>>32))
+			dst = append(dst, uint32(Mix64(base+uint64(j))>>32))
 		}
 	}
 	return dst
@@ -27,7 +27,7 @@ func Tokens(hashIDs []uint64, blockTokens int, dst []uint32) []uint32 {
 
 // mix64 is the SplitMix64 finaliser: a bijection of uint64 whose output
 // bits each depend on every input bit.
-func mix64(x uint64) uint64 {
+func Mix64(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 27
