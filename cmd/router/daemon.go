@@ -92,7 +92,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		}
 		log.Info("status server listening", "addr", addr.String())
 		statusSrv.AddCheck("nats", conns.natsCheck)
-		statusSrv.AddCheck("etcd", conns.etcdCheck)
+		statusSrv.AddCheck("etcd", func() (bool, string) {
+			if reg.Status().EtcdReachable {
+				return true, ""
+			}
+			return false, "etcd unreachable; serving the last known workers"
+		})
 		statusSrv.AddCheck("workers", func() (bool, string) {
 			st := reg.Status()
 			return st.Ready, st.Reason
@@ -117,7 +122,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	if statusSrv != nil {
 		g.Go(func() error { return statusSrv.Run(gctx) })
 	}
-	g.Go(func() error { return keepLease(gctx, etcd, lease.ID, log, conns) })
+	g.Go(func() error { return keepLease(gctx, etcd, lease.ID, cfg.LeaseTTL, log) })
 	g.Go(func() error { return publishIndexStats(gctx, idx, m) })
 	g.Go(func() error { return st.run(gctx) })
 
@@ -158,11 +163,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	return nil
 }
 
-// connState tracks the health of the router's connections for /health.
+// connState tracks the health of the router's NATS connection for /health.
 type connState struct {
-	natsUp   atomic.Bool
-	etcdErr  atomic.Pointer[string]
-	etcdSeen atomic.Bool
+	natsUp atomic.Bool
 }
 
 func (c *connState) natsCheck() (bool, string) {
@@ -170,13 +173,6 @@ func (c *connState) natsCheck() (bool, string) {
 		return true, ""
 	}
 	return false, "disconnected from NATS, reconnecting"
-}
-
-func (c *connState) etcdCheck() (bool, string) {
-	if e := c.etcdErr.Load(); e != nil {
-		return false, *e
-	}
-	return c.etcdSeen.Load(), "no lease keep-alive yet"
 }
 
 // connectNATS connects, failing fast if NATS is not there at start and
@@ -233,33 +229,35 @@ func connectEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, err
 	return c, nil
 }
 
-// keepLease keeps the router's lease alive until ctx ends, granting a new
-// one if etcd lost it, and reports etcd's state for /health.
-func keepLease(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID, log *slog.Logger, st *connState) error {
+// keepLease keeps the router's lease alive until ctx ends. The lease only
+// makes the router's instance id unique; if etcd loses it during an outage
+// longer than its TTL, a new one is granted, and the router keeps the id it
+// started with (its metrics' router_id). Whether etcd is reachable is judged
+// by worker discovery, which /health reports.
+func keepLease(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID, ttl time.Duration, log *slog.Logger) error {
 	for {
-		ch, err := c.KeepAlive(ctx, id)
-		if err == nil {
-			for resp := range ch {
-				if resp != nil {
-					if st.etcdErr.Swap(nil) != nil {
-						log.Info("etcd reachable again")
-					}
-					st.etcdSeen.Store(true)
-				}
+		if ch, err := c.KeepAlive(ctx, id); err == nil {
+			for range ch {
 			}
 		}
 		if ctx.Err() != nil {
 			return nil
-		}
-		msg := "etcd unreachable, retrying"
-		if st.etcdErr.Swap(&msg) == nil {
-			log.Warn("etcd lease keep-alive lost", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Second):
 		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ttlResp, err := c.TimeToLive(rctx, id)
+		if err == nil && ttlResp.TTL <= 0 {
+			// The lease expired while etcd was away: take a new one.
+			if g, gerr := c.Grant(rctx, int64(ttl/time.Second)); gerr == nil {
+				log.Info("router lease expired during an etcd outage; granted a new one", "lease_id", int64(g.ID))
+				id = g.ID
+			}
+		}
+		cancel()
 	}
 }
 
