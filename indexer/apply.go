@@ -13,6 +13,8 @@ func (t *Tree) Apply(ev Event) Result {
 	if t.clock%maxAge == 0 {
 		t.rebase()
 	}
+	// purged serves one removed event; other events' cascades add to it too.
+	t.purged, t.purgedSet = t.purged[:0], nil
 	var r Result
 	switch ev.Kind {
 	case KindStored:
@@ -176,21 +178,53 @@ func (t *Tree) isAncestorOrSelf(a, n uint32) bool {
 }
 
 // remove applies a removed event and returns how many hashes were unknown.
+//
+// A hash that an earlier hash of the same event already took away (a
+// parent removed before its children, or the same hash twice) is not
+// missing: the worker held it when it sent the event, and Dynamo counts such
+// an event ok.
 func (t *Tree) remove(w Worker, hashes []BlockHash) int {
 	s, ok := t.slotOf[w]
 	if !ok {
 		return len(hashes)
 	}
 	missing := 0
+	t.purged, t.purgedSet = t.purged[:0], nil
 	for _, h := range hashes {
 		n, ok := t.slots[s].blocks.Get(h)
 		if !ok {
-			missing++
+			if !t.purgedInEvent(h) {
+				missing++
+			}
 			continue
 		}
 		t.dropBlock(s, h, n)
+		t.purged = append(t.purged, h)
 	}
+	t.purged, t.purgedSet = t.purged[:0], nil
 	return missing
+}
+
+// purgedInEvent reports whether the current removed event already took
+// hash h away. Misses are rare, so the list is scanned, or indexed once it
+// is long.
+func (t *Tree) purgedInEvent(h BlockHash) bool {
+	if len(t.purged) <= 64 {
+		for _, p := range t.purged {
+			if p == h {
+				return true
+			}
+		}
+		return false
+	}
+	if len(t.purgedSet) != len(t.purged) {
+		t.purgedSet = make(map[BlockHash]struct{}, len(t.purged))
+		for _, p := range t.purged {
+			t.purgedSet[p] = struct{}{}
+		}
+	}
+	_, ok := t.purgedSet[h]
+	return ok
 }
 
 // dropBlock removes node n, which hash h names, from slot s, with everything
@@ -250,6 +284,7 @@ func (t *Tree) purge(s uint32) {
 	for _, h := range stale {
 		sl.blocks.Delete(h)
 	}
+	t.purged = append(t.purged, stale...)
 	t.scratch = stale[:0]
 	sl.aliased = nil
 	if sl.blocks.Len() == sl.entries {

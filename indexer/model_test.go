@@ -92,10 +92,18 @@ func (m *model) apply(ev Event) Result {
 		}
 		return Result{}
 	case KindRemoved:
+		// A hash is missing if the worker did not hold it when the event
+		// began; one an earlier hash cascaded away is not.
+		known := map[BlockHash]bool{}
+		for h := range hs {
+			known[h] = true
+		}
 		missing := 0
 		for _, h := range ev.Removed {
 			if _, ok := hs[h]; !ok {
-				missing++
+				if !known[h] {
+					missing++
+				}
 				continue
 			}
 			m.drop(ev.Worker, h)

@@ -91,6 +91,10 @@ type Tree struct {
 	// scratch is reused by purge; olds by validStore and store.
 	scratch []BlockHash
 	olds    []uint32
+	// purged collects the hashes one removed event took away, directly or
+	// by cascade; purgedSet indexes it when it grows long.
+	purged    []BlockHash
+	purgedSet map[BlockHash]struct{}
 	// clock advances once per applied event; read atomically by FindMatches.
 	clock uint32
 }

@@ -188,6 +188,29 @@ func TestSemantics(t *testing.T) {
 			wantStats: Stats{Entries: 4, Nodes: 3, Workers: 2},
 		},
 		{
+			name: "removing a parent before its children in one event is ok",
+			events: []Event{
+				stored(w1, nil, blk(1), blk(2), blk(3)),
+				removed(w1, 101, 102, 103),
+			},
+			wantResults: []Result{{}, {}},
+			query:       q(1, 2, 3),
+			want:        nil,
+			wantStats:   Stats{Entries: 0, Nodes: 0, Workers: 1},
+		},
+		{
+			name: "a child removed in a later event than its parent is missing",
+			events: []Event{
+				stored(w1, nil, blk(1), blk(2)),
+				removed(w1, 101),
+				removed(w1, 102),
+			},
+			wantResults: []Result{{}, {}, {Status: StatusBlockNotFound, Missing: 1}},
+			query:       q(1, 2),
+			want:        nil,
+			wantStats:   Stats{Entries: 0, Nodes: 0, Workers: 1},
+		},
+		{
 			name: "a node left with no worker goes with its subtree",
 			events: []Event{
 				stored(w1, nil, blk(1), blk(2), blk(3)),
