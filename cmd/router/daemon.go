@@ -38,7 +38,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		defer stop()
 	}
 
-	conns := &connState{}
+	conns := &connState{closed: make(chan struct{})}
 	nc, err := connectNATS(cfg.NATSURL, log, conns)
 	if err != nil {
 		return exitError("serve: %v", err)
@@ -99,8 +99,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 			return false, "etcd unreachable; serving the last known workers"
 		})
 		statusSrv.AddCheck("workers", func() (bool, string) {
-			st := reg.Status()
-			return st.Ready, st.Reason
+			rs := reg.Status()
+			return rs.Ready, rs.Reason
 		})
 		statusSrv.AddCheck("block_size", func() (bool, string) {
 			// A mismatch does not stop routing, but the operator must see it.
@@ -133,23 +133,13 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		"prefill_component", cfg.PrefillComponent, "nats", cfg.NATSURL, "etcd", cfg.EtcdEndpoints)
 
 	err = g.Wait()
-	// Shutdown: stop taking requests, then let NATS flush what it owes.
-	drained := make(chan struct{})
-	go func() {
-		if derr := nc.Drain(); derr != nil {
-			log.Warn("drain nats", "err", derr)
-		}
-		for !nc.IsClosed() {
-			select {
-			case <-time.After(10 * time.Millisecond):
-			case <-drained:
-				return
-			}
-		}
-		close(drained)
-	}()
+	// The components have stopped taking requests and answered what they
+	// held; let NATS flush what it still owes, within the shutdown timeout.
+	if derr := nc.Drain(); derr != nil {
+		log.Warn("drain nats", "err", derr)
+	}
 	select {
-	case <-drained:
+	case <-conns.closed:
 	case <-time.After(cfg.ShutdownTimeout):
 		log.Warn("nats drain did not finish in time", "timeout", cfg.ShutdownTimeout)
 	}
@@ -163,9 +153,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	return nil
 }
 
-// connState tracks the health of the router's NATS connection for /health.
+// connState tracks the router's NATS connection: up for /health, closed
+// once a drain has finished.
 type connState struct {
 	natsUp atomic.Bool
+	closed chan struct{}
 }
 
 func (c *connState) natsCheck() (bool, string) {
@@ -192,7 +184,10 @@ func connectNATS(u string, log *slog.Logger, st *connState) (*nats.Conn, error) 
 			st.natsUp.Store(true)
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { st.natsUp.Store(false) }),
+		nats.ClosedHandler(func(*nats.Conn) {
+			st.natsUp.Store(false)
+			close(st.closed)
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {
