@@ -149,3 +149,75 @@ func BenchmarkPickMin(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRouteSteady times booked decisions in the steady state of
+// BenchmarkRouteNATS (service package), in process: 1,000 workers, 64
+// clients each with a 20-block conversation cached on one worker, every
+// request that conversation plus 10 new blocks of its own, sent as block
+// hashes, and never freed: the stale timeout (250 ms here, about the
+// active set the NATS benchmark holds at its lower rate) frees them. So
+// the bookkeeping holds tens of thousands of requests and hundreds of
+// thousands of active blocks, and every decision pays for booking one
+// request and expiring another.
+func BenchmarkRouteSteady(b *testing.B) {
+	const (
+		workers   = 1000
+		clients   = 64
+		blockSize = 128
+		cached    = 20
+		turn      = 10
+	)
+	cfg := DefaultConfig()
+	cfg.StaleTimeout = 250 * time.Millisecond
+	ids := make([]uint64, workers)
+	for i := range ids {
+		ids[i] = uint64(1 + i)
+	}
+	e := newEnv(b, cfg, newFleet(cands(16384, 8192, ids...), nil))
+	rng := rand.New(rand.NewPCG(3, 3))
+	toks := func(n int) []uint32 {
+		t := make([]uint32, n)
+		for i := range t {
+			t[i] = rng.Uint32N(150000)
+		}
+		return t
+	}
+	for _, id := range ids {
+		for range 4 {
+			e.store(b, w(id), toks(30*blockSize))
+		}
+	}
+	prefixes := make([][]indexer.LocalHash, clients)
+	for c := range prefixes {
+		conv := toks(cached * blockSize)
+		e.store(b, w(uint64(1+c*7)), conv)
+		for _, h := range localHashes(nil, conv, blockSize, "") {
+			prefixes[c] = append(prefixes[c], indexer.LocalHash(h))
+		}
+	}
+	ctx := context.Background()
+	req := &Request{BlockHashes: make([]indexer.LocalHash, 0, cached+turn)}
+	samples := make([]time.Duration, 0, 1<<20)
+	var idBuf []byte
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c := i % clients
+		req.BlockHashes = append(req.BlockHashes[:0], prefixes[c]...)
+		for range turn {
+			req.BlockHashes = append(req.BlockHashes, indexer.LocalHash(rng.Uint64()))
+		}
+		idBuf = strconv.AppendInt(idBuf[:0], int64(i), 10)
+		req.ID = string(idBuf)
+		i++
+		start := time.Now()
+		if _, err := e.r.Route(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		if len(samples) < cap(samples) {
+			samples = append(samples, time.Since(start))
+		}
+	}
+	b.ReportMetric(float64(e.r.Active()), "active-requests")
+	reportQuantiles(b, samples)
+}

@@ -31,7 +31,7 @@ type Sequences struct {
 	workers  []indexer.Worker
 	byWorker map[indexer.Worker]int32
 	// holders maps a sequence hash to the ranks that have it active.
-	holders  map[uint64]holders
+	holders  holderTable
 	requests map[string]*active
 	// removed holds the workers that left: worker ids are etcd lease ids,
 	// never reused, so a late replica event must not bring one back.
@@ -75,9 +75,9 @@ type holderRef struct {
 // holders are the ranks that have one sequence hash active: most hashes
 // are active on one rank, kept inline; the others, sorted by rank, are in
 // Sequences.overflow at more−1. The struct holds no pointer on purpose:
-// the map of holders has an entry per active block (millions at high
-// rates) and a map without pointers is never scanned by the garbage
-// collector.
+// the table of holders (holderTable) has an entry per active block
+// (millions at high rates) and memory without pointers is never scanned
+// by the garbage collector.
 type holders struct {
 	first holderRef
 	more  int32
@@ -139,7 +139,6 @@ func NewSequences(trackBlocks, reuse bool) *Sequences {
 		trackBlocks: trackBlocks,
 		reuse:       reuse,
 		byWorker:    map[indexer.Worker]int32{},
-		holders:     map[uint64]holders{},
 		requests:    map[string]*active{},
 		removed:     map[indexer.WorkerID]struct{}{},
 	}
@@ -510,7 +509,7 @@ func (s *Sequences) activePrefix(seqHashes []uint64, posOf []int32, prefix []uin
 	var prev holders
 	have := false
 	for i, h := range seqHashes {
-		hs, ok := s.holders[h]
+		hs, ok := s.holders.get(h)
 		if have && (!ok || s.size(hs) != s.size(prev)) {
 			assign(&prev, uint32(i)) // prev's ranks hold i hashes at least
 		}
@@ -539,22 +538,21 @@ func (s *Sequences) newBlocks(numBlocks int, activePrefix uint32) int {
 // active on many ranks (a system prompt shared by every request) costs a
 // binary search, not a scan.
 func (s *Sequences) ref(h uint64, r int32) bool {
-	hs, ok := s.holders[h]
-	if !ok {
-		s.holders[h] = holders{first: holderRef{rank: r, refs: 1}}
+	i := s.holders.find(h)
+	if i < 0 {
+		s.holders.set(h, holders{first: holderRef{rank: r, refs: 1}})
 		return true
 	}
+	hs := &s.holders.slots[i].holders
 	if hs.first.rank == r {
 		hs.first.refs++
-		s.holders[h] = hs
 		return false
 	}
 	if hs.more == 0 {
 		hs.more = s.newOverflow()
-		s.holders[h] = hs
 	}
 	more := &s.overflow[hs.more-1]
-	i, found := slices.BinarySearchFunc(*more, r, byRank)
+	i, found := searchRank(*more, r)
 	if found {
 		(*more)[i].refs++
 		return false
@@ -563,7 +561,22 @@ func (s *Sequences) ref(h uint64, r int32) bool {
 	return true
 }
 
-func byRank(x holderRef, r int32) int { return int(x.rank) - int(r) }
+// searchRank returns the position of rank r in refs, sorted by rank, or
+// where it would be inserted, and whether it is there. Hand-written rather
+// than slices.BinarySearchFunc: the comparison inlines, which halves the
+// cost on lists of hundreds of ranks (a prefix shared by many requests).
+func searchRank(refs []holderRef, r int32) (int, bool) {
+	lo, hi := 0, len(refs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if refs[m].rank < r {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(refs) && refs[lo].rank == r
+}
 
 // newOverflow returns the index+1 of an empty overflow list.
 func (s *Sequences) newOverflow() int32 {
@@ -585,18 +598,19 @@ func (s *Sequences) dropOverflow(more int32) {
 // unref drops a reference of rank r to hash h and reports whether it was
 // r's last.
 func (s *Sequences) unref(h uint64, r int32) bool {
-	hs, ok := s.holders[h]
-	if !ok {
+	j := s.holders.find(h)
+	if j < 0 {
 		return false
 	}
+	// hs points into the table: valid until the next set or remove.
+	hs := &s.holders.slots[j].holders
 	if hs.first.rank == r {
-		hs.first.refs--
 		switch {
-		case hs.first.refs > 0:
-			s.holders[h] = hs
+		case hs.first.refs > 1:
+			hs.first.refs--
 			return false
 		case hs.more == 0:
-			delete(s.holders, h)
+			s.holders.remove(h)
 			return true
 		}
 		more := &s.overflow[hs.more-1]
@@ -606,14 +620,13 @@ func (s *Sequences) unref(h uint64, r int32) bool {
 			s.dropOverflow(hs.more)
 			hs.more = 0
 		}
-		s.holders[h] = hs
 		return true
 	}
 	if hs.more == 0 {
 		return false
 	}
 	more := &s.overflow[hs.more-1]
-	i, found := slices.BinarySearchFunc(*more, r, byRank)
+	i, found := searchRank(*more, r)
 	if !found {
 		return false
 	}
@@ -625,7 +638,6 @@ func (s *Sequences) unref(h uint64, r int32) bool {
 	if len(*more) == 0 {
 		s.dropOverflow(hs.more)
 		hs.more = 0
-		s.holders[h] = hs
 	}
 	return true
 }

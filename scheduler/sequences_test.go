@@ -138,8 +138,8 @@ func TestSequencesErrors(t *testing.T) {
 	if err := s.Add("r2", t0, 4, true, p); !errors.Is(err, ErrNoWorkers) {
 		t.Errorf("Add on a removed worker = %v, want ErrNoWorkers", err)
 	}
-	if len(s.holders) != 0 {
-		t.Errorf("holders left after removal: %v", s.holders)
+	if s.holders.len() != 0 {
+		t.Errorf("holders left after removal: %v", s.holders.len())
 	}
 }
 
