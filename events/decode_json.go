@@ -369,41 +369,60 @@ func (d *jsonDecoder) block(n int) (indexer.Block, error) {
 		if !ok {
 			break
 		}
-		switch string(key) {
-		case "block_hash":
-			if seen&fBlockHash != 0 {
-				return b, d.schema(blockField(n, ".block_hash"), "duplicate field")
-			}
-			seen |= fBlockHash
-			var h uint64
-			h, err = d.integer("", true)
-			setField(err, n, ".block_hash")
-			b.Hash = indexer.BlockHash(h)
-		case "tokens_hash":
-			if seen&fTokensHash != 0 {
-				return b, d.schema(blockField(n, ".tokens_hash"), "duplicate field")
-			}
-			seen |= fTokensHash
-			var h uint64
-			h, err = d.integer("", true)
-			setField(err, n, ".tokens_hash")
-			b.Tokens = indexer.LocalHash(h)
-		default:
-			// mm_extra_info and anything newer: the engine folded it into
-			// tokens_hash already.
-			err = d.skipField("event.data.stored.blocks[]", key)
-		}
-		if err != nil {
+		if err := blockKey(d, key, n, &b, &seen); err != nil {
 			return b, err
 		}
 	}
+	return b, blockComplete(d, n, seen)
+}
+
+// fieldDecoder is what the JSON and MessagePack decoders share for reading
+// the fields of a stored block.
+type fieldDecoder interface {
+	integer(field string, signed bool) (uint64, error)
+	skipField(prefix string, key []byte) error
+	schema(field, msg string) error
+}
+
+// blockKey reads the value of field key of the n-th stored block into b;
+// seen records the fields read so far, to reject repeats.
+func blockKey(d fieldDecoder, key []byte, n int, b *indexer.Block, seen *uint32) error {
+	switch string(key) {
+	case "block_hash":
+		if *seen&fBlockHash != 0 {
+			return d.schema(blockField(n, ".block_hash"), "duplicate field")
+		}
+		*seen |= fBlockHash
+		h, err := d.integer("", true)
+		setField(err, n, ".block_hash")
+		b.Hash = indexer.BlockHash(h)
+		return err
+	case "tokens_hash":
+		if *seen&fTokensHash != 0 {
+			return d.schema(blockField(n, ".tokens_hash"), "duplicate field")
+		}
+		*seen |= fTokensHash
+		h, err := d.integer("", true)
+		setField(err, n, ".tokens_hash")
+		b.Tokens = indexer.LocalHash(h)
+		return err
+	default:
+		// mm_extra_info and anything newer: the engine folded it into
+		// tokens_hash already.
+		return d.skipField("event.data.stored.blocks[]", key)
+	}
+}
+
+// blockComplete reports a required field of the n-th stored block that
+// was not there.
+func blockComplete(d fieldDecoder, n int, seen uint32) error {
 	if seen&fBlockHash == 0 {
-		return b, d.schema(blockField(n, ".block_hash"), "missing field")
+		return d.schema(blockField(n, ".block_hash"), "missing field")
 	}
 	if seen&fTokensHash == 0 {
-		return b, d.schema(blockField(n, ".tokens_hash"), "missing field")
+		return d.schema(blockField(n, ".tokens_hash"), "missing field")
 	}
-	return b, nil
+	return nil
 }
 
 // blockField is the path of field name of the n-th stored block, built only

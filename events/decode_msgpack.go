@@ -447,39 +447,11 @@ func (d *mpDecoder) block(j int) (indexer.Block, error) {
 		if err != nil {
 			return b, err
 		}
-		switch string(key) {
-		case "block_hash":
-			if seen&fBlockHash != 0 {
-				return b, d.schema(blockField(j, ".block_hash"), "duplicate field")
-			}
-			seen |= fBlockHash
-			var h uint64
-			h, err = d.integer("", true)
-			setField(err, j, ".block_hash")
-			b.Hash = indexer.BlockHash(h)
-		case "tokens_hash":
-			if seen&fTokensHash != 0 {
-				return b, d.schema(blockField(j, ".tokens_hash"), "duplicate field")
-			}
-			seen |= fTokensHash
-			var h uint64
-			h, err = d.integer("", true)
-			setField(err, j, ".tokens_hash")
-			b.Tokens = indexer.LocalHash(h)
-		default:
-			err = d.skipField("event.data.stored.blocks[]", key)
-		}
-		if err != nil {
+		if err := blockKey(d, key, j, &b, &seen); err != nil {
 			return b, err
 		}
 	}
-	if seen&fBlockHash == 0 {
-		return b, d.schema(blockField(j, ".block_hash"), "missing field")
-	}
-	if seen&fTokensHash == 0 {
-		return b, d.schema(blockField(j, ".tokens_hash"), "missing field")
-	}
-	return b, nil
+	return b, blockComplete(d, j, seen)
 }
 
 func (d *mpDecoder) removed(ev *indexer.Event) error {
@@ -569,35 +541,18 @@ func (d *mpDecoder) length(size int, field string) (int, error) {
 // mapLen reads a map header. Each entry takes at least two bytes, so a count
 // the rest of the message cannot hold is malformed, whatever it claims.
 func (d *mpDecoder) mapLen(field string) (int, error) {
-	if d.i >= len(d.b) {
-		return 0, d.malformed(field, "unexpected end of input")
-	}
-	var (
-		n   int
-		err error
-	)
-	switch c := d.b[d.i]; {
-	case c&0xf0 == 0x80:
-		n = int(c & 0x0f)
-		d.i++
-	case c == 0xde:
-		n, err = d.length(2, field)
-	case c == 0xdf:
-		n, err = d.length(4, field)
-	default:
-		return 0, d.schemaOr(field, "expected a map, found "+d.found())
-	}
-	if err != nil {
-		return 0, err
-	}
-	if !d.need(2 * n) {
-		return 0, d.malformed(field, fmt.Sprintf("map of %d entries is longer than the message", n))
-	}
-	return n, nil
+	return d.containerLen(field, 0x80, 0xde, 2, "a map", "map of %d entries")
 }
 
 // arrayLen reads an array header; each element takes at least a byte.
 func (d *mpDecoder) arrayLen(field string) (int, error) {
+	return d.containerLen(field, 0x90, 0xdc, 1, "an array", "array of %d elements")
+}
+
+// containerLen reads a map or array header: fix is its fixed-size code (the
+// count in the low nibble), code16 its 16-bit code (code16+1 the 32-bit one),
+// minBytes the least an item can take; what and sized name it in errors.
+func (d *mpDecoder) containerLen(field string, fix, code16 byte, minBytes int, what, sized string) (int, error) {
 	if d.i >= len(d.b) {
 		return 0, d.malformed(field, "unexpected end of input")
 	}
@@ -606,21 +561,21 @@ func (d *mpDecoder) arrayLen(field string) (int, error) {
 		err error
 	)
 	switch c := d.b[d.i]; {
-	case c&0xf0 == 0x90:
+	case c&0xf0 == fix:
 		n = int(c & 0x0f)
 		d.i++
-	case c == 0xdc:
+	case c == code16:
 		n, err = d.length(2, field)
-	case c == 0xdd:
+	case c == code16+1:
 		n, err = d.length(4, field)
 	default:
-		return 0, d.schemaOr(field, "expected an array, found "+d.found())
+		return 0, d.schemaOr(field, "expected "+what+", found "+d.found())
 	}
 	if err != nil {
 		return 0, err
 	}
-	if !d.need(n) {
-		return 0, d.malformed(field, fmt.Sprintf("array of %d elements is longer than the message", n))
+	if !d.need(minBytes * n) {
+		return 0, d.malformed(field, fmt.Sprintf(sized, n)+" is longer than the message")
 	}
 	return n, nil
 }
