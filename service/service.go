@@ -315,31 +315,30 @@ func (s *Service) handleMark(ep *metrics.Endpoint, free bool) nats.MsgHandler {
 
 // handleOverlapScores answers overlap_scores.
 func (s *Service) handleOverlapScores(msg *nats.Msg) {
-	start := time.Now()
-	ep := s.m.OverlapScores
-	ep.Inflight.Inc()
-	req := s.requests.Get().(*request)
-	defer s.requests.Put(req)
-	bs := s.r.Config().BlockSize
-	if err := decodeRequest(msg.Data, req, promptFields, bs); err != nil {
-		s.fail(ep, msg, start, err)
-		return
-	}
-	n, scores, err := s.r.OverlapScores(&req.sched)
-	if err != nil {
-		s.fail(ep, msg, start, err)
-		return
-	}
-	b := s.buffer()
-	*b = appendOverlaps((*b)[:0], bs, n, scores, s.r.Disaggregated())
-	s.respond(ep, msg, start, *b, "")
-	s.buffers.Put(b)
+	s.answerPrompt(s.m.OverlapScores, msg, func(dst []byte, req *scheduler.Request) ([]byte, error) {
+		n, scores, err := s.r.OverlapScores(req)
+		if err != nil {
+			return dst, err
+		}
+		return appendOverlaps(dst, s.r.Config().BlockSize, n, scores, s.r.Disaggregated()), nil
+	})
 }
 
 // handlePotentialLoads answers potential_loads.
 func (s *Service) handlePotentialLoads(msg *nats.Msg) {
+	s.answerPrompt(s.m.PotentialLoads, msg, func(dst []byte, req *scheduler.Request) ([]byte, error) {
+		loads, pending, err := s.r.PotentialLoads(req)
+		if err != nil {
+			return dst, err
+		}
+		return appendLoads(dst, loads, pending), nil
+	})
+}
+
+// answerPrompt serves an endpoint that reads a prompt and changes nothing:
+// decode, let answer append the reply to a pooled buffer, respond.
+func (s *Service) answerPrompt(ep *metrics.Endpoint, msg *nats.Msg, answer func(dst []byte, req *scheduler.Request) ([]byte, error)) {
 	start := time.Now()
-	ep := s.m.PotentialLoads
 	ep.Inflight.Inc()
 	req := s.requests.Get().(*request)
 	defer s.requests.Put(req)
@@ -347,13 +346,13 @@ func (s *Service) handlePotentialLoads(msg *nats.Msg) {
 		s.fail(ep, msg, start, err)
 		return
 	}
-	loads, pending, err := s.r.PotentialLoads(&req.sched)
+	b := s.buffer()
+	defer s.buffers.Put(b)
+	out, err := answer((*b)[:0], &req.sched)
 	if err != nil {
 		s.fail(ep, msg, start, err)
 		return
 	}
-	b := s.buffer()
-	*b = appendLoads((*b)[:0], loads, pending)
+	*b = out
 	s.respond(ep, msg, start, *b, "")
-	s.buffers.Put(b)
 }
