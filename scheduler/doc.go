@@ -32,8 +32,10 @@
 //
 // The decision is booked in Sequences, the router's prediction of each
 // rank's load (dynamo-compat.md §5): the prompt's prefill tokens less the
-// overlap, and a reference on each of its blocks' sequence hashes, so that
-// blocks shared by requests on one rank count once. MarkPrefill removes the
+// overlap, and a reference on its blocks in a tree of sequence hashes
+// with compressed paths (activeTree), so that blocks shared by requests on
+// one rank count once and booking a prompt costs a step per shared run of
+// blocks, not per block. MarkPrefill removes the
 // prefill tokens, Free everything; requests never freed expire after
 // --router-stale-timeout. --router-mode round-robin and random share all of
 // this, only choosing differently among the eligible ranks, and skip the

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/kvrouter/router/indexer"
@@ -30,8 +29,8 @@ type Sequences struct {
 	ranks    []rank
 	workers  []indexer.Worker
 	byWorker map[indexer.Worker]int32
-	// holders maps a sequence hash to the ranks that have it active.
-	holders  holderTable
+	// tree holds the ranks' active blocks (assume-reuse on).
+	tree     activeTree
 	requests map[string]*active
 	// removed holds the workers that left: worker ids are etcd lease ids,
 	// never reused, so a late replica event must not bring one back.
@@ -44,13 +43,6 @@ type Sequences struct {
 	orderDead int
 	// touched collects the ranks whose load changed since drainTouched.
 	touched []int32
-	// spare are hash slices of freed placements, reused by the next
-	// bookings (bounded): a booking then allocates only its request.
-	spare [][]uint64
-	// overflow holds the holders beyond the first of each hash (see
-	// holders); freeOverflow the indices free for reuse.
-	overflow     [][]holderRef
-	freeOverflow []int32
 }
 
 // rank is the bookkeeping of one (worker, dp_rank); its name is in
@@ -64,23 +56,6 @@ type rank struct {
 	// again (worker ids are etcd lease ids, never reused).
 	dead    bool
 	touched bool
-}
-
-// holderRef is one rank's references to one sequence hash.
-type holderRef struct {
-	rank int32
-	refs int32
-}
-
-// holders are the ranks that have one sequence hash active: most hashes
-// are active on one rank, kept inline; the others, sorted by rank, are in
-// Sequences.overflow at more−1. The struct holds no pointer on purpose:
-// the table of holders (holderTable) has an entry per active block
-// (millions at high rates) and memory without pointers is never scanned
-// by the garbage collector.
-type holders struct {
-	first holderRef
-	more  int32
 }
 
 // active is one request being served.
@@ -104,9 +79,9 @@ type placement struct {
 	kind Kind
 	// prefill are the tokens still counted in the rank's prefill tokens.
 	prefill int
-	// hashes are the sequence hashes it references (reuse on); blocks the
-	// blocks it counts without hashes.
-	hashes []uint64
+	// node is its terminal node in the tree of active blocks (reuse on;
+	// 0 if none); blocks the blocks it counts without the tree.
+	node   int32
 	blocks int
 }
 
@@ -140,6 +115,7 @@ func NewSequences(trackBlocks, reuse bool) *Sequences {
 		reuse:       reuse,
 		byWorker:    map[indexer.Worker]int32{},
 		requests:    map[string]*active{},
+		tree:        newActiveTree(),
 		removed:     map[indexer.WorkerID]struct{}{},
 	}
 }
@@ -249,16 +225,9 @@ func (s *Sequences) book(pl *placement, p Placement) {
 	rk.requests++
 	if s.trackBlocks {
 		if s.reuse && p.SeqHashes != nil {
-			var buf []uint64
-			if n := len(s.spare); n > 0 {
-				buf, s.spare = s.spare[n-1], s.spare[:n-1]
-			}
-			pl.hashes = append(buf, p.SeqHashes...)
-			for _, h := range pl.hashes {
-				if s.ref(h, pl.rank) {
-					rk.blocks++
-				}
-			}
+			var fresh int
+			pl.node, fresh = s.tree.add(p.SeqHashes, pl.rank)
+			rk.blocks += fresh
 		} else {
 			pl.blocks = max(p.NumBlocks, 0)
 			rk.blocks += pl.blocks
@@ -371,15 +340,10 @@ func (s *Sequences) release(pl *placement) {
 	rk := &s.ranks[pl.rank]
 	rk.prefillTokens -= pl.prefill
 	rk.requests--
-	for _, h := range pl.hashes {
-		if s.unref(h, pl.rank) {
-			rk.blocks--
-		}
+	if pl.node != 0 {
+		rk.blocks -= s.tree.release(pl.node, pl.rank)
 	}
 	rk.blocks -= pl.blocks
-	if pl.hashes != nil && len(s.spare) < 1024 {
-		s.spare = append(s.spare, pl.hashes[:0])
-	}
 	*pl = placement{rank: pl.rank}
 	s.touch(pl.rank)
 }
@@ -480,18 +444,19 @@ func (s *Sequences) Loads() []RankLoad {
 // position in posOf (−1 means none), and appends each position it sets to
 // touched the first time.
 //
-// Because a sequence hash names its whole prefix, a rank that has hash i
-// active has every hash before it active too: the ranks holding hash i are
-// a subset of those holding hash i−1, and a subset of the same size is the
-// same set. So the walk only visits a set when the next one is smaller
-// (some ranks stop there) or at the end: a prefix active on every rank
-// (a shared system prompt) costs one visit of those ranks, not one per
-// block.
+// It walks the prompt down the tree of active blocks. Every placement
+// through a node passes through its parent, so the ranks holding a node are
+// a subset of those holding its parent, and a subset of the same size is
+// the same set. So the walk only visits a node's ranks when the next
+// node's set is smaller (some ranks stop there) or at the end: a prefix
+// active on every rank (a shared system prompt) costs one visit of those
+// ranks, not one per node.
 func (s *Sequences) activePrefix(seqHashes []uint64, posOf []int32, prefix []uint32, touched []int32) []int32 {
 	if !s.trackBlocks || !s.reuse {
 		return touched
 	}
-	assign := func(hs *holders, n uint32) {
+	t := &s.tree
+	assign := func(node int32, n uint32) {
 		set := func(r int32) {
 			if int(r) < len(posOf) && posOf[r] >= 0 {
 				p := posOf[r]
@@ -501,25 +466,30 @@ func (s *Sequences) activePrefix(seqHashes []uint64, posOf []int32, prefix []uin
 				prefix[p] = n
 			}
 		}
-		set(hs.first.rank)
-		for _, ref := range s.others(*hs) {
+		set(t.nodes[node].holders.first.rank)
+		for _, ref := range t.others(node) {
 			set(ref.rank)
 		}
 	}
-	var prev holders
-	have := false
-	for i, h := range seqHashes {
-		hs, ok := s.holders.get(h)
-		if have && (!ok || s.size(hs) != s.size(prev)) {
-			assign(&prev, uint32(i)) // prev's ranks hold i hashes at least
+	prev := int32(0) // the last node matched, 0 before the first
+	cur, i := int32(0), 0
+	for i < len(seqHashes) {
+		c := t.children.get(cur, seqHashes[i])
+		if c == 0 {
+			break
 		}
-		if !ok {
-			return touched
+		if prev != 0 && t.size(c) != t.size(prev) {
+			assign(prev, uint32(i)) // prev's ranks hold i hashes at least
 		}
-		prev, have = hs, true
+		m := commonPrefix(t.nodes[c].hashes, seqHashes[i:])
+		prev, i = c, i+m
+		if m < len(t.nodes[c].hashes) {
+			break // the prompt leaves the tree mid-node
+		}
+		cur = c
 	}
-	if have {
-		assign(&prev, uint32(len(seqHashes)))
+	if prev != 0 {
+		assign(prev, uint32(i))
 	}
 	return touched
 }
@@ -532,126 +502,6 @@ func (s *Sequences) newBlocks(numBlocks int, activePrefix uint32) int {
 	}
 	return max(numBlocks-int(activePrefix), 0)
 }
-
-// ref adds a reference of rank r to hash h and reports whether it is r's
-// first. The overflow holders are kept sorted by rank, so that a hash
-// active on many ranks (a system prompt shared by every request) costs a
-// binary search, not a scan.
-func (s *Sequences) ref(h uint64, r int32) bool {
-	i := s.holders.find(h)
-	if i < 0 {
-		s.holders.set(h, holders{first: holderRef{rank: r, refs: 1}})
-		return true
-	}
-	hs := &s.holders.slots[i].holders
-	if hs.first.rank == r {
-		hs.first.refs++
-		return false
-	}
-	if hs.more == 0 {
-		hs.more = s.newOverflow()
-	}
-	more := &s.overflow[hs.more-1]
-	i, found := searchRank(*more, r)
-	if found {
-		(*more)[i].refs++
-		return false
-	}
-	*more = slices.Insert(*more, i, holderRef{rank: r, refs: 1})
-	return true
-}
-
-// searchRank returns the position of rank r in refs, sorted by rank, or
-// where it would be inserted, and whether it is there. Hand-written rather
-// than slices.BinarySearchFunc: the comparison inlines, which halves the
-// cost on lists of hundreds of ranks (a prefix shared by many requests).
-func searchRank(refs []holderRef, r int32) (int, bool) {
-	lo, hi := 0, len(refs)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if refs[m].rank < r {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return lo, lo < len(refs) && refs[lo].rank == r
-}
-
-// newOverflow returns the index+1 of an empty overflow list.
-func (s *Sequences) newOverflow() int32 {
-	if n := len(s.freeOverflow); n > 0 {
-		i := s.freeOverflow[n-1]
-		s.freeOverflow = s.freeOverflow[:n-1]
-		return i + 1
-	}
-	s.overflow = append(s.overflow, nil)
-	return int32(len(s.overflow))
-}
-
-// dropOverflow frees overflow list more−1, which is empty.
-func (s *Sequences) dropOverflow(more int32) {
-	s.overflow[more-1] = s.overflow[more-1][:0]
-	s.freeOverflow = append(s.freeOverflow, more-1)
-}
-
-// unref drops a reference of rank r to hash h and reports whether it was
-// r's last.
-func (s *Sequences) unref(h uint64, r int32) bool {
-	j := s.holders.find(h)
-	if j < 0 {
-		return false
-	}
-	// hs points into the table: valid until the next set or remove.
-	hs := &s.holders.slots[j].holders
-	if hs.first.rank == r {
-		switch {
-		case hs.first.refs > 1:
-			hs.first.refs--
-			return false
-		case hs.more == 0:
-			s.holders.remove(h)
-			return true
-		}
-		more := &s.overflow[hs.more-1]
-		hs.first = (*more)[0]
-		*more = slices.Delete(*more, 0, 1)
-		if len(*more) == 0 {
-			s.dropOverflow(hs.more)
-			hs.more = 0
-		}
-		return true
-	}
-	if hs.more == 0 {
-		return false
-	}
-	more := &s.overflow[hs.more-1]
-	i, found := searchRank(*more, r)
-	if !found {
-		return false
-	}
-	(*more)[i].refs--
-	if (*more)[i].refs > 0 {
-		return false
-	}
-	*more = slices.Delete(*more, i, i+1)
-	if len(*more) == 0 {
-		s.dropOverflow(hs.more)
-		hs.more = 0
-	}
-	return true
-}
-
-// others returns the holders of hs beyond the first.
-func (s *Sequences) others(hs holders) []holderRef {
-	if hs.more == 0 {
-		return nil
-	}
-	return s.overflow[hs.more-1]
-}
-
-// size returns the number of ranks holding hs's hash.
-func (s *Sequences) size(hs holders) int { return 1 + len(s.others(hs)) }
 
 // touch records that rank r's load changed.
 func (s *Sequences) touch(r int32) {

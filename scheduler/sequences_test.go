@@ -138,8 +138,8 @@ func TestSequencesErrors(t *testing.T) {
 	if err := s.Add("r2", t0, 4, true, p); !errors.Is(err, ErrNoWorkers) {
 		t.Errorf("Add on a removed worker = %v, want ErrNoWorkers", err)
 	}
-	if s.holders.len() != 0 {
-		t.Errorf("holders left after removal: %v", s.holders.len())
+	if s.tree.len() != 0 || s.tree.children.len() != 0 {
+		t.Errorf("tree left with %d nodes and %d edges after removal", s.tree.len(), s.tree.children.len())
 	}
 }
 
@@ -251,12 +251,21 @@ func TestActivePrefixMatchesBruteForce(t *testing.T) {
 func (s *Sequences) rankHas(r int32, h uint64) bool {
 	for _, a := range s.requests {
 		for i := 0; i < a.n; i++ {
-			if a.places[i].rank == r && slices.Contains(a.places[i].hashes, h) {
+			if a.places[i].rank == r && slices.Contains(s.tree.path(a.places[i].node), h) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// path returns the hashes from the root to the end of node n.
+func (t *activeTree) path(n int32) []uint64 {
+	var p []uint64
+	for ; n != 0; n = t.nodes[n].parent {
+		p = append(slices.Clone(t.nodes[n].hashes), p...)
+	}
+	return p
 }
 
 func TestSequencesDrainTouched(t *testing.T) {

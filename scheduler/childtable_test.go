@@ -5,10 +5,14 @@ import (
 	"testing"
 )
 
-// TestHolderTableModel checks the open-addressing table against a Go map
+// TestChildTableModel checks the open-addressing table against a Go map
 // under random sets and removes, with keys drawn from a small range so
 // that runs collide, wrap around the end of the table, grow and shrink.
-func TestHolderTableModel(t *testing.T) {
+func TestChildTableModel(t *testing.T) {
+	type key struct {
+		parent int32
+		hash   uint64
+	}
 	for _, tc := range []struct {
 		name string
 		keys uint64
@@ -20,13 +24,14 @@ func TestHolderTableModel(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, tc.keys))
-			var tab holderTable
-			model := map[uint64]holders{}
-			keyOf := func(n uint64) uint64 {
+			var tab childTable
+			model := map[key]int32{}
+			keyOf := func(n uint64) key {
+				k := key{parent: int32(n % 7), hash: n / 7}
 				if tc.name == "patterned-keys" {
-					return n << 20 // same low bits: a plain modulo would pile them up
+					k.hash <<= 20 // same low bits: a plain modulo would pile them up
 				}
-				return n
+				return k
 			}
 			for i := range tc.ops {
 				k := keyOf(rng.Uint64N(tc.keys))
@@ -34,11 +39,11 @@ func TestHolderTableModel(t *testing.T) {
 				// second, so the table grows and then shrinks.
 				grow := i < tc.ops/2
 				if (rng.IntN(4) != 0) == grow {
-					hs := holders{first: holderRef{rank: int32(i), refs: int32(1 + rng.IntN(3))}, more: int32(i)}
-					tab.set(k, hs)
-					model[k] = hs
+					child := int32(1 + i)
+					tab.set(k.parent, k.hash, child)
+					model[k] = child
 				} else {
-					tab.remove(k)
+					tab.remove(k.parent, k.hash)
 					delete(model, k)
 				}
 				if tab.len() != len(model) {
@@ -46,15 +51,15 @@ func TestHolderTableModel(t *testing.T) {
 				}
 			}
 			for k, want := range model {
-				if got, ok := tab.get(k); !ok || got != want {
-					t.Fatalf("get(%d) = %v, %v; want %v, true", k, got, ok, want)
+				if got := tab.get(k.parent, k.hash); got != want {
+					t.Fatalf("get(%v) = %d, want %d", k, got, want)
 				}
 			}
 			for n := range tc.keys {
 				k := keyOf(n)
 				if _, in := model[k]; !in {
-					if _, ok := tab.get(k); ok {
-						t.Fatalf("get(%d) found a removed key", k)
+					if got := tab.get(k.parent, k.hash); got != 0 {
+						t.Fatalf("get(%v) found a removed key: %d", k, got)
 					}
 				}
 			}
