@@ -24,10 +24,13 @@ import (
 // a multiply and three adds, computed from the view's dense arrays. The
 // few with an overlap or active blocks (the sparse set, from the index
 // matches and the active hashes) are scored in full first. Then, in the
-// common case (KV mode, temperature 0, no filter in force), one pass
-// computes the other costs and keeps the least (fusedMin); otherwise a
-// pass writes every cost, a filter pass marks excluded candidates +Inf,
-// and the mode chooses among the finite costs.
+// common case (KV mode, temperature 0, no filter in force), the least
+// cost is found without computing the others: the view keeps them
+// ordered by a key, exactly when scale / block_size is a power of two,
+// as it is by default (minScan); otherwise one pass computes them and
+// keeps the least (fusedMin). Outside the common case a pass writes
+// every cost, a filter pass marks excluded candidates +Inf, and the mode
+// chooses among the finite costs.
 func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (Choice, bool, error) {
 	cands := r.fleet.Candidates(kind)
 	if len(cands) == 0 {
@@ -64,10 +67,10 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 		if r.seqs.trackBlocks {
 			newBlocks = p.numBlocks
 		}
-		newF := float64(newBlocks)
 		perToken := cp.scale / float64(r.cfg.BlockSize)
 		islCost := perToken * float64(p.isl)
 		scaleCredit := cp.scale * cp.credit
+		pc := plainCost{perToken: perToken, islCost: islCost, newF: float64(newBlocks), byLoad: byLoad}
 		blocks, prefill := v.blocks[:n], v.prefill[:n]
 		for _, i := range sparse {
 			decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
@@ -78,22 +81,21 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 			}
 		}
 		if !filtered && cp.temperature == 0 {
-			// The common case: one pass computes each cost and keeps the
-			// least (see fusedMin).
-			var i int
-			i, s.ties = fusedMin(prefill, blocks, s.marks(n, sparse), costs, perToken, islCost, newF, byLoad, s.ties, r.rng)
+			// The common case: minScan where the view's keys order the
+			// plain costs exactly, else (or where it declines) fusedMin.
+			i := -1
+			if keys := v.keys(pc, p.isl, newBlocks); keys != nil {
+				i = s.minScan(keys, prefill, blocks, sparse, costs, pc, r.rng)
+			}
+			if i < 0 {
+				i, s.ties = fusedMin(prefill, blocks, s.marks(n, sparse), costs, pc, s.ties, r.rng)
+			}
 			return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
 		}
-		// kvCostOf with no overlap and no active prefix, in its order.
 		mark := s.marks(n, sparse)
 		for i, b := range blocks {
-			if mark[i] {
-				continue
-			}
-			if byLoad {
-				costs[i] = b + newF
-			} else {
-				costs[i] = (perToken*prefill[i] + islCost) + (b + newF)
+			if !mark[i] {
+				costs[i] = pc.of(prefill[i], b)
 			}
 		}
 	} else {
@@ -166,19 +168,17 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 // breaks them, computing the cost of each position not marked (no
 // overlap, no active prefix) on the fly from the view's arrays, exactly as
 // the dense pass would, and reading marked positions' costs from costs.
-// Fusing the two passes halves what a decision reads from memory.
-func fusedMin(prefill, blocks []float64, mark []bool, costs []float64, perToken, islCost, newF float64, byLoad bool, ties []int32, rng *rand.Rand) (int, []int32) {
+// Fusing the two passes halves what a decision reads from memory. It is
+// minScan's reference, and its fallback where keys are not exact.
+func fusedMin(prefill, blocks []float64, mark []bool, costs []float64, pc plainCost, ties []int32, rng *rand.Rand) (int, []int32) {
 	best := math.Inf(1)
 	ties = ties[:0]
 	for i, b := range blocks {
 		var c float64
-		switch {
-		case mark[i]:
+		if mark[i] {
 			c = costs[i]
-		case byLoad:
-			c = b + newF
-		default:
-			c = (perToken*prefill[i] + islCost) + (b + newF)
+		} else {
+			c = pc.of(prefill[i], b)
 		}
 		switch {
 		case c > best:
@@ -232,7 +232,7 @@ func (r *Router) viewLocked(kind Kind, cands []Candidate) *view {
 	if v := r.views[kind]; v != nil && sameSlice(v.cands, cands) {
 		return v
 	}
-	v := newView(r.seqs, cands, kind)
+	v := newView(r.seqs, cands, kind, r.cfg.params(nil).scale/float64(r.cfg.BlockSize))
 	r.views[kind] = v
 	// The fleet changed, and the registry deletes the series of a worker
 	// whose type or ranks changed: look every gauge up again, and export

@@ -37,6 +37,26 @@ func kvCostOf(perToken, islCost, scaleCredit, activePrefill, overlap, decodeBloc
 	return prefill + decodeBlocks
 }
 
+// plainCost is the cost of a candidate with neither overlap nor active
+// prefix, which most candidates are: kvCostOf, or loadCost when by load,
+// reduced to a multiply and three adds, in kvCostOf's order so that equal
+// costs compare equal whichever computed them. perToken is scale /
+// blockSize, islCost is perToken × isl, and newF is the number of blocks
+// the prompt adds.
+type plainCost struct {
+	perToken, islCost, newF float64
+	byLoad                  bool
+}
+
+// of is the cost of a candidate with the given active prefill tokens and
+// active blocks.
+func (pc plainCost) of(prefill, blocks float64) float64 {
+	if pc.byLoad {
+		return blocks + pc.newF
+	}
+	return (pc.perToken*prefill + pc.islCost) + (blocks + pc.newF)
+}
+
 // loadCost is the cost of a rank chosen by load only (the decode half of
 // disaggregated serving): its active blocks after adding the prompt's,
 // without overlap credit or prefill tokens.

@@ -81,9 +81,10 @@ type scratch struct {
 	matches           []indexer.Match
 	overlap, prefix   []uint32
 	sparse, elig      []int32
-	ties              []int32
+	ties, markedTies  []int32
 	mark              []bool
 	costs, finite     []float64
+	bits              []uint64
 	weights           []float64
 	allowed           []indexer.WorkerID
 }

@@ -19,6 +19,12 @@ import (
 // instead of visiting a thousand rank records. Router.syncLocked copies
 // every load change into them under the lock that guards both.
 //
+// And it keeps, in trees that track their least, an integer key per
+// candidate that orders the candidates without overlap or active prefix
+// by cost: a decision then finds the least of those costs without
+// visiting them (see minScan), which a thousand candidates made the
+// largest part of a decision.
+//
 // A view is rebuilt when the Fleet returns another slice or a worker is
 // removed. It is built, read and updated under the Router's lock.
 type view struct {
@@ -35,6 +41,16 @@ type view struct {
 	prefill, blocks []float64
 	live            []bool
 	dead            int
+	// key and loadKey hold the keys ordering the plain costs at the
+	// configured scale and by load (see minScan). key is nil where the
+	// configured perToken, the scale over the block size, keeps no cost
+	// exact; keyMul holds its multipliers of prefill tokens and of
+	// blocks. wide counts candidates whose load is too large for exact
+	// costs: the keys are not used while there are any.
+	key, loadKey *minTree
+	perToken     float64
+	keyMul       [2]int64
+	wide         int
 }
 
 // sameSlice reports whether a and b are the same slice.
@@ -43,8 +59,11 @@ func sameSlice(a, b []Candidate) bool {
 }
 
 // newView builds the view of cands of kind, creating their ranks in s.
-func newView(s *Sequences, cands []Candidate, kind Kind) *view {
-	v := &view{cands: cands, rank: make([]int32, len(cands))}
+// perToken is the configured scale over the block size, which key is
+// computed for.
+func newView(s *Sequences, cands []Candidate, kind Kind, perToken float64) *view {
+	v := &view{cands: cands, rank: make([]int32, len(cands)), perToken: perToken}
+	v.initKeys(len(cands))
 	for i, c := range cands {
 		v.rank[i] = s.rankOf(c.Worker, kind)
 	}
@@ -73,9 +92,22 @@ func newView(s *Sequences, cands []Candidate, kind Kind) *view {
 }
 
 // set copies a rank's load into position i.
-func (v *view) set(i int32, rk *rank) {
-	v.prefill[i] = float64(rk.prefillTokens)
-	v.blocks[i] = float64(rk.blocks)
+func (v *view) set(i int32, rk *rank) { v.setLoad(i, rk.prefillTokens, rk.blocks) }
+
+// setLoad sets position i's load.
+func (v *view) setLoad(i int32, prefillTokens, blocks int) {
+	if !exactLoad(v.prefill[i]) || !exactLoad(v.blocks[i]) {
+		v.wide--
+	}
+	p, b := float64(prefillTokens), float64(blocks)
+	v.prefill[i], v.blocks[i] = p, b
+	if !exactLoad(p) || !exactLoad(b) {
+		v.wide++ // and the keys below may overflow
+	}
+	if v.key != nil {
+		v.key.set(int(i), int64(prefillTokens)*v.keyMul[0]+int64(blocks)*v.keyMul[1])
+	}
+	v.loadKey.set(int(i), int64(blocks))
 }
 
 // workerTable maps a worker rank to its candidate position: open
