@@ -312,3 +312,30 @@ func (f staticFleet) Candidates(k scheduler.Kind) []scheduler.Candidate {
 	}
 	return nil
 }
+
+// BenchmarkDecodeRequest times decoding a route request: a 3,840-token
+// prompt as token_ids (about 25 KB of JSON) and as 30 block_hashes.
+func BenchmarkDecodeRequest(b *testing.B) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	toks := make([]uint32, 30*128)
+	for i := range toks {
+		toks[i] = rng.Uint32N(150000)
+	}
+	hs, _ := json.Marshal(hasherOf(b, 128).LocalHashes(nil, toks))
+	for _, c := range []struct{ name, body string }{
+		{"token_ids", `{"request_id":"r","token_ids":` + tokensJSON(toks) + `}`},
+		{"block_hashes", `{"request_id":"r","block_hashes":` + string(hs) + `}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			body := []byte(c.body)
+			var req request
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := decodeRequest(body, &req, routeFields, 128); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -81,17 +81,9 @@ func decodeRequest(data []byte, r *request, f fields, blockSize int) error {
 		switch {
 		case key == "token_ids":
 			hasTokens = true
-			return s.array(key, func(i int) error {
-				if len(r.tokens) >= scheduler.MaxTokens {
-					return badRequest(metrics.BadRequestTooLarge, "token_ids: more than %d tokens", scheduler.MaxTokens)
-				}
-				v, err := s.uint(key, math.MaxUint32)
-				if err != nil {
-					return err
-				}
-				r.tokens = append(r.tokens, uint32(v))
-				return nil
-			})
+			var err error
+			r.tokens, err = s.tokenIDs(key, r.tokens, scheduler.MaxTokens)
+			return err
 		case key == "block_hashes":
 			hasHashes = true
 			return s.array(key, func(i int) error {

@@ -72,6 +72,10 @@ func TestDecodeRouteRejects(t *testing.T) {
 		{"fractional token", `{"token_ids":[1.5]}`, metrics.BadRequestOutOfRange, "token_ids: 1.5 is not a non-negative integer"},
 		{"token as string", `{"token_ids":["1"]}`, metrics.BadRequestMalformed, "token_ids: want a number"},
 		{"leading zero", `{"token_ids":[01]}`, metrics.BadRequestMalformed, "malformed JSON"},
+		{"leading zero later", `{"token_ids":[1,007]}`, metrics.BadRequestMalformed, "malformed JSON"},
+		{"trailing comma", `{"token_ids":[1,]}`, metrics.BadRequestMalformed, "token_ids: want a number"},
+		{"missing comma", `{"token_ids":[1 2]}`, metrics.BadRequestMalformed, "want ',' or ']'"},
+		{"token over u32 later", `{"token_ids":[1, 4294967296 ]}`, metrics.BadRequestOutOfRange, "token_ids: 4294967296 is out of range"},
 		{"negative priority_jump", `{"token_ids":[1],"priority_jump":-2}`, metrics.BadRequestOutOfRange, "priority_jump: -2"},
 		{"absurd priority_jump", `{"token_ids":[1],"priority_jump":1e300}`, metrics.BadRequestOutOfRange, "priority_jump"},
 		{"empty allowed", `{"token_ids":[1],"allowed_worker_ids":[]}`, metrics.BadRequestMalformed, "allowed_worker_ids: empty"},
@@ -162,6 +166,7 @@ func FuzzDecodeRoute(f *testing.F) {
 		`{"request_id":"r-1","block_hashes":[-5,7],"isl":3,"worker_type":"auto","book":false,"priority_jump":0.5,"do_not_queue":true,"allowed_worker_ids":[1],"router_config_override":{"overlap_score_weight":1,"router_temperature":0}}`,
 		`{"token_ids":[1],"lora_name":"a\u00e9"}`,
 		`{"token_ids":[1e2]}`, `{"token_ids":[-0]}`, `{}`, `[`, `{"token_ids":[01]}`,
+		`{"token_ids":[ 1 ,4294967295,0, 22 ] }`, `{"token_ids":[1,-2]}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -409,6 +409,65 @@ func (s *scanner) uint(field string, limit uint64) (uint64, error) {
 	return v, nil
 }
 
+// tokenIDs reads an array of token ids (each 0..2³²−1) into dst, at most
+// limit of them. It is array and uint fused into one loop for the common
+// shape, plain digits between commas: a prompt is thousands of ids, and
+// the general path's call per element and per delimiter was most of its
+// cost. Any other shape of element goes through uint, so errors read the
+// same either way.
+func (s *scanner) tokenIDs(field string, dst []uint32, limit int) ([]uint32, error) {
+	if s.peek() != '[' {
+		return dst, badRequest(metrics.BadRequestMalformed, "%s: want an array", field)
+	}
+	s.pos++
+	if s.peek() == ']' {
+		s.pos++
+		return dst, nil
+	}
+	d := s.data
+	for {
+		if len(dst) >= limit {
+			return dst, badRequest(metrics.BadRequestTooLarge, "%s: more than %d tokens", field, limit)
+		}
+		start := s.pos
+		i, v := start, uint64(0)
+		for ; i < len(d) && i-start < 10; i++ {
+			c := d[i] - '0'
+			if c > 9 {
+				break
+			}
+			v = v*10 + uint64(c)
+		}
+		if n := i - start; n > 0 && n < 10 && i < len(d) && (d[start] != '0' || n == 1) {
+			// Nine digits or fewer: no overflow, below 2³².
+			switch d[i] {
+			case ',':
+				dst = append(dst, uint32(v))
+				s.pos = i + 1
+				continue
+			case ']':
+				dst = append(dst, uint32(v))
+				s.pos = i + 1
+				return dst, nil
+			}
+		}
+		u, err := s.uint(field, math.MaxUint32)
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, uint32(u))
+		switch s.peek() {
+		case ',':
+			s.pos++
+		case ']':
+			s.pos++
+			return dst, nil
+		default:
+			return dst, s.syntax("want ',' or ']'")
+		}
+	}
+}
+
 // hash reads a 64-bit hash: an unsigned integer, or a negative one whose
 // two's-complement bits are the hash (some clients write u64 hashes as
 // i64).
