@@ -483,7 +483,7 @@ func TestViewKeysFollowLoads(t *testing.T) {
 
 // TestOverrideScaleFallsBack checks decisions at a scale whose keys are
 // not exact (a request's override, 0.3 / 4 per token) against the
-// filtered path, as TestFusedPathMatchesFilteredPath does at the default
+// filtered path, as TestFastPathMatchesFilteredPath does at the default
 // scale.
 func TestOverrideScaleFallsBack(t *testing.T) {
 	ids := make([]uint64, 30)

@@ -442,11 +442,12 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 	}
 }
 
-// TestFusedPathMatchesFilteredPath checks that the one-pass choice (no
-// filter in force) and the multi-pass one (here forced by an
-// allowed_worker_ids listing every worker) choose the same ranks from the
-// same random draws, over random loads and overlaps.
-func TestFusedPathMatchesFilteredPath(t *testing.T) {
+// TestFastPathMatchesFilteredPath checks that the common-case choice (no
+// filter in force: minScan, or fusedMin where keys are not exact) and the
+// multi-pass one (here forced by an allowed_worker_ids listing every
+// worker) choose the same ranks from the same random draws, over random
+// loads and overlaps.
+func TestFastPathMatchesFilteredPath(t *testing.T) {
 	ids := make([]uint64, 50)
 	all := make([]indexer.WorkerID, len(ids))
 	for i := range ids {
