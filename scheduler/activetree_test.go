@@ -58,23 +58,26 @@ func TestActiveTreeMatchesModel(t *testing.T) {
 	}
 }
 
-// checkTree checks each rank's active blocks against the distinct hashes
-// of its placements, and the tree's invariants: every node has holders,
-// sorted by rank, with refs equal to the placements through it; a node's
-// ranks are among its parent's; every node is its parent's child by its
-// first hash.
-func checkTree(t *testing.T, s *Sequences, step int) {
+// checkTree checks each rank's active blocks against the distinct
+// prefixes of its placements' hash lists (for sequence hashes, which name
+// their prefix, the distinct hashes), and the tree's invariants: every
+// node has holders, sorted by rank, with refs equal to the placements
+// through it; a node's ranks are among its parent's; every node is its
+// parent's child by its first hash.
+func checkTree(t testing.TB, s *Sequences, step int) {
 	t.Helper()
 	tr := &s.tree
-	distinct := map[int32]map[uint64]bool{}
+	distinct := map[int32]map[string]bool{}
 	through := map[[2]int32]int32{} // (node, rank) → placements through it
 	for _, a := range s.requests {
 		for _, pl := range a.places[:a.n] {
 			if distinct[pl.rank] == nil {
-				distinct[pl.rank] = map[uint64]bool{}
+				distinct[pl.rank] = map[string]bool{}
 			}
+			prefix := ""
 			for _, h := range tr.path(pl.node) {
-				distinct[pl.rank][h] = true
+				prefix += fmt.Sprint(h, ",")
+				distinct[pl.rank][prefix] = true
 			}
 			for n := pl.node; n != 0; n = tr.nodes[n].parent {
 				through[[2]int32{n, pl.rank}]++
@@ -119,4 +122,49 @@ func checkTree(t *testing.T, s *Sequences, step int) {
 	if nodes != tr.len() || nodes != tr.children.len() {
 		t.Fatalf("step %d: %d nodes, len %d, %d edges", step, nodes, tr.len(), tr.children.len())
 	}
+}
+
+// FuzzActiveTree books and frees placements with arbitrary hash lists,
+// not sequence hashes: repeated hashes, one hash at several depths, the
+// shapes a malformed replica event could carry. The model and invariants
+// of checkTree must hold after every step, and the tree must be empty
+// once everything is freed.
+func FuzzActiveTree(f *testing.F) {
+	f.Add([]byte{0x13, 1, 1, 1, 0x22, 1, 2, 0x80, 0x11, 3})
+	f.Add([]byte{0x05, 1, 2, 3, 4, 5, 0x05, 1, 2, 3, 4, 6, 0x81, 0x02, 1, 2, 0x80})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		s := NewSequences(true, true)
+		var live []string
+		for i := 0; i < len(ops); {
+			op := ops[i]
+			i++
+			if op&0x80 != 0 { // free the live request op selects
+				if len(live) > 0 {
+					j := int(op&0x7f) % len(live)
+					s.Free(live[j])
+					live = slices.Delete(live, j, j+1)
+				}
+			} else { // book op&0x0f hashes, from the next bytes, on rank op>>4
+				n := min(int(op&0x0f), len(ops)-i)
+				hashes := make([]uint64, n)
+				for k := range hashes {
+					hashes[k] = uint64(ops[i+k] % 4)
+				}
+				i += n
+				id := fmt.Sprint("r", i)
+				if err := s.Add(id, t0, 4, true, Placement{Worker: w(uint64(op >> 4)), Kind: KindDecode, SeqHashes: hashes, NumBlocks: n}); err != nil {
+					continue // a repeated id: nothing booked
+				}
+				live = append(live, id)
+			}
+			checkTree(t, s, i)
+		}
+		for _, id := range live {
+			s.Free(id)
+		}
+		checkTree(t, s, -1)
+		if s.tree.len() != 0 || s.tree.children.len() != 0 {
+			t.Fatalf("all freed, tree holds %d nodes and %d edges", s.tree.len(), s.tree.children.len())
+		}
+	})
 }
