@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kvrouter/router/indexer"
+	kvtest "github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
 )
 
@@ -155,38 +155,20 @@ func (e *env) checkGolden(t *testing.T, file string, names ...string) {
 }
 
 // logBuffer collects JSON log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuffer struct{ kvtest.Buffer }
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// String returns the log so far.
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // count returns how many lines have message msg.
 func (l *logBuffer) count(msg string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n := 0
-	for _, line := range bytes.Split(l.b.Bytes(), []byte("\n")) {
+	for _, line := range strings.Split(l.String(), "\n") {
 		var rec struct {
 			Msg string `json:"msg"`
 		}
-		if json.Unmarshal(line, &rec) == nil && rec.Msg == msg {
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
 			n++
 		}
 	}

@@ -58,7 +58,7 @@ type Process struct {
 	t    testing.TB
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *Buffer
 	done chan struct{}
 	err  error
 }
@@ -67,7 +67,7 @@ type Process struct {
 // for Output and printed if the test fails.
 func Start(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
-	p := &Process{t: t, name: filepath.Base(name), out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &Process{t: t, name: filepath.Base(name), out: &Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(name, args...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
@@ -170,20 +170,3 @@ var (
 
 // Addr joins a loopback host and port.
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
