@@ -169,6 +169,21 @@ func BucketName(namespace, component string) string {
 	return slug("namespace." + namespace + ".component." + component + "-radix-bucket")
 }
 
+// LockBucketName returns the key-value bucket holding a component's
+// snapshot lock (SnapshotLockKey): one router at a time checks, writes and
+// purges.
+func LockBucketName(namespace, component string) string {
+	return slug("namespace." + namespace + ".component." + component + "-radix-lock")
+}
+
+// SnapshotLockKey is the key of the snapshot lock in its bucket; its value
+// is the holder's router id.
+const SnapshotLockKey = "snapshot"
+
+// SnapshotLockTTL is how long a snapshot lock lasts if its holder never
+// releases it (a router killed mid-upload): longer than any upload.
+const SnapshotLockTTL = 2 * time.Minute
+
 // SnapshotObject is the name of the snapshot object in the bucket.
 const SnapshotObject = "radix-state"
 

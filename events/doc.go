@@ -108,7 +108,12 @@
 // stream sequence in the object's metadata. The upload runs beside the
 // fetcher; once written, the stream is purged up to the snapshot's
 // sequence, but never past the ack floor of any consumer of the stream.
-// A bucket already holding a newer snapshot is left alone.
+// A bucket already holding a newer snapshot is left alone. Routers sharing
+// a stream take turns: the check, the write and the purge happen under
+// key snapshot of key-value bucket
+// namespace-{ns}-component-{component}-radix-lock, created with a TTL of
+// SnapshotLockTTL so that a router dying mid-upload frees it; a router
+// finding it held tries again at a later interval.
 //
 // At start, Run loads the snapshot into the index, seeds the event_id
 // baselines from it, deletes any consumer of its name and creates a fresh

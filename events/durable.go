@@ -45,6 +45,10 @@ type durableStream struct {
 	cons      jetstream.Consumer
 	name      string
 	bucket    string
+	// lockBucket holds the snapshot lock; lock is it, opened by the first
+	// upload (upload goroutine only).
+	lockBucket string
+	lock       jetstream.KeyValue
 
 	// applied is the last stream sequence whose message and every one
 	// before it were applied; target is the stream's last sequence at
@@ -79,12 +83,13 @@ func (s *Subscriber) openDurable(ctx context.Context, comp string) (*durableStre
 		return nil, fmt.Errorf("kv events: jetstream: %w", err)
 	}
 	ds := &durableStream{
-		s:         s,
-		component: comp,
-		js:        js,
-		name:      StreamName(s.cfg.Namespace, comp),
-		bucket:    BucketName(s.cfg.Namespace, comp),
-		workers:   make(map[indexer.WorkerID]struct{}),
+		s:          s,
+		component:  comp,
+		js:         js,
+		name:       StreamName(s.cfg.Namespace, comp),
+		bucket:     BucketName(s.cfg.Namespace, comp),
+		lockBucket: LockBucketName(s.cfg.Namespace, comp),
+		workers:    make(map[indexer.WorkerID]struct{}),
 	}
 	if err := ds.openStream(ctx); err != nil {
 		return nil, err

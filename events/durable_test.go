@@ -237,6 +237,55 @@ func TestDurableSnapshotRestart(t *testing.T) {
 	}
 }
 
+// TestDurableSnapshotWaitsForTheLock: while another router holds the
+// component's snapshot lock, the router neither writes a snapshot nor
+// purges; once the lock is free it does both, and releases the lock.
+func TestDurableSnapshotWaitsForTheLock(t *testing.T) {
+	srv := testutil.NATS(t)
+	pub := testutil.NATSConn(t, srv.URL())
+	js, err := jetstream.New(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lock, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LockBucketName("test", DefaultComponent), TTL: SnapshotLockTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := lock.Create(ctx, SnapshotLockKey, []byte("router-other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := durableConfig("router-a")
+	cfg.SnapshotThreshold = 100
+	a := newHarness(t, srv.URL(), cfg).start()
+	wl := newWorkload(3, 2000, 4, 100)
+	wl.publish(t, pub, 0, len(wl.msgs))
+	a.waitApplied(uint64(len(wl.msgs)))
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(a.log.String(), "another router holds the snapshot lock")
+	}, "the router to find the lock held")
+	stream := streamOf(t, pub)
+	if st := a.sub.Stats(); st.Snapshots != 0 {
+		t.Fatalf("%d snapshots written while another router held the lock", st.Snapshots)
+	}
+	if first := streamState(t, stream).FirstSeq; first != 1 {
+		t.Fatalf("stream purged to %d while another router held the lock", first)
+	}
+
+	if err := lock.Delete(ctx, SnapshotLockKey, jetstream.LastRevision(rev)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return a.sub.Stats().Snapshots > 0 && streamState(t, stream).FirstSeq > 1
+	}, "a snapshot and a purge once the lock is free")
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		_, err := lock.Get(ctx, SnapshotLockKey)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, "the router to release the lock")
+}
+
 // TestDurableResetStates: --router-reset-states empties the stream and drops
 // the snapshot, and the router starts with an empty index.
 func TestDurableResetStates(t *testing.T) {

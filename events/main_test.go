@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +42,7 @@ type harness struct {
 	reg *prometheus.Registry
 	m   *metrics.Router
 	sub *Subscriber
-	log *bytes.Buffer
+	log *testutil.Buffer
 
 	cancel context.CancelFunc
 	done   chan error
@@ -59,12 +58,12 @@ func testConfig() Config {
 // newHarness builds a subscriber on the server at url; it does not run yet.
 func newHarness(t testing.TB, url string, cfg Config, opts ...Option) *harness {
 	t.Helper()
-	h := &harness{t: t, nc: testutil.NATSConn(t, url), idx: indexer.NewIndex(indexer.Config{}), reg: prometheus.NewRegistry(), log: &bytes.Buffer{}}
+	h := &harness{t: t, nc: testutil.NATSConn(t, url), idx: indexer.NewIndex(indexer.Config{}), reg: prometheus.NewRegistry(), log: &testutil.Buffer{}}
 	var err error
 	if h.m, err = metrics.New(h.reg, metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: h.log}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if h.sub, err = NewSubscriber(cfg, h.nc, h.idx, h.m, logger, opts...); err != nil {
 		t.Fatal(err)
 	}
@@ -123,17 +122,6 @@ func (h *harness) waitApplied(n uint64) {
 type statsNow struct{ s *Subscriber }
 
 func (x statsNow) String() string { return fmt.Sprintf("%+v", x.s.Stats()) }
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
 
 // canonical renders an index dump as sorted lines, equal for equal indexes.
 func canonical(evs []indexer.Event) []string {

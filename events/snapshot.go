@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -203,6 +204,16 @@ func (s *Subscriber) seedBaseline(w indexer.Worker, id uint64) {
 // the stream are past.
 func (ds *durableStream) upload(ctx context.Context, data []byte, events int, seq uint64) {
 	s := ds.s
+	release, err := ds.acquireLock(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		s.log.Info("kv events: another router holds the snapshot lock; snapshotting later", slog.String("bucket", ds.lockBucket))
+		return
+	case err != nil:
+		ds.uploadFailed(ctx, "lock", err)
+		return
+	}
+	defer release()
 	obs, err := ds.js.ObjectStore(ctx, ds.bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		obs, err = ds.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ds.bucket})
@@ -255,6 +266,37 @@ func (ds *durableStream) upload(ctx context.Context, data []byte, events int, se
 	}
 	s.log.Info("kv events: snapshot written", slog.String("bucket", ds.bucket), slog.Int("events", events),
 		slog.Int("bytes", len(data)), slog.Uint64("stream_sequence", seq), slog.Uint64("purged_through", upTo))
+}
+
+// acquireLock takes the component's snapshot lock, or fails with
+// jetstream.ErrKeyExists while another router holds it. Without it, two
+// routers could each find the bucket's snapshot older than theirs and
+// write in turn, the older last, after the newer one's purge removed
+// messages that only the newer snapshot covers: a restart from the older
+// one would miss them. The lock expires after SnapshotLockTTL should its
+// holder die; release deletes it only if it is still this one.
+func (ds *durableStream) acquireLock(ctx context.Context) (release func(), err error) {
+	if ds.lock == nil {
+		kv, err := ds.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ds.lockBucket, TTL: SnapshotLockTTL})
+		if err != nil {
+			return nil, err
+		}
+		ds.lock = kv
+	}
+	rev, err := ds.lock.Create(ctx, SnapshotLockKey, []byte(ds.s.cfg.RouterID))
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		// Released even when shutting down, so the next router need not
+		// wait out the TTL.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := ds.lock.Delete(rctx, SnapshotLockKey, jetstream.LastRevision(rev)); err != nil {
+			ds.s.log.Warn("kv events: cannot release the snapshot lock; it expires by itself", slog.String("bucket", ds.lockBucket),
+				slog.Duration("ttl", SnapshotLockTTL), slog.Any("error", err))
+		}
+	}, nil
 }
 
 func (ds *durableStream) uploadFailed(ctx context.Context, step string, err error) {
