@@ -67,16 +67,19 @@ func TestActiveTreeMatchesModel(t *testing.T) {
 func checkTree(t testing.TB, s *Sequences, step int) {
 	t.Helper()
 	tr := &s.tree
-	distinct := map[int32]map[string]bool{}
+	distinct := map[int32]map[uint64]bool{}
 	through := map[[2]int32]int32{} // (node, rank) → placements through it
 	for _, a := range s.requests {
 		for _, pl := range a.places[:a.n] {
 			if distinct[pl.rank] == nil {
-				distinct[pl.rank] = map[string]bool{}
+				distinct[pl.rank] = map[uint64]bool{}
 			}
-			prefix := ""
+			// A prefix by an FNV-style fold of its hashes, cheaper than
+			// strings; a collision (as unlikely as in any 64-bit hash)
+			// would undercount and fail the test, never pass it.
+			prefix := uint64(14695981039346656037)
 			for _, h := range tr.path(pl.node) {
-				prefix += fmt.Sprint(h, ",")
+				prefix = (prefix ^ h) * 1099511628211
 				distinct[pl.rank][prefix] = true
 			}
 			for n := pl.node; n != 0; n = tr.nodes[n].parent {
