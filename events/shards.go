@@ -33,6 +33,9 @@ type rankState struct {
 	// resync says events of the rank were dropped (full queue) and already
 	// accounted for: the next event_id sets a new baseline.
 	resync bool
+	// unregistered says the observer has not reported the rank's worker
+	// registered: each event is reported to it (see WorkerObserver).
+	unregistered bool
 }
 
 // shard applies the events of the worker ranks hashed to it, in order, on
@@ -109,7 +112,9 @@ func (sh *shard) track(it *item) (clearFirst bool) {
 	if !known {
 		rs = &rankState{}
 		sh.ranks[w] = rs
-		sh.s.noteWorker(w.ID)
+	}
+	if !known || rs.unregistered {
+		rs.unregistered = !sh.s.noteWorker(w.ID)
 	}
 	last := rs.last
 	rs.last = it.id

@@ -34,12 +34,15 @@ type Applier interface {
 // WorkerObserver learns which workers publish KV events, so that a worker
 // registry can notice workers it does not know (router-api.md §2).
 //
-// WorkerSeen is called when events of worker id first reach the index: once
-// after the start, and once more after each Forget(id). It is called from
-// the subscriber's shard goroutines, possibly several at once for different
-// ids, and must return quickly without calling back into the Subscriber.
+// WorkerSeen is called when an event of worker id reaches the index, and
+// reports whether the worker is registered. Once it says so, it is not
+// called for that worker again until Forget(id); until then it is called
+// for every event (and once for a worker restored from a snapshot), so
+// that an observer can count the events of a worker that never registers.
+// It is called from the subscriber's shard goroutines, possibly several at
+// once, and must return quickly without calling back into the Subscriber.
 type WorkerObserver interface {
-	WorkerSeen(id indexer.WorkerID)
+	WorkerSeen(id indexer.WorkerID) (registered bool)
 }
 
 // Option configures a Subscriber beyond its Config.
@@ -133,7 +136,7 @@ type Subscriber struct {
 	// seen holds the worker ids reported to the observer; forgetGen counts
 	// Forget calls so shards know to drop the state of forgotten workers.
 	seenMu    sync.Mutex
-	seen      map[indexer.WorkerID]struct{}
+	seen      map[indexer.WorkerID]bool // told of; true once registered
 	forgetGen atomic.Uint64
 
 	// lastWarn and suppressed rate-limit warnings about rejected and dropped
@@ -184,7 +187,7 @@ func NewSubscriber(cfg Config, nc *nats.Conn, idx Applier, m *metrics.Router, lo
 		dropTier:      lazy(m.KVEventsDropped, DropStorageTier),
 		dropDuplicate: lazy(m.KVEventsDropped, DropDuplicate),
 		resets:        resets,
-		seen:          make(map[indexer.WorkerID]struct{}),
+		seen:          make(map[indexer.WorkerID]bool),
 		decodeErrs:    make(map[string]*lazyCounter),
 	}
 	for _, r := range []string{metrics.DecodeJSON, metrics.DecodeMsgpack, metrics.DecodeSchema, ReasonTooLarge} {
@@ -445,17 +448,20 @@ func (s *Subscriber) shardOf(w indexer.Worker) *shard {
 	return s.shards[h%uint64(len(s.shards))]
 }
 
-// noteWorker tells the observer about a worker id it has not been told of.
-func (s *Subscriber) noteWorker(id indexer.WorkerID) {
+// noteWorker tells the observer about an event of worker id, unless it
+// already said the worker is registered, and reports whether it is.
+func (s *Subscriber) noteWorker(id indexer.WorkerID) (registered bool) {
 	s.seenMu.Lock()
-	_, known := s.seen[id]
-	if !known {
-		s.seen[id] = struct{}{}
-	}
+	registered = s.seen[id]
 	s.seenMu.Unlock()
-	if !known && s.obs != nil {
-		s.obs.WorkerSeen(id)
+	if registered {
+		return true
 	}
+	registered = s.obs == nil || s.obs.WorkerSeen(id)
+	s.seenMu.Lock()
+	s.seen[id] = registered
+	s.seenMu.Unlock()
+	return registered
 }
 
 // publishGauges sets the queue-depth and index gauges.

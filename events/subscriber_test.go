@@ -393,15 +393,26 @@ func TestQueueFullClearsRank(t *testing.T) {
 	}
 }
 
+// recordingObserver records WorkerSeen calls; the workers in unknown are
+// not registered.
 type recordingObserver struct {
-	mu   sync.Mutex
-	seen []indexer.WorkerID
+	mu      sync.Mutex
+	seen    []indexer.WorkerID
+	unknown map[indexer.WorkerID]bool
 }
 
-func (r *recordingObserver) WorkerSeen(id indexer.WorkerID) {
+func (r *recordingObserver) WorkerSeen(id indexer.WorkerID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seen = append(r.seen, id)
+	return !r.unknown[id]
+}
+
+// register marks worker id registered.
+func (r *recordingObserver) register(id indexer.WorkerID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.unknown, id)
 }
 
 func (r *recordingObserver) calls() []indexer.WorkerID {
@@ -434,6 +445,38 @@ func TestWorkerSeenAndForget(t *testing.T) {
 	h.waitApplied(11)
 	if diff := cmp.Diff([]indexer.WorkerID{5, 5, 6}, sortedIDs(obs.calls())); diff != "" {
 		t.Errorf("WorkerSeen calls after Forget(5) (-want +got):\n%s", diff)
+	}
+}
+
+// TestWorkerSeenEveryEventUntilRegistered: the events of a worker the
+// observer does not know are each reported, on every rank, so that the
+// registry can count them; once the observer reports it registered, no
+// more calls.
+func TestWorkerSeenEveryEventUntilRegistered(t *testing.T) {
+	srv := testutil.NATS(t)
+	obs := &recordingObserver{unknown: map[indexer.WorkerID]bool{7: true}}
+	h := newHarness(t, srv.URL(), testConfig(), WithObserver(obs)).start()
+	pub := testutil.NATSConn(t, srv.URL())
+	subject := Subjects("test", DefaultComponent)[0]
+	send := func(id indexer.WorkerID, rank indexer.DPRank, eventID uint64) {
+		publish(t, pub, subject, jsonEvent(indexer.Event{Worker: indexer.Worker{ID: id, DPRank: rank}, Kind: indexer.KindCleared}, eventID))
+	}
+	for id := range uint64(3) {
+		send(7, 0, 1+id)
+		send(7, 1, 1+id)
+		send(8, 0, 1+id)
+	}
+	h.waitApplied(9)
+	if diff := cmp.Diff([]indexer.WorkerID{7, 7, 7, 7, 7, 7, 8}, sortedIDs(obs.calls())); diff != "" {
+		t.Fatalf("WorkerSeen calls (-want +got):\n%s", diff)
+	}
+	obs.register(7)
+	send(7, 0, 4) // reported, and now registered
+	send(7, 1, 4) // the other rank learns it from the subscriber
+	send(7, 0, 5)
+	h.waitApplied(12)
+	if got := len(obs.calls()); got != 8 {
+		t.Errorf("%d WorkerSeen calls after the registration, want 8: one to learn it, none after", got)
 	}
 }
 

@@ -90,7 +90,8 @@
 // # Unregistered workers (grace.go)
 //
 // The KV events subscriber calls WorkerSeen when events of a worker reach
-// the index (package events: once per worker, and again after Forget).
+// the index (package events: each event, until WorkerSeen reports the
+// worker registered, and again after Forget).
 // Events of a worker that is not registered are indexed, but the worker is
 // no candidate; if it is still unregistered after Config.UnknownWorkerGrace,
 // its blocks are removed, the Forgetter (the subscriber, SetForgetter) is

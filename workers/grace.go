@@ -26,31 +26,33 @@ type pending struct {
 	timer *time.Timer
 }
 
-// WorkerSeen tells the registry that KV events of worker id reached the
-// index. The KV events subscriber calls it from its shard goroutines, for
-// each worker once and again after each Forget (it may also be called for
-// every event). For a registered worker it reads the snapshot and returns,
+// WorkerSeen tells the registry that a KV event of worker id reached the
+// index, and reports whether the worker is registered. The KV events
+// subscriber calls it from its shard goroutines, for every event of a
+// worker until it reports the worker registered, and again after each
+// Forget. For a registered worker it reads the snapshot and returns,
 // without locking or allocating; for another it takes the registry's lock,
 // which discovery may hold for a moment.
 //
 // For an unregistered worker it starts a grace period. When the period
 // ends with the worker still unregistered, its blocks are removed from the
-// index, the forgetter is told, and the WorkerSeen calls of the period are
-// counted as dropped events; a sweep period follows. Registration cancels
-// the period. While discovery has not listed etcd, or cannot reach it, a
-// period that ends starts again instead: the worker may have registered
-// unseen.
-func (r *Registry) WorkerSeen(id indexer.WorkerID) {
+// index, the forgetter is told, and the WorkerSeen calls of the period
+// (its events) are counted as dropped; a sweep period follows.
+// Registration cancels the period. While discovery has not listed etcd, or
+// cannot reach it, a period that ends starts again instead: the worker may
+// have registered unseen. After Close it reports every worker registered:
+// there is nothing left to count.
+func (r *Registry) WorkerSeen(id indexer.WorkerID) (registered bool) {
 	if _, ok := r.snap.Load().Get(id); ok {
-		return
+		return true
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return
+		return true
 	}
 	if _, ok := r.snap.Load().Get(id); ok {
-		return
+		return true
 	}
 	p := r.pending[id]
 	if p == nil {
@@ -58,6 +60,7 @@ func (r *Registry) WorkerSeen(id indexer.WorkerID) {
 		r.log.Info("KV events from an unregistered worker; waiting for it to register", "worker_id", id, "grace", r.cfg.UnknownWorkerGrace)
 	}
 	p.seen++
+	return false
 }
 
 // sweepLocked schedules a sweep of worker id's blocks one grace period from

@@ -55,10 +55,14 @@ func TestGraceDropsBlocksOfUnregisteredWorker(t *testing.T) {
 
 		for range 3 {
 			e.store(t, unknown, 5)
-			e.reg.WorkerSeen(unknown.ID)
+			if e.reg.WorkerSeen(unknown.ID) {
+				t.Fatal("WorkerSeen reports an unregistered worker registered")
+			}
 		}
 		e.store(t, known, 5)
-		e.reg.WorkerSeen(known.ID)
+		if !e.reg.WorkerSeen(known.ID) {
+			t.Fatal("WorkerSeen reports a registered worker unregistered")
+		}
 		if _, ok := e.reg.Snapshot().Get(unknown.ID); ok {
 			t.Fatal("an unregistered worker is in the snapshot")
 		}
