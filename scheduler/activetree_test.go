@@ -47,14 +47,21 @@ func TestActiveTreeMatchesModel(t *testing.T) {
 				}
 				checkTree(t, s, i)
 			}
-			for _, id := range live {
-				s.Free(id)
-			}
-			checkTree(t, s, -1)
-			if s.tree.len() != 0 || s.tree.children.len() != 0 {
-				t.Fatalf("all freed, tree holds %d nodes and %d edges", s.tree.len(), s.tree.children.len())
-			}
+			freeAllLeavesEmptyTree(t, s, live)
 		})
+	}
+}
+
+// freeAllLeavesEmptyTree frees the live requests, checks the tree after,
+// and checks that nothing is left in it.
+func freeAllLeavesEmptyTree(t testing.TB, s *Sequences, live []string) {
+	t.Helper()
+	for _, id := range live {
+		s.Free(id)
+	}
+	checkTree(t, s, -1)
+	if s.tree.len() != 0 || s.tree.children.len() != 0 {
+		t.Fatalf("all freed, tree holds %d nodes and %d edges", s.tree.len(), s.tree.children.len())
 	}
 }
 
@@ -162,12 +169,6 @@ func FuzzActiveTree(f *testing.F) {
 			}
 			checkTree(t, s, i)
 		}
-		for _, id := range live {
-			s.Free(id)
-		}
-		checkTree(t, s, -1)
-		if s.tree.len() != 0 || s.tree.children.len() != 0 {
-			t.Fatalf("all freed, tree holds %d nodes and %d edges", s.tree.len(), s.tree.children.len())
-		}
+		freeAllLeavesEmptyTree(t, s, live)
 	})
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/kvrouter/router/indexer"
 )
 
 // scanCase is one least-cost choice: the candidates' loads, the sparse
@@ -486,30 +484,11 @@ func TestViewKeysFollowLoads(t *testing.T) {
 // filtered path, as TestFastPathMatchesFilteredPath does at the default
 // scale.
 func TestOverrideScaleFallsBack(t *testing.T) {
-	ids := make([]uint64, 30)
-	all := make([]indexer.WorkerID, len(ids))
-	for i := range ids {
-		ids[i] = uint64(i + 1)
-		all[i] = indexer.WorkerID(i + 1)
-	}
-	a := newEnv(t, testConfig(), newFleet(cands(0, 0, ids...), nil))
-	b := newEnv(t, testConfig(), newFleet(cands(0, 0, ids...), nil))
+	tw := newTwins(t, 30)
 	rng := rand.New(rand.NewPCG(6, 6))
 	o := &Override{PrefillLoadScale: ptr(0.3)}
 	for i := range 300 {
-		p := tokens(rng.IntN(8)*100, 1+rng.IntN(5), 4)
-		if i%5 == 0 {
-			id := ids[rng.IntN(len(ids))]
-			a.store(t, w(id), p)
-			b.store(t, w(id), p)
-		}
-		seed := rng.Uint64()
-		a.r.rng, b.r.rng = rand.New(rand.NewPCG(seed, 0)), rand.New(rand.NewPCG(seed, 0))
-		da := route(t, a, &Request{Tokens: p, Override: o})
-		db := route(t, b, &Request{Tokens: p, Override: o, AllowedWorkerIDs: all})
-		da.RequestID, db.RequestID = "", ""
-		if da != db {
-			t.Fatalf("step %d: unfiltered path chose %+v, filtered path %+v", i, da, db)
-		}
+		p := tw.prompt(t, rng, i)
+		tw.sameChoice(t, i, rng.Uint64(), Request{Tokens: p, Override: o})
 	}
 }

@@ -448,32 +448,60 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 // worker) choose the same ranks from the same random draws, over random
 // loads and overlaps.
 func TestFastPathMatchesFilteredPath(t *testing.T) {
-	ids := make([]uint64, 50)
-	all := make([]indexer.WorkerID, len(ids))
-	for i := range ids {
-		ids[i] = uint64(i + 1)
-		all[i] = indexer.WorkerID(i + 1)
-	}
-	a := newEnv(t, testConfig(), newFleet(cands(0, 0, ids...), nil))
-	b := newEnv(t, testConfig(), newFleet(cands(0, 0, ids...), nil))
+	tw := newTwins(t, 50)
 	rng := rand.New(rand.NewPCG(4, 4))
 	for i := range 400 {
-		p := tokens(rng.IntN(8)*100, 1+rng.IntN(5), 4)
-		if i%5 == 0 {
-			id := ids[rng.IntN(len(ids))]
-			a.store(t, w(id), p)
-			b.store(t, w(id), p)
-		}
+		p := tw.prompt(t, rng, i)
 		for _, byLoad := range []WorkerType{WorkerTypeAggregated, WorkerTypeDecode} {
-			// Same random stream: reseed both routers alike.
-			seed := rng.Uint64()
-			a.r.rng, b.r.rng = rand.New(rand.NewPCG(seed, 0)), rand.New(rand.NewPCG(seed, 0))
-			da := route(t, a, &Request{Tokens: p, Type: byLoad, QueryOnly: i%2 == 0})
-			db := route(t, b, &Request{Tokens: p, Type: byLoad, QueryOnly: i%2 == 0, AllowedWorkerIDs: all})
-			da.RequestID, db.RequestID = "", ""
-			if da != db {
-				t.Fatalf("step %d: fused path chose %+v, filtered path %+v", i, da, db)
-			}
+			tw.sameChoice(t, i, rng.Uint64(), Request{Tokens: p, Type: byLoad, QueryOnly: i%2 == 0})
 		}
+	}
+}
+
+// twins are two routers on the same workers, fed the same prompts, to
+// compare the unfiltered choice on a with the filtered one on b.
+type twins struct {
+	a, b *env
+	ids  []uint64
+	// all is an allowed_worker_ids listing every worker: it forces the
+	// filtered path and excludes nobody.
+	all []indexer.WorkerID
+}
+
+func newTwins(t *testing.T, n int) *twins {
+	tw := &twins{ids: make([]uint64, n), all: make([]indexer.WorkerID, n)}
+	for i := range tw.ids {
+		tw.ids[i] = uint64(i + 1)
+		tw.all[i] = indexer.WorkerID(i + 1)
+	}
+	tw.a = newEnv(t, testConfig(), newFleet(cands(0, 0, tw.ids...), nil))
+	tw.b = newEnv(t, testConfig(), newFleet(cands(0, 0, tw.ids...), nil))
+	return tw
+}
+
+// prompt draws step i's prompt, and every fifth step caches it on a random
+// worker of both routers.
+func (tw *twins) prompt(t *testing.T, rng *rand.Rand, i int) []uint32 {
+	p := tokens(rng.IntN(8)*100, 1+rng.IntN(5), 4)
+	if i%5 == 0 {
+		id := tw.ids[rng.IntN(len(tw.ids))]
+		tw.a.store(t, w(id), p)
+		tw.b.store(t, w(id), p)
+	}
+	return p
+}
+
+// sameChoice routes req on a unfiltered and on b filtered, both routers
+// drawing from a random stream seeded with seed, and fails if they
+// decide differently.
+func (tw *twins) sameChoice(t *testing.T, step int, seed uint64, req Request) {
+	t.Helper()
+	tw.a.r.rng, tw.b.r.rng = rand.New(rand.NewPCG(seed, 0)), rand.New(rand.NewPCG(seed, 0))
+	ra, rb := req, req
+	rb.AllowedWorkerIDs = tw.all
+	da, db := route(t, tw.a, &ra), route(t, tw.b, &rb)
+	da.RequestID, db.RequestID = "", ""
+	if da != db {
+		t.Fatalf("step %d: unfiltered path chose %+v, filtered path %+v", step, da, db)
 	}
 }
