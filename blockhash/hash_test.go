@@ -18,7 +18,7 @@ func seq(from, to uint32) []uint32 {
 
 func ptr(v uint64) *uint64 { return &v }
 
-// The vectors of dynamo-compat.md §2, each one a case.
+// The vectors of docs/compat.md §2, each one a case.
 func TestVectors(t *testing.T) {
 	if got, want := xxh3.HashStringSeed("test data", 1337), uint64(13226331709069118873); got != want {
 		t.Fatalf("XXH3(test data, 1337) = %d, want %d", got, want)

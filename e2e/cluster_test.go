@@ -21,6 +21,8 @@ type cluster struct {
 	natsDir    string
 	nats       *testutil.Process
 	etcdURL    string
+	etcdBin    string
+	etcdArgs   []string
 	etcd       *testutil.Process
 	router     *testutil.Process
 	statusBase string
@@ -30,7 +32,7 @@ func newCluster(t *testing.T, routerArgs ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	c.natsBin = testutil.Binary(t, "nats-server", "nats-server")
-	etcdBin := testutil.Binary(t, "etcd", "etcd-server")
+	c.etcdBin = testutil.Binary(t, "etcd", "etcd-server")
 	router := testutil.BuildRouter(t)
 
 	c.natsPort = testutil.FreePort(t)
@@ -40,11 +42,11 @@ func newCluster(t *testing.T, routerArgs ...string) *cluster {
 	clientPort, peerPort := testutil.FreePort(t), testutil.FreePort(t)
 	c.etcdURL = "http://" + testutil.Addr(clientPort)
 	peerURL := "http://" + testutil.Addr(peerPort)
-	c.etcd = testutil.Start(t, etcdBin,
-		"--name", "e2e", "--data-dir", t.TempDir(),
+	c.etcdArgs = []string{"--name", "e2e", "--data-dir", t.TempDir(),
 		"--listen-client-urls", c.etcdURL, "--advertise-client-urls", c.etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "e2e="+peerURL)
+		"--initial-cluster", "e2e=" + peerURL}
+	c.startEtcd()
 
 	statusPort := testutil.FreePort(t)
 	c.statusBase = "http://" + testutil.Addr(statusPort)
@@ -70,6 +72,9 @@ func newCluster(t *testing.T, routerArgs ...string) *cluster {
 }
 
 func (c *cluster) natsURL() string { return "nats://" + testutil.Addr(c.natsPort) }
+
+// startEtcd starts etcd, or starts it again on the same data and ports.
+func (c *cluster) startEtcd() { c.etcd = testutil.Start(c.t, c.etcdBin, c.etcdArgs...) }
 
 func (c *cluster) startNATS() {
 	c.nats = testutil.Start(c.t, c.natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(c.natsPort), "-js", "-sd", c.natsDir)

@@ -1,10 +1,10 @@
 package events
 
 import (
-	"encoding/binary"
 	"testing"
 	"time"
 
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/testutil"
 )
@@ -71,10 +71,10 @@ func benchIngest(b *testing.B, msgpackEnc, durable bool) {
 			pos[w]++
 		}
 		if msgpackEnc {
-			buf = appendMsgpackEnvelope(buf[:0], e, ids[w])
+			buf = testutil.AppendMsgpackEnvelope(buf[:0], e, ids[w])
 			return buf
 		}
-		buf = AppendJSON(buf[:0], e, Meta{EventID: ids[w]})
+		buf = codec.AppendJSON(buf[:0], e, codec.Meta{EventID: ids[w]})
 		return buf
 	}
 	poll := time.NewTicker(100 * time.Microsecond)
@@ -104,88 +104,4 @@ func benchIngest(b *testing.B, msgpackEnc, durable bool) {
 	if st := h.sub.Stats(); st.Dropped != 0 || st.DecodeErrors != 0 || st.Missed != 0 {
 		b.Fatalf("losses: %+v", st)
 	}
-}
-
-// appendMsgpackEnvelope writes ev as Dynamo's MessagePack envelope by hand
-// (the reflection-based library costs the publisher more than the router
-// spends decoding). The payload is a bin8/bin16 of a RouterEvent map.
-func appendMsgpackEnvelope(dst []byte, ev indexer.Event, id uint64) []byte {
-	var p [256]byte
-	payload := appendMsgpackRouterEvent(p[:0], ev, id)
-	dst = append(dst, 0x85)
-	dst = mpStr(dst, "publisher_id")
-	dst = mpUint(dst, 42)
-	dst = mpStr(dst, "sequence")
-	dst = mpUint(dst, id)
-	dst = mpStr(dst, "published_at")
-	dst = mpUint(dst, 1700000000000)
-	dst = mpStr(dst, "topic")
-	dst = mpStr(dst, "kv-events")
-	dst = mpStr(dst, "payload")
-	if len(payload) < 256 {
-		dst = append(dst, 0xc4, byte(len(payload)))
-	} else {
-		dst = append(dst, 0xc5, byte(len(payload)>>8), byte(len(payload)))
-	}
-	return append(dst, payload...)
-}
-
-func appendMsgpackRouterEvent(dst []byte, ev indexer.Event, id uint64) []byte {
-	dst = append(dst, 0x83)
-	dst = mpStr(dst, "worker_id")
-	dst = mpUint(dst, uint64(ev.Worker.ID))
-	dst = mpStr(dst, "storage_tier")
-	dst = mpStr(dst, "device")
-	dst = mpStr(dst, "event")
-	dst = append(dst, 0x83)
-	dst = mpStr(dst, "event_id")
-	dst = mpUint(dst, id)
-	dst = mpStr(dst, "data")
-	switch ev.Kind {
-	case indexer.KindStored:
-		dst = append(dst, 0x81)
-		dst = mpStr(dst, "stored")
-		dst = append(dst, 0x83)
-		dst = mpStr(dst, "parent_hash")
-		if ev.HasParent {
-			dst = mpUint(dst, uint64(ev.Parent))
-		} else {
-			dst = append(dst, 0xc0)
-		}
-		dst = mpStr(dst, "start_position")
-		dst = append(dst, 0xc0)
-		dst = mpStr(dst, "blocks")
-		dst = append(dst, 0x90|byte(len(ev.Blocks))) // fixarray: benchmark events have few blocks
-		for _, b := range ev.Blocks {
-			dst = append(dst, 0x83)
-			dst = mpStr(dst, "block_hash")
-			dst = mpUint(dst, uint64(b.Hash))
-			dst = mpStr(dst, "tokens_hash")
-			dst = mpUint(dst, uint64(b.Tokens))
-			dst = mpStr(dst, "mm_extra_info")
-			dst = append(dst, 0xc0)
-		}
-	case indexer.KindRemoved:
-		dst = append(dst, 0x81)
-		dst = mpStr(dst, "removed")
-		dst = append(dst, 0x81)
-		dst = mpStr(dst, "block_hashes")
-		dst = append(dst, 0x90|byte(len(ev.Removed)))
-		for _, h := range ev.Removed {
-			dst = mpUint(dst, uint64(h))
-		}
-	default:
-		dst = mpStr(dst, "cleared")
-	}
-	dst = mpStr(dst, "dp_rank")
-	return mpUint(dst, uint64(ev.Worker.DPRank))
-}
-
-func mpStr(dst []byte, s string) []byte { return append(append(dst, 0xa0|byte(len(s))), s...) }
-
-func mpUint(dst []byte, v uint64) []byte {
-	if v < 128 {
-		return append(dst, byte(v))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xcf), v)
 }

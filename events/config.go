@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Defaults of Config, Dynamo's where Dynamo has one (dynamo-compat.md §9).
+// Defaults of Config, Dynamo's where Dynamo has one (docs/compat.md §9).
 const (
 	// DefaultNamespace is Dynamo's default namespace.
 	DefaultNamespace = "dynamo"
@@ -15,8 +15,8 @@ const (
 	DefaultComponent = "backend"
 	// DefaultPrefillComponent is the component of prefill workers.
 	DefaultPrefillComponent = "prefill"
-	// DefaultRouterComponent is the router's own component, the scope of the
-	// metric families this package adds.
+	// DefaultRouterComponent is the router's own component, where the
+	// package's metric families live.
 	DefaultRouterComponent = "router"
 	// DefaultEventThreads is Dynamo's --router-event-threads.
 	DefaultEventThreads = 4
@@ -48,8 +48,9 @@ type Config struct {
 	// --prefill-component); empty means no prefill workers.
 	PrefillComponent string
 	// RouterComponent is the router's own component (flag
-	// --router-component): the dynamo_component label of the metric family
-	// this package adds to the metrics registry.
+	// --router-component), and must equal metrics.Config.Component: the
+	// package's families are created in the component scope of the
+	// metrics.Router it is given (NewMetrics), which carries that value.
 	RouterComponent string
 
 	// EventThreads is the number of goroutines that apply events to the

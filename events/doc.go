@@ -1,26 +1,43 @@
-// Package events ingests the workers' KV events from NATS into the index:
-// the only way the router learns what every worker caches. An event lost,
-// misread or applied out of order degrades every routing decision silently,
-// so ingestion here is exact (per-rank order, whole-or-nothing decoding),
-// accounted for (every message is applied or counted by reason) and
-// recoverable (durable mode rebuilds the index after a restart).
+// Package events owns every change of the KV index: the Writer, the one
+// writer of the index, and the NATS transport of the workers' KV events
+// (Subscriber), the only way the router learns what every worker caches. An
+// event lost, misread or applied out of order degrades every routing
+// decision silently, so ingestion here is exact (per-rank order,
+// whole-or-nothing decoding), accounted for (every message is applied or
+// counted by reason) and recoverable (durable mode rebuilds the index after
+// a restart).
+//
+// # One writer
+//
+// Nothing but the Writer changes the index. Its commands are the transports'
+// KV events (Submit, and the Subscriber's own), the worker registry's
+// lifecycle commands (WorkerJoined, WorkerLeft, ClearRank,
+// DropUnregistered), and approximate mode's stores and removals (Write).
+// They are sharded by worker id, so everything about one worker applies in
+// the order it was submitted: a worker that leaves loses exactly what its
+// events stored before, and an event still on its way is applied after the
+// removal, to a worker no longer registered. Such a worker, like one that
+// never registered, is noticed once (Notices) for the registry to start a
+// grace period; if the registry then commands DropUnregistered, its blocks go
+// and every event it sent while unregistered is counted in
+// dynamo_component_kv_events_dropped_total{reason="unknown_worker"}. A
+// departed worker leaves nothing behind in the writer: its event_id
+// baselines and state are freed with its blocks.
 //
 // # Wire
 //
 // Workers publish one RouterEvent per message on
 // namespace.{ns}.component.{component}.kv-events (older builds: kv_events),
-// for the aggregated/decode component and the prefill component. Decode
-// tells the two encodings of dynamo-compat.md §3 apart by the first byte:
-// '{' is JSON (DecodeJSON), anything else the MessagePack envelope whose
-// payload is a MessagePack RouterEvent (DecodeMsgpack). Both decoders are
-// hand-written, pure and allocation-light (the event's block list is the
-// only allocation of a well-formed message); they never panic, reject a
-// message whole or not at all, and say why with a *DecodeError wrapping one
-// of ErrMalformedJSON, ErrMalformedMsgpack, ErrSchema, ErrTooLarge, whose
-// Reason is the label value of dynamo_component_kv_event_decode_errors_total.
-// Negative i64 hashes keep their bits as u64. A message is rejected if it is
-// over MaxMessageBytes or lists more than MaxBlocksPerEvent blocks.
-// AppendJSON is the inverse of DecodeJSON, used for snapshots.
+// for the aggregated/decode component and the prefill component. The
+// wire format is the codec package's (events/codec): codec.Decode tells the
+// two encodings of docs/compat.md §3 apart by the first byte, JSON or the
+// MessagePack envelope, and reads the RouterEvent schema written once for
+// both; it rejects a message whole or not at all, with a *codec.DecodeError
+// wrapping one of codec.ErrMalformedJSON, ErrMalformedMsgpack, ErrSchema,
+// ErrTooLarge. This package does the transport and the accounting: each
+// sentinel is a reason label of dynamo_component_kv_event_decode_errors_total
+// (json, msgpack, schema, too_large). Snapshots are written with
+// codec.AppendJSON and read with codec.DecodeJSONList.
 //
 // # Storage tiers
 //
@@ -34,11 +51,13 @@
 //
 // # Goroutines and order
 //
-// Run owns every goroutine the package starts and returns after all have
-// exited. Config.EventThreads shard goroutines apply events; a worker rank
-// (worker_id, dp_rank) is hashed to one of them, so its events apply in the
-// order NATS delivered them while ranks on different shards apply in
-// parallel. Each shard has a bounded queue (Config.QueueCapacity) that
+// Writer.Run and Subscriber.Run each own the goroutines they start and
+// return after all have exited; stop the Subscriber first, then the Writer,
+// which applies what was submitted before it stops. Config.EventThreads
+// shard goroutines apply commands; a worker id is hashed to one of them, so
+// the events of each rank apply in the order NATS delivered them, in order
+// with the worker's lifecycle commands, while workers on different shards
+// apply in parallel. Each shard has a bounded queue (Config.QueueCapacity) that
 // producers append to under a mutex and the shard swaps out whole; it
 // applies what it took in slices of up to 256 events per ApplyBatch, so the
 // index's write lock is taken once per slice, not per event.
@@ -115,8 +134,8 @@
 // SnapshotLockTTL so that a router dying mid-upload frees it; a router
 // finding it held tries again at a later interval.
 //
-// At start, Run loads the snapshot into the index, seeds the event_id
-// baselines from it, deletes any consumer of its name and creates a fresh
+// At start, Run submits the snapshot's events to the Writer, with their
+// event_ids as baselines, ahead of the stream's, deletes any consumer of its name and creates a fresh
 // one delivering from the sequence after the snapshot, then replays; Ready
 // turns true once the replay reached the stream's last sequence at start (or
 // a pull found nothing left), so a restarted router answers only with its
@@ -131,25 +150,27 @@
 // stream order, so a restarted router ends with the index a never-stopped
 // one holds (an index with a capacity cap may evict differently).
 //
-// # Workers seen
-//
-// A WorkerObserver (WithObserver), the worker registry, hears of every
-// worker id whose events reach the index, once, and again after Forget(id).
-// The check costs a map lookup only when a shard meets a rank it does not
-// track.
-//
 // # Concurrency
 //
-// NewSubscriber starts nothing. Run may be called once. Ready, Forget and
-// Stats are safe for concurrent use with Run and each other. Decode,
-// DecodeJSON, DecodeMsgpack and AppendJSON are pure functions.
+// NewWriter and NewSubscriber start nothing; each Run may be called once.
+// The Writer's commands, Sync and Notices, and the Subscriber's Ready and
+// Stats, are safe for concurrent use with Run and each other. The codec's
+// functions are pure. Locks: docs/locks.md.
 //
 // # Metrics
 //
-// Every count goes through the metrics package: the fields of
-// *metrics.Router (events applied by event_type and status, decode errors by
-// reason, queue depth, drops by reason, missed events, apply lag, index
-// size gauges, evictions) and one family of ours created through its
-// registry at the router component's scope,
-// dynamo_component_kv_event_id_resets_total.
+// The package owns these families (Metrics, built by NewMetrics in the
+// router's component scope; names in metrics/names.go, docs/metrics.md):
+// dynamo_component_kv_cache_events_applied (by event_type and status),
+// dynamo_component_kv_event_decode_errors_total (by reason),
+// dynamo_component_kv_event_queue_depth,
+// dynamo_component_kv_events_dropped_total (by reason),
+// dynamo_component_kv_events_missed_total,
+// dynamo_component_kv_event_id_resets_total,
+// dynamo_component_kv_event_apply_lag_seconds, and the index's
+// dynamo_component_kv_index_entries, _nodes, _workers and
+// _evictions_total. The Writer, the index's one writer, is the one owner of
+// the index gauges: it sets them after every batch it applies. It also
+// times each batch into dynamo_router_event_apply_seconds, a histogram of
+// package overhead.
 package events

@@ -300,7 +300,7 @@ loop:
 			ds.workers[it.ev.Worker.ID] = struct{}{}
 			it.done = &wg
 			wg.Add(1)
-			if err := s.shardOf(it.ev.Worker).q.push(ctx, it); err != nil {
+			if err := s.w.push(ctx, it); err != nil {
 				wg.Done()
 				stopped = true
 				break
@@ -358,39 +358,16 @@ func (ds *durableStream) maybeSnapshot(ctx context.Context) {
 	if info.State.Msgs <= cfg.SnapshotThreshold || applied < ds.lastSnap.Load()+max(1, cfg.SnapshotThreshold/2) {
 		return
 	}
-	baselines, err := ds.s.baselines(ctx)
+	baselines, err := ds.s.w.baselines(ctx)
 	if err != nil {
 		return // shutting down
 	}
-	data, n := encodeSnapshot(ds.s.idx.Dump(), baselines, ds.workers)
+	data, n := encodeSnapshot(ds.s.w.idx.Dump(), baselines, ds.workers)
 	ds.uploading.Store(true)
 	ds.uploads.Go(func() {
 		defer ds.uploading.Store(false)
 		ds.upload(ctx, data, n, applied)
 	})
-}
-
-// baselines asks every shard, in queue order, for the last event_id of each
-// rank it tracks.
-func (s *Subscriber) baselines(ctx context.Context) (map[indexer.Worker]uint64, error) {
-	reply := make(chan map[indexer.Worker]uint64, len(s.shards))
-	for _, sh := range s.shards {
-		if err := sh.q.push(ctx, item{ctl: &control{baselines: reply}}); err != nil {
-			return nil, err
-		}
-	}
-	all := make(map[indexer.Worker]uint64)
-	for range s.shards {
-		select {
-		case m := <-reply:
-			for w, id := range m {
-				all[w] = id
-			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return all, nil
 }
 
 // closeDurables deletes the router's durable consumers: a stopped router

@@ -196,7 +196,7 @@ func TestDurableSnapshotRestart(t *testing.T) {
 	if got := matches(b.idx, 1); got[g] != 0 {
 		t.Errorf("rank %v kept blocks from before its event_id gap: %v", g, got)
 	}
-	if got := promtest.ToFloat64(b.m.KVEventsMissed); got != 3 {
+	if got := promtest.ToFloat64(b.em.Missed); got != 3 {
 		t.Errorf("restarted router missed = %v, want 3 (the gap of rank %v)", got, g)
 	}
 	if !strings.Contains(b.log.String(), "snapshot restored") {
@@ -332,7 +332,7 @@ func TestDurableBackpressure(t *testing.T) {
 	wl := newWorkload(4, 4000, 8, 250)
 	wl.publish(t, pub, 0, len(wl.msgs))
 	h.waitApplied(uint64(len(wl.msgs)))
-	if got := promtest.ToFloat64(h.m.KVEventsDropped.WithLabelValues(metrics.DropQueueFull)); got != 0 {
+	if got := promtest.ToFloat64(h.em.Dropped.WithLabelValues(metrics.DropQueueFull)); got != 0 {
 		t.Errorf("dropped{queue_full} = %v in durable mode", got)
 	}
 	if st := h.sub.Stats(); st.Dropped != 0 || st.Clears != 0 {

@@ -1,19 +1,19 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
@@ -31,21 +31,23 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// The index satisfies the Applier the subscriber consumes.
-var _ Applier = (*indexer.Index)(nil)
-
-// harness is a subscriber of a fresh index on an embedded NATS server.
+// harness is a subscriber and the writer of a fresh index, on an embedded
+// NATS server.
 type harness struct {
 	t   testing.TB
 	nc  *nats.Conn
 	idx *indexer.Index
 	reg *prometheus.Registry
 	m   *metrics.Router
+	em  *Metrics // the families the writer and subscriber count in
+	w   *Writer
 	sub *Subscriber
 	log *testutil.Buffer
 
 	cancel context.CancelFunc
 	done   chan error
+	// stopWriter stops the writer, after the subscriber.
+	stopWriter func()
 }
 
 // testConfig is DefaultConfig for namespace "test".
@@ -56,15 +58,21 @@ func testConfig() Config {
 }
 
 // newHarness builds a subscriber on the server at url; it does not run yet.
-func newHarness(t testing.TB, url string, cfg Config, opts ...Option) *harness {
+func newHarness(t testing.TB, url string, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, nc: testutil.NATSConn(t, url), idx: indexer.NewIndex(indexer.Config{}), reg: prometheus.NewRegistry(), log: &testutil.Buffer{}}
 	var err error
 	if h.m, err = metrics.New(h.reg, metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
+	if h.em, err = NewMetrics(h.m); err != nil {
+		t.Fatal(err)
+	}
 	logger := slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if h.sub, err = NewSubscriber(cfg, h.nc, h.idx, h.m, logger, opts...); err != nil {
+	if h.w, err = NewWriter(cfg, h.idx, h.m, logger); err != nil {
+		t.Fatal(err)
+	}
+	if h.sub, err = NewSubscriber(cfg, h.nc, h.w, h.m, logger); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -74,6 +82,7 @@ func newHarness(t testing.TB, url string, cfg Config, opts ...Option) *harness {
 // until it is ready.
 func (h *harness) start() *harness {
 	h.t.Helper()
+	h.stopWriter = runWriter(h.t, h.w)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- h.sub.Run(ctx) }()
@@ -102,6 +111,7 @@ func (h *harness) stop() error {
 	}
 	h.cancel()
 	h.cancel = nil
+	defer h.stopWriter()
 	select {
 	case err := <-h.done:
 		return err
@@ -109,6 +119,25 @@ func (h *harness) stop() error {
 		h.t.Fatal("Run did not return within 30s of cancel")
 		return nil
 	}
+}
+
+// runWriter runs w until the returned stop is called (at the latest at the
+// end of the test), which waits for Run to return.
+func runWriter(t testing.TB, w *Writer) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("writer: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // waitApplied waits until the subscriber has applied n events.
@@ -136,102 +165,11 @@ func canonical(evs []indexer.Event) []string {
 }
 
 // jsonEvent encodes an event as JSON.
-func jsonEvent(ev indexer.Event, id uint64) []byte { return AppendJSON(nil, ev, Meta{EventID: id}) }
-
-// MessagePack shapes of Dynamo's types, as rmp_serde::to_vec_named writes
-// them (maps keyed by field name).
-type (
-	mpBlock struct {
-		BlockHash  uint64 `msgpack:"block_hash"`
-		TokensHash uint64 `msgpack:"tokens_hash"`
-		MMExtra    any    `msgpack:"mm_extra_info"`
-	}
-	mpStored struct {
-		ParentHash    *uint64   `msgpack:"parent_hash"`
-		StartPosition *uint32   `msgpack:"start_position"`
-		Blocks        []mpBlock `msgpack:"blocks"`
-	}
-	mpRemoved struct {
-		BlockHashes []uint64 `msgpack:"block_hashes"`
-	}
-	mpEvent struct {
-		EventID uint64 `msgpack:"event_id"`
-		Data    any    `msgpack:"data"`
-		DPRank  uint32 `msgpack:"dp_rank"`
-	}
-	mpRouterEvent struct {
-		WorkerID        uint64  `msgpack:"worker_id"`
-		StorageTier     string  `msgpack:"storage_tier"`
-		ResidencyDomain string  `msgpack:"residency_domain,omitempty"`
-		Event           mpEvent `msgpack:"event"`
-	}
-	mpEnvelope struct {
-		PublisherID   uint64 `msgpack:"publisher_id"`
-		Sequence      uint64 `msgpack:"sequence"`
-		PublishedAt   uint64 `msgpack:"published_at"`
-		Topic         string `msgpack:"topic"`
-		Payload       []byte `msgpack:"payload"`
-		PublishedAtNs uint64 `msgpack:"published_at_ns"`
-	}
-)
-
-// mpData is the externally tagged data of ev.
-func mpData(ev indexer.Event) any {
-	switch ev.Kind {
-	case indexer.KindStored:
-		st := mpStored{Blocks: []mpBlock{}}
-		if ev.HasParent {
-			p := uint64(ev.Parent)
-			st.ParentHash = &p
-		}
-		for _, b := range ev.Blocks {
-			st.Blocks = append(st.Blocks, mpBlock{BlockHash: uint64(b.Hash), TokensHash: uint64(b.Tokens)})
-		}
-		return map[string]any{"stored": st}
-	case indexer.KindRemoved:
-		r := mpRemoved{BlockHashes: []uint64{}}
-		for _, h := range ev.Removed {
-			r.BlockHashes = append(r.BlockHashes, uint64(h))
-		}
-		return map[string]any{"removed": r}
-	}
-	return "cleared"
-}
-
-// mpPayload encodes ev as a MessagePack RouterEvent.
-func mpPayload(t testing.TB, ev indexer.Event, meta Meta, compact bool) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.UseCompactInts(compact)
-	re := mpRouterEvent{
-		WorkerID:    uint64(ev.Worker.ID),
-		StorageTier: meta.StorageTier.String(),
-		Event:       mpEvent{EventID: meta.EventID, Data: mpData(ev), DPRank: uint32(ev.Worker.DPRank)},
-	}
-	if meta.CacheOwner {
-		re.ResidencyDomain = "cache_owner"
-	}
-	err := enc.Encode(re)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// mpEnvelopeOf wraps a payload in Dynamo's event-plane envelope.
-func mpEnvelopeOf(t testing.TB, payload []byte, seq uint64, compact bool) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.UseCompactInts(compact)
-	if err := enc.Encode(mpEnvelope{PublisherID: 42, Sequence: seq, PublishedAt: 1700000000000, Topic: "kv-events", Payload: payload, PublishedAtNs: 1700000000000000000}); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+func jsonEvent(ev indexer.Event, id uint64) []byte {
+	return codec.AppendJSON(nil, ev, codec.Meta{EventID: id})
 }
 
 // msgpackEvent encodes an event as Dynamo's MessagePack envelope.
 func msgpackEvent(t testing.TB, ev indexer.Event, id uint64) []byte {
-	return mpEnvelopeOf(t, mpPayload(t, ev, Meta{EventID: id}, true), id, true)
+	return testutil.MsgpackEnvelope(t, testutil.MsgpackRouterEvent(t, ev, id, "device", false, true), id, true)
 }

@@ -12,13 +12,17 @@ import (
 // errClosed is returned by a push after the queue closed, during shutdown.
 var errClosed = errors.New("event queue closed")
 
-// item is one decoded event on its way to the index, or a control request
-// to the shard goroutine.
+// item is one command on its way to a shard: a decoded event, a change of
+// approximate mode, a lifecycle command or a control request (see itemKind).
 type item struct {
+	kind itemKind
+	// ev is the event, or names the worker or rank of a command.
 	ev indexer.Event
-	// id is the event's event_id.
-	id uint64
-	// recv is when the message arrived, in nanoseconds of the subscriber's
+	// id is the event's event_id (itemEvent), or the baseline to seed
+	// (itemRestore with seed).
+	id   uint64
+	seed bool
+	// recv is when the message arrived, in nanoseconds of the writer's
 	// monotonic clock (for the apply lag).
 	recv int64
 	// done, in durable mode, is released once the event is applied, so that
@@ -68,6 +72,18 @@ func (q *queue) tryPush(it item) error {
 		q.lost[it.ev.Worker] = struct{}{}
 		q.mu.Unlock()
 		return ErrQueueFull
+	}
+	q.appendLocked(it)
+	return nil
+}
+
+// force queues it whatever the room: for commands that must not be lost
+// and whose sender must not wait. It fails only after close.
+func (q *queue) force(it item) error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return errClosed
 	}
 	q.appendLocked(it)
 	return nil

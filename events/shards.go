@@ -16,37 +16,70 @@ const maxApplyBatch = 256
 // (or, for decode errors and drops, about anything).
 const warnEvery = time.Second
 
-// control is a request a shard answers between two events, in queue order.
+// itemKind says what a queued item asks of its shard.
+type itemKind uint8
+
+const (
+	// itemEvent is a KV event from a transport: its event_id is checked and
+	// it is counted as applied.
+	itemEvent itemKind = iota
+	// itemRestore is an event of a durable snapshot: applied and counted;
+	// seed, when set, is its rank's event_id baseline.
+	itemRestore
+	// itemWrite is a change of approximate mode: applied, not counted as a
+	// KV event.
+	itemWrite
+	// The lifecycle commands of the worker registry (see Writer).
+	cmdJoin
+	cmdLeave
+	cmdClearRank
+	cmdDropUnregistered
+	// itemControl is a request answered between two items (ctl).
+	itemControl
+)
+
+// control is a request a shard answers between two items, in queue order.
 type control struct {
 	// baselines asks for the last event_id of every rank the shard tracks.
 	baselines chan<- map[indexer.Worker]uint64
+	// synced receives a value once everything queued before is applied.
+	synced chan<- struct{}
 }
 
 // rankState is what a shard knows of one worker rank's event stream.
 type rankState struct {
 	// last is the event_id of the rank's last event.
 	last uint64
-	// lastWarn is when a loss of this rank was last logged (subscriber
-	// clock, ns); suppressed counts the losses not logged since.
+	// lastWarn is when a loss of this rank was last logged (writer clock,
+	// ns); suppressed counts the losses not logged since.
 	lastWarn   int64
 	suppressed int
 	// resync says events of the rank were dropped (full queue) and already
 	// accounted for: the next event_id sets a new baseline.
 	resync bool
-	// unregistered says the observer has not reported the rank's worker
-	// registered: each event is reported to it (see WorkerObserver).
-	unregistered bool
 }
 
-// shard applies the events of the worker ranks hashed to it, in order, on
-// one goroutine. Its fields are that goroutine's alone, except q.
+// workerState is what a shard knows of a worker: whether the registry said
+// it is registered, and if not, how many of its events were applied since it
+// was noticed.
+type workerState struct {
+	registered bool
+	// noticed says the worker is in Notices, or was taken from it, since
+	// its state began: it is noticed once per unregistered stretch.
+	noticed bool
+	// unregistered counts the KV events applied while it was not
+	// registered, dropped if it never registers.
+	unregistered uint64
+}
+
+// shard applies the commands of the workers hashed to it, in order, on one
+// goroutine. Its fields are that goroutine's alone, except q.
 type shard struct {
-	s *Subscriber
+	w *Writer
 	q *queue
 
-	ranks map[indexer.Worker]*rankState
-	// gen is the Subscriber's forget generation the ranks reflect.
-	gen uint64
+	ranks   map[indexer.Worker]*rankState
+	workers map[indexer.WorkerID]*workerState
 
 	// Per-batch scratch, reused.
 	evs     []indexer.Event
@@ -55,18 +88,19 @@ type shard struct {
 	spare   []item
 }
 
-func newShard(s *Subscriber, capacity int) *shard {
+func newShard(w *Writer, capacity int) *shard {
 	return &shard{
-		s:       s,
+		w:       w,
 		q:       newQueue(capacity),
 		ranks:   make(map[indexer.Worker]*rankState),
+		workers: make(map[indexer.WorkerID]*workerState),
 		evs:     make([]indexer.Event, 0, maxApplyBatch),
 		results: make([]indexer.Result, maxApplyBatch),
 		from:    make([]*item, 0, maxApplyBatch),
 	}
 }
 
-// run applies queued events until the queue is closed and drained.
+// run applies queued items until the queue is closed and drained.
 func (sh *shard) run() {
 	for range sh.q.ready {
 		batch, lost, closed := sh.q.pop(sh.spare)
@@ -76,49 +110,139 @@ func (sh *shard) run() {
 		}
 		clear(batch) // drop references to the events' slices
 		sh.spare = batch
-		sh.s.publishGauges()
+		sh.w.publishGauges()
 		if closed {
 			return
 		}
 	}
 }
 
-// process applies a batch in order, checking each rank's event_id.
+// process applies a batch in order.
 func (sh *shard) process(batch []item) {
-	if g := sh.s.forgetGen.Load(); g != sh.gen {
-		sh.gen = g
-		sh.forget()
-	}
 	for i := range batch {
 		it := &batch[i]
-		if it.ctl != nil {
+		switch it.kind {
+		case itemEvent:
+			if sh.track(it) {
+				sh.add(indexer.Event{Worker: it.ev.Worker, Kind: indexer.KindCleared}, nil)
+			}
+			sh.seen(it.ev.Worker.ID, true)
+			sh.add(it.ev, it)
+		case itemRestore:
+			if it.seed {
+				sh.rank(it.ev.Worker).last = it.id
+			}
+			sh.seen(it.ev.Worker.ID, false)
+			sh.add(it.ev, it)
+		case itemWrite:
+			sh.seen(it.ev.Worker.ID, false)
+			sh.add(it.ev, it)
+		case cmdJoin:
+			ws := sh.worker(it.ev.Worker.ID)
+			*ws = workerState{registered: true}
+		case cmdLeave:
 			sh.flush()
+			sh.w.idx.RemoveWorker(it.ev.Worker.ID)
+			sh.forget(it.ev.Worker.ID)
+		case cmdClearRank:
+			sh.add(it.ev, it)
+			delete(sh.ranks, it.ev.Worker)
+		case cmdDropUnregistered:
+			sh.dropUnregistered(it.ev.Worker.ID)
+		case itemControl:
+			sh.flush()
+			if it.ctl.synced != nil {
+				sh.w.publishGauges() // a Sync sees the gauges of what it waited for
+			}
 			sh.answer(it.ctl)
-			continue
 		}
-		if sh.track(it) {
-			sh.add(indexer.Event{Worker: it.ev.Worker, Kind: indexer.KindCleared}, nil)
-		}
-		sh.add(it.ev, it)
 	}
 	sh.flush()
 }
 
-// track checks the item's event_id against its rank's last one and reports whether
-// the rank must be cleared first because events were lost.
-func (sh *shard) track(it *item) (clearFirst bool) {
-	w := it.ev.Worker
-	rs, known := sh.ranks[w]
-	if !known {
+// worker returns the state of worker id, creating it.
+func (sh *shard) worker(id indexer.WorkerID) *workerState {
+	ws := sh.workers[id]
+	if ws == nil {
+		ws = &workerState{}
+		sh.workers[id] = ws
+	}
+	return ws
+}
+
+// rank returns the state of a rank, creating it.
+func (sh *shard) rank(w indexer.Worker) *rankState {
+	rs := sh.ranks[w]
+	if rs == nil {
 		rs = &rankState{}
 		sh.ranks[w] = rs
 	}
-	if !known || rs.unregistered {
-		rs.unregistered = !sh.s.noteWorker(w.ID)
+	return rs
+}
+
+// seen accounts for a change of worker id about to be applied: a worker
+// not registered is noticed once, and its KV events (event) counted.
+func (sh *shard) seen(id indexer.WorkerID, event bool) {
+	ws := sh.worker(id)
+	if ws.registered {
+		return
+	}
+	if event {
+		ws.unregistered++
+	}
+	if !ws.noticed {
+		ws.noticed = true
+		sh.w.notices.add(id)
+	}
+}
+
+// forget frees what the shard tracks of worker id.
+func (sh *shard) forget(id indexer.WorkerID) {
+	delete(sh.workers, id)
+	for rank := range sh.ranks {
+		if rank.ID == id {
+			delete(sh.ranks, rank)
+		}
+	}
+}
+
+// dropUnregistered drops the blocks of a worker whose grace period ended,
+// unless it registered meanwhile.
+func (sh *shard) dropUnregistered(id indexer.WorkerID) {
+	ws := sh.workers[id]
+	if ws != nil && ws.registered {
+		return
+	}
+	sh.flush()
+	n := sh.w.idx.RemoveWorker(id)
+	var events uint64
+	if ws != nil {
+		events = ws.unregistered
+	}
+	sh.forget(id)
+	w := sh.w
+	if events > 0 {
+		w.dropUnknown.get().Add(float64(events))
+		w.stats.unknown.Add(events)
+	}
+	if events > 0 || n > 0 {
+		w.log.Warn("worker did not register within the grace period; dropped its blocks",
+			slog.Uint64("worker_id", uint64(id)), slog.Uint64("events_dropped", events), slog.Int("blocks_dropped", n))
+	}
+}
+
+// track checks an event's event_id against its rank's last one and reports
+// whether the rank must be cleared first because events were lost.
+func (sh *shard) track(it *item) (clearFirst bool) {
+	rank := it.ev.Worker
+	rs, known := sh.ranks[rank]
+	if !known {
+		rs = &rankState{}
+		sh.ranks[rank] = rs
 	}
 	last := rs.last
 	rs.last = it.id
-	s := sh.s
+	w := sh.w
 	switch {
 	case !known:
 		return false
@@ -133,44 +257,44 @@ func (sh *shard) track(it *item) (clearFirst bool) {
 		return false
 	case it.id > last:
 		missed := it.id - last - 1
-		s.m.KVEventsMissed.Add(float64(missed))
-		s.stats.missed.Add(missed)
-		sh.warn(rs, "kv events lost: event_id jumped", w, slog.Uint64("last_event_id", last),
-			slog.Uint64("event_id", it.id), slog.Uint64("missed", missed), slog.Bool("cleared", s.cfg.ClearOnLoss))
+		w.m.Missed.Add(float64(missed))
+		w.stats.missed.Add(missed)
+		sh.warn(rs, "kv events lost: event_id jumped", rank, slog.Uint64("last_event_id", last),
+			slog.Uint64("event_id", it.id), slog.Uint64("missed", missed), slog.Bool("cleared", w.cfg.ClearOnLoss))
 	default:
-		s.resets.Inc()
-		s.stats.resets.Add(1)
-		sh.warn(rs, "kv event_id went backwards: publisher restarted", w, slog.Uint64("last_event_id", last),
-			slog.Uint64("event_id", it.id), slog.Bool("cleared", s.cfg.ClearOnLoss))
+		w.m.IDResets.Inc()
+		w.stats.resets.Add(1)
+		sh.warn(rs, "kv event_id went backwards: publisher restarted", rank, slog.Uint64("last_event_id", last),
+			slog.Uint64("event_id", it.id), slog.Bool("cleared", w.cfg.ClearOnLoss))
 	}
-	return s.cfg.ClearOnLoss
+	return w.cfg.ClearOnLoss
 }
 
-// warn logs a loss of rank w at most once per warnEvery.
-func (sh *shard) warn(rs *rankState, msg string, w indexer.Worker, attrs ...slog.Attr) {
-	now := sh.s.now()
+// warn logs a loss of a rank at most once per warnEvery.
+func (sh *shard) warn(rs *rankState, msg string, rank indexer.Worker, attrs ...slog.Attr) {
+	now := sh.w.now()
 	if now-rs.lastWarn < int64(warnEvery) && rs.lastWarn != 0 {
 		rs.suppressed++
 		return
 	}
-	attrs = append(attrs, slog.Uint64("worker_id", uint64(w.ID)), slog.Uint64("dp_rank", uint64(w.DPRank)),
+	attrs = append(attrs, slog.Uint64("worker_id", uint64(rank.ID)), slog.Uint64("dp_rank", uint64(rank.DPRank)),
 		slog.Int("suppressed", rs.suppressed))
-	sh.s.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	sh.w.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
 	rs.lastWarn, rs.suppressed = now, 0
 }
 
 // lost handles the ranks that lost events to a full queue: everything queued
 // before the loss has just been applied, nothing after it is queued, so the
 // rank is cleared now and its next event starts a new baseline.
-func (sh *shard) lost(ws []indexer.Worker) {
-	clearOnLoss := sh.s.cfg.ClearOnLoss
-	for _, w := range ws {
+func (sh *shard) lost(ranks []indexer.Worker) {
+	clearOnLoss := sh.w.cfg.ClearOnLoss
+	for _, rank := range ranks {
 		if clearOnLoss {
-			sh.add(indexer.Event{Worker: w, Kind: indexer.KindCleared}, nil)
+			sh.add(indexer.Event{Worker: rank, Kind: indexer.KindCleared}, nil)
 		}
-		if rs, ok := sh.ranks[w]; ok {
+		if rs, ok := sh.ranks[rank]; ok {
 			rs.resync = true
-			sh.warn(rs, "kv events dropped: shard queue full", w, slog.Bool("cleared", clearOnLoss))
+			sh.warn(rs, "kv events dropped: shard queue full", rank, slog.Bool("cleared", clearOnLoss))
 		}
 	}
 	sh.flush()
@@ -190,9 +314,11 @@ func (sh *shard) flush() {
 	if n == 0 {
 		return
 	}
-	s := sh.s
-	s.idx.ApplyBatch(sh.evs, sh.results[:n])
-	now := s.now()
+	w := sh.w
+	start := time.Now()
+	w.idx.ApplyBatch(sh.evs, sh.results[:n])
+	w.apply.Since(start)
+	now := w.now()
 	var (
 		counts  [3][4]int
 		evicted int
@@ -202,14 +328,19 @@ func (sh *shard) flush() {
 		r := sh.results[i]
 		evicted += r.Evicted
 		it := sh.from[i]
-		if it == nil {
+		switch {
+		case it == nil: // a clear after lost events
 			clears++
+			continue
+		case it.kind == itemWrite || it.kind == cmdClearRank:
 			continue
 		}
 		if k, st := int(sh.evs[i].Kind)-1, int(r.Status); k >= 0 && k < 3 && st < 4 {
 			counts[k][st]++
 		}
-		s.m.KVEventApplyLag.Observe(float64(now-it.recv) / float64(time.Second))
+		if it.kind == itemEvent {
+			w.m.ApplyLag.Observe(float64(now-it.recv) / float64(time.Second))
+		}
 		if it.done != nil {
 			it.done.Done()
 		}
@@ -218,15 +349,15 @@ func (sh *shard) flush() {
 	for k := range counts {
 		for st, c := range counts[k] {
 			if c > 0 {
-				s.applied[k][st].get().Add(float64(c))
+				w.applied[k][st].get().Add(float64(c))
 				applied += uint64(c)
 			}
 		}
 	}
-	s.stats.applied.Add(applied)
-	s.stats.clears.Add(clears)
+	w.stats.applied.Add(applied)
+	w.stats.clears.Add(clears)
 	if evicted > 0 {
-		s.evictCapacity.get().Add(float64(evicted))
+		w.evictCapacity.get().Add(float64(evicted))
 	}
 	clear(sh.evs)
 	sh.evs = sh.evs[:0]
@@ -238,21 +369,12 @@ func (sh *shard) flush() {
 func (sh *shard) answer(c *control) {
 	if c.baselines != nil {
 		m := make(map[indexer.Worker]uint64, len(sh.ranks))
-		for w, rs := range sh.ranks {
-			m[w] = rs.last
+		for rank, rs := range sh.ranks {
+			m[rank] = rs.last
 		}
 		c.baselines <- m
 	}
-}
-
-// forget drops the state of ranks whose worker was forgotten.
-func (sh *shard) forget() {
-	s := sh.s
-	s.seenMu.Lock()
-	defer s.seenMu.Unlock()
-	for w := range sh.ranks {
-		if _, ok := s.seen[w.ID]; !ok {
-			delete(sh.ranks, w)
-		}
+	if c.synced != nil {
+		c.synced <- struct{}{}
 	}
 }

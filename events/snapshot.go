@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 )
 
@@ -30,9 +31,6 @@ const (
 	// metaEvents is the number of RouterEvents in the snapshot, for people.
 	metaEvents = "events"
 )
-
-// snapshotApplyBatch is how many snapshot events are applied per lock hold.
-const snapshotApplyBatch = 4096
 
 // encodeSnapshot writes the part of the index that belongs to workers as a
 // JSON list of RouterEvents, the shape Dynamo's routers read: first, for
@@ -63,14 +61,14 @@ func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, w
 	}
 	for _, w := range ranks {
 		sep()
-		buf = AppendJSON(buf, indexer.Event{Worker: w, Kind: indexer.KindCleared}, Meta{EventID: baselines[w]})
+		buf = codec.AppendJSON(buf, indexer.Event{Worker: w, Kind: indexer.KindCleared}, codec.Meta{EventID: baselines[w]})
 	}
 	for _, ev := range dump {
 		if _, ok := workers[ev.Worker.ID]; !ok {
 			continue
 		}
 		sep()
-		buf = AppendJSON(buf, ev, Meta{EventID: baselines[ev.Worker]})
+		buf = codec.AppendJSON(buf, ev, codec.Meta{EventID: baselines[ev.Worker]})
 	}
 	buf = append(buf, ']')
 	return buf, n
@@ -78,35 +76,20 @@ func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, w
 
 // decodeSnapshot reads a JSON list of RouterEvents. Events of other tiers
 // than the device are left out.
-func decodeSnapshot(data []byte) ([]indexer.Event, []Meta, error) {
-	d := jsonDecoder{b: data}
-	if err := d.open('[', "snapshot", "a list of RouterEvents"); err != nil {
-		return nil, nil, err
+func decodeSnapshot(data []byte) ([]indexer.Event, []codec.Meta, error) {
+	all, allMetas, err := codec.DecodeJSONList(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("snapshot: %w", err)
 	}
 	var (
 		evs   []indexer.Event
-		metas []Meta
+		metas []codec.Meta
 	)
-	for first := true; ; first = false {
-		more, err := d.elem("snapshot", first)
-		if err != nil {
-			return nil, nil, err
-		}
-		if !more {
-			break
-		}
-		ev, meta, err := d.routerEvent()
-		if err != nil {
-			return nil, nil, fmt.Errorf("snapshot event %d: %w", len(evs), err)
-		}
+	for i, meta := range allMetas {
 		if meta.Device() {
-			evs = append(evs, ev)
+			evs = append(evs, all[i])
 			metas = append(metas, meta)
 		}
-	}
-	d.ws()
-	if d.i != len(d.b) {
-		return nil, nil, d.syntax("snapshot", "data after the list")
 	}
 	return evs, metas, nil
 }
@@ -151,52 +134,18 @@ func (ds *durableStream) restore(ctx context.Context) (uint64, error) {
 		}
 	}
 	ours := info.Metadata[metaFormat] == formatV1
-	s.applySnapshot(evs)
 	for i, ev := range evs {
 		ds.workers[ev.Worker.ID] = struct{}{}
-		if ours {
-			s.seedBaseline(ev.Worker, metas[i].EventID)
+		// Through the writer, in order before the stream's events: the
+		// snapshot's event_ids are baselines only in our own format.
+		it := item{kind: itemRestore, ev: ev, id: metas[i].EventID, seed: ours}
+		if err := s.w.push(ctx, it); err != nil {
+			return 0, fmt.Errorf("kv events: restore snapshot %s/%s: %w", ds.bucket, SnapshotObject, err)
 		}
-	}
-	for id := range ds.workers {
-		s.noteWorker(id)
 	}
 	s.log.Info("kv events: snapshot restored", slog.String("bucket", ds.bucket), slog.Int("events", len(evs)),
 		slog.Int("bytes", len(data)), slog.Uint64("stream_sequence", seq))
 	return seq, nil
-}
-
-// applySnapshot applies snapshot events in order, counting them as applied
-// events.
-func (s *Subscriber) applySnapshot(evs []indexer.Event) {
-	results := make([]indexer.Result, snapshotApplyBatch)
-	for len(evs) > 0 {
-		n := min(len(evs), snapshotApplyBatch)
-		s.idx.ApplyBatch(evs[:n], results[:n])
-		var evicted int
-		for i, r := range results[:n] {
-			evicted += r.Evicted
-			if k, st := int(evs[i].Kind)-1, int(r.Status); k >= 0 && k < 3 && st < 4 {
-				s.applied[k][st].get().Inc()
-			}
-		}
-		if evicted > 0 {
-			s.evictCapacity.get().Add(float64(evicted))
-		}
-		s.stats.applied.Add(uint64(n))
-		evs = evs[n:]
-	}
-	s.publishGauges()
-}
-
-// seedBaseline sets a rank's last event_id before the shards start.
-func (s *Subscriber) seedBaseline(w indexer.Worker, id uint64) {
-	sh := s.shardOf(w)
-	if rs, ok := sh.ranks[w]; ok {
-		rs.last = id
-		return
-	}
-	sh.ranks[w] = &rankState{last: id}
 }
 
 // upload writes a snapshot covering the stream up to seq, unless the bucket

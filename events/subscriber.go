@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,42 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/events/codec"
+	"github.com/kvrouter/router/internal/shutdown"
 	"github.com/kvrouter/router/metrics"
 )
-
-// Applier is the index the subscriber feeds. *indexer.Index implements it.
-//
-// ApplyBatch is called concurrently from the shard goroutines (each with
-// events of different worker ranks) and must apply the events in order and
-// fill results; Dump and Stats are called concurrently with it, Dump by a
-// durable subscriber's snapshot and Stats after every applied batch, for
-// the index gauges.
-type Applier interface {
-	ApplyBatch(events []indexer.Event, results []indexer.Result)
-	Dump() []indexer.Event
-	Stats() indexer.Stats
-}
-
-// WorkerObserver learns which workers publish KV events, so that a worker
-// registry can notice workers it does not know (router-api.md §2).
-//
-// WorkerSeen is called when an event of worker id reaches the index, and
-// reports whether the worker is registered. Once it says so, it is not
-// called for that worker again until Forget(id); until then it is called
-// for every event (and once for a worker restored from a snapshot), so
-// that an observer can count the events of a worker that never registers.
-// It is called from the subscriber's shard goroutines, possibly several at
-// once, and must return quickly without calling back into the Subscriber.
-type WorkerObserver interface {
-	WorkerSeen(id indexer.WorkerID) (registered bool)
-}
-
-// Option configures a Subscriber beyond its Config.
-type Option func(*Subscriber)
-
-// WithObserver sets the observer of new workers.
-func WithObserver(o WorkerObserver) Option { return func(s *Subscriber) { s.obs = o } }
 
 // NATS pending limits of each plain subscription: how much the client buffers
 // while the callback decodes. Past them NATS drops messages and reports a slow
@@ -60,8 +27,9 @@ const (
 	pendingBytes = 256 << 20
 )
 
-// Stats are the subscriber's counts since it was made, for tests and health
-// pages; the same counts go to Prometheus through the metrics package.
+// Stats are the counts of a Subscriber and its Writer since they were made,
+// for tests and health pages; the same counts go to Prometheus through the
+// metrics package.
 type Stats struct {
 	// Received counts messages received (plain) or delivered (durable).
 	Received uint64
@@ -77,14 +45,17 @@ type Stats struct {
 	Missed uint64
 	// Resets counts event_id going backwards for a rank.
 	Resets uint64
-	// Clears counts ranks the subscriber cleared itself after a loss.
+	// Clears counts ranks cleared after a loss (gap, reset, full queue).
 	Clears uint64
+	// Unregistered counts events of workers that never registered within
+	// their grace period, dropped with their blocks.
+	Unregistered uint64
 	// Snapshots counts index snapshots written (durable mode).
 	Snapshots uint64
 }
 
-type statCounters struct {
-	received, applied, decodeErrors, dropped, missed, resets, clears, snapshots atomic.Uint64
+type subCounters struct {
+	received, decodeErrors, dropped, snapshots atomic.Uint64
 }
 
 // lazyCounter resolves a label set of a vector on first use, so that a
@@ -105,111 +76,76 @@ func lazy(vec *prometheus.CounterVec, labels ...string) *lazyCounter {
 	return &lazyCounter{vec: vec, labels: labels}
 }
 
-// Subscriber receives the KV events of every configured worker component and
-// applies them to the index. Make one with NewSubscriber and call Run once.
+// Subscriber is the NATS transport of KV events: it receives the events of
+// every configured worker component (plain subscriptions, or a JetStream
+// durable consumer with snapshots), decodes them and submits them to the
+// Writer, which alone changes the index. Make one with NewSubscriber and
+// call Run once.
 type Subscriber struct {
 	cfg Config
 	nc  *nats.Conn
-	idx Applier
-	m   *metrics.Router
+	w   *Writer
+	m   *Metrics
 	log *slog.Logger
-	obs WorkerObserver
 
-	epoch  time.Time
-	shards []*shard
-
-	applied       [3][4]*lazyCounter // by kind − 1 and status
-	evictCapacity *lazyCounter
 	decodeErrs    map[string]*lazyCounter
-	dropQueueFull *lazyCounter
 	dropSlow      *lazyCounter
 	dropTier      *lazyCounter
 	dropDuplicate *lazyCounter
-	resets        prometheus.Counter
 
-	stats statCounters
+	stats subCounters
 
 	started  atomic.Bool
 	live     atomic.Bool
 	durables []*durableStream
 
-	// seen holds the worker ids reported to the observer; forgetGen counts
-	// Forget calls so shards know to drop the state of forgotten workers.
-	seenMu    sync.Mutex
-	seen      map[indexer.WorkerID]bool // told of; true once registered
-	forgetGen atomic.Uint64
-
 	// lastWarn and suppressed rate-limit warnings about rejected and dropped
-	// messages (subscriber clock, ns).
+	// messages (writer clock, ns).
 	lastWarn   atomic.Int64
 	suppressed atomic.Int64
 }
 
-// NameKVEventIDResetsTotal is the counter of event_id going backwards for a
-// worker rank (ours; created through the metrics registry at the component
-// scope of Config.RouterComponent, as metrics.New has no such family).
-const NameKVEventIDResetsTotal = "dynamo_component_kv_event_id_resets_total"
-
-// NewSubscriber checks cfg and prepares a subscriber of nc that applies events
-// to idx and counts them in m. It starts nothing; Run does.
-func NewSubscriber(cfg Config, nc *nats.Conn, idx Applier, m *metrics.Router, log *slog.Logger, opts ...Option) (*Subscriber, error) {
+// NewSubscriber checks cfg and prepares a subscriber of nc that submits
+// events to w and counts them in its families (Metrics), built from m. It starts nothing; Run does. w must run
+// (Writer.Run) while the subscriber does.
+func NewSubscriber(cfg Config, nc *nats.Conn, w *Writer, m *metrics.Router, log *slog.Logger) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kv events: %w", err)
 	}
 	switch {
 	case nc == nil:
 		return nil, errors.New("kv events: no nats connection")
-	case idx == nil:
-		return nil, errors.New("kv events: no index")
+	case w == nil:
+		return nil, errors.New("kv events: no writer")
 	case m == nil:
 		return nil, errors.New("kv events: no metrics")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	resets, err := m.Registry().Namespace(cfg.Namespace).Component(cfg.RouterComponent).Counter(metrics.Opts{
-		Name: strings.TrimPrefix(NameKVEventIDResetsTotal, metrics.PrefixComponent+"_"),
-		Help: "Total number of times the event_id of a worker rank went backwards (publisher restarted)",
-	})
+	em, err := NewMetrics(m)
 	if err != nil {
 		return nil, fmt.Errorf("kv events: %w", err)
 	}
 	s := &Subscriber{
 		cfg:           cfg,
 		nc:            nc,
-		idx:           idx,
-		m:             m,
+		w:             w,
+		m:             em,
 		log:           log,
-		epoch:         time.Now(),
-		evictCapacity: lazy(m.IndexEvictions, metrics.EvictCapacity),
-		dropQueueFull: lazy(m.KVEventsDropped, metrics.DropQueueFull),
-		dropSlow:      lazy(m.KVEventsDropped, metrics.DropSlowConsumer),
-		dropTier:      lazy(m.KVEventsDropped, DropStorageTier),
-		dropDuplicate: lazy(m.KVEventsDropped, DropDuplicate),
-		resets:        resets,
-		seen:          make(map[indexer.WorkerID]bool),
+		dropSlow:      lazy(em.Dropped, metrics.DropSlowConsumer),
+		dropTier:      lazy(em.Dropped, metrics.DropStorageTier),
+		dropDuplicate: lazy(em.Dropped, metrics.DropDuplicate),
 		decodeErrs:    make(map[string]*lazyCounter),
 	}
-	for _, r := range []string{metrics.DecodeJSON, metrics.DecodeMsgpack, metrics.DecodeSchema, ReasonTooLarge} {
-		s.decodeErrs[r] = lazy(m.KVEventDecodeErrors, r)
-	}
-	for k := range s.applied {
-		for st := range s.applied[k] {
-			s.applied[k][st] = lazy(m.KVEventsApplied, indexer.Kind(k+1).String(), indexer.Status(st).String())
-		}
-	}
-	for _, o := range opts {
-		o(s)
-	}
-	s.shards = make([]*shard, cfg.EventThreads)
-	for i := range s.shards {
-		s.shards[i] = newShard(s, cfg.QueueCapacity)
+	for _, r := range []string{metrics.DecodeJSON, metrics.DecodeMsgpack, metrics.DecodeSchema, metrics.DecodeTooLarge} {
+		s.decodeErrs[r] = lazy(em.DecodeErrors, r)
 	}
 	return s, nil
 }
 
-// Run subscribes and applies events until ctx ends, then stops taking new
-// messages, applies what it has taken and returns once every goroutine it
+// Run subscribes and submits events until ctx ends, then stops taking new
+// messages, submits what it has taken and returns once every goroutine it
 // started has exited: nil after ctx ended, an error if it could not start
 // (no JetStream in durable mode, a subscription refused). It may be called
 // once.
@@ -235,18 +171,6 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		}
 	}
 
-	var shardsWG sync.WaitGroup
-	for _, sh := range s.shards {
-		shardsWG.Go(sh.run)
-	}
-	stopShards := func() {
-		for _, sh := range s.shards {
-			sh.q.close()
-		}
-		shardsWG.Wait()
-		s.publishGauges()
-	}
-
 	g, gctx := errgroup.WithContext(ctx)
 	if s.cfg.Durable {
 		for _, ds := range s.durables {
@@ -255,24 +179,22 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	} else {
 		subs, err := s.subscribe()
 		if err != nil {
-			stopShards()
 			return err
 		}
 		g.Go(func() error { s.watchSlow(gctx, subs); return nil })
 		g.Go(func() error {
 			<-gctx.Done()
 			s.live.Store(false)
-			s.drain(subs)
+			s.drain(gctx, subs)
 			return nil
 		})
 	}
 	s.live.Store(true)
 	s.log.Info("kv events: subscribed", slog.Bool("durable", s.cfg.Durable), slog.Any("components", s.cfg.components()),
-		slog.Int("event_threads", len(s.shards)))
+		slog.Int("event_threads", len(s.w.shards)))
 
 	err := g.Wait()
 	s.live.Store(false)
-	stopShards()
 	if s.cfg.Durable {
 		s.closeDurables()
 	}
@@ -297,26 +219,17 @@ func (s *Subscriber) Ready() bool {
 	return true
 }
 
-// Forget makes the next event of worker id be reported to the observer
-// again, and drops what the shards track of its ranks. The worker registry
-// calls it after removing the worker. Safe for concurrent use.
-func (s *Subscriber) Forget(id indexer.WorkerID) {
-	s.seenMu.Lock()
-	delete(s.seen, id)
-	s.seenMu.Unlock()
-	s.forgetGen.Add(1)
-}
-
 // Stats returns the counts so far. Safe for concurrent use.
 func (s *Subscriber) Stats() Stats {
 	return Stats{
 		Received:     s.stats.received.Load(),
-		Applied:      s.stats.applied.Load(),
+		Applied:      s.w.stats.applied.Load(),
 		DecodeErrors: s.stats.decodeErrors.Load(),
-		Dropped:      s.stats.dropped.Load(),
-		Missed:       s.stats.missed.Load(),
-		Resets:       s.stats.resets.Load(),
-		Clears:       s.stats.clears.Load(),
+		Dropped:      s.stats.dropped.Load() + s.w.stats.dropped.Load(),
+		Missed:       s.w.stats.missed.Load(),
+		Resets:       s.w.stats.resets.Load(),
+		Clears:       s.w.stats.clears.Load(),
+		Unregistered: s.w.stats.unknown.Load(),
 		Snapshots:    s.stats.snapshots.Load(),
 	}
 }
@@ -350,9 +263,13 @@ func (s *Subscriber) subscribe() ([]*nats.Subscription, error) {
 }
 
 // drain stops the subscriptions after NATS has handed over every message it
-// buffered, and waits (at most drainTimeout) until the last callback returned.
-func (s *Subscriber) drain(subs []*nats.Subscription) {
+// buffered, and waits until the last callback returned: at most
+// drainTimeout after ctx ended, and never past the shutdown deadline ctx
+// ended with (internal/shutdown). Cut short, it unsubscribes and says so.
+func (s *Subscriber) drain(ctx context.Context, subs []*nats.Subscription) {
 	const drainTimeout = 10 * time.Second
+	dctx, cancel := shutdown.DrainContext(ctx, drainTimeout)
+	defer cancel()
 	var closed []<-chan nats.SubStatus
 	for _, sub := range subs {
 		ch := sub.StatusChanged(nats.SubscriptionClosed)
@@ -362,13 +279,16 @@ func (s *Subscriber) drain(subs []*nats.Subscription) {
 		}
 		closed = append(closed, ch)
 	}
-	timer := time.NewTimer(drainTimeout)
-	defer timer.Stop()
 	for _, ch := range closed {
 		select {
 		case <-ch:
-		case <-timer.C:
-			s.log.Warn("kv events: subscriptions did not drain in time", slog.Duration("timeout", drainTimeout))
+		case <-dctx.Done():
+			d, _ := dctx.Deadline()
+			s.log.Warn("kv events: drain cut short; events still in NATS's buffers are not applied",
+				slog.Duration("timeout", drainTimeout), slog.Time("deadline", d), slog.Bool("nats_connected", s.nc.IsConnected()))
+			for _, sub := range subs {
+				_ = sub.Unsubscribe()
+			}
 			return
 		}
 	}
@@ -404,24 +324,17 @@ func (s *Subscriber) watchSlow(ctx context.Context, subs []*nats.Subscription) {
 // delivery goroutine. It never blocks: a full shard queue drops the event,
 // counted, and marks its rank for clearing.
 func (s *Subscriber) onMsg(msg *nats.Msg) {
-	it, ok := s.accept(msg.Data)
-	if !ok {
-		return
-	}
-	if err := s.shardOf(it.ev.Worker).q.tryPush(it); errors.Is(err, ErrQueueFull) {
-		s.dropQueueFull.get().Inc()
-		s.stats.dropped.Add(1)
-		s.warnf("kv events: event dropped, shard queue full; its worker rank will be cleared",
-			slog.Uint64("worker_id", uint64(it.ev.Worker.ID)), slog.Uint64("dp_rank", uint64(it.ev.Worker.DPRank)))
+	if it, ok := s.accept(msg.Data); ok {
+		s.w.offer(it)
 	}
 }
 
 // accept decodes a message and says whether it is an event for the index,
 // counting it otherwise.
 func (s *Subscriber) accept(data []byte) (item, bool) {
-	recv := s.now()
+	recv := s.w.now()
 	s.stats.received.Add(1)
-	ev, meta, err := Decode(data)
+	ev, meta, err := codec.Decode(data)
 	if err != nil {
 		reason := reasonOf(err)
 		s.decodeErrs[reason].get().Inc()
@@ -434,61 +347,11 @@ func (s *Subscriber) accept(data []byte) (item, bool) {
 		s.stats.dropped.Add(1)
 		return item{}, false
 	}
-	return item{ev: ev, id: meta.EventID, recv: recv}, true
+	return item{kind: itemEvent, ev: ev, id: meta.EventID, recv: recv}, true
 }
-
-// shardOf hashes a worker rank onto a shard (splitmix64 finaliser).
-func (s *Subscriber) shardOf(w indexer.Worker) *shard {
-	h := uint64(w.ID) ^ uint64(w.DPRank)*0x9e3779b97f4a7c15
-	h ^= h >> 30
-	h *= 0xbf58476d1ce4e5b9
-	h ^= h >> 27
-	h *= 0x94d049bb133111eb
-	h ^= h >> 31
-	return s.shards[h%uint64(len(s.shards))]
-}
-
-// noteWorker tells the observer about an event of worker id, unless it
-// already said the worker is registered, and reports whether it is.
-func (s *Subscriber) noteWorker(id indexer.WorkerID) (registered bool) {
-	s.seenMu.Lock()
-	registered = s.seen[id]
-	s.seenMu.Unlock()
-	if registered {
-		return true
-	}
-	registered = s.obs == nil || s.obs.WorkerSeen(id)
-	s.seenMu.Lock()
-	s.seen[id] = registered
-	s.seenMu.Unlock()
-	return registered
-}
-
-// publishGauges sets the queue-depth and index gauges.
-func (s *Subscriber) publishGauges() {
-	var depth int64
-	for _, sh := range s.shards {
-		depth += sh.q.depth.Load()
-	}
-	s.m.KVEventQueueDepth.Set(float64(depth))
-	st := s.idx.Stats()
-	s.m.IndexEntries.Set(float64(st.Entries))
-	s.m.IndexNodes.Set(float64(st.Nodes))
-	s.m.IndexWorkers.Set(float64(st.Workers))
-}
-
-// now is the subscriber's monotonic clock in nanoseconds.
-func (s *Subscriber) now() int64 { return int64(time.Since(s.epoch)) }
 
 // warnf logs at most one warning per warnEvery about rejected or dropped
 // messages, with the number it kept quiet about.
 func (s *Subscriber) warnf(msg string, attrs ...slog.Attr) {
-	now := s.now()
-	last := s.lastWarn.Load()
-	if (last != 0 && now-last < int64(warnEvery)) || !s.lastWarn.CompareAndSwap(last, now) {
-		s.suppressed.Add(1)
-		return
-	}
-	attrs = append(attrs, slog.Int64("suppressed", s.suppressed.Swap(0)))
-	s.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	warnLimited(s.log, &s.lastWarn, &s.suppressed, s.w.now(), msg, attrs...)
 }

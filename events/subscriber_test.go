@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
@@ -44,8 +44,8 @@ func stored(w indexer.Worker, parent *indexer.BlockHash, blocks ...indexer.Block
 
 func ptr[T any](v T) *T { return &v }
 
-func applied(m *metrics.Router, kind, status string) float64 {
-	return promtest.ToFloat64(m.KVEventsApplied.WithLabelValues(kind, status))
+func applied(m *Metrics, kind, status string) float64 {
+	return promtest.ToFloat64(m.Applied.WithLabelValues(kind, status))
 }
 
 func histogramCount(t testing.TB, h prometheus.Histogram) uint64 {
@@ -110,15 +110,15 @@ func TestIngestBothEncodings(t *testing.T) {
 		kind, status string
 		want         float64
 	}{{"stored", "ok", 4}, {"removed", "ok", 1}, {"cleared", "ok", 1}, {"stored", "parent_block_not_found", 0}} {
-		if got := applied(h.m, c.kind, c.status); got != c.want {
+		if got := applied(h.em, c.kind, c.status); got != c.want {
 			t.Errorf("applied{%s,%s} = %v, want %v", c.kind, c.status, got, c.want)
 		}
 	}
-	if got := histogramCount(t, h.m.KVEventApplyLag); got != 6 {
+	if got := histogramCount(t, h.em.ApplyLag); got != 6 {
 		t.Errorf("apply lag observations = %d, want 6", got)
 	}
-	testutil.Eventually(t, 5*time.Second, func() bool { return promtest.ToFloat64(h.m.IndexEntries) == 3 }, "index entries gauge = 3")
-	if got := promtest.ToFloat64(h.m.KVEventQueueDepth); got != 0 {
+	testutil.Eventually(t, 5*time.Second, func() bool { return promtest.ToFloat64(h.em.IndexEntries) == 3 }, "index entries gauge = 3")
+	if got := promtest.ToFloat64(h.em.QueueDepth); got != 0 {
 		t.Errorf("queue depth = %v, want 0", got)
 	}
 	if err := h.stop(); err != nil {
@@ -247,7 +247,7 @@ func TestEventIDTracking(t *testing.T) {
 				jsonEvent(root(3, 3), 6), // ids 3, 4, 5 lost
 			)
 			h.waitApplied(4)
-			if got := promtest.ToFloat64(h.m.KVEventsMissed); got != 3 {
+			if got := promtest.ToFloat64(h.em.Missed); got != 3 {
 				t.Errorf("missed = %v, want 3", got)
 			}
 			wantAfterGap := map[indexer.LocalHash]bool{1: !clearOnLoss, 9: !clearOnLoss, 3: true}
@@ -259,7 +259,7 @@ func TestEventIDTracking(t *testing.T) {
 
 			publish(t, pub, subject, jsonEvent(root(4, 4), 1)) // the publisher restarted
 			h.waitApplied(5)
-			if got := gathered(t, h.reg, NameKVEventIDResetsTotal); got != 1 {
+			if got := gathered(t, h.reg, metrics.NameKVEventIDResetsTotal); got != 1 {
 				t.Errorf("resets = %v, want 1", got)
 			}
 			if got := len(matches(h.idx, 3)) == 1; got != !clearOnLoss {
@@ -308,9 +308,9 @@ func TestBadInputIsolated(t *testing.T) {
 	}
 	var huge strings.Builder
 	huge.WriteString(`{"worker_id":77,"event":{"event_id":1,"data":{"removed":{"block_hashes":[0`)
-	huge.WriteString(strings.Repeat(",1", MaxBlocksPerEvent))
+	huge.WriteString(strings.Repeat(",1", codec.MaxBlocksPerEvent))
 	huge.WriteString(`]}}}}`)
-	offTier := AppendJSON(nil, stored(indexer.Worker{ID: 78}, nil, indexer.Block{Hash: 1, Tokens: 1000}), Meta{EventID: 1, StorageTier: TierHostPinned})
+	offTier := codec.AppendJSON(nil, stored(indexer.Worker{ID: 78}, nil, indexer.Block{Hash: 1, Tokens: 1000}), codec.Meta{EventID: 1, StorageTier: codec.TierHostPinned})
 
 	publish(t, pub, subject,
 		chain(0),
@@ -334,11 +334,11 @@ func TestBadInputIsolated(t *testing.T) {
 		t.Errorf("a host_pinned block counts as a device hit: %v", got)
 	}
 	for reason, want := range map[string]float64{metrics.DecodeJSON: 1, metrics.DecodeMsgpack: 1, metrics.DecodeSchema: 2, ReasonTooLarge: 1} {
-		if got := promtest.ToFloat64(h.m.KVEventDecodeErrors.WithLabelValues(reason)); got != want {
+		if got := promtest.ToFloat64(h.em.DecodeErrors.WithLabelValues(reason)); got != want {
 			t.Errorf("decode errors{%s} = %v, want %v", reason, got, want)
 		}
 	}
-	if got := promtest.ToFloat64(h.m.KVEventsDropped.WithLabelValues(DropStorageTier)); got != 1 {
+	if got := promtest.ToFloat64(h.em.Dropped.WithLabelValues(metrics.DropStorageTier)); got != 1 {
 		t.Errorf("dropped{storage_tier} = %v, want 1", got)
 	}
 	if st := h.sub.Stats(); st.Applied != 4 || st.DecodeErrors != 5 || st.Dropped != 1 {
@@ -365,14 +365,14 @@ func TestQueueFullClearsRank(t *testing.T) {
 	deliver(stored(w1, ptr[indexer.BlockHash](1), indexer.Block{Hash: 2, Tokens: 2}), 2)
 	deliver(stored(w1, ptr[indexer.BlockHash](2), indexer.Block{Hash: 3, Tokens: 3}), 3) // dropped
 	deliver(stored(w2, nil, indexer.Block{Hash: 1, Tokens: 1}), 1)                       // dropped
-	if got := promtest.ToFloat64(h.m.KVEventsDropped.WithLabelValues(metrics.DropQueueFull)); got != 2 {
+	if got := promtest.ToFloat64(h.em.Dropped.WithLabelValues(metrics.DropQueueFull)); got != 2 {
 		t.Fatalf("dropped{queue_full} = %v, want 2", got)
 	}
-	if got := promtest.ToFloat64(h.m.KVEventQueueDepth); got != 0 {
+	if got := promtest.ToFloat64(h.em.QueueDepth); got != 0 {
 		t.Logf("queue depth gauge %v (set by the shard)", got)
 	}
 
-	sh := s.shards[0]
+	sh := h.w.shards[0]
 	var wg sync.WaitGroup
 	wg.Go(sh.run)
 	h.waitApplied(2)
@@ -393,99 +393,6 @@ func TestQueueFullClearsRank(t *testing.T) {
 	}
 }
 
-// recordingObserver records WorkerSeen calls; the workers in unknown are
-// not registered.
-type recordingObserver struct {
-	mu      sync.Mutex
-	seen    []indexer.WorkerID
-	unknown map[indexer.WorkerID]bool
-}
-
-func (r *recordingObserver) WorkerSeen(id indexer.WorkerID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.seen = append(r.seen, id)
-	return !r.unknown[id]
-}
-
-// register marks worker id registered.
-func (r *recordingObserver) register(id indexer.WorkerID) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.unknown, id)
-}
-
-func (r *recordingObserver) calls() []indexer.WorkerID {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]indexer.WorkerID(nil), r.seen...)
-}
-
-func TestWorkerSeenAndForget(t *testing.T) {
-	srv := testutil.NATS(t)
-	obs := &recordingObserver{}
-	h := newHarness(t, srv.URL(), testConfig(), WithObserver(obs)).start()
-	pub := testutil.NATSConn(t, srv.URL())
-	subject := Subjects("test", DefaultComponent)[0]
-	send := func(id indexer.WorkerID, rank indexer.DPRank, eventID uint64) {
-		publish(t, pub, subject, jsonEvent(indexer.Event{Worker: indexer.Worker{ID: id, DPRank: rank}, Kind: indexer.KindCleared}, eventID))
-	}
-	for rank := range indexer.DPRank(4) {
-		send(5, rank, 1)
-		send(5, rank, 2)
-	}
-	send(6, 0, 1)
-	h.waitApplied(9)
-	if diff := cmp.Diff([]indexer.WorkerID{5, 6}, sortedIDs(obs.calls())); diff != "" {
-		t.Fatalf("WorkerSeen calls (-want +got):\n%s", diff)
-	}
-	h.sub.Forget(5)
-	send(5, 0, 3)
-	send(6, 0, 2)
-	h.waitApplied(11)
-	if diff := cmp.Diff([]indexer.WorkerID{5, 5, 6}, sortedIDs(obs.calls())); diff != "" {
-		t.Errorf("WorkerSeen calls after Forget(5) (-want +got):\n%s", diff)
-	}
-}
-
-// TestWorkerSeenEveryEventUntilRegistered: the events of a worker the
-// observer does not know are each reported, on every rank, so that the
-// registry can count them; once the observer reports it registered, no
-// more calls.
-func TestWorkerSeenEveryEventUntilRegistered(t *testing.T) {
-	srv := testutil.NATS(t)
-	obs := &recordingObserver{unknown: map[indexer.WorkerID]bool{7: true}}
-	h := newHarness(t, srv.URL(), testConfig(), WithObserver(obs)).start()
-	pub := testutil.NATSConn(t, srv.URL())
-	subject := Subjects("test", DefaultComponent)[0]
-	send := func(id indexer.WorkerID, rank indexer.DPRank, eventID uint64) {
-		publish(t, pub, subject, jsonEvent(indexer.Event{Worker: indexer.Worker{ID: id, DPRank: rank}, Kind: indexer.KindCleared}, eventID))
-	}
-	for id := range uint64(3) {
-		send(7, 0, 1+id)
-		send(7, 1, 1+id)
-		send(8, 0, 1+id)
-	}
-	h.waitApplied(9)
-	if diff := cmp.Diff([]indexer.WorkerID{7, 7, 7, 7, 7, 7, 8}, sortedIDs(obs.calls())); diff != "" {
-		t.Fatalf("WorkerSeen calls (-want +got):\n%s", diff)
-	}
-	obs.register(7)
-	send(7, 0, 4) // reported, and now registered
-	send(7, 1, 4) // the other rank learns it from the subscriber
-	send(7, 0, 5)
-	h.waitApplied(12)
-	if got := len(obs.calls()); got != 8 {
-		t.Errorf("%d WorkerSeen calls after the registration, want 8: one to learn it, none after", got)
-	}
-}
-
-func sortedIDs(ids []indexer.WorkerID) []indexer.WorkerID {
-	out := slices.Clone(ids)
-	slices.Sort(out)
-	return out
-}
-
 func TestRunOnceAndArguments(t *testing.T) {
 	srv := testutil.NATS(t)
 	h := newHarness(t, srv.URL(), testConfig())
@@ -502,10 +409,10 @@ func TestRunOnceAndArguments(t *testing.T) {
 
 	bad := testConfig()
 	bad.EventThreads = 0
-	if _, err := NewSubscriber(bad, h.nc, h.idx, h.m, nil); err == nil || !strings.Contains(err.Error(), "--router-event-threads") {
+	if _, err := NewSubscriber(bad, h.nc, h.w, h.m, nil); err == nil || !strings.Contains(err.Error(), "--router-event-threads") {
 		t.Errorf("NewSubscriber with 0 threads: %v, want an error naming --router-event-threads", err)
 	}
-	if _, err := NewSubscriber(testConfig(), nil, h.idx, h.m, nil); err == nil {
+	if _, err := NewSubscriber(testConfig(), nil, h.w, h.m, nil); err == nil {
 		t.Error("NewSubscriber without a connection succeeded")
 	}
 }

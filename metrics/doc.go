@@ -34,19 +34,37 @@
 //
 // # The router's families
 //
-// New builds a Router holding every family of dynamo-compat.md §7 that the
-// router fills, and ours, registered at once so that every scalar family is
-// in the exposition from the first scrape (vectors appear with their first
-// label set, as in Dynamo). Later packages take a *Router and use its
-// fields; the few methods (ObserveOverhead, SetWorkerLoad, DeleteWorker, ...)
-// exist where label order or units are easy to get wrong. Label values come
-// from bounded sets only: the constants of names.go, worker ids and ranks
-// (deleted with DeleteWorker when a worker leaves), model names. Never
-// request ids or hashes.
+// Families are owned where they are produced. Each package that measures
+// something builds its own collectors, from the *Router that New returns
+// (its Registry, its component scope, its router_id and clock), in a
+// constructor of its own: events.NewMetrics (KV events and the index
+// gauges), workers.NewMetrics (registered workers, kvstats, discovery,
+// etcd), scheduler.NewMetrics (router requests, per-worker load, queue,
+// bookings), service.NewMetrics (the endpoint families), and package
+// overhead for the timing of every path (route decisions, event apply,
+// marks). The components call these constructors themselves (NewWriter,
+// NewRegistry, scheduler.New, service.New), so building the router (package
+// stack) registers every family, and every scalar family is in the
+// exposition from the first scrape (vectors appear with their first label
+// set, as in Dynamo). Asking the Registry twice for a family returns the
+// same collectors, so a test reads what a component counts by building the
+// component's families again.
+//
+// This package keeps what is shared: names.go, the one catalogue of every
+// family name, label name and bounded label value, which every owner takes
+// its names from; the Registry and its Scopes; sanitising; the handler; the
+// bucket layouts; Builder; Worker, the label values of a worker rank; and
+// the process's uptime gauge, the one family Router holds. A family's
+// fields and methods live with its owner, which alone writes it and, for per-worker series, deletes it (the worker
+// registry its families when a worker leaves, the scheduler its
+// dynamo_frontend_worker_* series when a rank stops being a candidate), so
+// a series is never re-created after its owner deleted it. Label values
+// come from bounded sets only: the constants of names.go, worker ids and
+// ranks, model names. Never request ids or hashes.
 //
 // The router's own families (names in names.go under "ours") use the
-// dynamo_component_kv_ and dynamo_component_router_ prefixes so one selector
-// finds everything, and are documented in docs/metrics.md as ours, not
+// dynamo_component_kv_, dynamo_component_router_ and dynamo_router_
+// prefixes so one selector finds everything, and are documented in docs/metrics.md as ours, not
 // Dynamo's.
 //
 // # Exposition
@@ -59,12 +77,16 @@
 //
 // The package starts no goroutines. Registry, Scope, Router and all
 // collectors are safe for concurrent use; GaugeFunc functions run on the
-// scraping goroutine.
+// scraping goroutine. A Builder is for one goroutine.
 //
 // # Prometheus naming advice
 //
 // Dynamo's names win where they break promlint's advice: the _ms overhead
 // histograms and the counter dynamo_component_kv_cache_events_applied
-// without _total. The lint test keeps that list explicit and fails on
+// without _total. Our own families follow the advice: the path timings
+// dynamo_router_event_apply_seconds and dynamo_router_mark_seconds are in
+// seconds, not in the overhead histograms' milliseconds. The lint
+// test of the whole router (stack/metrics_test.go, with the golden
+// expositions of testdata/metrics) keeps that list explicit and fails on
 // anything else.
 package metrics

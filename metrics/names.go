@@ -2,7 +2,7 @@ package metrics
 
 // This file is the one place where metric names, label names and the bounded
 // label values live. The names of Dynamo's families are Dynamo's, character
-// for character (dynamo-compat.md §7); the families marked "ours" are this
+// for character (docs/compat.md §7); the families marked "ours" are this
 // router's additions and use the same prefixes so that one dashboard selector
 // (`{__name__=~"dynamo_.*"}`) finds everything.
 
@@ -59,6 +59,9 @@ const (
 	LabelReason = "reason"
 	// LabelKind says which kind of discovery value was malformed.
 	LabelKind = "kind"
+	// LabelMark says which mark a timing is of: mark_prefill or mark_free
+	// (MarkPrefill, MarkFree).
+	LabelMark = "mark"
 )
 
 // Routing overhead histograms (Dynamo; unscoped; constant label router_id;
@@ -76,6 +79,25 @@ const (
 	NameOverheadScheduling = "dynamo_router_overhead_scheduling_ms"
 	// NameOverheadTotal is the whole routing decision.
 	NameOverheadTotal = "dynamo_router_overhead_total_ms"
+)
+
+// Timing of the router's other paths (ours; unscoped like the overhead
+// histograms; constant label router_id; milliseconds, like them).
+const (
+	// NameEventApply is the time to apply one batch of KV events and
+	// lifecycle commands to the index, lock included.
+	NameEventApply = "dynamo_router_event_apply_seconds"
+	// NameMark is the time to handle one mark_prefill or mark_free in the
+	// scheduler (label mark).
+	NameMark = "dynamo_router_mark_seconds"
+)
+
+// Booking expiry (ours; unscoped like the overhead histograms; constant
+// label router_id; label reason).
+const (
+	// NameBookingsExpiredTotal counts bookings the router freed itself
+	// because their caller never marked them prefilled or never freed them.
+	NameBookingsExpiredTotal = "dynamo_router_bookings_expired_total"
 )
 
 // Per-worker gauges (Dynamo; unscoped; labels worker_id, dp_rank,
@@ -198,6 +220,9 @@ const (
 	// NameKVIndexWorkers is the number of worker ranks holding blocks in the
 	// index.
 	NameKVIndexWorkers = "dynamo_component_kv_index_workers"
+	// NameKVEventIDResetsTotal counts the times the event_id of a worker
+	// rank went backwards (its publisher restarted).
+	NameKVEventIDResetsTotal = "dynamo_component_kv_event_id_resets_total"
 	// NameKVIndexEvictionsTotal counts entries the index dropped on its own
 	// (capacity cap, approximate-mode TTL), by reason.
 	NameKVIndexEvictionsTotal = "dynamo_component_kv_index_evictions_total"
@@ -207,6 +232,16 @@ const (
 	// NameDiscoveryMalformedTotal counts discovery values that could not be
 	// parsed, by kind.
 	NameDiscoveryMalformedTotal = "dynamo_component_router_discovery_malformed_total"
+	// NameWorkerLoadRejectedTotal counts worker load messages (kv_metrics)
+	// not taken in, by reason.
+	NameWorkerLoadRejectedTotal = "dynamo_component_router_worker_load_rejected_total"
+	// NameEtcdReachable is 1 while worker discovery reaches etcd, 0 while it
+	// does not (the last known workers are served meanwhile).
+	NameEtcdReachable = "dynamo_component_router_etcd_reachable"
+	// NameWorkersStalenessSeconds is how old the last known workers are: 0
+	// while discovery reaches etcd (its watch keeps them current), else the
+	// time since etcd was found unreachable.
+	NameWorkersStalenessSeconds = "dynamo_component_router_workers_staleness_seconds"
 	// NameBadRequestsTotal counts rejected malformed requests, by reason. It is
 	// created per endpoint (endpoint scope), so the endpoint is the
 	// dynamo_endpoint label.
@@ -263,7 +298,7 @@ const (
 
 // Values of error_type on dynamo_component_errors_total. The first two are
 // Dynamo's names for transport failures; the rest are the error codes of the
-// router's replies (router-api.md §3), so the counter and the replies agree.
+// router's replies (docs/api.md §3), so the counter and the replies agree.
 const (
 	// ErrorTypeDeserialization means the request could not be decoded.
 	ErrorTypeDeserialization = "deserialization"
@@ -312,6 +347,8 @@ const (
 	// DecodeSchema means well-formed but not a RouterEvent (unknown variant,
 	// missing field).
 	DecodeSchema = "schema"
+	// DecodeTooLarge means a message over the size limits.
+	DecodeTooLarge = "too_large"
 )
 
 // Values of reason on dynamo_component_kv_events_dropped_total.
@@ -323,6 +360,29 @@ const (
 	// DropUnknownWorker means events of a worker that never registered within
 	// its grace period.
 	DropUnknownWorker = "unknown_worker"
+	// DropStorageTier means a well-formed event for a cache tier other than
+	// the device (GPU) cache, or for a residency domain other than the
+	// worker's: the device index does not hold it.
+	DropStorageTier = "storage_tier"
+	// DropDuplicate means a JetStream message delivered again after it was
+	// applied (durable mode).
+	DropDuplicate = "duplicate"
+)
+
+// Values of reason on dynamo_component_router_worker_load_rejected_total.
+const (
+	// LoadRejectJSON means the message is not a JSON object of the right
+	// field types.
+	LoadRejectJSON = "json"
+	// LoadRejectSchema means well-formed JSON that is neither of Dynamo's
+	// shapes: no worker_id, or a number out of range.
+	LoadRejectSchema = "schema"
+	// LoadRejectUnknownWorker means the message names a worker rank that is
+	// not registered.
+	LoadRejectUnknownWorker = "unknown_worker"
+	// LoadRejectSlowConsumer means NATS dropped messages because the
+	// subscriber fell behind.
+	LoadRejectSlowConsumer = "slow_consumer"
 )
 
 // Values of reason on dynamo_component_kv_index_evictions_total.
@@ -333,6 +393,23 @@ const (
 	EvictTTL = "ttl"
 )
 
+// Values of reason on dynamo_router_bookings_expired_total.
+const (
+	// ExpiredNoPrefill means a booking never marked prefilled within
+	// --router-prefill-timeout.
+	ExpiredNoPrefill = "no_prefill"
+	// ExpiredStale means a booking never freed within --router-stale-timeout.
+	ExpiredStale = "stale"
+)
+
+// Values of mark on dynamo_router_mark_seconds: the endpoints' names.
+const (
+	// MarkPrefill is a mark_prefill.
+	MarkPrefill = EndpointMarkPrefill
+	// MarkFree is a mark_free.
+	MarkFree = EndpointMarkFree
+)
+
 // Values of kind on dynamo_component_router_discovery_malformed_total.
 const (
 	// DiscoveryInstance means a v1/instances/... value.
@@ -341,7 +418,7 @@ const (
 	DiscoveryModelCard = "model_card"
 )
 
-// Names of the router's endpoints (router-api.md §3), the values of
+// Names of the router's endpoints (docs/api.md §3), the values of
 // dynamo_endpoint on the work-handler families.
 const (
 	// EndpointRoute chooses a worker.
@@ -356,34 +433,38 @@ const (
 	EndpointPotentialLoads = "potential_loads"
 )
 
-// Bucket layouts. Dynamo's are copied from dynamo-compat.md §7; the others are
+// Bucket layouts. Dynamo's are copied from docs/compat.md §7; the others are
 // ours. They are functions so that no caller can change a shared slice.
 
-// bucketsComputeOverhead is 0.001 × 2^n, 15 buckets (block and sequence hashing).
-func bucketsComputeOverhead() []float64 { return exponential(0.001, 2, 15) }
+// BucketsComputeOverhead is 0.001 × 2^n, 15 buckets (block and sequence hashing).
+func BucketsComputeOverhead() []float64 { return exponential(0.001, 2, 15) }
 
-// bucketsAsyncOverhead is 0.01 × 3^n, 17 buckets (find_matches, scheduling, total).
-func bucketsAsyncOverhead() []float64 { return exponential(0.01, 3, 17) }
+// BucketsAsyncOverhead is 0.01 × 3^n, 17 buckets (find_matches, scheduling, total).
+func BucketsAsyncOverhead() []float64 { return exponential(0.01, 3, 17) }
 
-func bucketsTimeToFirstToken() []float64 {
+// BucketsTimeToFirstToken are Dynamo's, seconds.
+func BucketsTimeToFirstToken() []float64 {
 	return []float64{0, 0.0022, 0.0047, 0.01, 0.022, 0.047, 0.1, 0.22, 0.47, 1, 2.2, 4.7, 10, 22, 48, 100, 220, 480}
 }
 
-func bucketsInterTokenLatency() []float64 {
+// BucketsInterTokenLatency are Dynamo's, seconds.
+func BucketsInterTokenLatency() []float64 {
 	return []float64{0, 0.0019, 0.0035, 0.0067, 0.013, 0.024, 0.045, 0.084, 0.16, 0.3, 0.56, 1.1, 2}
 }
 
-func bucketsInputSequenceTokens() []float64 {
+// BucketsInputSequenceTokens are Dynamo's, tokens.
+func BucketsInputSequenceTokens() []float64 {
 	return []float64{0, 100, 210, 430, 870, 1800, 3600, 7400, 15000, 31000, 63000, 130000}
 }
 
-func bucketsOutputSequenceTokens() []float64 {
+// BucketsOutputSequenceTokens are Dynamo's, tokens.
+func BucketsOutputSequenceTokens() []float64 {
 	return []float64{0, 100, 210, 430, 880, 1800, 3700, 7600, 16000, 32000}
 }
 
-// bucketsHitRate is 0 to 1 by 0.05. Each bound is i × 0.05, as Dynamo's
+// BucketsHitRate is 0 to 1 by 0.05. Each bound is i × 0.05, as Dynamo's
 // linear_buckets computes it, so the le labels match Dynamo's bit for bit.
-func bucketsHitRate() []float64 {
+func BucketsHitRate() []float64 {
 	b := make([]float64, 21)
 	for i := range b {
 		b[i] = float64(i) * 0.05
@@ -391,15 +472,23 @@ func bucketsHitRate() []float64 {
 	return b
 }
 
-func bucketsRequestDuration() []float64 {
+// BucketsRequestDuration are Dynamo's work-handler buckets, seconds.
+func BucketsRequestDuration() []float64 {
 	return []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600}
 }
 
-// bucketsApplyLag (ours) spans 100 µs to 10 s: a healthy router applies an
+// BucketsApplyLag (ours) spans 100 µs to 10 s: a healthy router applies an
 // event within a millisecond of receiving it; seconds mean a backlog.
-func bucketsApplyLag() []float64 {
+func BucketsApplyLag() []float64 {
 	return []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 }
+
+// BucketsPathTiming (ours) is 0.001 × 2^n, 20 buckets: 1 µs to about
+// half a second, in milliseconds, for the event-apply and mark timings. The
+// start and factor are those of the hashing overhead, so the two compare
+// bucket for bucket; the range is longer because a batch applies under the
+// index's lock, which routes wait for.
+func BucketsPathTiming() []float64 { return exponential(0.000001, 2, 20) }
 
 // exponential is prometheus.ExponentialBuckets without its panics: each bound
 // is the previous one times factor, as both client_golang and Dynamo's Rust

@@ -2,6 +2,11 @@ package metrics
 
 import (
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -120,19 +125,57 @@ func TestValidLabelName(t *testing.T) {
 }
 
 // Every name constant must already be in its sanitised form: the package
-// never relies on sanitising to fix its own names.
+// never relies on sanitising to fix its own names. The constants are read
+// from names.go itself, so a new one is checked without being listed.
 func TestNameConstantsAreSanitised(t *testing.T) {
-	for _, name := range allFamilyNames() {
+	names, labels := catalogue(t)
+	if len(names) < 40 || len(labels) < 10 {
+		t.Fatalf("found %d Name and %d Label constants in names.go; the parser missed them", len(names), len(labels))
+	}
+	for _, name := range names {
 		if got, err := SanitizeMetricName(name); err != nil || got != name {
 			t.Errorf("metric name %q sanitises to %q, %v", name, got, err)
 		}
 	}
-	labels := []string{LabelNamespace, LabelComponent, LabelEndpoint, LabelRouterID, LabelWorkerID,
-		LabelRouterWorkerID, LabelDPRank, LabelWorkerType, LabelModel, LabelEventType, LabelStatus,
-		LabelErrorType, LabelReason, LabelKind}
 	for _, l := range labels {
 		if !ValidLabelName(l) {
 			t.Errorf("label name %q is not valid", l)
 		}
 	}
+}
+
+// catalogue returns the values of the Name* and Label* constants of
+// names.go.
+func catalogue(t *testing.T) (names, labels []string) {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "names.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, id := range vs.Names {
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					continue
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case strings.HasPrefix(id.Name, "Name"):
+					names = append(names, v)
+				case strings.HasPrefix(id.Name, "Label"):
+					labels = append(labels, v)
+				}
+			}
+		}
+	}
+	return names, labels
 }

@@ -15,7 +15,7 @@ import (
 // on a *RouterError gives its code.
 var ErrRouter = errors.New("router error")
 
-// RouterError is an error answer of the router (router-api.md §3).
+// RouterError is an error answer of the router (docs/api.md §3).
 type RouterError struct {
 	Endpoint string
 	Code     string `json:"code"`
@@ -39,7 +39,7 @@ type Choice struct {
 	WorkerType    string `json:"worker_type"`
 }
 
-// RouterClient calls the router's NATS API (router-api.md §3) as a
+// RouterClient calls the router's NATS API (docs/api.md §3) as a
 // frontend does. It is safe for concurrent use.
 type RouterClient struct {
 	nc      *nats.Conn

@@ -11,11 +11,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kvrouter/router/blockhash"
-	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 )
 
-// testRouter stands in for the router service (router-api.md §3) while the
+// testRouter stands in for the router service (docs/api.md §3) while the
 // real one is not wired into `router serve`: a small KV-aware router on
 // the real index and the real event decoder, with Dynamo's cost, answering
 // route, mark_prefill, mark_free and potential_loads. Like the real one, it
@@ -54,7 +54,7 @@ func startTestRouter(t *testing.T, nc *nats.Conn, ns string, workers []uint64, b
 		active: make(map[string]*booking), prefill: make(map[uint64]int),
 	}
 	evSub, err := nc.Subscribe("namespace."+ns+".component.backend.kv-events", func(m *nats.Msg) {
-		ev, _, err := events.DecodeJSON(m.Data)
+		ev, _, err := codec.DecodeJSON(m.Data)
 		if err != nil {
 			t.Errorf("test router: %v", err)
 			return

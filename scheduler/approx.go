@@ -5,13 +5,13 @@ import (
 	"time"
 
 	"github.com/kvrouter/router/indexer"
-	"github.com/kvrouter/router/metrics"
 )
 
-// approx is approximate mode (--no-router-kv-events, dynamo-compat.md §4):
+// approx is approximate mode (--no-router-kv-events, docs/compat.md §4.9):
 // with no KV events from workers, the router indexes its own decisions. A
 // routed prompt's blocks are stored in the index for the chosen rank, as a
-// Stored event whose engine hashes are the blocks' sequence hashes; each
+// Stored event whose engine hashes are the blocks' sequence hashes, written
+// through the IndexWriter like every other change of the index; each
 // (rank, block) expires TTL after it was last routed (routing it again
 // refreshes it), and past ApproxMaxEntries entries the soonest to expire go
 // until DefaultApproxPruneTo of the cap is left.
@@ -20,11 +20,10 @@ import (
 // block never expires before a block below it: expiring removes leaves
 // before their parents, as the index's own model wants.
 //
-// approx has its own lock, taken after the Router's is released (lock
-// order: approx.mu, then the index's).
+// approx has its own lock, taken with the Router's released; it is held
+// while calling the writer.
 type approx struct {
-	idx     Index
-	m       *metrics.Router
+	w       IndexWriter
 	ttl     time.Duration
 	max     int
 	pruneTo int
@@ -36,7 +35,6 @@ type approx struct {
 	expiry map[approxKey]time.Time
 	fifo   []approxEntry
 	head   int
-	blocks []indexer.Block
 	gone   map[indexer.Worker][]indexer.BlockHash
 }
 
@@ -50,9 +48,9 @@ type approxEntry struct {
 	exp time.Time
 }
 
-func newApprox(idx Index, m *metrics.Router, ttl time.Duration, maxEntries int) *approx {
+func newApprox(w IndexWriter, ttl time.Duration, maxEntries int) *approx {
 	return &approx{
-		idx: idx, m: m, ttl: ttl, max: maxEntries,
+		w: w, ttl: ttl, max: maxEntries,
 		pruneTo: max(1, int(float64(maxEntries)*DefaultApproxPruneTo)),
 		expiry:  map[approxKey]time.Time{},
 		gone:    map[indexer.Worker][]indexer.BlockHash{},
@@ -68,14 +66,12 @@ func (a *approx) store(w indexer.Worker, locals, seqHashes []uint64, now time.Ti
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
-	a.blocks = a.blocks[:0]
+	// A fresh slice: the writer owns it and applies it later.
+	blocks := make([]indexer.Block, len(locals))
 	for i, l := range locals {
-		a.blocks = append(a.blocks, indexer.Block{Hash: indexer.BlockHash(seqHashes[i]), Tokens: indexer.LocalHash(l)})
+		blocks[i] = indexer.Block{Hash: indexer.BlockHash(seqHashes[i]), Tokens: indexer.LocalHash(l)}
 	}
-	res := a.idx.Apply(indexer.Event{Worker: w, Kind: indexer.KindStored, Blocks: a.blocks})
-	if res.Evicted > 0 {
-		a.m.IndexEvictions.WithLabelValues(metrics.EvictCapacity).Add(float64(res.Evicted))
-	}
+	a.w.Write(indexer.Event{Worker: w, Kind: indexer.KindStored, Blocks: blocks})
 	exp := now.Add(a.ttl)
 	for _, h := range seqHashes {
 		k := approxKey{worker: w, hash: h}
@@ -88,7 +84,6 @@ func (a *approx) store(w indexer.Worker, locals, seqHashes []uint64, now time.Ti
 	if queued := len(a.fifo) - a.head; queued > 4096 && queued > 2*len(a.expiry) {
 		a.compactLocked()
 	}
-	a.publishLocked()
 }
 
 // compactLocked drops superseded entries from fifo, so that it stays
@@ -108,9 +103,7 @@ func (a *approx) compactLocked() {
 func (a *approx) expire(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.expireLocked(now) > 0 {
-		a.publishLocked()
-	}
+	a.expireLocked(now)
 }
 
 // expireLocked pops expired entries and removes them from the index.
@@ -123,21 +116,16 @@ func (a *approx) expireLocked(now time.Time) int {
 	}
 	if n > 0 {
 		a.removeLocked()
-		a.m.IndexEvictions.WithLabelValues(metrics.EvictTTL).Add(float64(n))
 	}
 	return n
 }
 
 // pruneLocked drops the entries soonest to expire until pruneTo are left.
 func (a *approx) pruneLocked() {
-	n := 0
 	for len(a.expiry) > a.pruneTo && a.head < len(a.fifo) {
-		if a.popLocked() {
-			n++
-		}
+		a.popLocked()
 	}
 	a.removeLocked()
-	a.m.IndexEvictions.WithLabelValues(metrics.EvictCapacity).Add(float64(n))
 }
 
 // popLocked pops the head of fifo and reports whether it was live (and is
@@ -158,34 +146,13 @@ func (a *approx) popLocked() bool {
 	return true
 }
 
-// removeLocked applies the removals popLocked queued.
+// removeLocked writes the removals popLocked queued, handing each
+// worker's list to the writer.
 func (a *approx) removeLocked() {
 	for w, hashes := range a.gone {
-		a.idx.Apply(indexer.Event{Worker: w, Kind: indexer.KindRemoved, Removed: hashes})
+		a.w.Write(indexer.Event{Worker: w, Kind: indexer.KindRemoved, Removed: hashes})
 		delete(a.gone, w)
 	}
-}
-
-// removeWorker forgets every entry of worker id (the index dropped its
-// blocks itself).
-func (a *approx) removeWorker(id indexer.WorkerID) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for k := range a.expiry {
-		if k.worker.ID == id {
-			delete(a.expiry, k)
-		}
-	}
-	a.publishLocked()
-}
-
-// publishLocked sets the index gauges: in approximate mode no event
-// subscriber does.
-func (a *approx) publishLocked() {
-	s := a.idx.Stats()
-	a.m.IndexEntries.Set(float64(s.Entries))
-	a.m.IndexNodes.Set(float64(s.Nodes))
-	a.m.IndexWorkers.Set(float64(s.Workers))
 }
 
 // len returns the live entries.

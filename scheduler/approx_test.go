@@ -2,14 +2,14 @@ package scheduler
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvrouter/router/indexer"
-
 	"github.com/kvrouter/router/metrics"
 )
 
@@ -45,6 +45,9 @@ func TestApproximateModeIndexesDecisions(t *testing.T) {
 		if got := e.overlapOf(uint64(d.Worker.ID), p); got != 3 {
 			t.Fatalf("overlap of the chosen worker after routing = %d, want 3", got)
 		}
+		if got := e.w.stored.Load(); got != 3 {
+			t.Fatalf("blocks stored through the writer = %d, want 3", got)
+		}
 		// The same prompt is routed to the same worker: its blocks are
 		// cached there now.
 		e.r.Free("a", -1)
@@ -68,11 +71,11 @@ func TestApproximateModeIndexesDecisions(t *testing.T) {
 		if got := e.overlapOf(uint64(d.Worker.ID), p); got != 0 {
 			t.Errorf("overlap at 221 s = %d, want 0", got)
 		}
-		if got := promtest.ToFloat64(e.m.IndexEvictions.WithLabelValues(metrics.EvictTTL)); got != 3 {
-			t.Errorf("ttl evictions = %v, want 3", got)
+		if got := e.w.removed.Load(); got != 3 {
+			t.Errorf("blocks removed through the writer = %d, want 3", got)
 		}
-		if got := promtest.ToFloat64(e.m.IndexEntries); got != 0 {
-			t.Errorf("index entries gauge = %v, want 0", got)
+		if got := e.idx.Stats().Entries; got != 0 {
+			t.Errorf("index entries = %d, want 0", got)
 		}
 		cancel()
 		if err := <-done; err != nil {
@@ -95,11 +98,25 @@ func TestApproximateModeCap(t *testing.T) {
 		if n := e.r.approx.len(); n > 10 || n < 8 {
 			t.Errorf("approximate entries = %d, want 8..10", n)
 		}
-		if got := promtest.ToFloat64(e.m.IndexEvictions.WithLabelValues(metrics.EvictCapacity)); got == 0 {
-			t.Error("no capacity eviction counted")
+		if got := e.w.removed.Load(); got == 0 {
+			t.Error("no pruned entry removed through the writer")
 		}
 		if got := e.idx.Stats().Entries; got != e.r.approx.len() {
 			t.Errorf("index holds %d entries, approximate mode tracks %d", got, e.r.approx.len())
 		}
 	})
+}
+
+func TestApproximateModeNeedsAWriter(t *testing.T) {
+	m, err := metrics.New(prometheus.NewRegistry(), metrics.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := indexer.NewIndex(indexer.Config{})
+	if _, err := New(approxConfig(), idx, nil, m, Options{}); err == nil || !strings.Contains(err.Error(), "index writer") {
+		t.Errorf("New in approximate mode without a writer = %v, want an error naming the writer", err)
+	}
+	if _, err := New(testConfig(), idx, nil, m, Options{}); err != nil {
+		t.Errorf("New with KV events and no writer = %v, want nil", err)
+	}
 }

@@ -154,8 +154,9 @@ func BenchmarkPickMin(b *testing.B) {
 // BenchmarkRouteNATS (service package), in process: 1,000 workers, 64
 // clients each with a 20-block conversation cached on one worker, every
 // request that conversation plus 10 new blocks of its own, sent as block
-// hashes, and never freed: the stale timeout (250 ms here, about the
-// active set the NATS benchmark holds at its lower rate) frees them. So
+// hashes, and never marked or freed: the prefill timeout (250 ms here,
+// about the active set the NATS benchmark holds at its lower rate) frees
+// them. So
 // the bookkeeping holds tens of thousands of requests and hundreds of
 // thousands of active blocks, and every decision pays for booking one
 // request and expiring another.
@@ -169,6 +170,9 @@ func BenchmarkRouteSteady(b *testing.B) {
 	)
 	cfg := DefaultConfig()
 	cfg.StaleTimeout = 250 * time.Millisecond
+	// Never marked prefilled either: the prefill timeout's list is kept
+	// and popped too, as in production.
+	cfg.PrefillTimeout = cfg.StaleTimeout
 	ids := make([]uint64, workers)
 	for i := range ids {
 		ids[i] = uint64(1 + i)

@@ -32,11 +32,11 @@ import (
 // every cost, a filter pass marks excluded candidates +Inf, and the mode
 // chooses among the finite costs.
 func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (Choice, bool, error) {
-	cands := r.fleet.Candidates(kind)
-	if len(cands) == 0 {
+	v := r.views[kind]
+	if v == nil {
 		return Choice{}, false, fmt.Errorf("%w: no %s workers registered", ErrNoWorkers, kind)
 	}
-	v := r.viewLocked(kind, cands)
+	cands := v.cands
 	n := len(cands)
 	kv := r.cfg.Mode == ModeKV
 
@@ -54,17 +54,17 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 		}
 	}
 	if kv {
-		sparse = r.seqs.activePrefix(p.seqHashes, v.posOf, s.prefix, sparse)
+		sparse = r.seqs.ActivePrefix(p.seqHashes, v.posOf, s.prefix, sparse)
 	}
 	s.sparse = sparse
 
 	costs := grownFloats(s.costs, n)
 	s.costs = costs
 	queue := r.queue != nil && !ignoreQueue
-	filtered := v.dead > 0 || s.allowed != nil || r.thresholds || queue
+	filtered := s.allowed != nil || r.thresholds || queue
 	if kv {
 		newBlocks := 0
-		if r.seqs.trackBlocks {
+		if r.seqs.TracksBlocks() {
 			newBlocks = p.numBlocks
 		}
 		perToken := cp.scale / float64(r.cfg.BlockSize)
@@ -108,8 +108,6 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 		for i := range cands {
 			c := &cands[i]
 			switch {
-			case !v.live[i]:
-				eligible--
 			case s.allowed != nil && !containsID(s.allowed, c.Worker.ID):
 				eligible--
 			case r.thresholds && r.overloaded(c, v.prefill[i], v.blocks[i]):
@@ -226,35 +224,14 @@ func (r *Router) queueBusy(c *Candidate, prefillTokens float64) bool {
 		prefillTokens > *r.cfg.QueueThreshold*float64(c.MaxNumBatchedTokens)
 }
 
-// viewLocked returns the view of cands, the current candidates of kind,
-// building it when the fleet's slice changed. mu is held.
-func (r *Router) viewLocked(kind Kind, cands []Candidate) *view {
-	if v := r.views[kind]; v != nil && sameSlice(v.cands, cands) {
-		return v
+// kindOfLocked returns the kind of a candidate rank, and false if w is
+// not a candidate. mu is held.
+func (r *Router) kindOfLocked(w indexer.Worker) (Kind, bool) {
+	ri, ok := r.seqs.Rank(w)
+	if !ok {
+		return 0, false
 	}
-	v := newView(r.seqs, cands, kind, r.cfg.params(nil).scale/float64(r.cfg.BlockSize))
-	r.views[kind] = v
-	// The fleet changed, and the registry deletes the series of a worker
-	// whose type or ranks changed: look every gauge up again, and export
-	// the candidates' loads afresh.
-	clear(r.gauges)
-	for _, ri := range v.rank {
-		if ri >= 0 {
-			r.seqs.touch(ri)
-		}
-	}
-	return v
-}
-
-// kindOfLocked returns the kind of a rank as the fleet knows it: prefill
-// if it is a prefill candidate, decode otherwise. mu is held.
-func (r *Router) kindOfLocked(w indexer.Worker) Kind {
-	if cands := r.fleet.Candidates(KindPrefill); len(cands) > 0 {
-		if v := r.viewLocked(KindPrefill, cands); v.table.get(w) >= 0 {
-			return KindPrefill
-		}
-	}
-	return KindDecode
+	return r.kinds[ri], true
 }
 
 // zeroed returns buf resized to n and cleared.

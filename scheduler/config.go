@@ -12,7 +12,7 @@ type Mode uint8
 // The routing modes. Every mode shares the same bookkeeping, filters, queue
 // and metrics; only the choice among eligible ranks differs.
 const (
-	// ModeKV chooses the rank of least cost (dynamo-compat.md §5).
+	// ModeKV chooses the rank of least cost (docs/compat.md §5).
 	ModeKV Mode = iota
 	// ModeRoundRobin takes the eligible ranks in turn.
 	ModeRoundRobin
@@ -83,7 +83,7 @@ func ParseQueuePolicy(s string) (QueuePolicy, error) {
 	return 0, fmt.Errorf("--router-queue-policy: %q is not a policy (allowed fcfs, wspt)", s)
 }
 
-// Defaults of Config: Dynamo's where Dynamo has one (dynamo-compat.md §9),
+// Defaults of Config: Dynamo's where Dynamo has one (docs/compat.md §9),
 // ours otherwise.
 const (
 	// DefaultBlockSize is the standalone Dynamo router's block size.
@@ -113,6 +113,10 @@ const (
 	// one version and 3600 s in another; 300 s would free live requests
 	// generating more than a few thousand tokens, so the longer one it is.
 	DefaultStaleTimeout = time.Hour
+	// DefaultPrefillTimeout frees requests never marked prefilled (ours):
+	// a frontend that crashed after route leaves its bookings behind, and
+	// a first token takes seconds, not minutes.
+	DefaultPrefillTimeout = 5 * time.Minute
 )
 
 // Limits Validate enforces.
@@ -179,6 +183,11 @@ type Config struct {
 	// StaleTimeout frees a request never freed (--router-stale-timeout,
 	// ours; Dynamo hard-codes it).
 	StaleTimeout time.Duration
+	// PrefillTimeout frees a request never marked prefilled this long after
+	// it was booked (--router-prefill-timeout, DYN_ROUTER_PREFILL_TIMEOUT,
+	// ours); 0 disables it, leaving such requests to StaleTimeout, which
+	// it must not exceed.
+	PrefillTimeout time.Duration
 
 	// QueueThreshold turns the threshold queue on: a rank is busy when its
 	// active prefill tokens exceed QueueThreshold × its
@@ -218,7 +227,8 @@ type Config struct {
 
 // DefaultConfig returns Dynamo's defaults: block size 128, credit and scale
 // 1.0, temperature 0, KV events on, replica sync off, active blocks tracked
-// with reuse, the queue off with policy fcfs.
+// with reuse, the queue off with policy fcfs; and ours: bookings never
+// marked prefilled freed after 5 minutes, never freed after an hour.
 func DefaultConfig() Config {
 	return Config{
 		BlockSize:          DefaultBlockSize,
@@ -231,6 +241,7 @@ func DefaultConfig() Config {
 		TrackActiveBlocks:  true,
 		AssumeKVReuse:      true,
 		StaleTimeout:       DefaultStaleTimeout,
+		PrefillTimeout:     DefaultPrefillTimeout,
 		QueuePolicy:        PolicyFCFS,
 		QueueCapacity:      DefaultQueueCapacity,
 		QueueTimeout:       DefaultQueueTimeout,
@@ -269,6 +280,9 @@ func (c Config) Validate() error {
 	}
 	if err := checkDuration("--router-stale-timeout", c.StaleTimeout); err != nil {
 		return err
+	}
+	if c.PrefillTimeout < 0 || c.PrefillTimeout > c.StaleTimeout {
+		return fmt.Errorf("--router-prefill-timeout: %v is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, %v)", c.PrefillTimeout, c.StaleTimeout)
 	}
 	if t := c.QueueThreshold; t != nil {
 		if err := checkRange("--router-queue-threshold", *t, 0, maxWeight); err != nil {

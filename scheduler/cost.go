@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 )
 
-// This file is the cost function of dynamo-compat.md §5 and the choice
+// This file is the cost function of docs/compat.md §5 and the choice
 // among costs: pure functions, table-tested against hand-computed cases.
 
 // kvCost is the cost, lower wins, of routing a prompt to a rank, KV-aware:

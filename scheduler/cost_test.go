@@ -17,7 +17,7 @@ func TestKVCost(t *testing.T) {
 		decode                          int
 		want                            float64
 	}{
-		// dynamo-compat.md §5 worked example: credit 1.0, raw prefill 10
+		// docs/compat.md §5 worked example: credit 1.0, raw prefill 10
 		// blocks ((active + isl) / block size = 160 / 16).
 		{name: "worked example overlap 2 decode 10", p: def, blockSize: 16, active: 96, isl: 64, overlap: 2, decode: 10, want: 18},
 		{name: "worked example overlap 5 decode 5 (chosen)", p: def, blockSize: 16, active: 96, isl: 64, overlap: 5, decode: 5, want: 10},

@@ -1,13 +1,14 @@
 // Package scheduler chooses the worker rank for each request: the part of
 // the router that exists to minimise the work the fleet must do. It is pure
 // Go with no NATS or etcd: the service package puts it on the wire, the
-// workers package supplies the candidates (through Fleet), the indexer the
-// overlaps (through Index).
+// worker registry pushes the candidates (SetCandidates), the indexer answers
+// the overlaps (Index), and approximate mode writes the index through the
+// one ordered writer of the index (IndexWriter).
 //
 // # A decision
 //
 // Route (or Submit) hashes the prompt into Dynamo's LocalBlockHashes and
-// sequence hashes (dynamo-compat.md §2), asks the index how many leading
+// sequence hashes (docs/compat.md §2), asks the index how many leading
 // blocks each rank holds, and scores every eligible candidate:
 //
 //	cost = scale × max(0, (active_prefill_tokens + isl) / block_size − credit × overlap) + decode_blocks
@@ -30,16 +31,53 @@
 // the worker's card does not state does not apply). No candidate at all
 // is ErrNoWorkers; every candidate over a threshold is ErrOverloaded.
 //
-// The decision is booked in Sequences, the router's prediction of each
-// rank's load (dynamo-compat.md §5): the prompt's prefill tokens less the
-// overlap, and a reference on its blocks in a tree of sequence hashes
-// with compressed paths (activeTree), so that blocks shared by requests on
-// one rank count once and booking a prompt costs a step per shared run of
-// blocks, not per block. MarkPrefill removes the
-// prefill tokens, Free everything; requests never freed expire after
-// --router-stale-timeout. --router-mode round-robin and random share all of
-// this, only choosing differently among the eligible ranks, and skip the
-// hashing and the index (their overhead histograms stay empty).
+// The decision is booked in active.Sequences, the router's prediction of
+// each rank's load (docs/compat.md §5): the prompt's prefill tokens less
+// the overlap, and a reference on its blocks in a tree of sequence hashes
+// with compressed paths, so that blocks shared by requests on one rank
+// count once and booking a prompt costs a step per shared run of blocks,
+// not per block. MarkPrefill removes the prefill tokens, Free everything.
+// --router-mode round-robin and random share all of this, only choosing
+// differently among the eligible ranks, and skip the hashing and the index
+// (their overhead histograms stay empty).
+//
+// Bookings nobody ends expire. One never marked prefilled is freed
+// --router-prefill-timeout (5 minutes) after it was routed: the frontend
+// that routed it crashed or lost it, and a first token takes seconds. Any
+// other is freed --router-stale-timeout (an hour) after it was routed. Each
+// timeout pops its own list of requests in routing order, so expiry costs
+// a step per request expired, never a scan; expiries are counted in
+// dynamo_router_bookings_expired_total{reason="no_prefill"|"stale"}.
+//
+// # Workers coming and going
+//
+// The worker registry owns every worker's life and pushes the ranks the
+// router may choose with SetCandidates, each time its set changes. A rank
+// that is no longer pushed is forgotten at once: its bookings released (a
+// request left with no rank is forgotten), its slot in the bookkeeping
+// reused by the next new rank, nothing remembered of it. So a worker id can
+// leave and come back any number of times, and comes back with no load,
+// routable at once; the router's memory follows the fleet, not its
+// history. The rank's dynamo_frontend_worker_* series go with it, deleted
+// under the Router's lock, so nothing writes them again.
+//
+// # Metrics
+//
+// The package owns these families (Metrics, built by NewMetrics from the
+// router's metrics; names in metrics/names.go, docs/metrics.md): the router
+// request families dynamo_component_router_requests_total,
+// _time_to_first_token_seconds, _inter_token_latency_seconds,
+// _input_sequence_tokens, _output_sequence_tokens and _kv_hit_rate; the
+// per-worker dynamo_frontend_worker_active_decode_blocks,
+// _active_prefill_tokens, _last_time_to_first_token_seconds,
+// _last_input_sequence_tokens and _last_inter_token_latency_seconds; the
+// queue's dynamo_frontend_router_queue_pending_requests,
+// _pending_isl_tokens and _backpressure_total; and
+// dynamo_router_bookings_expired_total. It times every decision into
+// Dynamo's dynamo_router_overhead_*_ms histograms and every mark into
+// dynamo_router_mark_seconds, both built by package overhead. Every per-worker
+// series is written under the Router's lock, through gauges cached per
+// rank slot, so a decision looks no label up and allocates nothing.
 //
 // # Disaggregated serving
 //
@@ -104,6 +142,12 @@
 // (engine hash = sequence hash), each (rank, block) expiring
 // --router-ttl-secs after it was last routed, and past
 // --router-approx-max-entries the soonest to expire go until 80 % are left.
+// The router never writes the index itself: stores and removals go through
+// the IndexWriter, in order with every other change of the index (a
+// departed worker's removal among them), and the writer counts evictions
+// and publishes the index gauges. A departed rank's entries expire with
+// their TTL like any other, which also undoes a store that raced with the
+// departure.
 //
 // # Replica sync
 //
@@ -112,7 +156,10 @@
 // its peers' with ApplyRemote, so replicas converge on the same loads. A
 // mark of a request a replica does not know is still shared (the peer
 // that routed it applies it) and remembered for 30 s in case its add is
-// still on the way. The service package carries the events on NATS.
+// still on the way. An add naming a rank that is not a candidate here is
+// ignored. Expiry is local: each replica expires its own copy of a booking
+// by its own clock and shares nothing about it. The service package
+// carries the events on NATS.
 //
 // # Concurrency and goroutines
 //
@@ -121,16 +168,36 @@
 // under it, so that concurrent decisions see each other's bookings and
 // never herd onto one idle rank. A decision among a thousand ranks holds
 // the lock for a few microseconds: per-candidate data is laid out once per
-// fleet snapshot and loads are mirrored into dense arrays (view.go), so
+// SetCandidates and loads are mirrored into dense arrays (view.go), so
 // scoring streams through arrays and only the few ranks with an overlap
-// or active blocks are scored one by one (choose.go). Lock order:
-// Router, then the index's read lock (while releasing the queue), then a
-// Publisher's; approximate mode's lock is taken with the Router's released.
+// or active blocks are scored one by one (choose.go).
+//
+// Lock order (docs/locks.md): the worker registry's lock (held while it
+// calls SetCandidates), then the Router's, then the index's read lock (while
+// releasing the queue), then a Publisher's. Approximate mode's lock is
+// taken with the Router's released, and held while calling the
+// IndexWriter, which must take none of these.
+//
+// # Parts
+//
+// The bookkeeping, what is active where, is the subpackage active: the
+// requests, their placements, each rank's counters in a slot, and the tree
+// of active blocks with its edge table. Its API is small and speaks only
+// of workers, slots, requests and loads; it knows nothing of candidates,
+// costs or locks. The scoring stays here and is pure: the cost functions
+// (cost.go) and the choices among costs (pickMin, fusedMin, minScan) take
+// plain arrays of loads and costs, and are tested without a Router or its
+// lock. The Router joins the two: under its lock, it mirrors the
+// bookkeeping's loads into the views' arrays and hands them to the
+// scoring. Why a subpackage and not a type: the boundary is then checked
+// by the compiler, and the bookkeeping's tests (the tree against a model,
+// fuzzing, slot reuse) run on it alone. Calls across it inline as they did
+// within one package, so the hot path pays nothing for the split.
 //
 // The package starts one kind of goroutine only: the runtime's, for each
 // waiting request's timeout timer (time.AfterFunc), which lives while the
 // request waits. Run, owned by the caller, does the periodic maintenance and
 // returns when its context ends, after failing waiting requests with
-// ErrClosed. Sequences and Queue are plain data structures, not safe for
-// concurrent use; the Router locks around them.
+// ErrClosed. active.Sequences and Queue are plain data structures, not
+// safe for concurrent use; the Router locks around them.
 package scheduler

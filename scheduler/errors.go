@@ -3,7 +3,7 @@ package scheduler
 import "errors"
 
 // Errors of routing. Each maps to one error code of the router's replies
-// (router-api.md §3): Code returns it. They are wrapped with detail; test
+// (docs/api.md §3): Code returns it. They are wrapped with detail; test
 // for them with errors.Is.
 var (
 	// ErrBadRequest means the request itself is wrong (a field out of range,
@@ -29,7 +29,7 @@ var (
 	ErrClosed = errors.New("router shutting down")
 )
 
-// Error codes of the router's replies (router-api.md §3).
+// Error codes of the router's replies (docs/api.md §3).
 const (
 	CodeBadRequest    = "bad_request"
 	CodeNoWorkers     = "no_workers"

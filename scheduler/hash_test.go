@@ -9,7 +9,7 @@ import (
 )
 
 func TestLocalHashesVectors(t *testing.T) {
-	// dynamo-compat.md §2.
+	// docs/compat.md §2.
 	got := localHashes(nil, []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, 4, "")
 	want := []uint64{14643705804678351452, 16777012769546811212, 483935686894639516}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -17,33 +18,42 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fleet is a Fleet whose candidates a test sets. The scheduler is pure (no
-// etcd), so its tests use this static Fleet; the service tests use the real
+// fleet holds the candidates a test pushes to its Router, as the worker
+// registry does; set pushes new ones. The scheduler is pure (no etcd), so
+// its tests push candidates themselves; the service tests use the real
 // worker registry on an embedded etcd.
 type fleet struct {
-	cands atomic.Pointer[[numKinds][]Candidate]
+	decode, prefill []Candidate
+	routers         []*Router
 }
 
 func newFleet(decode, prefill []Candidate) *fleet {
-	f := &fleet{}
-	f.set(decode, prefill)
-	return f
+	return &fleet{decode: decode, prefill: prefill}
 }
 
+// set pushes new candidates.
 func (f *fleet) set(decode, prefill []Candidate) {
-	var c [numKinds][]Candidate
-	c[KindDecode], c[KindPrefill] = decode, prefill
-	f.cands.Store(&c)
-}
-
-func (f *fleet) Candidates(k Kind) []Candidate {
-	if k >= numKinds {
-		return nil
+	f.decode, f.prefill = decode, prefill
+	for _, r := range f.routers {
+		r.SetCandidates(decode, prefill)
 	}
-	return f.cands.Load()[k]
 }
 
-var _ Fleet = (*fleet)(nil)
+// writer is an IndexWriter applying each event at once to a real index
+// (in process the order of the writes is the order of the calls), and
+// counting the blocks it stored and removed.
+type writer struct {
+	idx             *indexer.Index
+	stored, removed atomic.Int64
+}
+
+func (w *writer) Write(ev indexer.Event) {
+	w.stored.Add(int64(len(ev.Blocks)))
+	w.removed.Add(int64(len(ev.Removed)))
+	w.idx.Apply(ev)
+}
+
+var _ IndexWriter = (*writer)(nil)
 
 // cands returns trusted candidates for worker ids (rank 0), each with the
 // given limits.
@@ -59,6 +69,7 @@ func cands(totalKVBlocks, maxBatched int, ids ...uint64) []Candidate {
 type env struct {
 	r     *Router
 	idx   *indexer.Index
+	w     *writer
 	fleet *fleet
 	m     *metrics.Router
 	prom  *prometheus.Registry
@@ -72,13 +83,16 @@ var envSeed atomic.Uint64
 func newEnv(t testing.TB, cfg Config, f *fleet) *env {
 	t.Helper()
 	e := &env{idx: indexer.NewIndex(indexer.Config{}), fleet: f, prom: prometheus.NewRegistry()}
+	e.w = &writer{idx: e.idx}
 	var err error
 	if e.m, err = metrics.New(e.prom, metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	if e.r, err = New(cfg, f, e.idx, e.m, Options{Rand: rand.New(rand.NewPCG(1, envSeed.Add(1)))}); err != nil {
+	if e.r, err = New(cfg, e.idx, e.w, e.m, Options{Rand: rand.New(rand.NewPCG(1, envSeed.Add(1)))}); err != nil {
 		t.Fatal(err)
 	}
+	f.routers = append(f.routers, e.r)
+	e.r.SetCandidates(f.decode, f.prefill)
 	return e
 }
 
@@ -116,6 +130,8 @@ func (e *env) store(t testing.TB, w indexer.Worker, toks []uint32) {
 		t.Fatalf("store for %v: %v", w, res.Status)
 	}
 }
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func w(id uint64) indexer.Worker { return indexer.Worker{ID: indexer.WorkerID(id)} }
 

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/kvrouter/router/indexer"
-	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/scheduler/active"
 )
 
 // This file is the rest of a request's life after routing: its first token
@@ -18,16 +18,23 @@ import (
 // requests, which are told before MarkPrefill returns.
 func (r *Router) MarkPrefill(id string) bool {
 	now := time.Now()
+	defer r.m.Marks.Prefill.Since(now)
 	r.mu.Lock()
 	m, ok := r.seqs.MarkPrefill(id, now)
 	r.shareMarkLocked(SyncPrefill, id, m.Worker, ok, now)
+	observe := ok && m.Local && m.First
+	ttft := now.Sub(m.Added)
+	if observe {
+		if g := r.markedGaugesLocked(m); g != nil {
+			g.lastGauge(&g.ttft, r.m.WorkerLastTimeToFirstToken).Set(ttft.Seconds())
+			g.lastGauge(&g.isl, r.m.WorkerLastInputSequenceTokens).Set(float64(m.ISL))
+		}
+	}
 	r.syncLocked()
 	rel := r.releaseLocked(now)
 	r.mu.Unlock()
-	if ok && m.Local && m.First {
-		ttft := now.Sub(m.Added)
+	if observe {
 		r.m.TimeToFirstToken.Observe(ttft.Seconds())
-		r.m.ObserveWorkerFirstToken(metricsWorker(m), ttft, m.ISL)
 	}
 	r.finishAll(rel)
 	return ok
@@ -39,26 +46,42 @@ func (r *Router) MarkPrefill(id string) bool {
 // inter-token latency is (now − first token) / (outputTokens − 1).
 func (r *Router) Free(id string, outputTokens int) bool {
 	now := time.Now()
+	defer r.m.Marks.Free.Since(now)
 	r.mu.Lock()
 	m, ok := r.seqs.Free(id)
 	r.shareMarkLocked(SyncFree, id, m.Worker, ok, now)
+	observe := ok && m.Local && outputTokens >= 0
+	withITL := observe && outputTokens >= 2 && !m.PrefilledAt.IsZero()
+	var itl time.Duration
+	if withITL {
+		itl = now.Sub(m.PrefilledAt) / time.Duration(outputTokens-1)
+		if g := r.markedGaugesLocked(m); g != nil {
+			g.lastGauge(&g.itl, r.m.WorkerLastInterTokenLatency).Set(itl.Seconds())
+		}
+	}
 	r.syncLocked()
 	rel := r.releaseLocked(now)
 	r.mu.Unlock()
-	if ok && m.Local && outputTokens >= 0 {
+	if observe {
 		r.m.OutputSequenceTokens.Observe(float64(outputTokens))
-		if outputTokens >= 2 && !m.PrefilledAt.IsZero() {
-			itl := now.Sub(m.PrefilledAt) / time.Duration(outputTokens-1)
-			r.m.InterTokenLatency.Observe(itl.Seconds())
-			r.m.ObserveWorkerInterToken(metricsWorker(m), itl)
-		}
+	}
+	if withITL {
+		r.m.InterTokenLatency.Observe(itl.Seconds())
 	}
 	r.finishAll(rel)
 	return ok
 }
 
-func metricsWorker(m Marked) metrics.Worker {
-	return metrics.Worker{ID: uint64(m.Worker.ID), DPRank: uint32(m.Worker.DPRank), Type: m.Kind.String()}
+// markedGaugesLocked returns the per-worker gauges of a marked request's
+// first placement, or nil if its rank is not a candidate (it cannot be
+// one: SetCandidates forgets the requests of the ranks it removes). mu is
+// held, as for every write of a per-worker series.
+func (r *Router) markedGaugesLocked(m active.Marked) *rankGauges {
+	ri, ok := r.seqs.Rank(m.Worker)
+	if !ok {
+		return nil
+	}
+	return r.gaugesLocked(ri)
 }
 
 // shareMarkLocked publishes a mark or free to the replicas. With replica
@@ -76,9 +99,11 @@ func (r *Router) shareMarkLocked(k SyncKind, id string, w indexer.Worker, known 
 	r.publishLocked(SyncEvent{Kind: k, RequestID: id, Worker: w})
 }
 
-// ApplyRemote applies a replica's bookkeeping change. Events of a worker
-// that was removed are ignored; so are marks of requests this router does
-// not know (they are remembered briefly, in case their add is late).
+// ApplyRemote applies a replica's bookkeeping change. An add naming a rank
+// that is not a candidate here (departed, or not yet pushed) is ignored
+// and logged at debug level: no metric counts it, the replica-sync
+// families being Dynamo's and having none for it. Marks of requests this
+// router does not know are remembered briefly, in case their add is late.
 func (r *Router) ApplyRemote(ev SyncEvent) {
 	now := time.Now()
 	r.mu.Lock()
@@ -112,8 +137,13 @@ func (r *Router) addRemoteLocked(ev SyncEvent, now time.Time) {
 	if early == SyncFree {
 		return
 	}
-	pc := Placement{
-		Worker: ev.Worker, Kind: r.kindOfLocked(ev.Worker),
+	kind, ok := r.kindOfLocked(ev.Worker)
+	if !ok {
+		r.log.Debug("replica add of a rank that is not a candidate ignored", "request_id", ev.RequestID, "worker_id", ev.Worker.ID, "dp_rank", ev.Worker.DPRank)
+		return
+	}
+	pc := active.Placement{
+		Worker: ev.Worker, Prefill: kind == KindPrefill,
 		SeqHashes: ev.SeqHashes, NumBlocks: len(ev.SeqHashes),
 	}
 	if ev.TrackPrefill {
@@ -134,12 +164,12 @@ func (r *Router) addRemoteLocked(ev SyncEvent, now time.Time) {
 	}
 }
 
-// maintainEvery is how often Run expires stale requests and approximate
-// entries and retries the queue.
+// maintainEvery is how often Run expires requests and approximate entries
+// and retries the queue.
 const maintainEvery = time.Second
 
-// Run expires stale requests, approximate-mode entries and forgotten
-// replica marks every second, and retries waiting requests (workers may
+// Run expires requests past the prefill or stale timeout, approximate-mode
+// entries and forgotten replica marks every second, and retries waiting requests (workers may
 // have joined), until ctx ends; then it closes the router (see Close) and
 // returns nil. Routing works without Run, but nothing expires while
 // traffic stops.
@@ -160,8 +190,9 @@ func (r *Router) Run(ctx context.Context) error {
 // maintain is one pass of Run.
 func (r *Router) maintain(now time.Time) {
 	r.mu.Lock()
-	if n := r.seqs.Expire(now, r.cfg.StaleTimeout); n > 0 {
-		r.log.Warn("freed requests never freed by their callers", "requests", n, "stale_timeout", r.cfg.StaleTimeout)
+	if e := r.expireLocked(now); e.NoPrefill > 0 || e.Stale > 0 {
+		r.log.Warn("freed requests their callers never marked or freed", "no_prefill", e.NoPrefill, "stale", e.Stale,
+			"prefill_timeout", r.cfg.PrefillTimeout, "stale_timeout", r.cfg.StaleTimeout)
 	}
 	r.syncLocked()
 	r.marks.expire(now)

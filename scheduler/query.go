@@ -24,11 +24,11 @@ func (r *Router) OverlapScores(req *Request) (numBlocks int, scores []Overlap, e
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, kind := range []Kind{KindDecode, KindPrefill} {
-		cands := r.fleet.Candidates(kind)
-		if len(cands) == 0 {
+		v := r.views[kind]
+		if v == nil {
 			continue
 		}
-		v := r.viewLocked(kind, cands)
+		cands := v.cands
 		s.overlap = zeroed(s.overlap, len(cands))
 		for _, m := range p.matches {
 			if i := v.table.get(m.Worker); i >= 0 && cands[i].OverlapTrusted {
@@ -62,11 +62,11 @@ func (r *Router) PotentialLoads(req *Request) ([]Load, Pending, error) {
 	defer r.mu.Unlock()
 	var loads []Load
 	for _, kind := range []Kind{KindDecode, KindPrefill} {
-		cands := r.fleet.Candidates(kind)
-		if len(cands) == 0 {
+		v := r.views[kind]
+		if v == nil {
 			continue
 		}
-		v := r.viewLocked(kind, cands)
+		cands := v.cands
 		s.overlap = zeroed(s.overlap, len(cands))
 		for _, m := range p.matches {
 			if i := v.table.get(m.Worker); i >= 0 && cands[i].OverlapTrusted {
@@ -74,19 +74,15 @@ func (r *Router) PotentialLoads(req *Request) ([]Load, Pending, error) {
 			}
 		}
 		s.prefix = zeroed(s.prefix, len(cands))
-		s.sparse = r.seqs.activePrefix(p.seqHashes, v.posOf, s.prefix, s.sparse[:0])
+		s.sparse = r.seqs.ActivePrefix(p.seqHashes, v.posOf, s.prefix, s.sparse[:0])
 		for i, c := range cands {
-			ri := v.rank[i]
-			if ri < 0 || r.seqs.ranks[ri].dead {
-				continue
-			}
-			rk := &r.seqs.ranks[ri]
+			l := r.seqs.Load(v.rank[i])
 			loads = append(loads, Load{
 				Worker:                 c.Worker,
 				Kind:                   kind,
-				PotentialPrefillTokens: rk.prefillTokens + prefillTokens(p.isl, int(s.overlap[i]), bs),
-				PotentialDecodeBlocks:  rk.blocks + r.seqs.newBlocks(p.numBlocks, s.prefix[i]),
-				ActiveRequests:         int(rk.requests),
+				PotentialPrefillTokens: l.PrefillTokens + prefillTokens(p.isl, int(s.overlap[i]), bs),
+				PotentialDecodeBlocks:  l.Blocks + r.seqs.NewBlocks(p.numBlocks, s.prefix[i]),
+				ActiveRequests:         l.Requests,
 			})
 		}
 	}

@@ -133,7 +133,7 @@ func submit(e *env, req *Request) *outcome {
 }
 
 func pendingGauge(e *env, kind Kind) float64 {
-	return promtest.ToFloat64(e.m.QueuePendingRequests.WithLabelValues("", kind.String()))
+	return promtest.ToFloat64(e.r.m.QueuePendingRequests.WithLabelValues("", kind.String()))
 }
 
 func TestQueueWaitsAndReleases(t *testing.T) {
@@ -178,7 +178,7 @@ func TestQueueRejections(t *testing.T) {
 			t.Fatalf("past capacity = %v, want ErrQueueFull", err)
 		}
 		for reason, want := range map[string]float64{metrics.BackpressureDoNotQueue: 1, metrics.BackpressureRequestLimit: 1} {
-			if got := promtest.ToFloat64(e.m.QueueBackpressure.WithLabelValues("", "decode", reason)); got != want {
+			if got := promtest.ToFloat64(e.r.m.QueueBackpressure.WithLabelValues("", "decode", reason)); got != want {
 				t.Errorf("backpressure{reason=%q} = %v, want %v", reason, got, want)
 			}
 		}

@@ -34,7 +34,7 @@ func (k SyncKind) String() string {
 }
 
 // SyncEvent is one change of the bookkeeping that router replicas share
-// (--router-replica-sync, dynamo-compat.md §5). A disaggregated request is
+// (--router-replica-sync, docs/compat.md §5). A disaggregated request is
 // added by two events, its prefill rank first.
 type SyncEvent struct {
 	Kind      SyncKind

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kvrouter/router/metrics"
 )
 
 // pipe carries one router's sync events to another, in order, the way the
@@ -115,6 +118,7 @@ func TestStaleRequestsExpire(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
 		cfg.StaleTimeout = time.Minute
+		cfg.PrefillTimeout = 0
 		e := newEnv(t, cfg, newFleet(cands(0, 0, 1), nil))
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
@@ -131,6 +135,9 @@ func TestStaleRequestsExpire(t *testing.T) {
 		synctest.Wait()
 		if l, _ := e.r.Load(w(1)); l != (RankLoad{Worker: w(1), Kind: KindDecode}) {
 			t.Errorf("at 91 s: load %+v, want none", l)
+		}
+		if got := promtest.ToFloat64(e.r.m.BookingsExpired.WithLabelValues(metrics.ExpiredStale)); got != 2 {
+			t.Errorf("stale expiries = %v, want 2", got)
 		}
 		cancel()
 		if err := <-done; err != nil {

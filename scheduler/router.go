@@ -17,6 +17,7 @@ import (
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/overhead"
+	"github.com/kvrouter/router/scheduler/active"
 )
 
 // MaxPriorityJump bounds a request's priority_jump, in seconds: a day is
@@ -35,18 +36,18 @@ type Options struct {
 
 // Router routes requests: for each it hashes the prompt, asks the index
 // which ranks hold its leading blocks, scores the eligible ranks, chooses
-// one, and books the request in its bookkeeping (Sequences), or parks the
-// request in the threshold queue while every eligible rank is busy. It
-// also serves MarkPrefill and Free, the read-only OverlapScores and
-// PotentialLoads, and the replica-sync events of its peers.
+// one, and books the request in its bookkeeping (active.Sequences), or
+// parks the request in the threshold queue while every eligible rank is
+// busy. It also serves MarkPrefill and Free, the read-only OverlapScores
+// and PotentialLoads, and the replica-sync events of its peers. The ranks
+// it may choose are pushed to it (SetCandidates).
 //
 // All methods are safe for concurrent use. See the package documentation
 // for its lock and goroutines.
 type Router struct {
 	cfg    Config
-	fleet  Fleet
 	idx    Index
-	m      *metrics.Router
+	m      *Metrics
 	log    *slog.Logger
 	approx *approx
 	pool   sync.Pool // *scratch
@@ -56,14 +57,23 @@ type Router struct {
 	pub      atomic.Pointer[publisher]
 	// thresholds says a busy threshold is configured.
 	thresholds bool
+	// disagg says there are prefill candidates (Disaggregated), for
+	// readers that do not take mu.
+	disagg atomic.Bool
 
-	// mu guards everything below. Lock order: mu, then the index's lock
+	// mu guards everything below. Lock order (docs/locks.md): the
+	// caller's of SetCandidates, then mu, then the index's read lock
 	// (FindMatches while releasing the queue), then a Publisher's.
-	mu     sync.Mutex
-	seqs   *Sequences
-	queue  *Queue // nil when the queue is off
-	views  [numKinds]*view
-	gauges []rankGauges // by rank index
+	mu    sync.Mutex
+	seqs  *active.Sequences
+	queue *Queue // nil when the queue is off
+	// cands are the candidates of each kind, as last pushed; views their
+	// derived data (nil for a kind without candidates).
+	cands [numKinds][]Candidate
+	views [numKinds]*view
+	// kinds and gauges are indexed by rank slot (active.Sequences).
+	kinds  []Kind
+	gauges []rankGauges
 	rng    *rand.Rand
 	rr     uint64
 	closed bool
@@ -109,14 +119,21 @@ type prompt struct {
 	numBlocks, isl    int
 }
 
-// New returns a Router. fleet, idx and m are required. It starts nothing:
-// Run runs its maintenance.
-func New(cfg Config, fleet Fleet, idx Index, m *metrics.Router, opts Options) (*Router, error) {
+// New returns a Router with no candidates (see SetCandidates), counting in
+// its families (Metrics), which it builds from m. idx and m are required;
+// w is required in approximate mode (cfg.UseKVEvents false with mode kv),
+// where the router indexes its own decisions through it, and unused
+// otherwise (it may be nil). It starts nothing: Run runs its maintenance.
+func New(cfg Config, idx Index, w IndexWriter, m *metrics.Router, opts Options) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	if fleet == nil || idx == nil || m == nil {
-		return nil, errors.New("scheduler: nil fleet, index or metrics")
+	if idx == nil || m == nil {
+		return nil, errors.New("scheduler: nil index or metrics")
+	}
+	approximate := !cfg.UseKVEvents && cfg.Mode == ModeKV
+	if approximate && w == nil {
+		return nil, errors.New("scheduler: approximate mode (--no-router-kv-events) needs an index writer, and none was given")
 	}
 	rng := opts.Rand
 	if rng == nil {
@@ -126,9 +143,13 @@ func New(cfg Config, fleet Fleet, idx Index, m *metrics.Router, opts Options) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	sm, err := NewMetrics(m)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
 	r := &Router{
-		cfg: cfg, fleet: fleet, idx: idx, m: m, log: log, rng: rng,
-		seqs:     NewSequences(cfg.TrackActiveBlocks, cfg.AssumeKVReuse),
+		cfg: cfg, idx: idx, m: sm, log: log, rng: rng,
+		seqs:     active.New(cfg.TrackActiveBlocks, cfg.AssumeKVReuse),
 		idPrefix: strconv.FormatUint(rng.Uint64()>>16, 36) + "-",
 		marks:    newPendingMarks(),
 	}
@@ -138,8 +159,8 @@ func New(cfg Config, fleet Fleet, idx Index, m *metrics.Router, opts Options) (*
 	if cfg.QueueThreshold != nil {
 		r.queue = NewQueue(cfg.QueuePolicy, cfg.QueueCapacity, cfg.QueueAgingLimit, time.Now())
 	}
-	if !cfg.UseKVEvents && cfg.Mode == ModeKV {
-		r.approx = newApprox(idx, m, cfg.TTL, cfg.ApproxMaxEntries)
+	if approximate {
+		r.approx = newApprox(w, cfg.TTL, cfg.ApproxMaxEntries)
 	}
 	return r, nil
 }
@@ -233,7 +254,7 @@ func (r *Router) route(req *Request, done func(Decision, error)) (Decision, *wai
 		return Decision{}, nil, err
 	}
 	if kv {
-		r.m.ObserveOverhead(t.Done())
+		r.m.Route.Observe(t.Done())
 	}
 	if w != nil {
 		return Decision{}, w, nil
@@ -356,7 +377,7 @@ type plan struct {
 func (r *Router) resolve(t WorkerType) plan {
 	switch t {
 	case WorkerTypeAuto, WorkerTypeDisaggregated:
-		if len(r.fleet.Candidates(KindPrefill)) > 0 {
+		if len(r.cands[KindPrefill]) > 0 {
 			return plan{typ: WorkerTypeDisaggregated, kind: KindPrefill, disagg: true}
 		}
 		return plan{typ: WorkerTypeAggregated, kind: KindDecode}
@@ -389,8 +410,8 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 		}
 	}
 	d := Decision{Choice: first, NumBlocks: p.numBlocks, Type: pl.typ}
-	places := [2]Placement{{
-		Worker: first.Worker, Kind: pl.kind, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks,
+	places := [2]active.Placement{{
+		Worker: first.Worker, Prefill: pl.kind == KindPrefill, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks,
 	}}
 	if !pl.byLoad {
 		places[0].PrefillTokens = prefillTokens(p.isl, first.OverlapBlocks, r.cfg.BlockSize)
@@ -404,7 +425,7 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 			return Decision{}, false, err
 		}
 		d.Prefill, d.Decode = first, second
-		places[1] = Placement{Worker: second.Worker, Kind: KindDecode, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks}
+		places[1] = active.Placement{Worker: second.Worker, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks}
 		n = 2
 	}
 	if req.QueryOnly {
@@ -416,7 +437,9 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 		id = r.idPrefix + strconv.FormatUint(r.idSeq.Add(1), 10)
 	}
 	if err := r.seqs.Add(id, now, p.isl, true, places[:n]...); err != nil {
-		return Decision{}, false, err
+		// Cannot happen: the choices are candidates, and every candidate
+		// has a rank.
+		return Decision{}, false, fmt.Errorf("%w: %w", ErrNoWorkers, err)
 	}
 	d.RequestID = id
 	for i := range n {
@@ -426,7 +449,7 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 			ISL: p.isl, Overlap: d.overlapOf(i), TrackPrefill: !pl.byLoad && i == 0,
 		})
 	}
-	r.seqs.Expire(now, r.cfg.StaleTimeout)
+	r.expireLocked(now)
 	r.syncLocked()
 	r.m.RequestsTotal.Inc()
 	r.m.InputSequenceTokens.Observe(float64(p.isl))
@@ -451,83 +474,206 @@ func (d *Decision) overlapOf(i int) int {
 // syncLocked copies the load of every rank changed since the last call
 // into the views and the per-worker gauges. Every change of the
 // bookkeeping is followed by it before mu is released, so views and gauges
-// never lag. Running under mu also orders the gauges with RemoveWorker: a
-// removed worker's series, once deleted by the registry, are never written
+// never lag. Running under mu also orders the gauges with SetCandidates,
+// which deletes a departed rank's series under mu: they are never written
 // again.
 func (r *Router) syncLocked() {
-	r.seqs.drainTouched(func(ri int32) {
-		rk := &r.seqs.ranks[ri]
+	r.seqs.DrainTouched(func(ri int32) {
+		l := r.seqs.Load(ri)
 		for _, v := range r.views {
 			if v != nil && int(ri) < len(v.posOf) && v.posOf[ri] >= 0 {
-				v.set(v.posOf[ri], rk)
+				v.setLoad(v.posOf[ri], l.PrefillTokens, l.Blocks)
 			}
 		}
-		g := r.gaugesLocked(ri, rk.kind)
-		g.blocks.Set(float64(rk.blocks))
-		g.prefill.Set(float64(rk.prefillTokens))
+		g := r.gaugesLocked(ri)
+		g.blocks.Set(float64(l.Blocks))
+		g.prefill.Set(float64(l.PrefillTokens))
 	})
 }
 
-// rankGauges are a rank's two load gauges
-// (dynamo_frontend_worker_active_decode_blocks and
-// ..._active_prefill_tokens), looked up once: metrics.Router.SetWorkerLoad
-// formats and hashes the labels at every call, a microsecond and two
-// allocations twice per request.
-type rankGauges struct {
-	kind            Kind
-	blocks, prefill prometheus.Gauge
+// expireLocked frees the requests past the prefill or the stale timeout,
+// and counts them. mu is held.
+func (r *Router) expireLocked(now time.Time) active.Expired {
+	e := r.seqs.Expire(now, r.cfg.PrefillTimeout, r.cfg.StaleTimeout)
+	if e.NoPrefill > 0 {
+		r.m.BookingsExpired.WithLabelValues(metrics.ExpiredNoPrefill).Add(float64(e.NoPrefill))
+	}
+	if e.Stale > 0 {
+		r.m.BookingsExpired.WithLabelValues(metrics.ExpiredStale).Add(float64(e.Stale))
+	}
+	return e
 }
 
-// gaugesLocked returns rank ri's gauges, looking them up on first use or
-// when the rank's kind (a label) changed. The cache is dropped whenever the
-// fleet changes (see viewLocked), because the worker registry deletes a
-// changed worker's series. mu is held.
-func (r *Router) gaugesLocked(ri int32, kind Kind) *rankGauges {
+// rankGauges are a rank's per-worker gauges (dynamo_frontend_worker_*),
+// looked up once: a lookup formats and hashes the labels, a microsecond and
+// two allocations, too much for every request. The load gauges are looked
+// up with the rank's first load; the last-request gauges with their first
+// value (lastGauge), so that each series appears when it has one, as in
+// Dynamo.
+type rankGauges struct {
+	values          []string // worker_id, dp_rank, worker_type
+	blocks, prefill prometheus.Gauge
+	ttft, isl, itl  prometheus.Gauge
+}
+
+// lastGauge returns *g, looking it up in vec first if it is nil.
+func (rg *rankGauges) lastGauge(g *prometheus.Gauge, vec *prometheus.GaugeVec) prometheus.Gauge {
+	if *g == nil {
+		*g = vec.WithLabelValues(rg.values...)
+	}
+	return *g
+}
+
+// gaugesLocked returns the gauges of the rank in slot ri, looking them up
+// on first use; dropGaugesLocked deletes them. Every write of a per-worker
+// series goes through here, under mu, so a series deleted by
+// dropGaugesLocked is never re-created for a rank that left. mu is held.
+func (r *Router) gaugesLocked(ri int32) *rankGauges {
 	if int(ri) >= len(r.gauges) {
 		r.gauges = append(r.gauges, make([]rankGauges, int(ri)+1-len(r.gauges))...)
 	}
 	g := &r.gauges[ri]
-	if g.blocks == nil || g.kind != kind {
-		w := r.seqs.workers[ri]
-		labels := prometheus.Labels{
-			metrics.LabelWorkerID:   strconv.FormatUint(uint64(w.ID), 10),
-			metrics.LabelDPRank:     strconv.FormatUint(uint64(w.DPRank), 10),
-			metrics.LabelWorkerType: kind.String(),
+	if g.values == nil {
+		v := r.rankSeriesLocked(ri).Values()
+		*g = rankGauges{
+			values:  v,
+			blocks:  r.m.WorkerActiveDecodeBlocks.WithLabelValues(v...),
+			prefill: r.m.WorkerActivePrefillTokens.WithLabelValues(v...),
 		}
-		*g = rankGauges{kind: kind, blocks: r.m.WorkerActiveDecodeBlocks.With(labels), prefill: r.m.WorkerActivePrefillTokens.With(labels)}
 	}
 	return g
 }
 
-// RemoveWorker forgets every rank of worker id: its bookkeeping and, in
-// approximate mode, its entries. The worker registry calls it (through the
-// index remover it is given) when a worker leaves; the worker is never
-// chosen or booked again.
-func (r *Router) RemoveWorker(id indexer.WorkerID) {
-	r.mu.Lock()
-	r.seqs.RemoveWorker(id)
-	r.seqs.drainTouched(func(int32) {}) // the registry deletes the series
-	r.views = [numKinds]*view{}         // rebuilt without the worker's ranks
-	r.mu.Unlock()
-	if r.approx != nil {
-		r.approx.removeWorker(id)
+// rankSeriesLocked names the per-worker series of the rank in slot ri.
+// mu is held.
+func (r *Router) rankSeriesLocked(ri int32) metrics.Worker {
+	w := r.seqs.Worker(ri)
+	return metrics.Worker{ID: uint64(w.ID), DPRank: uint32(w.DPRank), Type: r.kinds[ri].String()}
+}
+
+// dropGaugesLocked deletes the per-worker series of the rank in slot ri,
+// before the rank leaves the slot or changes type, and forgets its cached
+// gauges. mu is held.
+func (r *Router) dropGaugesLocked(ri int32) {
+	if int(ri) < len(r.kinds) {
+		r.m.DeleteRank(r.rankSeriesLocked(ri))
+	}
+	if int(ri) < len(r.gauges) {
+		r.gauges[ri] = rankGauges{}
 	}
 }
 
-// Load returns a rank's predicted load, and false for a rank the router
-// never booked or that was removed.
+// SetCandidates replaces the workers the router may choose and book: the
+// decode (and aggregated) ranks and the prefill ranks, each in the order
+// the router considers them (ties are broken by position, so a stable
+// order keeps decisions reproducible). The worker registry, the one owner
+// of worker lifecycle, calls it, in order, every time its set of workers
+// changes; it may hold its own lock meanwhile (SetCandidates takes only the
+// Router's, briefly, and never calls back). The slices are the Router's
+// afterwards: the caller must not modify them.
+//
+// A rank absent from the new set is forgotten at once: its bookings are
+// released (a request left with no placement is forgotten, not shared
+// with replicas: each replica's registry removes the rank from its own
+// router), its memory freed, its slot reused by the next new rank. Nothing
+// is remembered of it: a rank that returns starts with zero load and is
+// routable at once; a late replica event naming a departed rank is
+// ignored. Its dynamo_frontend_worker_* series, which the Router owns, are
+// deleted here, under the Router's lock, and so are those of a rank whose
+// kind changed: the Router writes no series of a rank that is not a
+// candidate, so none is re-created.
+//
+// Approximate-mode entries of a departed rank are not dropped: they
+// expire with their TTL like any other, which also removes from the index
+// any store of the rank that raced with its departure.
+//
+// Until the first call there are no candidates (ErrNoWorkers).
+func (r *Router) SetCandidates(decode, prefill []Candidate) {
+	next := make(map[indexer.Worker]struct{}, len(decode)+len(prefill))
+	for _, c := range decode {
+		next[c.Worker] = struct{}{}
+	}
+	for _, c := range prefill {
+		next[c.Worker] = struct{}{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []int32
+	r.seqs.EachRank(func(slot int32, w indexer.Worker) {
+		if _, ok := next[w]; !ok {
+			gone = append(gone, slot)
+		}
+	})
+	// The Router owns its per-worker series: a departed rank's go with
+	// it, under mu, so nothing writes them again.
+	for _, slot := range gone {
+		r.dropGaugesLocked(slot)
+	}
+	if n := r.seqs.RemoveRanks(gone); n > 0 {
+		r.log.Info("requests forgotten with their workers", "requests", n, "ranks", len(gone))
+	}
+	// Ranks in candidate order, decode first, so that slots are assigned
+	// reproducibly.
+	for k, cands := range [numKinds][]Candidate{KindDecode: decode, KindPrefill: prefill} {
+		for _, c := range cands {
+			if slot, ok := r.seqs.Rank(c.Worker); ok && r.kinds[slot] != Kind(k) {
+				r.dropGaugesLocked(slot) // its worker_type label changes
+			}
+			slot := r.seqs.AddRank(c.Worker)
+			if int(slot) >= len(r.kinds) {
+				r.kinds = append(r.kinds, make([]Kind, int(slot)+1-len(r.kinds))...)
+			}
+			r.kinds[slot] = Kind(k)
+		}
+	}
+	r.cands = [numKinds][]Candidate{KindDecode: decode, KindPrefill: prefill}
+	perToken := r.cfg.params(nil).scale / float64(r.cfg.BlockSize)
+	for k, cands := range r.cands {
+		r.views[k] = nil
+		if len(cands) > 0 {
+			r.views[k] = newView(r.seqs, cands, perToken)
+		}
+	}
+	r.disagg.Store(len(prefill) > 0)
+	// Export every candidate's load afresh at the next change: new ranks
+	// and ranks whose type changed have no series yet.
+	r.seqs.EachRank(func(slot int32, _ indexer.Worker) { r.seqs.Touch(slot) })
+}
+
+// RankLoad is one rank's predicted load.
+type RankLoad struct {
+	Worker        indexer.Worker
+	Kind          Kind
+	PrefillTokens int
+	DecodeBlocks  int
+	Requests      int
+}
+
+// rankLoadLocked returns the load of the rank in slot ri. mu is held.
+func (r *Router) rankLoadLocked(ri int32) RankLoad {
+	l := r.seqs.Load(ri)
+	return RankLoad{Worker: r.seqs.Worker(ri), Kind: r.kinds[ri], PrefillTokens: l.PrefillTokens, DecodeBlocks: l.Blocks, Requests: l.Requests}
+}
+
+// Load returns a rank's predicted load, and false for a rank that is not
+// a candidate.
 func (r *Router) Load(w indexer.Worker) (RankLoad, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.seqs.Load(w)
+	ri, ok := r.seqs.Rank(w)
+	if !ok {
+		return RankLoad{}, false
+	}
+	return r.rankLoadLocked(ri), true
 }
 
-// Loads returns the predicted load of every rank the router knows (every
-// candidate it has scored, and every rank it booked), in no order.
+// Loads returns the predicted load of every candidate rank, in no order.
 func (r *Router) Loads() []RankLoad {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.seqs.Loads()
+	out := make([]RankLoad, 0, r.seqs.Ranks())
+	r.seqs.EachRank(func(slot int32, _ indexer.Worker) { out = append(out, r.rankLoadLocked(slot)) })
+	return out
 }
 
 // Active returns the number of requests booked and not freed.
@@ -537,6 +683,6 @@ func (r *Router) Active() int {
 	return r.seqs.Len()
 }
 
-// Disaggregated reports whether prefill workers are registered, which is
+// Disaggregated reports whether prefill workers are candidates, which is
 // when worker_type auto means disaggregated.
-func (r *Router) Disaggregated() bool { return len(r.fleet.Candidates(KindPrefill)) > 0 }
+func (r *Router) Disaggregated() bool { return r.disagg.Load() }

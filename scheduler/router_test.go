@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	gocmp "github.com/google/go-cmp/cmp"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -38,7 +39,7 @@ func TestRouteChoosesTheOverlap(t *testing.T) {
 	if want := (RankLoad{Worker: w(2), Kind: KindDecode, PrefillTokens: 4, DecodeBlocks: 4, Requests: 1}); l != want {
 		t.Errorf("load of worker 2 = %+v, want %+v", l, want)
 	}
-	if got := promtest.ToFloat64(e.m.RequestsTotal); got != 1 {
+	if got := promtest.ToFloat64(e.r.m.RequestsTotal); got != 1 {
 		t.Errorf("requests_total = %v, want 1", got)
 	}
 }
@@ -137,10 +138,10 @@ func TestRouteQueryOnlyBooksNothing(t *testing.T) {
 	if d.Worker != w(1) || e.r.Active() != 0 {
 		t.Errorf("query-only: decision %+v, %d active; want worker 1 and nothing booked", d, e.r.Active())
 	}
-	if got := promtest.ToFloat64(e.m.RequestsTotal); got != 0 {
+	if got := promtest.ToFloat64(e.r.m.RequestsTotal); got != 0 {
 		t.Errorf("requests_total = %v after a query, want 0", got)
 	}
-	if got := promtest.CollectAndCount(e.m.OverheadTotal); got != 1 {
+	if got := promtest.CollectAndCount(e.r.m.Route.Total); got != 1 {
 		t.Errorf("overhead_total series = %d, want 1", got)
 	}
 }
@@ -170,7 +171,7 @@ func TestRoundRobinAndRandom(t *testing.T) {
 		if diff := gocmp.Diff([]indexer.WorkerID{1, 2, 3, 1, 2, 3}, got); diff != "" {
 			t.Errorf("round-robin order (-want +got):\n%s", diff)
 		}
-		if n := promtest.CollectAndCount(e.m.OverheadTotal); n != 1 || sampleCount(t, e, "dynamo_router_overhead_total_ms") != 0 {
+		if n := promtest.CollectAndCount(e.r.m.Route.Total); n != 1 || sampleCount(t, e, "dynamo_router_overhead_total_ms") != 0 {
 			t.Errorf("round-robin observed routing overhead")
 		}
 	})
@@ -340,25 +341,8 @@ func TestMarksFeedMetrics(t *testing.T) {
 			t.Errorf("%s: %d observations, want %d", name, got, want)
 		}
 	}
-	if got := promtest.ToFloat64(e.m.WorkerActiveDecodeBlocks.WithLabelValues("1", "0", "decode")); got != 0 {
+	if got := promtest.ToFloat64(e.r.m.WorkerActiveDecodeBlocks.WithLabelValues("1", "0", "decode")); got != 0 {
 		t.Errorf("active decode blocks after free = %v, want 0", got)
-	}
-}
-
-func TestRemoveWorker(t *testing.T) {
-	f := newFleet(cands(0, 0, 1, 2), nil)
-	e := newEnv(t, testConfig(), f)
-	route(t, e, &Request{ID: "r", Tokens: tokens(0, 1, 4), AllowedWorkerIDs: []indexer.WorkerID{1}})
-	e.r.RemoveWorker(1)
-	if e.r.Active() != 0 {
-		t.Errorf("%d requests active after their worker left", e.r.Active())
-	}
-	// The registry has not published its new snapshot yet: worker 1 is
-	// still a candidate, but it is never chosen again.
-	for range 5 {
-		if d := route(t, e, &Request{Tokens: tokens(0, 1, 4), QueryOnly: true}); d.Worker.ID == 1 {
-			t.Fatal("removed worker chosen")
-		}
 	}
 }
 
@@ -377,6 +361,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "zero ttl", modify: func(c *Config) { c.TTL = 0 }, want: "--router-ttl-secs: 0s is out of range (allowed > 0 and ≤ 24h0m0s)"},
 		{name: "decode threshold 0", modify: func(c *Config) { c.ActiveDecodeBlocksThreshold = ptr(0.0) }, want: "--active-decode-blocks-threshold: 0 is out of range (allowed > 0 and ≤ 1)"},
 		{name: "queue capacity 0", modify: func(c *Config) { c.QueueCapacity = 0 }, want: "--router-queue-capacity: 0 is out of range (allowed 1..1048576)"},
+		{name: "prefill timeout off", modify: func(c *Config) { c.PrefillTimeout = 0 }},
+		{name: "prefill timeout negative", modify: func(c *Config) { c.PrefillTimeout = -time.Second }, want: "--router-prefill-timeout: -1s is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, 1h0m0s)"},
+		{name: "prefill timeout over stale", modify: func(c *Config) { c.StaleTimeout = time.Minute; c.PrefillTimeout = 2 * time.Minute }, want: "--router-prefill-timeout: 2m0s is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, 1m0s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

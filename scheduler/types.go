@@ -49,32 +49,30 @@ type Candidate struct {
 	OverlapTrusted bool
 }
 
-// Fleet tells which ranks may be chosen. Candidates is called on every
-// decision, from many goroutines at once: it must be cheap and must not
-// block. The returned slice belongs to the Fleet and must never change
-// after it is returned (return a new slice when the fleet changes); the
-// scheduler keeps per-slice data keyed by the slice's identity, so
-// returning the same slice while nothing changed keeps decisions fast. An
-// unknown or empty kind has no candidates.
-type Fleet interface {
-	Candidates(kind Kind) []Candidate
-}
-
-// Index is the KV index as the scheduler uses it. FindMatches runs
-// concurrently from routing goroutines; Apply (approximate mode only) and
-// Stats from one goroutine at a time. *indexer.Index implements it.
+// Index is the KV index as the scheduler reads it. FindMatches runs
+// concurrently from routing goroutines, with the Router's lock held while
+// the queue is released. *indexer.Index implements it.
 type Index interface {
 	// FindMatches appends to dst[:0] each rank's count of leading query
 	// blocks it holds.
 	FindMatches(query []indexer.LocalHash, earlyExit bool, dst []indexer.Match) []indexer.Match
-	// Apply applies one event; approximate mode stores and removes the
-	// router's own decisions with it.
-	Apply(ev indexer.Event) indexer.Result
-	// Stats returns the index's sizes.
-	Stats() indexer.Stats
 }
 
 var _ Index = (*indexer.Index)(nil)
+
+// IndexWriter applies index changes in order with every other change of
+// the index, asynchronously: approximate mode (--no-router-kv-events)
+// stores the prompts it routes and removes its expired and pruned entries
+// through it, so that they are ordered with the worker registry's removals
+// and clears, and nothing else writes the index. Write is called from
+// routing goroutines one at a time (approximate mode's own lock is held,
+// the Router's is not); it must not call back into the Router and must not
+// block for long. ev and its slices belong to the writer once Write is
+// called. The writer counts what its applies evict and publishes the index
+// gauges.
+type IndexWriter interface {
+	Write(ev indexer.Event)
+}
 
 // WorkerType is what a request asks to be routed to (route's worker_type).
 type WorkerType uint8

@@ -2,14 +2,15 @@ package scheduler
 
 import (
 	"math/bits"
-	"unsafe"
 
 	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/scheduler/active"
 )
 
-// view is what the scheduler derives once from one candidate slice of the
-// Fleet: each candidate's rank in the bookkeeping, each rank's position
-// among the candidates, and a table from worker to position. With it a
+// view is what the scheduler derives once from one candidate slice pushed
+// by SetCandidates: each candidate's rank slot in the bookkeeping, each
+// slot's position among the candidates, and a table from worker to
+// position. With it a
 // decision maps index matches and active blocks to candidates by array
 // indexing, without a map lookup per candidate: at a thousand candidates
 // that is the difference between a few microseconds and tens.
@@ -25,22 +26,19 @@ import (
 // visiting them (see minScan), which a thousand candidates made the
 // largest part of a decision.
 //
-// A view is rebuilt when the Fleet returns another slice or a worker is
-// removed. It is built, read and updated under the Router's lock.
+// A view is rebuilt at every SetCandidates. It is built, read and updated
+// under the Router's lock.
 type view struct {
 	cands []Candidate
-	// rank is each candidate's rank index in Sequences (−1: removed).
+	// rank is each candidate's rank slot in the bookkeeping.
 	rank []int32
-	// posOf is each rank index's candidate position (−1: not a candidate);
-	// ranks created after the view was built are not candidates of it.
+	// posOf is each rank slot's candidate position (−1: not a candidate
+	// of this kind).
 	posOf []int32
 	table workerTable
 	// prefill and blocks are each candidate's active prefill tokens and
-	// active blocks; live is false for a removed worker's rank, dead
-	// counts those.
+	// active blocks.
 	prefill, blocks []float64
-	live            []bool
-	dead            int
 	// key and loadKey hold the keys ordering the plain costs at the
 	// configured scale and by load (see minScan). key is nil where the
 	// configured perToken, the scale over the block size, keeps no cost
@@ -53,46 +51,29 @@ type view struct {
 	wide         int
 }
 
-// sameSlice reports whether a and b are the same slice.
-func sameSlice(a, b []Candidate) bool {
-	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
-}
-
-// newView builds the view of cands of kind, creating their ranks in s.
-// perToken is the configured scale over the block size, which key is
-// computed for.
-func newView(s *Sequences, cands []Candidate, kind Kind, perToken float64) *view {
+// newView builds the view of cands, whose ranks s holds. perToken is the
+// configured scale over the block size, which key is computed for.
+func newView(s *active.Sequences, cands []Candidate, perToken float64) *view {
 	v := &view{cands: cands, rank: make([]int32, len(cands)), perToken: perToken}
 	v.initKeys(len(cands))
-	for i, c := range cands {
-		v.rank[i] = s.rankOf(c.Worker, kind)
-	}
-	v.posOf = make([]int32, len(s.ranks))
+	v.posOf = make([]int32, s.Slots())
 	for i := range v.posOf {
 		v.posOf[i] = -1
 	}
-	for i, r := range v.rank {
-		if r >= 0 {
-			v.posOf[r] = int32(i)
-		}
+	for i, c := range cands {
+		r, _ := s.Rank(c.Worker) // SetCandidates added it
+		v.rank[i] = r
+		v.posOf[r] = int32(i)
 	}
 	v.table = newWorkerTable(cands)
 	v.prefill = make([]float64, len(cands))
 	v.blocks = make([]float64, len(cands))
-	v.live = make([]bool, len(cands))
 	for i, r := range v.rank {
-		if r < 0 || s.ranks[r].dead {
-			v.dead++
-			continue
-		}
-		v.live[i] = true
-		v.set(int32(i), &s.ranks[r])
+		l := s.Load(r)
+		v.setLoad(int32(i), l.PrefillTokens, l.Blocks)
 	}
 	return v
 }
-
-// set copies a rank's load into position i.
-func (v *view) set(i int32, rk *rank) { v.setLoad(i, rk.prefillTokens, rk.blocks) }
 
 // setLoad sets position i's load.
 func (v *view) setLoad(i int32, prefillTokens, blocks int) {

@@ -64,6 +64,7 @@ func BenchmarkRouteNATS(b *testing.B) {
 	}
 	cfg := scheduler.DefaultConfig()
 	cfg.StaleTimeout = time.Second
+	cfg.PrefillTimeout = cfg.StaleTimeout // it may not exceed the stale timeout
 	rt := startRouter(b, srv, 42, cfg)
 	registerMany(b, srv, workers)
 	waitWorkers(b, workers, rt)
@@ -272,12 +273,13 @@ func BenchmarkHandlerPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	idx := indexer.NewIndex(indexer.Config{})
-	// A static Fleet: this benchmark isolates the handler's CPU from etcd
+	// Fixed candidates: this benchmark isolates the handler's CPU from etcd
 	// and NATS; BenchmarkRouteNATS runs the real registry.
-	r, err := scheduler.New(scheduler.DefaultConfig(), staticFleet(cands), idx, m, scheduler.Options{})
+	r, err := scheduler.New(scheduler.DefaultConfig(), idx, nil, m, scheduler.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	r.SetCandidates(cands, nil)
 	h := hasherOf(b, 128)
 	rng := rand.New(rand.NewPCG(1, 1))
 	toks := make([]uint32, 30*128)
@@ -301,16 +303,6 @@ func BenchmarkHandlerPath(b *testing.B) {
 		})
 		r.Free("r", -1)
 	}
-}
-
-// staticFleet is a Fleet of fixed decode candidates.
-type staticFleet []scheduler.Candidate
-
-func (f staticFleet) Candidates(k scheduler.Kind) []scheduler.Candidate {
-	if k == scheduler.KindDecode {
-		return f
-	}
-	return nil
 }
 
 // BenchmarkDecodeRequest times decoding a route request: a 3,840-token

@@ -1,24 +1,27 @@
 // Package service puts the scheduler on NATS: the router's request/reply
-// endpoints of router-api.md §3, and the replica-sync events of §4.
+// endpoints of docs/api.md §3, and the replica-sync events of §4.
 //
 // # Endpoints
 //
 // Each endpoint answers on namespace.{ns}.component.{router}.{endpoint}
 // in the queue group {router}, so that router replicas share the load:
 // route, mark_prefill, mark_free, overlap_scores, potential_loads.
-// Requests and replies are JSON exactly as router-api.md §3 shows them;
+// Requests and replies are JSON exactly as docs/api.md §3 shows them;
 // an error is {"error":{"code","message"}} with one of the codes
 // bad_request, no_workers, overloaded, queue_full, queue_rejected, timeout,
 // internal. route's router_config_override also takes newer Dynamo's
 // overlap_score_credit and prefill_load_scale.
 //
-// Decoding is strict (scan.go, decode.go): a request is one JSON object;
-// unknown or repeated fields, a wrong type, both or neither of token_ids
-// and block_hashes, an unknown worker_type, negative or absurd numbers
-// (more than scheduler.MaxTokens tokens, a priority_jump over a day, an
-// empty allowed_worker_ids, a payload over MaxRequestBytes) are a
-// bad_request whose message names the field, counted in
-// dynamo_component_router_bad_requests_total{reason}. A null field counts
+// Decoding is strict (decode.go, with the router's one JSON scanner,
+// internal/jsonscan, which the KV-event decoder shares): a request is one
+// JSON object; unknown or repeated fields, a wrong type, invalid UTF-8,
+// both or neither of token_ids and block_hashes, an unknown worker_type,
+// negative or absurd numbers (more than scheduler.MaxTokens tokens, a
+// priority_jump over a day, an empty allowed_worker_ids, a payload over
+// MaxRequestBytes) are a bad_request whose message names the field,
+// counted in dynamo_component_router_bad_requests_total{reason}: malformed
+// for what is not JSON or of the wrong type, out_of_range for a number the
+// field does not take, too_large for a list or payload over its limit. A null field counts
 // as absent. A bad request changes nothing. block_hashes may be written as
 // signed 64-bit integers; their bits are the hash.
 //
@@ -43,6 +46,15 @@
 // Fleet adapts the worker registry (workers.Registry) to the scheduler's
 // Fleet, and Remover is the index remover to give the registry so that a
 // leaving worker also leaves the router's bookkeeping.
+//
+// # Metrics
+//
+// The package owns the endpoint families (Metrics, built by NewMetrics
+// below the router's component scope; names in metrics/names.go,
+// docs/metrics.md): for each endpoint, dynamo_component_requests_total,
+// _inflight_requests, _request_bytes_total, _response_bytes_total,
+// _errors_total (by error_type), _request_duration_seconds, and ours,
+// dynamo_component_router_bad_requests_total (by reason).
 //
 // # Goroutines and shutdown
 //

@@ -8,7 +8,7 @@ import (
 	"github.com/kvrouter/router/scheduler"
 )
 
-// This file writes the router's replies (router-api.md §3) by appending
+// This file writes the router's replies (docs/api.md §3) by appending
 // to a buffer: a route reply costs no reflection and, with a pooled
 // buffer, no allocation.
 

@@ -24,6 +24,7 @@ var timed = []string{
 	metrics.NameOverheadScheduling, metrics.NameOverheadTotal,
 	metrics.NameRouterTimeToFirstToken, metrics.NameRouterInterTokenLatency,
 	metrics.NameWorkerLastTimeToFirstToken, metrics.NameWorkerLastInterTokenLatency,
+	metrics.NameKVEventApplyLagSeconds, metrics.NameEventApply, metrics.NameMark,
 }
 
 // TestGoldenMetrics runs a fixed script of requests against a router with

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kvrouter/router/blockhash"
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/internal/testutil"
@@ -48,10 +49,14 @@ func startServers(t testing.TB) *servers {
 type router struct {
 	idx  *indexer.Index
 	m    *metrics.Router
+	sm   *scheduler.Metrics // the scheduler's families, for reading
 	prom *prometheus.Registry
 	reg  *workers.Registry
+	w    *events.Writer
 	r    *scheduler.Router
 	svc  *Service
+	// eventID numbers the events store submits.
+	eventID uint64
 	// client is a separate connection for the test's requests.
 	client *nats.Conn
 	cancel context.CancelFunc
@@ -72,22 +77,29 @@ func startRouter(t testing.TB, srv *servers, id uint64, cfg scheduler.Config) *r
 	if rt.m, err = metrics.New(rt.prom, metrics.Config{Namespace: "dynamo", Component: "router", RouterID: id, Now: testClock}); err != nil {
 		t.Fatal(err)
 	}
+	if rt.sm, err = scheduler.NewMetrics(rt.m); err != nil {
+		t.Fatal(err)
+	}
 	wcfg := workers.DefaultConfig()
 	wcfg.BlockSize = cfg.BlockSize
 	wcfg.EtcdTimeout = 2 * time.Second
 	wcfg.EtcdProbeInterval = 200 * time.Millisecond
-	rm := NewRemover(rt.idx)
-	if rt.reg, err = workers.NewRegistry(wcfg, rm, rt.m, nil); err != nil {
+	ecfg := events.DefaultConfig()
+	w, err := events.NewWriter(ecfg, rt.idx, rt.m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.w = w
+	if rt.r, err = scheduler.New(cfg, rt.idx, w, rt.m, scheduler.Options{Rand: rand.New(rand.NewPCG(id, 1))}); err != nil {
+		t.Fatal(err)
+	}
+	if rt.reg, err = workers.NewRegistry(wcfg, workers.Sinks{Index: w, Fleet: rt.r}, rt.m, nil); err != nil {
 		t.Fatal(err)
 	}
 	disc, err := workers.NewDiscovery(wcfg, srv.etcd, rt.reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rt.r, err = scheduler.New(cfg, NewFleet(rt.reg), rt.idx, rt.m, scheduler.Options{Rand: rand.New(rand.NewPCG(id, 1))}); err != nil {
-		t.Fatal(err)
-	}
-	rm.Attach(rt.r)
 	scfg := DefaultConfig()
 	scfg.RouterID = id
 	scfg.Handlers = benchHandlers
@@ -97,8 +109,9 @@ func startRouter(t testing.TB, srv *servers, id uint64, cfg scheduler.Config) *r
 	rt.client = testutil.NATSConn(t, srv.nats.URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.cancel = cancel
-	errs := make(chan error, 3)
-	for _, run := range []func(context.Context) error{disc.Run, rt.svc.Run, rt.r.Run} {
+	errs := make(chan error, 5)
+	regRun := func(ctx context.Context) error { return rt.reg.Run(ctx, w.Notices()) }
+	for _, run := range []func(context.Context) error{w.Run, regRun, disc.Run, rt.svc.Run, rt.r.Run} {
 		rt.done.Go(func() {
 			if err := run(ctx); err != nil {
 				errs <- err
@@ -107,7 +120,6 @@ func startRouter(t testing.TB, srv *servers, id uint64, cfg scheduler.Config) *r
 	}
 	t.Cleanup(func() {
 		rt.stop()
-		rt.reg.Close()
 		close(errs)
 		for err := range errs {
 			t.Errorf("run: %v", err)
@@ -209,8 +221,16 @@ func (rt *router) store(t testing.TB, id uint64, toks []uint32) {
 	for i := range locals {
 		blocks[i] = indexer.Block{Hash: indexer.BlockHash(seq[i]), Tokens: indexer.LocalHash(locals[i])}
 	}
-	if res := rt.idx.Apply(indexer.Event{Worker: indexer.Worker{ID: indexer.WorkerID(id)}, Kind: indexer.KindStored, Blocks: blocks}); res.Status != indexer.StatusOK {
-		t.Fatalf("store: %v", res.Status)
+	// Through the index's one writer, as a KV event would come.
+	rt.eventID++
+	rt.w.Submit(indexer.Event{Worker: indexer.Worker{ID: indexer.WorkerID(id)}, Kind: indexer.KindStored, Blocks: blocks}, rt.eventID)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rt.w.Sync(ctx); err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	if got := rt.idx.Size(indexer.Worker{ID: indexer.WorkerID(id)}); got < len(blocks) {
+		t.Fatalf("store: worker %d holds %d blocks, want %d", id, got, len(blocks))
 	}
 }
 

@@ -30,7 +30,7 @@ func SyncSubject(namespace, component string) string {
 }
 
 // replica carries a Router's bookkeeping changes to its replicas and
-// theirs to it (--router-replica-sync, dynamo-compat.md §5).
+// theirs to it (--router-replica-sync, docs/compat.md §5).
 //
 // Wire format: JSON with Dynamo's serde names, a batch
 // {"events":[ActiveSequenceEvent...]} per message, each event

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kvrouter/router/internal/shutdown"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/scheduler"
 )
@@ -43,8 +44,10 @@ type Config struct {
 	// subscription's handler on one goroutine, so this is how many requests
 	// of one endpoint are decoded and answered in parallel.
 	Handlers int
-	// DrainTimeout bounds the wait for subscriptions to drain at shutdown
-	// (--router-drain-timeout, ours).
+	// DrainTimeout bounds the service's whole stop, the drain of its
+	// subscriptions and the flush of the last replies together
+	// (--router-drain-timeout, ours). The router's shutdown deadline cuts
+	// it shorter when it comes first (internal/shutdown).
 	DrainTimeout time.Duration
 }
 
@@ -75,14 +78,14 @@ func Subject(namespace, component, endpoint string) string {
 	return "namespace." + namespace + ".component." + component + "." + endpoint
 }
 
-// Service answers the router's NATS endpoints (router-api.md §3) with a
+// Service answers the router's NATS endpoints (docs/api.md §3) with a
 // scheduler.Router, and carries its replica-sync events when the router's
 // configuration turns replica sync on.
 type Service struct {
 	cfg     Config
 	nc      *nats.Conn
 	r       *scheduler.Router
-	m       *metrics.Router
+	m       *Metrics
 	log     *slog.Logger
 	replica *replica
 
@@ -97,7 +100,8 @@ type Service struct {
 
 // New returns a service for r on nc, which the caller owns (and closes
 // after Run returns). With replica sync on in r's configuration, New makes
-// r publish through the service. It starts nothing.
+// r publish through the service. It builds its families (Metrics) from m
+// and starts nothing.
 func New(cfg Config, nc *nats.Conn, r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
@@ -111,7 +115,11 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, m *metrics.Router, log 
 	if cfg.Handlers == 0 {
 		cfg.Handlers = runtime.GOMAXPROCS(0)
 	}
-	s := &Service{cfg: cfg, nc: nc, r: r, m: m, log: log, ready: make(chan struct{})}
+	sm, err := NewMetrics(m)
+	if err != nil {
+		return nil, fmt.Errorf("router service: %w", err)
+	}
+	s := &Service{cfg: cfg, nc: nc, r: r, m: sm, log: log, ready: make(chan struct{})}
 	s.requests.New = func() any {
 		r := &request{}
 		r.reply.done = r.answer
@@ -136,9 +144,11 @@ type endpoint struct {
 // replica events, and serves until ctx ends. Then it drains the
 // subscriptions (requests already received are answered), closes the
 // router (requests waiting in its queue are answered with an internal
-// error saying the router is shutting down), waits for every answer, and
-// returns nil. A subscription that cannot be made is an error returned at
-// once.
+// error saying the router is shutting down), waits for every answer,
+// flushes the replies, and returns nil; the drain and the flush together
+// take at most DrainTimeout, and end at the shutdown deadline that ctx
+// ended with, if sooner. A subscription that cannot be made is an error
+// returned at once.
 func (s *Service) Run(ctx context.Context) error {
 	eps := []endpoint{
 		{metrics.EndpointRoute, s.handleRoute},
@@ -186,7 +196,9 @@ func (s *Service) Run(ctx context.Context) error {
 		"queue_group", s.cfg.Component, "handlers", s.cfg.Handlers, "replica_sync", s.replica != nil)
 
 	<-ctx.Done()
-	s.drain(subs)
+	dctx, cancel := shutdown.DrainContext(ctx, s.cfg.DrainTimeout)
+	defer cancel()
+	s.drain(dctx, subs)
 	s.r.Close()
 	s.pending.Wait()
 	if s.replica != nil {
@@ -194,15 +206,18 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	stopReplica()
 	wg.Wait()
-	if err := s.nc.FlushTimeout(s.cfg.DrainTimeout); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		s.log.Warn("flushing the last replies failed", "error", err)
+	if dctx.Err() != nil {
+		return nil // the drain was cut short and said so
+	}
+	if err := s.nc.FlushWithContext(dctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		s.log.Warn("router service: flushing the last replies failed", "error", err)
 	}
 	return nil
 }
 
-// drain stops new requests and waits, up to DrainTimeout, for those
-// already received to be handled.
-func (s *Service) drain(subs []*nats.Subscription) {
+// drain stops new requests and waits, until ctx ends, for those already
+// received to be handled. Cut short, it unsubscribes and says so once.
+func (s *Service) drain(ctx context.Context, subs []*nats.Subscription) {
 	closed := make([]<-chan nats.SubStatus, 0, len(subs))
 	for _, sub := range subs {
 		ch := sub.StatusChanged(nats.SubscriptionClosed)
@@ -211,13 +226,13 @@ func (s *Service) drain(subs []*nats.Subscription) {
 		}
 		closed = append(closed, ch)
 	}
-	deadline := time.NewTimer(s.cfg.DrainTimeout)
-	defer deadline.Stop()
 	for _, ch := range closed {
 		select {
 		case <-ch:
-		case <-deadline.C:
-			s.log.Warn("subscriptions did not drain in time", "drain_timeout", s.cfg.DrainTimeout)
+		case <-ctx.Done():
+			d, _ := ctx.Deadline()
+			s.log.Warn("router service: drain cut short; requests still in NATS's buffers go unanswered",
+				"drain_timeout", s.cfg.DrainTimeout, "deadline", d, "nats_connected", s.nc.IsConnected())
 			for _, sub := range subs {
 				_ = sub.Unsubscribe()
 			}
@@ -228,7 +243,7 @@ func (s *Service) drain(subs []*nats.Subscription) {
 
 // respond sends body as the reply to msg and records the request in the
 // endpoint's metrics; errType is the reply's error code, or empty.
-func (s *Service) respond(ep *metrics.Endpoint, msg *nats.Msg, start time.Time, body []byte, errType string) {
+func (s *Service) respond(ep *Endpoint, msg *nats.Msg, start time.Time, body []byte, errType string) {
 	if err := msg.Respond(body); err != nil {
 		errType = metrics.ErrorTypePublishResponse
 		s.log.Debug("cannot reply", "endpoint", ep.Name, "error", err)
@@ -238,7 +253,7 @@ func (s *Service) respond(ep *metrics.Endpoint, msg *nats.Msg, start time.Time, 
 }
 
 // fail replies with an error and counts a bad request by its reason.
-func (s *Service) fail(ep *metrics.Endpoint, msg *nats.Msg, start time.Time, err error) {
+func (s *Service) fail(ep *Endpoint, msg *nats.Msg, start time.Time, err error) {
 	code := scheduler.Code(err)
 	var re *requestError
 	if errors.As(err, &re) {
@@ -291,7 +306,7 @@ func (r *request) answer(d scheduler.Decision, err error) {
 }
 
 // handleMark answers mark_prefill (free false) or mark_free.
-func (s *Service) handleMark(ep *metrics.Endpoint, free bool) nats.MsgHandler {
+func (s *Service) handleMark(ep *Endpoint, free bool) nats.MsgHandler {
 	return func(msg *nats.Msg) {
 		start := time.Now()
 		ep.Inflight.Inc()
@@ -337,7 +352,7 @@ func (s *Service) handlePotentialLoads(msg *nats.Msg) {
 
 // answerPrompt serves an endpoint that reads a prompt and changes nothing:
 // decode, let answer append the reply to a pooled buffer, respond.
-func (s *Service) answerPrompt(ep *metrics.Endpoint, msg *nats.Msg, answer func(dst []byte, req *scheduler.Request) ([]byte, error)) {
+func (s *Service) answerPrompt(ep *Endpoint, msg *nats.Msg, answer func(dst []byte, req *scheduler.Request) ([]byte, error)) {
 	start := time.Now()
 	ep.Inflight.Inc()
 	req := s.requests.Get().(*request)

@@ -112,12 +112,12 @@ func TestErrorReplies(t *testing.T) {
 		name, endpoint, body string
 		code, message        string
 	}{
-		{"malformed", "route", `{"token_ids":[1,`, "bad_request", "token_ids: want a number"},
+		{"malformed", "route", `{"token_ids":[1,`, "bad_request", "token_ids: unexpected end of input"},
 		{"not json", "route", `hello`, "bad_request", "malformed JSON"},
 		{"no tokens", "route", `{"isl":4}`, "bad_request", "neither token_ids nor block_hashes"},
 		{"unknown worker type", "route", `{"token_ids":[1],"worker_type":"gpu"}`, "bad_request", `worker_type: "gpu" is unknown`},
 		{"absurd", "route", `{"token_ids":[1],"isl":5000000}`, "bad_request", "isl: 5000000 is out of range"},
-		{"bad mark", "mark_free", `{"request_id":7}`, "bad_request", "request_id: want a string"},
+		{"bad mark", "mark_free", `{"request_id":7}`, "bad_request", "request_id: expected a string, found a number"},
 		{"bad overlap_scores", "overlap_scores", `{"token_ids":[1],"book":false}`, "bad_request", `unknown field "book"`},
 		{"bad potential_loads", "potential_loads", `{}`, "bad_request", "neither token_ids nor block_hashes"},
 		{"no workers", "route", `{"token_ids":[1],"allowed_worker_ids":[99]}`, "no_workers", "no decode worker among allowed_worker_ids"},
@@ -147,13 +147,14 @@ func TestErrorReplies(t *testing.T) {
 	if n := rt.r.Active(); n != 1 {
 		t.Errorf("%d requests active after the errors, want 1 (busy)", n)
 	}
+	// A reply is counted just after it is sent: poll for the last ones.
 	for code, want := range map[string]float64{"bad_request": 5, "no_workers": 2, "queue_rejected": 1, "queue_full": 1, "timeout": 1} {
-		if got := promtest.ToFloat64(rt.m.Route.Errors.WithLabelValues(code)); got != want {
-			t.Errorf("route errors_total{error_type=%q} = %v, want %v", code, got, want)
-		}
+		c := rt.svc.m.Route.Errors.WithLabelValues(code)
+		testutil.Eventually(t, 5*time.Second, func() bool { return promtest.ToFloat64(c) == want },
+			"route errors_total{error_type=%q} = %v", code, want)
 	}
 	for reason, want := range map[string]float64{metrics.BadRequestMalformed: 2, metrics.BadRequestNoTokens: 1, metrics.BadRequestWorkerType: 1, metrics.BadRequestOutOfRange: 1} {
-		if got := promtest.ToFloat64(rt.m.Route.BadRequests.WithLabelValues(reason)); got != want {
+		if got := promtest.ToFloat64(rt.svc.m.Route.BadRequests.WithLabelValues(reason)); got != want {
 			t.Errorf("route bad_requests_total{reason=%q} = %v, want %v", reason, got, want)
 		}
 	}
@@ -248,7 +249,7 @@ func TestWorkerLeaves(t *testing.T) {
 	lease := srv.register(t, worker{id: 7, totalKVBlocks: 1000, maxBatched: 64})
 	waitWorkers(t, 1, rt)
 	rt.request(t, "route", `{"request_id":"r","token_ids":[1,2,3,4]}`)
-	if got := promtest.ToFloat64(rt.m.WorkerActivePrefillTokens.WithLabelValues("7", "0", "decode")); got != 4 {
+	if got := promtest.ToFloat64(rt.sm.WorkerActivePrefillTokens.WithLabelValues("7", "0", "decode")); got != 4 {
 		t.Fatalf("active prefill tokens of worker 7 = %v, want 4", got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -260,7 +261,7 @@ func TestWorkerLeaves(t *testing.T) {
 	if n := rt.r.Active(); n != 0 {
 		t.Errorf("%d requests active on a worker that left", n)
 	}
-	if n := promtest.CollectAndCount(rt.m.WorkerActivePrefillTokens); n != 0 {
+	if n := promtest.CollectAndCount(rt.sm.WorkerActivePrefillTokens); n != 0 {
 		t.Errorf("%d active prefill series left after the worker left", n)
 	}
 	assertError(t, rt.request(t, "route", `{"token_ids":[1,2,3,4]}`), "no_workers", "no decode workers registered")
@@ -306,8 +307,8 @@ func TestReplicaSyncConverges(t *testing.T) {
 	if diff := cmp.Diff(busy(a), busy(b)); diff != "" {
 		t.Errorf("loads (-a +b):\n%s", diff)
 	}
-	routedA := promtest.ToFloat64(a.m.RequestsTotal)
-	routedB := promtest.ToFloat64(b.m.RequestsTotal)
+	routedA := promtest.ToFloat64(a.sm.RequestsTotal)
+	routedB := promtest.ToFloat64(b.sm.RequestsTotal)
 	if routedA+routedB != 40 || routedA == 0 || routedB == 0 {
 		t.Errorf("requests_total: a %v, b %v; want 40 split between both", routedA, routedB)
 	}

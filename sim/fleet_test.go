@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/testutil"
 )
@@ -196,7 +196,7 @@ func TestFleetLockstep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev, _, err := events.DecodeJSON(m.Data)
+		ev, _, err := codec.DecodeJSON(m.Data)
 		if err != nil {
 			t.Fatalf("router decoder: %v", err)
 		}

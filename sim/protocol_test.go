@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 )
 
@@ -47,7 +47,7 @@ func TestRouterEventWire(t *testing.T) {
 	for i, ev := range evs {
 		msg := AppendRouterEvent(nil, 7587888160958628000, uint64(i), ev)
 		all = append(append(all, msg...), '\n')
-		got, meta, err := events.DecodeJSON(msg)
+		got, meta, err := codec.DecodeJSON(msg)
 		if err != nil {
 			t.Fatalf("router decoder rejects %s: %v", msg, err)
 		}

@@ -6,7 +6,7 @@ import (
 )
 
 // This file writes what a worker publishes, in Dynamo's shapes
-// (dynamo-compat.md §3, §6).
+// (docs/compat.md §3, §6).
 
 // EventsSubject returns the subject of a component's KV events.
 func EventsSubject(namespace, component string) string {

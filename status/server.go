@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvrouter/router/internal/shutdown"
 	"github.com/kvrouter/router/metrics"
 )
 
@@ -64,9 +65,39 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Check reports whether one part of the router is ready, and if not, why.
-// It is called on every probe, from any goroutine.
-type Check func() (ok bool, detail string)
+// State is the verdict of a Check.
+type State uint8
+
+// States of a check, from best to worst.
+const (
+	// OK: this part of the router works.
+	OK State = iota
+	// Degraded: this part has a problem the operator should see, but the
+	// router still serves correctly (e.g. etcd is unreachable and the last
+	// known workers are served). /health stays ready and lists it under
+	// "degraded".
+	Degraded
+	// Failed: the router cannot serve as it should; /health is notready.
+	Failed
+)
+
+// String returns "ok", "degraded" or "failed".
+func (s State) String() string {
+	switch s {
+	case OK:
+		return "ok"
+	case Degraded:
+		return "degraded"
+	case Failed:
+		return "failed"
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Check reports the state of one part of the router and, unless it is OK,
+// why. It is called on every probe, from any goroutine, so it must be cheap
+// and safe for concurrent use. A state other than the three is Failed.
+type Check func() (State, string)
 
 // Server is the status server. Register checks with AddCheck before Run.
 type Server struct {
@@ -92,8 +123,8 @@ func New(cfg Config, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
 	return &Server{cfg: cfg, gatherer: gatherer, log: log, start: time.Now(), now: time.Now}
 }
 
-// AddCheck registers a readiness check under name, reported in the
-// "endpoints" map of /health.
+// AddCheck registers a check under name, reported in the "endpoints" map
+// of /health and, unless OK, in "problems" or "degraded".
 func (s *Server) AddCheck(name string, c Check) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,7 +157,8 @@ func (s *Server) Listen() (net.Addr, error) {
 }
 
 // Run serves until ctx ends, then shuts down, giving open requests up to
-// five seconds. It calls Listen if that has not been done.
+// five seconds, and never past the router's shutdown deadline
+// (internal/shutdown). It calls Listen if that has not been done.
 func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	ln := s.ln
@@ -147,7 +179,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("status server: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := shutdown.DrainContext(ctx, 5*time.Second)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
@@ -175,12 +207,16 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Health is the JSON of /health and /live. Status, Uptime and Endpoints
-// are Dynamo's; Problems is ours: one line per check that fails.
+// are Dynamo's: Endpoints maps each check to "ready" (OK or Degraded) or
+// "notready" (Failed), and Status is "notready" if any check failed.
+// Problems and Degraded are ours: one line per failed check, one line per
+// degraded check, each "name: detail".
 type Health struct {
 	Status    string            `json:"status"`
 	Uptime    Uptime            `json:"uptime"`
 	Endpoints map[string]string `json:"endpoints"`
 	Problems  []string          `json:"problems,omitempty"`
+	Degraded  []string          `json:"degraded,omitempty"`
 }
 
 // Uptime is a duration as Rust's serde writes one, as Dynamo reports it.
@@ -201,15 +237,21 @@ func (s *Server) Report() Health {
 		Endpoints: make(map[string]string, len(checks)),
 	}
 	for _, c := range checks {
-		ok, detail := c.check()
-		if ok {
-			h.Endpoints[c.name] = Ready
-			continue
-		}
-		h.Endpoints[c.name] = NotReady
-		h.Status = NotReady
+		state, detail := c.check()
+		line := c.name
 		if detail != "" {
-			h.Problems = append(h.Problems, c.name+": "+detail)
+			line += ": " + detail
+		}
+		switch state {
+		case OK:
+			h.Endpoints[c.name] = Ready
+		case Degraded:
+			h.Endpoints[c.name] = Ready
+			h.Degraded = append(h.Degraded, line)
+		default:
+			h.Endpoints[c.name] = NotReady
+			h.Status = NotReady
+			h.Problems = append(h.Problems, line)
 		}
 	}
 	s.mu.Lock()

@@ -3,8 +3,10 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -14,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"github.com/kvrouter/router/internal/shutdown"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -65,13 +69,13 @@ func get(t *testing.T, url string) (int, string) {
 func TestRoutes(t *testing.T) {
 	var natsUp atomic.Bool
 	base := start(t, DefaultConfig(), map[string]Check{
-		"nats": func() (bool, string) {
+		"nats": func() (State, string) {
 			if natsUp.Load() {
-				return true, ""
+				return OK, ""
 			}
-			return false, "disconnected"
+			return Failed, "disconnected"
 		},
-		"etcd": func() (bool, string) { return true, "" },
+		"etcd": func() (State, string) { return OK, "" },
 	})
 
 	code, body := get(t, base+"/metrics")
@@ -117,7 +121,12 @@ func TestRenamedPathsAndStartingStatus(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.HealthPath, cfg.LivePath, cfg.StartingStatus = "/ready", "/alive", Ready
 	var up atomic.Bool
-	base := start(t, cfg, map[string]Check{"nats": func() (bool, string) { return up.Load(), "down" }})
+	base := start(t, cfg, map[string]Check{"nats": func() (State, string) {
+		if up.Load() {
+			return OK, ""
+		}
+		return Failed, "down"
+	}})
 	if code, _ := get(t, base+"/health"); code != 404 {
 		t.Errorf("/health after renaming: %d, want 404", code)
 	}
@@ -162,5 +171,92 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A degraded check keeps the router ready and is reported in "degraded"; a
+// failed one makes it notready and is reported in "problems"; a state
+// outside the three counts as failed.
+func TestReportStates(t *testing.T) {
+	var etcd, kv atomic.Uint32
+	s := New(DefaultConfig(), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	s.AddCheck("etcd", func() (State, string) { return State(etcd.Load()), "unreachable for 12s" })
+	s.AddCheck("kv_events", func() (State, string) { return State(kv.Load()), "" })
+	for _, tc := range []struct {
+		name     string
+		etcd, kv State
+		want     Health
+	}{
+		{"all ok", OK, OK, Health{Status: Ready, Endpoints: map[string]string{"etcd": Ready, "kv_events": Ready}}},
+		{"etcd degraded", Degraded, OK, Health{Status: Ready, Endpoints: map[string]string{"etcd": Ready, "kv_events": Ready},
+			Degraded: []string{"etcd: unreachable for 12s"}}},
+		{"etcd degraded, events failed", Degraded, Failed, Health{Status: NotReady, Endpoints: map[string]string{"etcd": Ready, "kv_events": NotReady},
+			Problems: []string{"kv_events"}, Degraded: []string{"etcd: unreachable for 12s"}}},
+		{"etcd failed", Failed, OK, Health{Status: NotReady, Endpoints: map[string]string{"etcd": NotReady, "kv_events": Ready},
+			Problems: []string{"etcd: unreachable for 12s"}}},
+		{"unknown state", State(7), OK, Health{Status: NotReady, Endpoints: map[string]string{"etcd": NotReady, "kv_events": Ready},
+			Problems: []string{"etcd: unreachable for 12s"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			etcd.Store(uint32(tc.etcd))
+			kv.Store(uint32(tc.kv))
+			got := s.Report()
+			got.Uptime = Uptime{}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Report (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStateString(t *testing.T) {
+	for s, want := range map[State]string{OK: "ok", Degraded: "degraded", Failed: "failed", 9: "State(9)"} {
+		if got := s.String(); got != want {
+			t.Errorf("State(%d).String() = %q, want %q", uint8(s), got, want)
+		}
+	}
+}
+
+// Run stops waiting for open requests at the router's shutdown deadline,
+// not after its own five seconds.
+func TestRunStopsAtShutdownDeadline(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Host, cfg.Port = "127.0.0.1", 0
+	s := New(cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	// A request whose header never ends keeps its connection active, so
+	// Shutdown waits for it.
+	conn, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /health HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The server has the request once it holds the connection active; a
+	// second request on another connection proves it is serving.
+	if code, _ := get(t, "http://"+addr.String()+"/health"); code != 200 {
+		t.Fatalf("/health: %d", code)
+	}
+	const grace = 300 * time.Millisecond
+	begin := time.Now()
+	cancel(&shutdown.Cause{Reason: context.Canceled, Deadline: begin.Add(grace)})
+	select {
+	case err = <-done:
+	case <-time.After(4 * time.Second):
+		t.Fatal("Run still shutting down after 4s; the deadline was 300ms")
+	}
+	if took := time.Since(begin); took < grace {
+		t.Errorf("Run returned after %v, before the deadline, with a request still open", took)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run = %v, want a shutdown cut short by the deadline", err)
 	}
 }

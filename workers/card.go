@@ -12,8 +12,8 @@ import (
 	"github.com/kvrouter/router/metrics"
 )
 
-// This file decodes Dynamo's discovery entries in etcd (router-api.md §1,
-// dynamo-compat.md §6): the keys, the instance values and the model cards.
+// This file decodes Dynamo's discovery entries in etcd (docs/api.md §1,
+// docs/compat.md §6): the keys, the instance values and the model cards.
 // Nothing here touches etcd; every function is pure and fuzzed.
 
 // Roots of Dynamo's discovery buckets in etcd.

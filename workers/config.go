@@ -33,6 +33,9 @@ const (
 	// DefaultEtcdProbeInterval is how often a live watch checks that etcd
 	// still answers.
 	DefaultEtcdProbeInterval = 2 * time.Second
+	// DefaultMaxStaleness is how long an etcd outage may last before the
+	// last known workers are no longer vouched for.
+	DefaultMaxStaleness = 5 * time.Minute
 )
 
 // Limits that Validate and the decoders enforce.
@@ -77,8 +80,9 @@ type Config struct {
 	// flag --endpoint, which Dynamo spells ns.component.endpoint.
 	Endpoint string
 	// RouterComponent is the router's own component (flag
-	// --router-component). It places the families this package adds in the
-	// same hierarchy as metrics.Config.Component, and must equal it.
+	// --router-component), and must equal metrics.Config.Component: the
+	// package's families are created in the component scope of the
+	// metrics.Router it is given (NewMetrics), which carries that value.
 	RouterComponent string
 	// BlockSize is the router's KV block size in tokens (flag
 	// --router-block-size, env DYN_ROUTER_BLOCK_SIZE). A worker whose card
@@ -101,6 +105,13 @@ type Config struct {
 	// a broken watch forever without telling anyone, so a dead etcd is only
 	// noticed by asking it something.
 	EtcdProbeInterval time.Duration
+	// MaxStaleness is how long an etcd outage may last, counted from when
+	// discovery finds etcd unreachable, before the registry stops vouching
+	// for the last known workers and is no longer ready (flag
+	// --router-workers-max-staleness, env DYN_ROUTER_WORKERS_MAX_STALENESS).
+	// Until then an outage leaves the registry ready and serving them. 0
+	// means never: an etcd outage alone never makes the registry unready.
+	MaxStaleness time.Duration
 }
 
 // DefaultConfig returns Dynamo's defaults.
@@ -115,6 +126,7 @@ func DefaultConfig() Config {
 		UnknownWorkerGrace: DefaultUnknownWorkerGrace,
 		EtcdTimeout:        DefaultEtcdTimeout,
 		EtcdProbeInterval:  DefaultEtcdProbeInterval,
+		MaxStaleness:       DefaultMaxStaleness,
 	}
 }
 
@@ -162,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if c.EtcdProbeInterval <= 0 || c.EtcdProbeInterval > 5*time.Minute {
 		return fmt.Errorf("%w: --etcd-probe-interval %v: must be in (0, 5m]", ErrInvalidConfig, c.EtcdProbeInterval)
+	}
+	if c.MaxStaleness < 0 || c.MaxStaleness > 7*24*time.Hour {
+		return fmt.Errorf("%w: --router-workers-max-staleness (DYN_ROUTER_WORKERS_MAX_STALENESS) %v: must be in [0, 168h] (0 means never)", ErrInvalidConfig, c.MaxStaleness)
 	}
 	return nil
 }

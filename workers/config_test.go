@@ -34,6 +34,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative default tokens", func(c *Config) { c.Defaults.MaxNumBatchedTokens = -1 }, "--worker-default-max-num-batched-tokens"},
 		{"zero etcd timeout", func(c *Config) { c.EtcdTimeout = 0 }, "--etcd-timeout"},
 		{"zero probe interval", func(c *Config) { c.EtcdProbeInterval = 0 }, "--etcd-probe-interval"},
+		{"negative max staleness", func(c *Config) { c.MaxStaleness = -time.Second }, "--router-workers-max-staleness"},
+		{"max staleness over a week", func(c *Config) { c.MaxStaleness = 169 * time.Hour }, "DYN_ROUTER_WORKERS_MAX_STALENESS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -63,8 +63,8 @@ func (d *Discovery) cardsPrefix() string     { return cardsRoot + d.cfg.Namespac
 
 // Run lists and watches until ctx is done, then returns nil once its
 // goroutines have exited. It never gives up on etcd: while etcd cannot be
-// reached the registry keeps its last workers and reports itself not ready,
-// and Run retries with backoff.
+// reached the registry keeps its last workers (ready until the outage is
+// older than Config.MaxStaleness), and Run retries with backoff.
 func (d *Discovery) Run(ctx context.Context) error {
 	delay := d.backoffMin
 	for {

@@ -115,14 +115,14 @@ func TestDiscoveryRegisterUpdateDelete(t *testing.T) {
 	del(t, cli, instanceKey("dynamo", "backend", 0x1a))
 	waitWorkers(t, e, 0x2b, 0x3c)
 	for _, w := range []indexer.Worker{{ID: 0x1a}, {ID: 0x1a, DPRank: 1}} {
-		if n := e.idx.Size(w); n != 0 {
+		if n := e.size(t, w); n != 0 {
 			t.Errorf("index holds %d blocks of deleted rank %v", n, w)
 		}
 	}
-	if n := e.idx.Size(indexer.Worker{ID: 0x2b}); n != 0 {
+	if n := e.size(t, indexer.Worker{ID: 0x2b}); n != 0 {
 		t.Errorf("index holds %d blocks of rank 0x2b/0, which the card update removed", n)
 	}
-	if n := e.idx.Size(indexer.Worker{ID: 0x3c}); n != 3 {
+	if n := e.size(t, indexer.Worker{ID: 0x3c}); n != 3 {
 		t.Errorf("worker 0x3c lost blocks: %d left, want 3", n)
 	}
 	wantSeries := map[string]float64{
@@ -160,7 +160,7 @@ func TestDiscoveryLeaseExpiry(t *testing.T) {
 
 	// The lease expires after its TTL (etcd rounds 1 s up to its minimum).
 	waitWorkers(t, e, 0x99)
-	if n := e.idx.Size(indexer.Worker{ID: indexer.WorkerID(id)}); n != 0 {
+	if n := e.size(t, indexer.Worker{ID: indexer.WorkerID(id)}); n != 0 {
 		t.Errorf("index holds %d blocks of the expired worker", n)
 	}
 	if got := e.series(t, nameRegistered); len(got) != 1 {
@@ -183,7 +183,7 @@ func TestDiscoveryRelistsAfterCompaction(t *testing.T) {
 		if lists.Add(1) != 1 {
 			return
 		}
-		e.idx.Apply(indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 1, Tokens: 1}}})
+		e.w.Submit(indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 1, Tokens: 1}}}, 1)
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
 		if _, err := cli.Delete(ctx, instanceKey("dynamo", "backend", 2)); err != nil {
@@ -214,7 +214,7 @@ func TestDiscoveryRelistsAfterCompaction(t *testing.T) {
 	if n := e.log.count("discovery watch fell behind etcd's compaction; listing again"); n < 1 {
 		t.Error("compaction not logged")
 	}
-	if n := e.idx.Size(indexer.Worker{ID: 2}); n != 0 {
+	if n := e.size(t, indexer.Worker{ID: 2}); n != 0 {
 		t.Errorf("index holds %d blocks of worker 2, deleted while the watch was behind", n)
 	}
 	// The new watch works.
@@ -302,16 +302,16 @@ func TestDiscoveryEtcdStoppedAndRestarted(t *testing.T) {
 	// running elsewhere on this machine takes them and answers in its
 	// place.
 	release := hold(t, ecfg.ClientURL, ecfg.PeerURL)
-	testutil.Eventually(t, within, func() bool { return !e.reg.Ready() }, "still ready with etcd stopped; log:\n%s", e.log)
-	st := e.reg.Status()
-	if st.EtcdReachable || !strings.Contains(st.Reason, "etcd unreachable") {
+	testutil.Eventually(t, within, func() bool { return !e.reg.Status().EtcdReachable }, "etcd still reachable after it stopped; log:\n%s", e.log)
+	// Ready still: the router goes on routing from the last known workers.
+	if st := e.reg.Status(); !st.Ready || !strings.Contains(st.EtcdError, "etcd unreachable") {
 		t.Errorf("Status() with etcd stopped = %+v", st)
 	}
 	// The last known workers are still served.
 	if got := ids(e.reg.Snapshot()); !slices.Equal(got, []uint64{1, 2}) {
 		t.Errorf("workers with etcd stopped = %v, want [1 2]", got)
 	}
-	if n := e.idx.Size(indexer.Worker{ID: 2}); n != 3 {
+	if n := e.size(t, indexer.Worker{ID: 2}); n != 3 {
 		t.Errorf("blocks of worker 2 with etcd stopped: %d, want 3", n)
 	}
 
@@ -328,7 +328,7 @@ func TestDiscoveryEtcdStoppedAndRestarted(t *testing.T) {
 	register(t, cli, "backend", 3, cardSpec{blockSize: 128})
 	waitWorkers(t, e, 1, 3)
 	testutil.Eventually(t, within, e.reg.Ready, "not ready after the restart: %+v", e.reg.Status())
-	if n := e.idx.Size(indexer.Worker{ID: 2}); n != 0 {
+	if n := e.size(t, indexer.Worker{ID: 2}); n != 0 {
 		t.Errorf("index holds %d blocks of worker 2", n)
 	}
 	// Each outage is logged once, however many listings fail during it,

@@ -4,8 +4,8 @@
 //
 // # Discovery (discovery.go, card.go)
 //
-// Workers announce themselves in etcd with Dynamo's layout (router-api.md
-// §1, dynamo-compat.md §6):
+// Workers announce themselves in etcd with Dynamo's layout (docs/api.md
+// §1, docs/compat.md §6):
 //
 //	v1/instances/{ns}/{component}/{endpoint}/{instance id hex}   the instance, on its lease
 //	v1/mdc/{ns}/{component}/{endpoint}/{instance id hex}[/{lora}] its model card
@@ -39,8 +39,8 @@
 // listing after a jittered backoff (100 ms doubling to 5 s). A listing
 // replaces the whole registry, so keys deleted meanwhile remove their
 // workers and blocks. While etcd cannot be reached the registry keeps
-// serving the last known workers, reports itself not ready, and logs the
-// outage and the recovery once each.
+// serving the last known workers and stays ready until the outage is older
+// than Config.MaxStaleness; it logs the outage and the recovery once each.
 //
 // A malformed key (not {ns}/{component}/{endpoint}/{hex id}) or value (not
 // JSON, a field of the wrong type, a type or instance_id contradicting the
@@ -67,41 +67,48 @@
 // are prefix walks. After every change it derives the workers again and,
 // if they changed, publishes a new immutable Snapshot through an atomic
 // pointer: Workers sorted by id, Get by id, and per type the precomputed
-// Candidates, one per (worker, dp_rank). The scheduler reads it without a
-// lock. Comparing the new workers with the old, it then:
+// Candidates, one per (worker, dp_rank).
 //
-//   - for a removed worker: removes its blocks from the index
-//     (IndexRemover.RemoveWorker, then Forgetter.Forget), deletes every per-worker series
-//     (metrics.Router.DeleteWorker: dynamo_frontend_worker_*,
-//     dynamo_component_router_worker_registered, dynamo_component_kvstats_*)
-//     and forgets its loads;
-//   - for a new worker: sets dynamo_component_router_worker_registered for
-//     each rank;
+// The registry is the one owner of each worker's life: every consequence
+// of a change goes out from it, in order, while it holds its lock, to sinks
+// it was given at construction (Sinks). Before the new snapshot is
+// published, the FleetListener (the scheduler) gets it, so whoever sees a
+// worker registered can route to it, and the scheduler has let go of a
+// departed rank before its series are deleted. Then, comparing the new
+// workers with the old, it:
+//
+//   - for a new worker: tells the index writer (IndexWriter.WorkerJoined)
+//     and sets dynamo_component_router_worker_registered for each rank;
+//   - for a removed worker: commands the removal of its blocks
+//     (IndexWriter.WorkerLeft, applied after the events it sent before),
+//     deletes the per-worker series this package owns (Metrics.DeleteWorker:
+//     dynamo_component_router_worker_registered,
+//     dynamo_component_kvstats_*) and forgets its loads and everything it
+//     said about the worker; nothing of it is kept, so the same id can
+//     register again at any time and starts afresh;
 //   - for a worker whose type or ranks changed: deletes its series and sets
-//     them anew, and forgets the loads and blocks of ranks it lost (blocks
-//     with a Cleared event, when the index offers Apply as *indexer.Index
-//     does; else they stay, never scored, until the worker leaves).
+//     them anew, and forgets the loads and blocks of the ranks it lost
+//     (IndexWriter.ClearRank).
 //
-// Readiness (Status, Ready) needs a first listing, etcd reachable, and once
+// Readiness (Status, Ready) needs a first listing, once
 // Config.MinInitialWorkers workers (DYN_ROUTER_MIN_INITIAL_WORKERS, all
-// types counted); the minimum is for the start, so later departures do not
-// make the router unready.
+// types counted), and no etcd outage older than Config.MaxStaleness; the
+// minimum is for the start, so later departures do not make the router
+// unready.
 //
 // # Unregistered workers (grace.go)
 //
-// The KV events subscriber calls WorkerSeen when events of a worker reach
-// the index (package events: each event, until WorkerSeen reports the
-// worker registered, and again after Forget).
 // Events of a worker that is not registered are indexed, but the worker is
-// no candidate; if it is still unregistered after Config.UnknownWorkerGrace,
-// its blocks are removed, the Forgetter (the subscriber, SetForgetter) is
-// told so that the worker's next event is reported again, and the
-// WorkerSeen calls of the period are counted in
+// no candidate. The index writer notices such a worker once (NoticeSource,
+// consumed by Registry.Run) and the registry starts a grace period; if the
+// worker is still unregistered after Config.UnknownWorkerGrace, the
+// registry commands IndexWriter.DropUnregistered: its blocks go and its
+// events are counted in
 // dynamo_component_kv_events_dropped_total{reason="unknown_worker"}. The
 // period counts only while discovery is up to date (listed, etcd
-// reachable). Every drop, and every removal of a worker that left
-// discovery, is followed by a sweep one period later, which removes the
-// blocks of events that were on their way to the index at that moment.
+// reachable). Events of a worker that left discovery, still on their way
+// when it left, reach the writer after its removal from a worker no longer
+// registered, and are noticed and dropped the same way: no sweep is needed.
 //
 // # Load (load.go)
 //
@@ -116,14 +123,25 @@
 // message, else the card). Messages that are not JSON, fit neither shape,
 // or name a rank that is not registered are counted in
 // dynamo_component_router_worker_load_rejected_total{reason} and logged at
-// most once per 10 s per reason. That family is this package's own (see
-// NameLoadRejectedTotal); it is created through the metrics package's
-// Registry, in the router component's scope.
+// most once per 10 s per reason.
+//
+// # Metrics
+//
+// The package owns these families (Metrics, built by NewMetrics in the
+// router's component scope; names in metrics/names.go, docs/metrics.md):
+// dynamo_component_router_worker_registered, the four
+// dynamo_component_kvstats_* gauges,
+// dynamo_component_router_block_size_mismatches_total,
+// dynamo_component_router_discovery_malformed_total,
+// dynamo_component_router_worker_load_rejected_total,
+// dynamo_component_router_etcd_reachable and
+// dynamo_component_router_workers_staleness_seconds. The Registry writes
+// the per-worker series under its lock and deletes them with their worker.
 //
 // The dynamo_frontend_worker_* gauges are the router's own prediction,
-// which the scheduler sets; this package only deletes them with their
-// worker. ActiveLoad figures published by other routers are not copied into
-// them.
+// which the scheduler owns: it deletes a rank's series when the rank stops
+// being a candidate (FleetListener). ActiveLoad figures published by other
+// routers are not copied into them.
 //
 // # Goroutines and locks
 //
@@ -131,15 +149,15 @@
 // caller's goroutine and one probe goroutine per watch, and returns after
 // both end. LoadSubscriber.Run subscribes (nats.go runs the handler on its
 // own goroutine), drains the subscription when its context ends, and
-// returns after the last message was handled. Grace timers are
-// time.AfterFunc callbacks; Registry.Close stops them.
+// returns after the last message was handled. Registry.Run consumes the
+// writer's notices; grace timers are time.AfterFunc callbacks, stopped when
+// Run returns.
 //
 // Every method of Registry and Snapshot is safe for concurrent use.
-// Snapshot and WorkerSeen for a registered worker take no lock; Load takes
-// only the read side of Registry.loadMu, which writers hold for a map
-// update. Registry.mu serialises changes, grace timers, Status and
-// load messages (so that a worker's series are never re-created after its
-// removal deleted them); lock order is Registry.mu, then Registry.loadMu,
-// and Registry.mu is held while calling IndexRemover.RemoveWorker and
-// Forgetter.Forget, which therefore must not call back into the registry.
+// Snapshot takes no lock; Load takes only the read side of
+// Registry.loadMu, which writers hold for a map update. Registry.mu
+// serialises changes, grace timers, Status and load messages (so that a
+// worker's series are never re-created after its removal deleted them). The
+// sinks are called with Registry.mu held and must not call back into the
+// registry; the lock order is in docs/locks.md.
 package workers

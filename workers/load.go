@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,34 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/shutdown"
 	"github.com/kvrouter/router/metrics"
 )
 
 // This file subscribes to the workers' load messages on
-// namespace.{ns}.kv_metrics (dynamo-compat.md §3), in either of Dynamo's
+// namespace.{ns}.kv_metrics (docs/compat.md §3), in either of Dynamo's
 // shapes, and hands them to the Registry.
-
-// Reasons a load message is rejected: the reason label of
-// dynamo_component_router_worker_load_rejected_total.
-const (
-	// LoadRejectJSON means the message is not a JSON object of the right
-	// field types.
-	LoadRejectJSON = "json"
-	// LoadRejectSchema means well-formed JSON that is neither shape: no
-	// worker_id, or a number out of range.
-	LoadRejectSchema = "schema"
-	// LoadRejectUnknownWorker means the message names a worker rank that is
-	// not registered.
-	LoadRejectUnknownWorker = "unknown_worker"
-	// LoadRejectSlowConsumer means NATS dropped messages because the
-	// subscriber fell behind.
-	LoadRejectSlowConsumer = "slow_consumer"
-)
-
-// NameLoadRejectedTotal is the one metric family this package adds (ours;
-// component scope, label reason). It lives here rather than in package
-// metrics because that package belongs to another change; see doc.go.
-const NameLoadRejectedTotal = "dynamo_component_router_worker_load_rejected_total"
 
 // Errors of decodeLoad, told apart for the reason label.
 var (
@@ -251,8 +229,8 @@ type LoadSubscriber struct {
 }
 
 // NewLoadSubscriber returns a subscriber of namespace.{cfg.Namespace}.kv_metrics
-// feeding reg. It creates its counter (see NameLoadRejectedTotal) in m's
-// hierarchy and starts nothing.
+// feeding reg. It counts what it rejects in the package's Metrics, built
+// from m, and starts nothing.
 func NewLoadSubscriber(cfg Config, nc *nats.Conn, reg *Registry, m *metrics.Router, log *slog.Logger) (*LoadSubscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -260,11 +238,7 @@ func NewLoadSubscriber(cfg Config, nc *nats.Conn, reg *Registry, m *metrics.Rout
 	if nc == nil || reg == nil || m == nil {
 		return nil, errors.New("load subscriber: nil nats connection, registry or metrics")
 	}
-	rejected, err := m.Registry().Namespace(cfg.Namespace).Component(cfg.RouterComponent).CounterVec(metrics.Opts{
-		Name:   strings.TrimPrefix(NameLoadRejectedTotal, metrics.PrefixComponent+"_"),
-		Help:   "Total number of worker load messages the router could not use",
-		Labels: []string{metrics.LabelReason},
-	})
+	wm, err := NewMetrics(m)
 	if err != nil {
 		return nil, fmt.Errorf("load subscriber: %w", err)
 	}
@@ -272,7 +246,7 @@ func NewLoadSubscriber(cfg Config, nc *nats.Conn, reg *Registry, m *metrics.Rout
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &LoadSubscriber{
-		cfg: cfg, nc: nc, reg: reg, rejected: rejected,
+		cfg: cfg, nc: nc, reg: reg, rejected: wm.LoadRejected,
 		log:  log.With("subject", LoadSubject(cfg.Namespace)),
 		logs: newLogLimiter(10 * time.Second),
 	}, nil
@@ -302,9 +276,12 @@ func (s *LoadSubscriber) Run(ctx context.Context) error {
 		// The connection is closed already: nothing is delivered any more.
 		return nil
 	}
+	// At most 5s, and never past the router's shutdown deadline.
+	dctx, cancel := shutdown.DrainContext(ctx, 5*time.Second)
+	defer cancel()
 	select {
 	case <-closed:
-	case <-time.After(5 * time.Second):
+	case <-dctx.Done():
 		_ = sub.Unsubscribe()
 	}
 	return nil
@@ -314,21 +291,21 @@ func (s *LoadSubscriber) Run(ctx context.Context) error {
 func (s *LoadSubscriber) handle(sub *nats.Subscription, data []byte) {
 	if sub != nil {
 		if n, err := sub.Dropped(); err == nil && n > s.dropped {
-			s.reject(LoadRejectSlowConsumer, float64(n-s.dropped), fmt.Errorf("nats dropped %d load messages of a slow subscription", n-s.dropped))
+			s.reject(metrics.LoadRejectSlowConsumer, float64(n-s.dropped), fmt.Errorf("nats dropped %d load messages of a slow subscription", n-s.dropped))
 			s.dropped = n
 		}
 	}
 	u, err := decodeLoad(data)
 	switch {
 	case errors.Is(err, errLoadJSON):
-		s.reject(LoadRejectJSON, 1, err)
+		s.reject(metrics.LoadRejectJSON, 1, err)
 		return
 	case err != nil:
-		s.reject(LoadRejectSchema, 1, err)
+		s.reject(metrics.LoadRejectSchema, 1, err)
 		return
 	}
 	if err := s.reg.applyLoad(u, time.Now()); err != nil {
-		s.reject(LoadRejectUnknownWorker, 1, err)
+		s.reject(metrics.LoadRejectUnknownWorker, 1, err)
 	}
 }
 

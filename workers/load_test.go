@@ -139,7 +139,7 @@ func TestLoadSubscriberBothShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	runUntilCleanup(t, s.Run)
-	rejected := NameLoadRejectedTotal
+	rejected := metrics.NameWorkerLoadRejectedTotal
 
 	// Publish until the subscription is live (the first message may go
 	// before it is).
@@ -180,7 +180,7 @@ func TestLoadSubscriberBothShapes(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool {
-		return e.counter(t, rejected, "reason="+LoadRejectUnknownWorker) == 2
+		return e.counter(t, rejected, "reason="+metrics.LoadRejectUnknownWorker) == 2
 	}, "the last messages were not handled")
 	got, _ = e.reg.Load(rank1)
 	want.KVUsedBlocks, want.ActiveDecodeBlocks, want.ActivePrefillTokens = 150, 30, 900

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/goleak"
 
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	kvtest "github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
@@ -36,31 +39,104 @@ func TestMain(m *testing.M) {
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/workers")
 
-// The index is what the registry removes workers from.
-var _ IndexRemover = (*indexer.Index)(nil)
+// The index writer is what the registry commands, and its notices what it
+// consumes.
+var (
+	_ IndexWriter  = (*events.Writer)(nil)
+	_ NoticeSource = (*events.Notices)(nil)
+)
 
-// env is a registry with a real index and metrics, and a log the test can
-// read.
+// env is a registry commanding the real index writer of a real index, with
+// real metrics and a log the test can read; both run until the test ends
+// (inside a synctest bubble when made in one).
 type env struct {
-	reg  *Registry
-	idx  *indexer.Index
-	m    *metrics.Router
-	prom *prometheus.Registry
-	log  *logBuffer
+	reg   *Registry
+	idx   *indexer.Index
+	w     *events.Writer
+	m     *metrics.Router
+	prom  *prometheus.Registry
+	log   *logBuffer
+	fleet *fleetRecorder
+	// stopReg stops the registry's Run (its grace timers).
+	stopReg func()
+	// ids numbers the events store submits, per rank.
+	ids map[indexer.Worker]uint64
 }
 
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
-	e := &env{idx: indexer.NewIndex(indexer.Config{}), prom: prometheus.NewRegistry(), log: &logBuffer{}}
+	e := &env{idx: indexer.NewIndex(indexer.Config{}), prom: prometheus.NewRegistry(), log: &logBuffer{},
+		fleet: &fleetRecorder{}, ids: map[indexer.Worker]uint64{}}
 	var err error
 	if e.m, err = metrics.New(e.prom, metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	if e.reg, err = NewRegistry(cfg, e.idx, e.m, e.log.logger()); err != nil {
+	if e.w, err = events.NewWriter(events.DefaultConfig(), e.idx, e.m, e.log.logger()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.reg.Close)
+	if e.reg, err = NewRegistry(cfg, Sinks{Index: e.w, Fleet: e.fleet}, e.m, e.log.logger()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wdone, rdone := make(chan error, 1), make(chan error, 1)
+	go func() { wdone <- e.w.Run(ctx) }()
+	rctx, rcancel := context.WithCancel(ctx)
+	go func() { rdone <- e.reg.Run(rctx, e.w.Notices()) }()
+	var once sync.Once
+	e.stopReg = func() {
+		once.Do(func() {
+			rcancel()
+			if err := <-rdone; err != nil {
+				t.Errorf("registry: %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		e.stopReg()
+		cancel()
+		if err := <-wdone; err != nil {
+			t.Errorf("writer: %v", err)
+		}
+	})
 	return e
+}
+
+// sync waits until the writer applied every command queued so far.
+func (e *env) sync(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.w.Sync(ctx); err != nil {
+		t.Fatalf("index writer sync: %v", err)
+	}
+}
+
+// size returns how many blocks rank w holds once the writer has applied
+// everything queued.
+func (e *env) size(t testing.TB, w indexer.Worker) int {
+	t.Helper()
+	e.sync(t)
+	return e.idx.Size(w)
+}
+
+// fleetRecorder keeps the last snapshot the registry handed its listener.
+type fleetRecorder struct {
+	mu   sync.Mutex
+	snap *Snapshot
+	n    int
+}
+
+func (f *fleetRecorder) FleetChanged(s *Snapshot) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.snap = s
+	f.n++
+}
+
+func (f *fleetRecorder) last() *Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snap
 }
 
 // testConfig is DefaultConfig with etcd timeouts short enough for tests.
@@ -71,15 +147,18 @@ func testConfig() Config {
 	return cfg
 }
 
-// store indexes n blocks under rank w, a chain from the root.
+// store indexes n blocks under rank w, a chain from the root, as one KV
+// event through the writer, and waits until it is applied.
 func (e *env) store(t testing.TB, w indexer.Worker, n int) {
 	t.Helper()
 	blocks := make([]indexer.Block, n)
 	for i := range blocks {
 		blocks[i] = indexer.Block{Hash: indexer.BlockHash(1000 + i), Tokens: indexer.LocalHash(10 + i)}
 	}
-	if r := e.idx.Apply(indexer.Event{Worker: w, Kind: indexer.KindStored, Blocks: blocks}); r.Status != indexer.StatusOK {
-		t.Fatalf("store %v: %v", w, r.Status)
+	e.ids[w]++
+	e.w.Submit(indexer.Event{Worker: w, Kind: indexer.KindStored, Blocks: blocks}, e.ids[w])
+	if got := e.size(t, w); got < n {
+		t.Fatalf("store %v: %d blocks indexed, want %d", w, got, n)
 	}
 }
 
@@ -155,7 +234,18 @@ func (e *env) checkGolden(t *testing.T, file string, names ...string) {
 }
 
 // logBuffer collects JSON log lines for assertions.
-type logBuffer struct{ kvtest.Buffer }
+type logBuffer struct {
+	kvtest.Buffer
+	// discard drops what is written, for tests that measure memory.
+	discard atomic.Bool
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	if l.discard.Load() {
+		return len(p), nil
+	}
+	return l.Buffer.Write(p)
+}
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))

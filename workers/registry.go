@@ -16,31 +16,49 @@ import (
 	"github.com/kvrouter/router/metrics"
 )
 
-// IndexRemover drops every block a worker holds in the KV index. The
-// registry calls it when a worker leaves discovery or never registers
-// within its grace period, and once more a grace period later (a sweep),
-// from one goroutine at a time, while holding its
-// own lock (so an implementation must never call back into the Registry).
-// The result is the number of (rank, block) entries dropped, for logs.
-// *indexer.Index implements it.
-type IndexRemover interface {
-	RemoveWorker(id indexer.WorkerID) int
+// IndexWriter is the one writer of the KV index, as the registry commands
+// it. Each method queues a command in order behind the worker's KV events
+// already queued and returns without waiting; none fails or blocks. The
+// registry calls them while holding its lock, in the order of the changes
+// they stand for. *events.Writer implements it.
+type IndexWriter interface {
+	// WorkerJoined: the worker registered; its events are no longer an
+	// unknown worker's.
+	WorkerJoined(id indexer.WorkerID)
+	// WorkerLeft: the worker left discovery; drop every block it holds.
+	WorkerLeft(id indexer.WorkerID)
+	// ClearRank: the worker's card dropped the rank; drop its blocks.
+	ClearRank(rank indexer.Worker)
+	// DropUnregistered: the grace period of a worker that sent KV events
+	// without registering ended; drop its blocks, unless it registered
+	// since, and count its events as dropped.
+	DropUnregistered(id indexer.WorkerID)
 }
 
-// rankClearer is what an IndexRemover may also offer to drop the blocks of
-// one rank: *indexer.Index does, with a Cleared event. The registry uses it
-// when a worker loses ranks (a card with fewer data-parallel ranks).
-type rankClearer interface {
-	Apply(ev indexer.Event) indexer.Result
+// FleetListener learns every new set of workers, in order: the scheduler,
+// which chooses among them (through an adapter that makes its candidates).
+// FleetChanged is called while the registry holds its lock, right after the
+// snapshot is published; it must return quickly and never call back into
+// the Registry.
+type FleetListener interface {
+	FleetChanged(s *Snapshot)
 }
 
-// Forgetter is told that the registry dropped a worker's blocks, so that
-// the next KV event of that worker is reported to WorkerSeen again (the KV
-// events subscriber reports each worker once). The registry calls it while
-// holding its lock, right after IndexRemover.RemoveWorker; it must not call
-// back into the Registry. *events.Subscriber implements it.
-type Forgetter interface {
-	Forget(id indexer.WorkerID)
+// NoticeSource tells the registry of workers whose KV events reach the index
+// while they are not registered (*events.Notices): Ready receives a value
+// when Take has ids to return. Safe for concurrent use.
+type NoticeSource interface {
+	Ready() <-chan struct{}
+	Take() []indexer.WorkerID
+}
+
+// Sinks are where the registry sends the consequences of each change of a
+// worker's life.
+type Sinks struct {
+	// Index receives the lifecycle commands (required).
+	Index IndexWriter
+	// Fleet hears of every new set of workers; nil for none.
+	Fleet FleetListener
 }
 
 // Registry knows which workers exist: it holds Dynamo's discovery entries
@@ -49,13 +67,11 @@ type Forgetter interface {
 // and the per-worker metrics in step with them. See the package
 // documentation for its locks.
 type Registry struct {
-	cfg Config
-	idx IndexRemover
-	m   *metrics.Router
-	log *slog.Logger
-
-	// forget is set once, before use (SetForgetter); read under mu.
-	forget Forgetter
+	cfg   Config
+	idx   IndexWriter
+	fleet FleetListener
+	m     *Metrics
+	log   *slog.Logger
 
 	snap atomic.Pointer[Snapshot]
 
@@ -74,14 +90,18 @@ type Registry struct {
 	// (and a mismatch counted) once per worker, not at every rebuild.
 	mismatchCounted map[indexer.WorkerID]bool
 	dupWarned       map[indexer.WorkerID]bool
-	// pending are the unregistered workers that sent events (grace.go).
+	// pending are the unregistered workers in their grace period
+	// (grace.go).
 	pending map[indexer.WorkerID]*pending
 	closed  bool
-	// etcd, listed and minMet make up readiness.
-	etcd    etcdState
-	etcdErr error
-	listed  bool
-	minMet  bool
+	// etcd, listed and minMet make up readiness; etcdSince is when etcd
+	// entered its current state (the staleness of the workers while it is
+	// down).
+	etcd      etcdState
+	etcdErr   error
+	etcdSince time.Time
+	listed    bool
+	minMet    bool
 
 	// loadMu guards loads. Lock order: mu, then loadMu.
 	loadMu sync.RWMutex
@@ -113,19 +133,24 @@ type change struct {
 }
 
 // NewRegistry returns an empty registry, not ready until discovery lists
-// etcd. idx and m are required; log may be nil. It starts nothing.
-func NewRegistry(cfg Config, idx IndexRemover, m *metrics.Router, log *slog.Logger) (*Registry, error) {
+// etcd. sinks.Index and m are required; log may be nil. It starts nothing:
+// Run consumes the index writer's notices of unregistered workers.
+func NewRegistry(cfg Config, sinks Sinks, m *metrics.Router, log *slog.Logger) (*Registry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if idx == nil || m == nil {
-		return nil, errors.New("worker registry: nil index or metrics")
+	if sinks.Index == nil || m == nil {
+		return nil, errors.New("worker registry: nil index writer or metrics")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	wm, err := NewMetrics(m)
+	if err != nil {
+		return nil, fmt.Errorf("worker registry: %w", err)
+	}
 	r := &Registry{
-		cfg: cfg, idx: idx, m: m, log: log,
+		cfg: cfg, idx: sinks.Index, fleet: sinks.Fleet, m: wm, log: log,
 		tree:            radix.New(),
 		bad:             map[string]int64{},
 		mismatchCounted: map[indexer.WorkerID]bool{},
@@ -135,25 +160,6 @@ func NewRegistry(cfg Config, idx IndexRemover, m *metrics.Router, log *slog.Logg
 	}
 	r.snap.Store(newSnapshot(0, nil))
 	return r, nil
-}
-
-// SetForgetter sets who hears of dropped workers: the KV events subscriber,
-// which is made after the registry (it takes the registry as its
-// observer). Call it before discovery and the subscriber run.
-func (r *Registry) SetForgetter(f Forgetter) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.forget = f
-}
-
-// dropBlocksLocked removes every block of worker id from the index and tells
-// the forgetter; it returns the entries dropped.
-func (r *Registry) dropBlocksLocked(id indexer.WorkerID) int {
-	n := r.idx.RemoveWorker(id)
-	if r.forget != nil {
-		r.forget.Forget(id)
-	}
-	return n
 }
 
 // Snapshot returns the current set of workers. It never blocks and never
@@ -171,15 +177,27 @@ func (r *Registry) Load(w indexer.Worker) (Load, bool) {
 
 // Status is the registry's part of /health.
 type Status struct {
-	// Ready is true once etcd was listed, is reachable, and at least
-	// MinInitialWorkers workers registered (once; later departures do not
-	// make the registry unready).
+	// Ready is true once etcd was listed and at least MinInitialWorkers
+	// workers registered (once; later departures do not make the registry
+	// unready), as long as the workers are not Stale. An etcd outage alone
+	// leaves the registry ready: the last known workers are served.
 	Ready bool `json:"ready"`
 	// Reason says why the registry is not ready.
 	Reason string `json:"reason,omitempty"`
 	// EtcdReachable is false while discovery cannot reach etcd; the last
 	// known workers are served meanwhile.
 	EtcdReachable bool `json:"etcd_reachable"`
+	// EtcdError is why discovery last failed to reach etcd, while it does.
+	EtcdError string `json:"etcd_error,omitempty"`
+	// Staleness is how old the last known workers are: 0 while discovery
+	// reaches etcd (its watch keeps them current), else the time since it
+	// found etcd unreachable.
+	Staleness time.Duration `json:"staleness"`
+	// Stale is true when Staleness is past MaxStaleness (and that is set):
+	// the registry no longer vouches for its workers and is not ready.
+	Stale bool `json:"stale"`
+	// MaxStaleness is Config.MaxStaleness; 0 means never stale.
+	MaxStaleness time.Duration `json:"max_staleness"`
 	// Listed is true once discovery listed etcd.
 	Listed bool `json:"listed"`
 	// Workers counts registered workers, all types.
@@ -208,12 +226,21 @@ func (r *Registry) Status() Status {
 		Listed:            r.listed,
 		Workers:           s.Len(),
 		MinInitialWorkers: r.cfg.MinInitialWorkers,
+		MaxStaleness:      r.cfg.MaxStaleness,
+	}
+	if r.etcd == etcdDown {
+		st.EtcdError = fmt.Sprint(r.etcdErr)
+		st.Staleness = time.Since(r.etcdSince)
+		st.Stale = r.listed && r.cfg.MaxStaleness > 0 && st.Staleness > r.cfg.MaxStaleness
 	}
 	switch {
-	case r.etcd == etcdDown:
-		st.Reason = fmt.Sprintf("etcd unreachable: %v", r.etcdErr)
+	case !r.listed && r.etcd == etcdDown:
+		st.Reason = fmt.Sprintf("workers not listed from etcd yet: etcd unreachable: %s", st.EtcdError)
 	case !r.listed:
 		st.Reason = "workers not listed from etcd yet"
+	case st.Stale:
+		st.Reason = fmt.Sprintf("etcd unreachable for %v, past --router-workers-max-staleness %v: the last known workers are no longer trusted: %s",
+			st.Staleness.Round(time.Second), r.cfg.MaxStaleness, st.EtcdError)
 	case !r.minMet:
 		st.Reason = fmt.Sprintf("%d of %d initial workers registered (DYN_ROUTER_MIN_INITIAL_WORKERS)", s.Len(), r.cfg.MinInitialWorkers)
 	default:
@@ -284,17 +311,23 @@ func (r *Registry) apply(cs []change) {
 }
 
 // etcdDown records that discovery cannot reach etcd. The workers stay as
-// they are until etcd answers again.
+// they are until etcd answers again; the registry stays ready until the
+// outage is older than MaxStaleness.
 func (r *Registry) etcdDown(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.setEtcdLocked(etcdDown, err)
 }
 
-// setEtcdLocked records etcd's state, logging each change once.
+// setEtcdLocked records etcd's state, logging each change once and keeping
+// the etcd gauges in step.
 func (r *Registry) setEtcdLocked(s etcdState, err error) {
 	prev := r.etcd
 	r.etcd, r.etcdErr = s, err
+	if s != prev {
+		r.etcdSince = time.Now()
+		r.m.SetEtcdReachable(s == etcdUp, r.etcdSince)
+	}
 	switch {
 	case s == prev:
 	case s == etcdDown:
@@ -355,6 +388,16 @@ func (r *Registry) rebuildLocked() {
 	old := r.snap.Load()
 	next := r.collectLocked()
 	if !slices.Equal(old.Workers(), next) {
+		r.version++
+		snap := newSnapshot(r.version, next)
+		// The scheduler hears first: whoever sees the new snapshot can route
+		// to its workers. It lets go of departed ranks, and deletes their
+		// dynamo_frontend_worker_* series itself; this package deletes its
+		// own series of them below.
+		if r.fleet != nil {
+			r.fleet.FleetChanged(snap)
+		}
+		r.snap.Store(snap)
 		for _, w := range next {
 			prev, existed := old.Get(w.ID)
 			r.reconcileLocked(prev, existed, w)
@@ -364,8 +407,6 @@ func (r *Registry) rebuildLocked() {
 				r.removeLocked(w)
 			}
 		}
-		r.version++
-		r.snap.Store(newSnapshot(r.version, next))
 	}
 	if r.listed && len(next) >= r.cfg.MinInitialWorkers && !r.minMet {
 		r.minMet = true
@@ -469,6 +510,7 @@ func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
 		"max_num_batched_tokens", w.MaxNumBatchedTokens, "model", w.Model}
 	switch {
 	case !existed:
+		r.idx.WorkerJoined(w.ID)
 		r.registerMetricsLocked(w)
 		r.log.Info("worker registered", attrs...)
 	case prev.Type != w.Type || prev.DPStart != w.DPStart || prev.DPSize != w.DPSize:
@@ -501,21 +543,21 @@ func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
 // each rank of w.
 func (r *Registry) registerMetricsLocked(w Worker) {
 	for _, rank := range w.Ranks() {
-		r.m.SetWorkerRegistered(w.metricsWorker(rank.DPRank))
+		r.m.SetRegistered(w.metricsWorker(rank.DPRank))
 	}
 }
 
-// removeLocked forgets a worker that left discovery: its blocks, its series,
-// its loads. A sweep one grace period later drops the blocks of events that
-// were in flight when it left (grace.go).
+// removeLocked forgets a worker that left discovery: its blocks (through the
+// index writer, after the events it sent before leaving), its series, its
+// loads. Events still on their way make it an unregistered worker for the
+// writer, whose blocks go at the end of a grace period (grace.go).
 func (r *Registry) removeLocked(w Worker) {
-	n := r.dropBlocksLocked(w.ID)
-	r.sweepLocked(w.ID)
+	r.idx.WorkerLeft(w.ID)
 	r.m.DeleteWorker(uint64(w.ID))
 	r.dropLoadsLocked(w, Worker{})
 	delete(r.mismatchCounted, w.ID)
 	delete(r.dupWarned, w.ID)
-	r.log.Info("worker removed", "worker_id", w.ID, "worker_type", w.Type, "blocks_dropped", n)
+	r.log.Info("worker removed", "worker_id", w.ID, "worker_type", w.Type)
 }
 
 // dropLoadsLocked forgets the loads of the ranks of prev that next lacks.
@@ -530,17 +572,11 @@ func (r *Registry) dropLoadsLocked(prev, next Worker) {
 }
 
 // clearLostRanksLocked drops the blocks of the ranks of prev that next
-// lacks, if the index can drop one rank. If it cannot, they stay until the
-// worker leaves; they are never scored meanwhile, as those ranks are no
-// candidates.
+// lacks.
 func (r *Registry) clearLostRanksLocked(prev, next Worker) {
-	rc, ok := r.idx.(rankClearer)
-	if !ok {
-		return
-	}
 	for _, rank := range prev.Ranks() {
 		if !next.HasRank(rank.DPRank) {
-			rc.Apply(indexer.Event{Worker: rank, Kind: indexer.KindCleared})
+			r.idx.ClearRank(rank)
 		}
 	}
 }
@@ -565,7 +601,7 @@ func (r *Registry) applyLoad(u loadUpdate, now time.Time) error {
 		if total == 0 {
 			total = w.TotalKVBlocks
 		}
-		r.m.SetKVStats(uint64(w.ID), uint32(u.worker.DPRank), metrics.KVStats{
+		r.m.SetKVStats(uint64(w.ID), uint32(u.worker.DPRank), KVStats{
 			ActiveBlocks:          uint64(l.KVUsedBlocks),
 			TotalBlocks:           uint64(total),
 			GPUCacheUsage:         l.GPUCacheUsage,

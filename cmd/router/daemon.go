@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,11 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/stack"
 	"github.com/kvrouter/router/status"
 )
 
@@ -68,83 +66,56 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	if cfg.Seed != 0 {
 		rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed))
 	}
-	st, err := newStack(stackConfig{
+	scfg := stack.Config{
 		RouterID: routerID, MaxIndexEntries: cfg.MaxIndexEntries, KVEvents: cfg.KVEvents,
 		Events: cfg.Events, Workers: cfg.Workers, Scheduler: cfg.Scheduler, Service: cfg.Service, Rand: rng,
-	}, nc, etcd, m, log)
+		Gatherer: promReg,
+	}
+	if cfg.SystemEnabled {
+		scfg.Status = &status.Config{
+			Host: cfg.SystemHost, Port: cfg.SystemPort,
+			HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
+		}
+		if err := scfg.Status.Validate(); err != nil {
+			return usageError("serve: %v", err)
+		}
+	}
+	st, err := stack.New(scfg, nc, etcd, m, log)
 	if err != nil {
 		return exitError("serve: %v", err)
 	}
-	reg, idx := st.reg, st.idx
-
-	var statusSrv *status.Server
-	if cfg.SystemEnabled {
-		statusSrv = status.New(status.Config{
-			Host: cfg.SystemHost, Port: cfg.SystemPort,
-			HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
-		}, promReg, log)
-		if err := statusSrv.Config().Validate(); err != nil {
-			return usageError("serve: %v", err)
-		}
-		addr, err := statusSrv.Listen()
-		if err != nil {
-			return exitError("serve: %v", err)
-		}
-		log.Info("status server listening", "addr", addr.String())
-		statusSrv.AddCheck("nats", conns.natsCheck)
-		statusSrv.AddCheck("etcd", func() (bool, string) {
-			if reg.Status().EtcdReachable {
-				return true, ""
-			}
-			return false, "etcd unreachable; serving the last known workers"
-		})
-		statusSrv.AddCheck("workers", func() (bool, string) {
-			rs := reg.Status()
-			return rs.Ready, rs.Reason
-		})
-		statusSrv.AddCheck("block_size", func() (bool, string) {
-			// A mismatch does not stop routing, but the operator must see it.
-			mm := reg.Status().BlockSizeMismatches
-			if len(mm) == 0 {
-				return true, ""
-			}
-			return true, fmt.Sprintf("%d worker(s) with a KV block size other than the router's %d: %v", len(mm), cfg.Workers.BlockSize, mm)
-		})
-		statusSrv.AddCheck("kv_events", func() (bool, string) {
-			if st.eventsReady() {
-				return true, ""
-			}
-			return false, "KV event subscriptions not live yet (durable mode: replaying)"
-		})
+	if addr := st.StatusAddr(); addr != "" {
+		log.Info("status server listening", "addr", addr)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	if statusSrv != nil {
-		g.Go(func() error { return statusSrv.Run(gctx) })
-	}
-	g.Go(func() error { return keepLease(gctx, etcd, lease.ID, cfg.LeaseTTL, log) })
-	g.Go(func() error { return publishIndexStats(gctx, idx, m) })
-	g.Go(func() error { return st.run(gctx) })
+	// One deadline for the whole stop, from the signal on (shutdown.go).
+	stop, gctx := newStopper(ctx, cfg.ShutdownTimeout, log)
+	defer stop.release()
+	stop.Go(func() error { return keepLease(gctx, etcd, lease.ID, cfg.LeaseTTL, log) })
+	stop.Go(func() error { return st.Run(gctx) })
 
 	if cfg.Embedded {
-		printNextSteps(out, cfg, statusSrv)
+		printNextSteps(out, cfg, st.StatusAddr())
 	}
 	log.Info("router started", "namespace", cfg.Namespace, "component", cfg.Component,
 		"prefill_component", cfg.PrefillComponent, "nats", cfg.NATSURL, "etcd", cfg.EtcdEndpoints)
 
-	err = g.Wait()
+	err = stop.wait(nc.Close)
+	deadline := stop.Deadline()
 	// The components have stopped taking requests and answered what they
-	// held; let NATS flush what it still owes, within the shutdown timeout.
-	if derr := nc.Drain(); derr != nil {
+	// held; let NATS flush what it still owes, until the deadline.
+	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
 		log.Warn("drain nats", "err", derr)
 	}
 	select {
 	case <-conns.closed:
-	case <-time.After(cfg.ShutdownTimeout):
-		log.Warn("nats drain did not finish in time", "timeout", cfg.ShutdownTimeout)
+	case <-time.After(time.Until(deadline)):
+		log.Warn("nats drain cut short at the shutdown deadline", "shutdown_timeout", cfg.ShutdownTimeout)
+		nc.Close()
 	}
-	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_, _ = etcd.Revoke(rctx, lease.ID) // best effort: the lease expires anyway
+	// Best effort, with the time left: the lease expires anyway.
+	rctx, cancel := context.WithDeadline(context.Background(), deadline)
+	_, _ = etcd.Revoke(rctx, lease.ID)
 	cancel()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return exitError("serve: %v", err)
@@ -153,18 +124,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	return nil
 }
 
-// connState tracks the router's NATS connection: up for /health, closed
-// once a drain has finished.
+// connState tracks the router's NATS connection: closed once a drain has
+// finished. (/health reads the connection's own status.)
 type connState struct {
-	natsUp atomic.Bool
 	closed chan struct{}
-}
-
-func (c *connState) natsCheck() (bool, string) {
-	if c.natsUp.Load() {
-		return true, ""
-	}
-	return false, "disconnected from NATS, reconnecting"
 }
 
 // connectNATS connects, failing fast if NATS is not there at start and
@@ -175,17 +138,14 @@ func connectNATS(u string, log *slog.Logger, st *connState) (*nats.Conn, error) 
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			st.natsUp.Store(false)
 			if !nc.IsDraining() && !nc.IsClosed() {
 				log.Warn("nats disconnected, reconnecting", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			st.natsUp.Store(true)
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
-			st.natsUp.Store(false)
 			close(st.closed)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -199,7 +159,6 @@ func connectNATS(u string, log *slog.Logger, st *connState) (*nats.Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w", u, err)
 	}
-	st.natsUp.Store(true)
 	return nc, nil
 }
 
@@ -256,24 +215,6 @@ func keepLease(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID, ttl
 	}
 }
 
-// publishIndexStats copies the index's sizes into their gauges once a
-// second; the index keeps them in atomics, so this never contends.
-func publishIndexStats(ctx context.Context, idx *indexer.Index, m *metrics.Router) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		st := idx.Stats()
-		m.IndexEntries.Set(float64(st.Entries))
-		m.IndexNodes.Set(float64(st.Nodes))
-		m.IndexWorkers.Set(float64(st.Workers))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
 // startEmbedded runs NATS and etcd in the process on the configured
 // addresses and rewrites cfg to point at them.
 func startEmbedded(cfg *serveConfig, log *slog.Logger) (stop func(), err error) {
@@ -327,10 +268,10 @@ func startEmbedded(cfg *serveConfig, log *slog.Logger) (stop func(), err error) 
 }
 
 // printNextSteps tells a newcomer what to do with an embedded router.
-func printNextSteps(out io.Writer, cfg serveConfig, st *status.Server) {
+func printNextSteps(out io.Writer, cfg serveConfig, statusAddr string) {
 	metricsURL := "(status server off: set DYN_SYSTEM_PORT)"
-	if st != nil {
-		metricsURL = "http://" + loopbackAddr(st.Addr()) + "/metrics"
+	if statusAddr != "" {
+		metricsURL = "http://" + loopbackAddr(statusAddr) + "/metrics"
 	}
 	fmt.Fprintf(out, `
 kvrouter is running with embedded NATS and etcd.

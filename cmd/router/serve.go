@@ -95,6 +95,7 @@ func serveFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "router-track-active-blocks", Value: true, EnvVars: []string{"DYN_ROUTER_TRACK_ACTIVE_BLOCKS"}, Usage: "count each worker's decode blocks from the requests routed to it"},
 		&cli.BoolFlag{Name: "router-assume-kv-reuse", Value: true, EnvVars: []string{"DYN_ROUTER_ASSUME_KV_REUSE"}, Usage: "blocks shared by two active requests on one worker count once"},
 		&cli.DurationFlag{Name: "router-stale-timeout", Value: scheduler.DefaultStaleTimeout, EnvVars: []string{"DYN_ROUTER_STALE_TIMEOUT"}, Usage: "free requests never freed after this long"},
+		&cli.DurationFlag{Name: "router-prefill-timeout", Value: scheduler.DefaultPrefillTimeout, EnvVars: []string{"DYN_ROUTER_PREFILL_TIMEOUT"}, Usage: "free requests never marked prefilled after this long (0: never; at most --router-stale-timeout)"},
 		&cli.Float64Flag{Name: "router-queue-threshold", DefaultText: "unset", EnvVars: []string{"DYN_ROUTER_QUEUE_THRESHOLD"}, Usage: "queue requests while every worker's active prefill tokens exceed this fraction of max_num_batched_tokens; unset means no queue"},
 		&cli.StringFlag{Name: "router-queue-policy", Value: "fcfs", EnvVars: []string{"DYN_ROUTER_QUEUE_POLICY"}, Usage: "queue order: fcfs (with per-request priority_jump) or wspt (shortest weighted prompt first)"},
 		&cli.IntFlag{Name: "router-queue-capacity", Value: scheduler.DefaultQueueCapacity, EnvVars: []string{"DYN_ROUTER_QUEUE_CAPACITY"}, Usage: "requests the queue may hold; past it, queue_full"},
@@ -108,6 +109,7 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "router-handlers", EnvVars: []string{"DYN_ROUTER_HANDLERS"}, Usage: "NATS subscriptions per endpoint in the router's queue group; 0 means one per CPU"},
 		&cli.DurationFlag{Name: "router-drain-timeout", Value: service.DefaultDrainTimeout, EnvVars: []string{"DYN_ROUTER_DRAIN_TIMEOUT"}, Usage: "at shutdown, how long to wait for requests in flight"},
 		&cli.DurationFlag{Name: "etcd-probe-interval", Value: workers.DefaultEtcdProbeInterval, EnvVars: []string{"DYN_ETCD_PROBE_INTERVAL"}, Usage: "how often discovery checks that etcd answers while it watches"},
+		&cli.DurationFlag{Name: "router-workers-max-staleness", Value: workers.DefaultMaxStaleness, EnvVars: []string{"DYN_ROUTER_WORKERS_MAX_STALENESS"}, Usage: "how long an etcd outage may last before the last known workers are no longer trusted and /health turns notready; until then the router keeps routing and reports etcd as degraded; 0 means never"},
 	}
 }
 
@@ -179,6 +181,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		},
 		EtcdTimeout:       c.Duration("etcd-timeout"),
 		EtcdProbeInterval: c.Duration("etcd-probe-interval"),
+		MaxStaleness:      c.Duration("router-workers-max-staleness"),
 	}
 	cfg.Seed = c.Uint64("router-seed")
 	sc := scheduler.DefaultConfig()
@@ -203,6 +206,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 	sc.TrackActiveBlocks = c.Bool("router-track-active-blocks")
 	sc.AssumeKVReuse = c.Bool("router-assume-kv-reuse")
 	sc.StaleTimeout = c.Duration("router-stale-timeout")
+	sc.PrefillTimeout = c.Duration("router-prefill-timeout")
 	if c.IsSet("router-queue-threshold") {
 		v := c.Float64("router-queue-threshold")
 		sc.QueueThreshold = &v

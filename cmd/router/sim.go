@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,22 +13,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/kvrouter/router/events"
-	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/replay"
 	"github.com/kvrouter/router/scheduler"
-	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/sim"
 	"github.com/kvrouter/router/traces"
-	"github.com/kvrouter/router/workers"
 )
 
 // This file holds the simulation commands: `router sim` (simulated workers),
@@ -44,9 +35,6 @@ import (
 const (
 	defaultSimTrace  = "testdata/mooncake_excerpt.jsonl"
 	defaultRateScale = 2.0
-	// compareLeaseID is the first worker's lease id in `router compare`:
-	// fixed ids make two runs route identically.
-	compareLeaseID = 0x51a0_0000_0001
 )
 
 // fleetFlags configure simulated workers.
@@ -381,18 +369,6 @@ func compareCommand() *cli.Command {
 	}
 }
 
-// compareSetup is what one compare run needs besides the mode.
-type compareSetup struct {
-	fleet       sim.FleetConfig
-	wl          *replay.Workload
-	seed        uint64
-	temperature float64
-	progress    io.Writer
-	log         *slog.Logger
-	nc          [3]*nats.Conn // fleet, router, replay
-	etcd        [2]*clientv3.Client
-}
-
 func runCompareCommand(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usageError("compare: unexpected argument %q", c.Args().First())
@@ -414,7 +390,7 @@ func runCompareCommand(c *cli.Context) error {
 	default:
 		return usageError("compare: --clock: %q is not lockstep or real", c.String("clock"))
 	}
-	fcfg.Worker.LeaseID = compareLeaseID
+	fcfg.Worker.LeaseID = replay.CompareLeaseID
 	if err := fcfg.Validate(); err != nil {
 		return usageError("compare: invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
@@ -429,50 +405,14 @@ func runCompareCommand(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	setup := compareSetup{fleet: fcfg, wl: wl, seed: c.Uint64("seed"), temperature: c.Float64("router-temperature"),
-		progress: c.App.ErrWriter, log: log}
-
-	dir, err := os.MkdirTemp("", "kvrouter-compare-")
-	if err != nil {
-		return exitError("compare: %v", err)
-	}
-	defer os.RemoveAll(dir)
-	ns, err := embedded.StartNATS(embedded.NATSConfig{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		return exitError("compare: %v", err)
-	}
-	defer ns.Close()
-	es, err := embedded.StartEtcd(embedded.EtcdConfig{ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0", Dir: filepath.Join(dir, "etcd")})
-	if err != nil {
-		return exitError("compare: %v", err)
-	}
-	defer es.Close()
-	for i, name := range []string{"kvrouter-sim", "kvrouter", "kvrouter-replay"} {
-		nc, err := nats.Connect(ns.URL(), nats.Name(name))
-		if err != nil {
-			return exitError("compare: %v", err)
-		}
-		defer nc.Close()
-		setup.nc[i] = nc
-	}
-	for i := range setup.etcd {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{es.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-		if err != nil {
-			return exitError("compare: %v", err)
-		}
-		defer cli.Close()
-		setup.etcd[i] = cli
-	}
-
 	fmt.Fprintf(c.App.ErrWriter, "compare: %d requests of %s, %d workers, modes %s, clock %s\n",
 		len(wl.Requests), wl.Name, fcfg.Workers, c.String("modes"), c.String("clock"))
-	var results []*replay.Result
-	for _, m := range modes {
-		res, err := compareOne(c.Context, setup, m)
-		if err != nil {
-			return exitError("compare: %s: %v", m, err)
-		}
-		results = append(results, res)
+	results, err := replay.Compare(c.Context, replay.CompareConfig{
+		Fleet: fcfg, Workload: wl, Modes: modes, Seed: c.Uint64("seed"),
+		Temperature: c.Float64("router-temperature"), Progress: c.App.ErrWriter, Log: log,
+	})
+	if err != nil {
+		return exitError("%v", err)
 	}
 	clock := "lockstep"
 	if !fcfg.Lockstep {
@@ -488,154 +428,6 @@ func runCompareCommand(c *cli.Context) error {
 	rep.WriteText(c.App.Writer)
 	fmt.Fprintf(c.App.Writer, "report: %s\n", filepath.Join(c.String("out"), replay.FileMarkdown))
 	return nil
-}
-
-// compareOne runs one mode: a fresh fleet and router, the replay.
-func compareOne(ctx context.Context, s compareSetup, mode scheduler.Mode) (*replay.Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	fleet, err := sim.NewFleet(s.fleet, s.nc[0], s.etcd[0], s.log)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := newSimRouter(s, mode)
-	if err != nil {
-		return nil, err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return fleet.Run(gctx) })
-	g.Go(func() error { return rt.run(gctx) })
-
-	var res *replay.Result
-	g.Go(func() error {
-		defer cancel() // the replay is the job: when it ends, everything ends
-		select {
-		case <-fleet.Ready():
-		case <-gctx.Done():
-			return nil
-		}
-		index := map[uint64]int{}
-		for _, w := range fleet.Workers() {
-			index[w.ID] = w.Index
-		}
-		client := replay.NewRouterClient(s.nc[2], s.fleet.Worker.Namespace, "router", 10*time.Second)
-		if err := waitWorkers(gctx, client, len(index)); err != nil {
-			return err
-		}
-		cfg := replay.DefaultConfig()
-		cfg.Namespace, cfg.WorkerComponent, cfg.Mode = s.fleet.Worker.Namespace, s.fleet.Worker.Component, mode.String()
-		cfg.Lockstep, cfg.Speedup = s.fleet.Lockstep, s.fleet.Speedup
-		opts := replay.Options{WorkerIndex: index, Progress: s.progress, Log: s.log}
-		if s.fleet.Lockstep {
-			opts.Stepper, opts.Barrier = fleet, replay.CountBarrier(rt.taken)
-		}
-		rp, err := replay.New(cfg, s.nc[2], s.wl, opts)
-		if err != nil {
-			return err
-		}
-		res, err = rp.Run(gctx)
-		if err != nil {
-			return err
-		}
-		res.RouterOverheadMs = rt.overheadMs()
-		return nil
-	})
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	if res == nil {
-		return nil, ctx.Err()
-	}
-	return res, nil
-}
-
-// waitWorkers waits until the router offers n workers.
-func waitWorkers(ctx context.Context, client *replay.RouterClient, n int) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		ids, err := client.Workers(ctx)
-		if err == nil && len(ids) >= n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the router knows %d of %d workers after 30s (last error: %v)", len(ids), n, err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// simRouter is an in-process router wired from the same packages as
-// `router serve`, with what a comparison needs on top: a seeded random
-// source (ties and random mode repeat from run to run), the KV event count
-// for the lockstep barrier, and the metrics registry for the decision time.
-type simRouter struct {
-	reg *prometheus.Registry
-	*stack
-}
-
-// newSimRouter builds the same router stack as `serve`, for one mode of a
-// comparison, seeded for reproducible choices.
-func newSimRouter(s compareSetup, mode scheduler.Mode) (*simRouter, error) {
-	const routerID = 1
-	ns, comp := s.fleet.Worker.Namespace, s.fleet.Worker.Component
-	rt := &simRouter{reg: prometheus.NewRegistry()}
-	m, err := metrics.New(rt.reg, metrics.Config{Namespace: ns, Component: "router", RouterID: routerID})
-	if err != nil {
-		return nil, err
-	}
-	wcfg := workers.DefaultConfig()
-	wcfg.Namespace, wcfg.Component, wcfg.BlockSize = ns, comp, s.fleet.Worker.Engine.BlockSize
-	scfg := scheduler.DefaultConfig()
-	scfg.BlockSize, scfg.Mode, scfg.Temperature = s.fleet.Worker.Engine.BlockSize, mode, s.temperature
-	// The replay may take longer in wall time than Dynamo's stale timeout;
-	// every request is freed, so none should expire.
-	scfg.StaleTimeout = 24 * time.Hour
-	ecfg := events.DefaultConfig()
-	ecfg.Namespace, ecfg.Component = ns, comp
-	scv := service.DefaultConfig()
-	scv.Namespace = ns
-	rt.stack, err = newStack(stackConfig{
-		RouterID: routerID, KVEvents: true,
-		Events: ecfg, Workers: wcfg, Scheduler: scfg, Service: scv,
-		Rand: rand.New(rand.NewPCG(s.seed, uint64(mode))),
-	}, s.nc[1], s.etcd[1], m, s.log)
-	if err != nil {
-		return nil, err
-	}
-	return rt, nil
-}
-
-// taken counts the KV events the router has taken in: applied, refused
-// by its decoders, or dropped.
-func (rt *simRouter) taken() uint64 {
-	st := rt.stack.sub.Stats()
-	return st.Applied + st.DecodeErrors + st.Dropped
-}
-
-// overheadMs returns the router's mean decision time from its
-// dynamo_router_overhead_total_ms histogram (NaN when it has none).
-func (rt *simRouter) overheadMs() float64 {
-	mfs, err := rt.reg.Gather()
-	if err != nil {
-		return math.NaN()
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != metrics.NameOverheadTotal {
-			continue
-		}
-		var sum float64
-		var n uint64
-		for _, m := range mf.GetMetric() {
-			sum += m.GetHistogram().GetSampleSum()
-			n += m.GetHistogram().GetSampleCount()
-		}
-		if n > 0 {
-			return sum / float64(n)
-		}
-	}
-	return math.NaN()
 }
 
 // commandLine renders the command as a user would type it: the command's

@@ -1,4 +1,4 @@
-package scheduler
+package active
 
 import (
 	"math/rand/v2"

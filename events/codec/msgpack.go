@@ -1,4 +1,4 @@
-package events
+package codec
 
 import (
 	"encoding/binary"
@@ -10,15 +10,15 @@ import (
 )
 
 // DecodeMsgpack decodes a KV event in the MessagePack encoding of current
-// Dynamo builds (dynamo-compat.md §3): an envelope map
+// Dynamo builds (docs/compat.md §3.4): an envelope map
 //
 //	{publisher_id u64, sequence u64, published_at u64 (ms), topic str, payload bin}
 //
 // (rmp_serde::to_vec_named, so field names are keys; unknown keys such as
 // published_at_ns are skipped) whose payload is a RouterEvent, itself a
-// MessagePack map with the same names and rules as DecodeJSON. A payload
-// whose first byte is '{' is decoded as JSON. A map whose first key is a
-// RouterEvent field (worker_id, event, ...) is taken as a RouterEvent
+// MessagePack map read by the same schema as DecodeJSON's (schema.go). A
+// payload whose first byte is '{' is decoded as JSON. A map whose first key
+// is a RouterEvent field (worker_id, event, ...) is taken as a RouterEvent
 // without envelope.
 //
 // Beyond the JSON rules: integers may come in any MessagePack integer type,
@@ -31,8 +31,8 @@ import (
 //
 // It never panics, whatever the input; the event does not alias msg.
 func DecodeMsgpack(msg []byte) (indexer.Event, Meta, error) {
-	if len(msg) > MaxMessageBytes {
-		return indexer.Event{}, Meta{}, &DecodeError{Msg: fmt.Sprintf("message of %d bytes is over the limit of %d", len(msg), MaxMessageBytes), Err: ErrTooLarge}
+	if err := checkSize(msg); err != nil {
+		return indexer.Event{}, Meta{}, err
 	}
 	d := mpDecoder{b: msg}
 	var (
@@ -41,7 +41,7 @@ func DecodeMsgpack(msg []byte) (indexer.Event, Meta, error) {
 		err  error
 	)
 	if d.bareRouterEvent() {
-		ev, meta, err = d.routerEvent()
+		ev, meta, err = readEvent(&d)
 		meta.Encoding = EncodingMsgpack
 	} else {
 		ev, meta, err = d.envelope()
@@ -152,14 +152,18 @@ func (d *mpDecoder) envelope() (indexer.Event, Meta, error) {
 	if isJSONPayload(payload) {
 		ev, inner, err = DecodeJSON(payload)
 	} else {
-		p := mpDecoder{b: payload}
-		ev, inner, err = p.routerEvent()
-		if err == nil && p.i != len(p.b) {
-			err = p.malformed("", "data after the event")
+		// The payload is read by this decoder, moved onto it: a second
+		// decoder would cost a second allocation, as a reader escapes.
+		envelope := *d
+		d.b, d.i = payload, 0
+		ev, inner, err = readEvent(d)
+		if err == nil && d.i != len(d.b) {
+			err = d.malformed("", "data after the event")
 		}
 		if err != nil {
 			err = classifyMsgpack(payload, "", err)
 		}
+		*d = envelope
 	}
 	if err != nil {
 		var de *DecodeError
@@ -184,116 +188,75 @@ func isJSONPayload(p []byte) bool {
 	return false
 }
 
-func (d *mpDecoder) routerEvent() (indexer.Event, Meta, error) {
-	var ev indexer.Event
-	meta := Meta{Encoding: EncodingMsgpack}
-	n, err := d.mapLen("")
-	if err != nil {
-		return ev, meta, err
-	}
-	var seen uint32
-	for range n {
-		key, err := d.str("key")
-		if err != nil {
-			return ev, meta, err
-		}
-		switch string(key) {
-		case "worker_id":
-			if err = once(d, &seen, fWorkerID, "worker_id"); err == nil {
-				var id uint64
-				id, err = d.integer("worker_id", true)
-				ev.Worker.ID = indexer.WorkerID(id)
-			}
-		case "storage_tier":
-			if err = once(d, &seen, fStorageTier, "storage_tier"); err == nil && !d.null() {
-				var s []byte
-				if s, err = d.str("storage_tier"); err == nil {
-					var ok bool
-					if meta.StorageTier, ok = parseTier(s); !ok {
-						err = d.schema("storage_tier", fmt.Sprintf("unknown variant %q, expected device, host_pinned, disk or external", s))
-					}
-				}
-			}
-		case "residency_domain":
-			if err = once(d, &seen, fResidency, "residency_domain"); err == nil {
-				var s []byte
-				if s, err = d.str("residency_domain"); err == nil {
-					switch string(s) {
-					case "worker":
-					case "cache_owner":
-						meta.CacheOwner = true
-					default:
-						err = d.schema("residency_domain", fmt.Sprintf("unsupported domain %q", s))
-					}
-				}
-			}
-		case "event":
-			if err = once(d, &seen, fEvent, "event"); err == nil {
-				err = d.event(&ev, &meta)
-			}
-		default:
-			err = d.skipField("", key)
-		}
-		if err != nil {
-			return ev, meta, err
+var _ reader = (*mpDecoder)(nil)
+
+func (d *mpDecoder) enterMap(field, _ string) (int, error) {
+	// Fast path: a fixmap whose entries fit in the message (two bytes
+	// each at least), the shape of every map of Dynamo's types.
+	if d.i < len(d.b) && d.b[d.i]&0xf0 == 0x80 {
+		if n := int(d.b[d.i] & 0x0f); len(d.b)-d.i-1 >= 2*n {
+			d.i++
+			return n, nil
 		}
 	}
-	if seen&fWorkerID == 0 {
-		return ev, meta, d.schema("worker_id", "missing field")
-	}
-	if seen&fEvent == 0 {
-		return ev, meta, d.schema("event", "missing field")
-	}
-	return ev, meta, nil
+	return d.mapLen(field)
 }
 
-func (d *mpDecoder) event(ev *indexer.Event, meta *Meta) error {
-	n, err := d.mapLen("event")
+// key reads a key as a string; its errors name the map's field + " key".
+func (d *mpDecoder) key(field string, n, i int) ([]byte, bool, error) {
+	if i >= n {
+		return nil, false, nil
+	}
+	// Fast path: a fixstr, the shape of every key of Dynamo's types.
+	if d.i < len(d.b) && d.b[d.i]&0xe0 == 0xa0 {
+		if end := d.i + 1 + int(d.b[d.i]&0x1f); end <= len(d.b) {
+			k := d.b[d.i+1 : end]
+			d.i = end
+			return k, true, nil
+		}
+	}
+	k, err := d.str("")
 	if err != nil {
-		return err
-	}
-	var seen uint32
-	for range n {
-		key, err := d.str("event key")
-		if err != nil {
-			return err
+		// The path is built only for an error: keys are the hot path.
+		if de := (*DecodeError)(nil); errors.As(err, &de) {
+			de.Field = strings.TrimPrefix(field+" key", " ")
 		}
-		switch string(key) {
-		case "event_id":
-			if err = once(d, &seen, fEventID, "event.event_id"); err == nil {
-				meta.EventID, err = d.integer("event.event_id", false)
-			}
-		case "dp_rank":
-			if err = once(d, &seen, fDPRank, "event.dp_rank"); err == nil && !d.null() {
-				var r uint64
-				r, err = d.integer("event.dp_rank", false)
-				if err == nil && r > 1<<32-1 {
-					err = d.schema("event.dp_rank", fmt.Sprintf("%d is out of the range of u32", r))
-				}
-				ev.Worker.DPRank = indexer.DPRank(r)
-			}
-		case "data":
-			if err = once(d, &seen, fData, "event.data"); err == nil {
-				err = d.data(ev)
-			}
-		default:
-			err = d.skipField("event", key)
-		}
-		if err != nil {
-			return err
-		}
+		return nil, false, err
 	}
-	if seen&fEventID == 0 {
-		return d.schema("event.event_id", "missing field")
-	}
-	if seen&fData == 0 {
-		return d.schema("event.data", "missing field")
-	}
-	return nil
+	return k, true, nil
 }
 
-// variant names a data variant by string or by serde's variant index.
-func (d *mpDecoder) variant(field string) (indexer.Kind, error) {
+func (d *mpDecoder) enterArray(field string) (int, error) { return d.arrayLen(field) }
+
+func (d *mpDecoder) elem(_ string, n, i int) (bool, error) { return i < n, nil }
+
+// variant reads the data: a map of one entry keyed by the variant, or a
+// bare variant (cleared). A variant is named by string or by serde's
+// variant index (0 stored, 1 removed, 2 cleared), as rmp_serde accepts
+// both.
+func (d *mpDecoder) variant(field string) (indexer.Kind, bool, error) {
+	if d.i >= len(d.b) {
+		return 0, false, d.malformed(field, "unexpected end of input")
+	}
+	if c := d.b[d.i]; !isMapType(c) {
+		if !isStrType(c) && !isIntType(c) {
+			return 0, false, d.schema(field, "expected a map or a variant name, found "+d.found())
+		}
+		k, err := d.variantName(field)
+		return k, false, err
+	}
+	n, err := d.mapLen(field)
+	if err != nil {
+		return 0, false, err
+	}
+	if n != 1 {
+		return 0, false, d.schema(field, fmt.Sprintf("map of %d entries, expected exactly one variant", n))
+	}
+	k, err := d.variantName(field)
+	return k, true, err
+}
+
+func (d *mpDecoder) variantName(field string) (indexer.Kind, error) {
 	if d.i < len(d.b) && isIntType(d.b[d.i]) {
 		v, err := d.integer(field, false)
 		if err != nil {
@@ -308,204 +271,26 @@ func (d *mpDecoder) variant(field string) (indexer.Kind, error) {
 	if err != nil {
 		return 0, err
 	}
-	switch string(s) {
-	case "stored":
-		return indexer.KindStored, nil
-	case "removed":
-		return indexer.KindRemoved, nil
-	case "cleared":
-		return indexer.KindCleared, nil
-	}
-	return 0, d.schema(field, fmt.Sprintf("unknown variant %q, expected stored, removed or cleared", s))
+	return kindOf(d, field, s)
 }
 
-func (d *mpDecoder) data(ev *indexer.Event) error {
-	const field = "event.data"
-	if d.i >= len(d.b) {
-		return d.malformed(field, "unexpected end of input")
-	}
-	if c := d.b[d.i]; !isMapType(c) {
-		if !isStrType(c) && !isIntType(c) {
-			return d.schema(field, "expected a map or a variant name, found "+d.found())
-		}
-		k, err := d.variant(field)
-		if err != nil {
-			return err
-		}
-		if k != indexer.KindCleared {
-			return d.schema(field, "variant "+k.String()+" needs its data")
-		}
-		ev.Kind = k
-		return nil
-	}
-	n, err := d.mapLen(field)
-	if err != nil {
-		return err
-	}
-	if n != 1 {
-		return d.schema(field, fmt.Sprintf("map of %d entries, expected exactly one variant", n))
-	}
-	k, err := d.variant(field)
-	if err != nil {
-		return err
-	}
-	ev.Kind = k
-	switch k {
-	case indexer.KindStored:
-		return d.stored(ev)
-	case indexer.KindRemoved:
-		return d.removed(ev)
-	}
+// unit reads the value of a tagged cleared: nil, or an empty array (a unit
+// as a tuple).
+func (d *mpDecoder) unit(field string) error {
 	if d.null() {
 		return nil
 	}
-	if d.i < len(d.b) && d.b[d.i] == 0x90 { // an empty array: a unit as a tuple
+	if d.i < len(d.b) && d.b[d.i] == 0x90 {
 		d.i++
 		return nil
 	}
-	return d.schema(field+".cleared", "expected nil, found "+d.found())
+	return d.schema(field, "expected nil, found "+d.found())
 }
 
-func (d *mpDecoder) stored(ev *indexer.Event) error {
-	const field = "event.data.stored"
-	n, err := d.mapLen(field)
-	if err != nil {
-		return err
-	}
-	var seen uint32
-	for range n {
-		key, err := d.str(field + " key")
-		if err != nil {
-			return err
-		}
-		switch string(key) {
-		case "parent_hash":
-			if err = once(d, &seen, fParent, field+".parent_hash"); err == nil && !d.null() {
-				var p uint64
-				p, err = d.integer(field+".parent_hash", true)
-				ev.HasParent, ev.Parent = true, indexer.BlockHash(p)
-			}
-		case "start_position":
-			if err = once(d, &seen, fStart, field+".start_position"); err == nil && !d.null() {
-				var p uint64
-				p, err = d.integer(field+".start_position", false)
-				if err == nil && p > 1<<32-1 {
-					err = d.schema(field+".start_position", fmt.Sprintf("%d is out of the range of u32", p))
-				}
-			}
-		case "blocks":
-			if err = once(d, &seen, fBlocks, field+".blocks"); err == nil {
-				err = d.blocks(ev)
-			}
-		default:
-			err = d.skipField(field, key)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if seen&fBlocks == 0 {
-		return d.schema(field+".blocks", "missing field")
-	}
-	return nil
-}
+// variantEnd has nothing to check: variant read a map of one entry.
+func (d *mpDecoder) variantEnd(string) error { return nil }
 
-func (d *mpDecoder) blocks(ev *indexer.Event) error {
-	const field = "event.data.stored.blocks"
-	n, err := d.arrayLen(field)
-	if err != nil {
-		return err
-	}
-	if n > MaxBlocksPerEvent {
-		return d.tooLarge(field, fmt.Sprintf("%d blocks, more than %d", n, MaxBlocksPerEvent))
-	}
-	if n > 0 {
-		ev.Blocks = make([]indexer.Block, 0, n)
-	}
-	for j := range n {
-		b, err := d.block(j)
-		if err != nil {
-			return err
-		}
-		ev.Blocks = append(ev.Blocks, b)
-	}
-	return nil
-}
-
-func (d *mpDecoder) block(j int) (indexer.Block, error) {
-	var b indexer.Block
-	if d.i >= len(d.b) || !isMapType(d.b[d.i]) {
-		return b, d.schemaOr(blockField(j, ""), "expected a map, found "+d.found())
-	}
-	n, err := d.mapLen("")
-	if err != nil {
-		return b, err
-	}
-	var seen uint32
-	for range n {
-		key, err := d.str("event.data.stored.blocks[] key")
-		if err != nil {
-			return b, err
-		}
-		if err := blockKey(d, key, j, &b, &seen); err != nil {
-			return b, err
-		}
-	}
-	return b, blockComplete(d, j, seen)
-}
-
-func (d *mpDecoder) removed(ev *indexer.Event) error {
-	const field = "event.data.removed"
-	n, err := d.mapLen(field)
-	if err != nil {
-		return err
-	}
-	var seen uint32
-	for range n {
-		key, err := d.str(field + " key")
-		if err != nil {
-			return err
-		}
-		if string(key) != "block_hashes" {
-			if err := d.skipField(field, key); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := once(d, &seen, fBlockHashes, field+".block_hashes"); err != nil {
-			return err
-		}
-		m, err := d.arrayLen(field + ".block_hashes")
-		if err != nil {
-			return err
-		}
-		if m > MaxBlocksPerEvent {
-			return d.tooLarge(field+".block_hashes", fmt.Sprintf("%d hashes, more than %d", m, MaxBlocksPerEvent))
-		}
-		if m > 0 {
-			ev.Removed = make([]indexer.BlockHash, 0, m)
-		}
-		for range m {
-			h, err := d.integer(field+".block_hashes[]", true)
-			if err != nil {
-				return err
-			}
-			ev.Removed = append(ev.Removed, indexer.BlockHash(h))
-		}
-	}
-	if seen&fBlockHashes == 0 {
-		return d.schema(field+".block_hashes", "missing field")
-	}
-	return nil
-}
-
-func once(d *mpDecoder, seen *uint32, f uint32, field string) error {
-	if *seen&f != 0 {
-		return d.schema(field, "duplicate field")
-	}
-	*seen |= f
-	return nil
-}
+func (d *mpDecoder) offset() int { return d.i }
 
 func isMapType(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
 func isStrType(c byte) bool { return c&0xe0 == 0xa0 || c == 0xd9 || c == 0xda || c == 0xdb }
@@ -682,6 +467,11 @@ func (d *mpDecoder) integer(field string, signed bool) (uint64, error) {
 		return 0, d.malformed(field, "unexpected end of input")
 	}
 	c := d.b[d.i]
+	if c == 0xcf && len(d.b)-d.i >= 9 {
+		// Fast path: a uint64, how rmp_serde writes every hash from 2⁶².
+		d.i += 9
+		return binary.BigEndian.Uint64(d.b[d.i-8 : d.i]), nil
+	}
 	var (
 		v    uint64
 		neg  bool

@@ -1,4 +1,4 @@
-package events
+package codec
 
 import (
 	"errors"
@@ -32,10 +32,10 @@ func checkRejection(t *testing.T, ev indexer.Event, meta Meta, err error) {
 	if !errors.As(err, &de) {
 		t.Fatalf("error is not a *DecodeError: %T %v", err, err)
 	}
-	switch de.Reason() {
-	case metrics.DecodeJSON, metrics.DecodeMsgpack, metrics.DecodeSchema, ReasonTooLarge:
+	switch reasonOf(de) {
+	case metrics.DecodeJSON, metrics.DecodeMsgpack, metrics.DecodeSchema, reasonTooLarge:
 	default:
-		t.Fatalf("unknown reason %q", de.Reason())
+		t.Fatalf("unknown reason %q", reasonOf(de))
 	}
 	if !cmp.Equal(ev, indexer.Event{}) || meta != (Meta{}) {
 		t.Fatalf("a rejected message returned data: %+v %+v", ev, meta)

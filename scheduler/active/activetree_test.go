@@ -1,4 +1,4 @@
-package scheduler
+package active
 
 import (
 	"fmt"
@@ -16,7 +16,7 @@ func TestActiveTreeMatchesModel(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 11))
-			s := NewSequences(true, true)
+			s := newSequences(true, true)
 			chain := func() []uint64 {
 				locals := make([]uint64, rng.IntN(9)) // empty prompts too
 				for i := range locals {
@@ -36,9 +36,9 @@ func TestActiveTreeMatchesModel(t *testing.T) {
 				} else {
 					id := fmt.Sprint("r", i)
 					c := chain()
-					places := []Placement{{Worker: w(uint64(1 + rng.IntN(ranks))), Kind: KindDecode, SeqHashes: c, NumBlocks: len(c)}}
+					places := []Placement{{Worker: w(uint64(1 + rng.IntN(ranks))), SeqHashes: c, NumBlocks: len(c)}}
 					if rng.IntN(4) == 0 { // a second placement, as disaggregated serving books
-						places = append(places, Placement{Worker: w(uint64(1 + rng.IntN(ranks))), Kind: KindDecode, SeqHashes: c, NumBlocks: len(c)})
+						places = append(places, Placement{Worker: w(uint64(1 + rng.IntN(ranks))), SeqHashes: c, NumBlocks: len(c)})
 					}
 					if err := s.Add(id, t0, 4, true, places...); err != nil {
 						t.Fatal(err)
@@ -143,7 +143,7 @@ func FuzzActiveTree(f *testing.F) {
 	f.Add([]byte{0x13, 1, 1, 1, 0x22, 1, 2, 0x80, 0x11, 3})
 	f.Add([]byte{0x05, 1, 2, 3, 4, 5, 0x05, 1, 2, 3, 4, 6, 0x81, 0x02, 1, 2, 0x80})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		s := NewSequences(true, true)
+		s := newSequences(true, true)
 		var live []string
 		for i := 0; i < len(ops); {
 			op := ops[i]
@@ -162,7 +162,7 @@ func FuzzActiveTree(f *testing.F) {
 				}
 				i += n
 				id := fmt.Sprint("r", i)
-				if err := s.Add(id, t0, 4, true, Placement{Worker: w(uint64(op >> 4)), Kind: KindDecode, SeqHashes: hashes, NumBlocks: n}); err != nil {
+				if err := s.Add(id, t0, 4, true, Placement{Worker: w(uint64(op >> 4)), SeqHashes: hashes, NumBlocks: n}); err != nil {
 					continue // a repeated id: nothing booked
 				}
 				live = append(live, id)

@@ -1,4 +1,4 @@
-package scheduler
+package active
 
 // childTable maps (node, hash) to the node's child whose blocks start with
 // that hash: the edges of the active-block tree (activeTree), one entry a
@@ -12,7 +12,8 @@ package scheduler
 // and the slots hold no pointer, so the garbage collector never scans
 // them.
 //
-// The table is not safe for concurrent use (the Router's lock guards it).
+// The table is not safe for concurrent use (the owner of the Sequences locks
+// around it).
 type childTable struct {
 	slots []childSlot
 	// mask is len(slots)−1; len(slots) is a power of two.

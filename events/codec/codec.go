@@ -1,9 +1,10 @@
-package events
+package codec
 
 import (
 	"fmt"
 
 	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/jsonscan"
 )
 
 // Limits on what a decoder accepts. A message over any of them is rejected
@@ -19,8 +20,9 @@ const (
 	// take in JSON.
 	MaxMessageBytes = 16 << 20
 	// maxDepth caps the nesting of values the decoders skip (unknown fields,
-	// mm_extra_info), so a hostile message cannot recurse deeply.
-	maxDepth = 64
+	// mm_extra_info), so a hostile message cannot recurse deeply: the JSON
+	// scanner's limit, for both encodings.
+	maxDepth = jsonscan.MaxDepth
 )
 
 // StorageTier is the cache tier an event is about (Dynamo's StorageTier).
@@ -68,7 +70,7 @@ func parseTier(s []byte) (StorageTier, bool) {
 // Encoding is the wire encoding a message came in.
 type Encoding uint8
 
-// The encodings of dynamo-compat.md §3.
+// The encodings of docs/compat.md §3.
 const (
 	EncodingJSON Encoding = iota + 1
 	EncodingMsgpack
@@ -107,6 +109,15 @@ type Meta struct {
 // Device reports whether the event is about the worker's own device cache,
 // the only one the index holds.
 func (m Meta) Device() bool { return m.StorageTier == TierDevice && !m.CacheOwner }
+
+// checkSize rejects a message over MaxMessageBytes, before anything is
+// read or allocated for it.
+func checkSize(msg []byte) error {
+	if len(msg) > MaxMessageBytes {
+		return &DecodeError{Msg: fmt.Sprintf("message of %d bytes is over the limit of %d", len(msg), MaxMessageBytes), Err: ErrTooLarge}
+	}
+	return nil
+}
 
 // Decode decodes one KV event message in either encoding: JSON when its
 // first byte that is not white space is '{', the MessagePack envelope

@@ -1,0 +1,173 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/scheduler"
+	"github.com/kvrouter/router/service"
+	"github.com/kvrouter/router/status"
+	"github.com/kvrouter/router/workers"
+)
+
+// Config is the router's configuration, as `serve` and `compare` both build
+// it: each part's own configuration, and what ties them together.
+type Config struct {
+	// RouterID is the router's instance id: its durable consumer's name,
+	// its replica-sync identity and its metrics' router_id.
+	RouterID uint64
+	// MaxIndexEntries caps the index's (worker, block) entries; 0 is no cap.
+	MaxIndexEntries int
+	// KVEvents subscribes to the workers' KV events; off is approximate
+	// mode, where the router indexes its own decisions.
+	KVEvents  bool
+	Events    events.Config
+	Workers   workers.Config
+	Scheduler scheduler.Config
+	Service   service.Config
+	// Status configures the status server (/health, /live, /metrics); nil
+	// runs none.
+	Status *status.Config
+	// Gatherer is what /metrics serves (with Status).
+	Gatherer prometheus.Gatherer
+	// Rand seeds the scheduler's choices; nil means from entropy.
+	Rand *rand.Rand
+}
+
+// Stack is the whole router, built and not yet running.
+type Stack struct {
+	idx    *indexer.Index
+	writer *events.Writer
+	router *scheduler.Router
+	reg    *workers.Registry
+	disc   *workers.Discovery
+	load   *workers.LoadSubscriber
+	sub    *events.Subscriber // nil in approximate mode
+	svc    *service.Service
+	status *status.Server // nil without Config.Status
+}
+
+// New builds the router's parts on nc and etcd; each builds its own metric
+// families from m, so that a scrape right after New shows every scalar
+// family. It starts nothing; Run does. With Config.Status it binds the status server's port
+// now, so that a port in use fails here, at once.
+func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, log *slog.Logger) (*Stack, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Stack{idx: indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxIndexEntries})}
+	var err error
+	if cfg.Events.RouterID == "" {
+		cfg.Events.RouterID = fmt.Sprint(cfg.RouterID)
+	}
+	if s.writer, err = events.NewWriter(cfg.Events, s.idx, m, log); err != nil {
+		return nil, fmt.Errorf("index writer: %w", err)
+	}
+	cfg.Scheduler.UseKVEvents = cfg.KVEvents
+	if s.router, err = scheduler.New(cfg.Scheduler, s.idx, s.writer, m, scheduler.Options{Rand: cfg.Rand, Log: log}); err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	if s.reg, err = workers.NewRegistry(cfg.Workers, workers.Sinks{Index: s.writer, Fleet: s.router}, m, log); err != nil {
+		return nil, fmt.Errorf("worker registry: %w", err)
+	}
+	if s.disc, err = workers.NewDiscovery(cfg.Workers, etcd, s.reg, log); err != nil {
+		return nil, fmt.Errorf("worker discovery: %w", err)
+	}
+	if s.load, err = workers.NewLoadSubscriber(cfg.Workers, nc, s.reg, m, log); err != nil {
+		return nil, fmt.Errorf("worker load: %w", err)
+	}
+	if cfg.KVEvents {
+		if s.sub, err = events.NewSubscriber(cfg.Events, nc, s.writer, m, log); err != nil {
+			return nil, fmt.Errorf("kv events: %w", err)
+		}
+	}
+	cfg.Service.RouterID = cfg.RouterID
+	if s.svc, err = service.New(cfg.Service, nc, s.router, m, log); err != nil {
+		return nil, fmt.Errorf("routing service: %w", err)
+	}
+	if cfg.Status != nil {
+		if err := cfg.Status.Validate(); err != nil {
+			return nil, err
+		}
+		s.status = status.New(*cfg.Status, cfg.Gatherer, log)
+		if _, err := s.status.Listen(); err != nil {
+			return nil, err
+		}
+		s.addChecks(s.status, nc, cfg.Workers.BlockSize)
+	}
+	return s, nil
+}
+
+// Run runs every part until ctx ends or one fails, and returns after all
+// have stopped: the transports and the service first, then the index
+// writer, once it has applied what they submitted.
+func (s *Stack) Run(ctx context.Context) error {
+	wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriter()
+	werr := make(chan error, 1)
+	go func() { werr <- s.writer.Run(wctx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.reg.Run(gctx, s.writer.Notices()) })
+	g.Go(func() error { return s.disc.Run(gctx) })
+	g.Go(func() error { return s.load.Run(gctx) })
+	if s.sub != nil {
+		g.Go(func() error { return s.sub.Run(gctx) })
+	}
+	g.Go(func() error { return s.router.Run(gctx) })
+	g.Go(func() error { return s.svc.Run(gctx) })
+	if s.status != nil {
+		g.Go(func() error { return s.status.Run(gctx) })
+	}
+	err := g.Wait()
+	stopWriter()
+	if e := <-werr; err == nil {
+		err = e
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// EventsReady reports whether the KV events are live (always, in
+// approximate mode): subscriptions registered and, in durable mode, the
+// stream replayed.
+func (s *Stack) EventsReady() bool { return s.sub == nil || s.sub.Ready() }
+
+// EventStats returns the KV event counts (zero in approximate mode).
+func (s *Stack) EventStats() events.Stats {
+	if s.sub == nil {
+		return events.Stats{}
+	}
+	return s.sub.Stats()
+}
+
+// StatusAddr returns the status server's listening address, or "" when it
+// is off.
+func (s *Stack) StatusAddr() string {
+	if s.status == nil {
+		return ""
+	}
+	return s.status.Addr()
+}
+
+// Registry returns the worker registry.
+func (s *Stack) Registry() *workers.Registry { return s.reg }
+
+// Index returns the KV index, for reads.
+func (s *Stack) Index() *indexer.Index { return s.idx }
+
+// Router returns the scheduler.
+func (s *Stack) Router() *scheduler.Router { return s.router }
