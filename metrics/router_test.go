@@ -9,23 +9,25 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	kvtest "github.com/kvrouter/router/internal/testutil"
 )
 
 // The families of the whole router, and their golden expositions, are
 // tested where they are all built: stack/metrics_test.go. Here: the root
 // every package builds from.
 
-func testConfig(clock *fakeClock) Config {
+func testConfig(clock *kvtest.Clock) Config {
 	cfg := DefaultConfig()
 	cfg.RouterID = 7587888160958628000
 	cfg.Now = clock.Now
 	return cfg
 }
 
-func newTestRouter(t *testing.T) (*Router, *prometheus.Registry, *fakeClock) {
+func newTestRouter(t *testing.T) (*Router, *prometheus.Registry, *kvtest.Clock) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	clock := newFakeClock()
+	clock := kvtest.NewClock()
 	m, err := New(reg, testConfig(clock))
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -76,7 +78,7 @@ func TestUptime(t *testing.T) {
 func TestNewOnSharedRegistry(t *testing.T) {
 	t.Run("twice", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
-		clock := newFakeClock()
+		clock := kvtest.NewClock()
 		a, err := New(reg, testConfig(clock))
 		if err != nil {
 			t.Fatal(err)
@@ -104,7 +106,7 @@ func TestNewOnSharedRegistry(t *testing.T) {
 	t.Run("conflict", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: NameUptimeSeconds, Help: "Wrong type."}))
-		_, err := New(reg, testConfig(newFakeClock()))
+		_, err := New(reg, testConfig(kvtest.NewClock()))
 		if err == nil || !strings.Contains(err.Error(), NameUptimeSeconds) {
 			t.Fatalf("got %v, want an error naming %s", err, NameUptimeSeconds)
 		}

@@ -82,13 +82,19 @@ var envSeed atomic.Uint64
 // newEnv builds a Router with cfg over fleet, its randomness seeded.
 func newEnv(t testing.TB, cfg Config, f *fleet) *env {
 	t.Helper()
+	return newEnvPublishing(t, cfg, f, nil)
+}
+
+// newEnvPublishing is newEnv with a replica-sync publisher.
+func newEnvPublishing(t testing.TB, cfg Config, f *fleet, pub Publisher) *env {
+	t.Helper()
 	e := &env{idx: indexer.NewIndex(indexer.Config{}), fleet: f, prom: prometheus.NewRegistry()}
 	e.w = &writer{idx: e.idx}
 	var err error
 	if e.m, err = metrics.New(e.prom, metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	if e.r, err = New(cfg, e.idx, e.w, e.m, Options{Rand: rand.New(rand.NewPCG(1, envSeed.Add(1)))}); err != nil {
+	if e.r, err = New(cfg, e.idx, e.w, e.m, Options{Rand: rand.New(rand.NewPCG(1, envSeed.Add(1))), Publisher: pub}); err != nil {
 		t.Fatal(err)
 	}
 	f.routers = append(f.routers, e.r)

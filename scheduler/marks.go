@@ -90,7 +90,7 @@ func (r *Router) markedGaugesLocked(m active.Marked) *rankGauges {
 // it, and remembered for a while, so that its add, if it comes, is marked
 // at once. mu is held.
 func (r *Router) shareMarkLocked(k SyncKind, id string, w indexer.Worker, known bool, now time.Time) {
-	if r.pub.Load() == nil {
+	if r.pub == nil {
 		return
 	}
 	if !known {

@@ -52,10 +52,11 @@ func TestReplicasConverge(t *testing.T) {
 // delivering their events now and then, and compares their loads.
 func replicasConverge(t *testing.T, seed uint64) {
 	f := newFleet(cands(0, 0, 1, 2, 3), cands(0, 0, 10, 11))
-	a, b := newEnv(t, testConfig(), f), newEnv(t, testConfig(), f)
-	ab, ba := &pipe{to: b.r}, &pipe{to: a.r}
-	a.r.SetPublisher(ab)
-	b.r.SetPublisher(ba)
+	// Each pipe stands for the NATS subject between the two: made first,
+	// given to its router, connected to the peer once the peer exists.
+	ab, ba := &pipe{}, &pipe{}
+	a, b := newEnvPublishing(t, testConfig(), f, ab), newEnvPublishing(t, testConfig(), f, ba)
+	ab.to, ba.to = b.r, a.r
 	rng := rand.New(rand.NewPCG(9, seed))
 	var live []string
 	for i := range 300 {
@@ -97,10 +98,11 @@ func replicasConverge(t *testing.T, seed uint64) {
 
 func TestReplicaMarkBeforeAdd(t *testing.T) {
 	f := newFleet(cands(0, 0, 1), nil)
-	a, b := newEnv(t, testConfig(), f), newEnv(t, testConfig(), f)
-	ab, ba := &pipe{to: b.r}, &pipe{to: a.r}
-	a.r.SetPublisher(ab)
-	b.r.SetPublisher(ba)
+	// Each pipe stands for the NATS subject between the two: made first,
+	// given to its router, connected to the peer once the peer exists.
+	ab, ba := &pipe{}, &pipe{}
+	a, b := newEnvPublishing(t, testConfig(), f, ab), newEnvPublishing(t, testConfig(), f, ba)
+	ab.to, ba.to = b.r, a.r
 	route(t, a, &Request{ID: "r", Tokens: tokens(0, 2, 4)})
 	// The free reaches b before a's add: b does not know the request, but
 	// shares the free, and remembers it.

@@ -32,6 +32,11 @@ type Options struct {
 	Rand *rand.Rand
 	// Log receives the router's few logs; nil discards them.
 	Log *slog.Logger
+	// Publisher, with replica sync, receives every change of the
+	// bookkeeping, in order, under the Router's lock (the service's
+	// SyncPublisher carries them to the other replicas); nil shares
+	// nothing.
+	Publisher Publisher
 }
 
 // Router routes requests: for each it hashes the prompt, asks the index
@@ -54,7 +59,7 @@ type Router struct {
 
 	idPrefix string
 	idSeq    atomic.Uint64
-	pub      atomic.Pointer[publisher]
+	pub      Publisher // nil: nothing shared
 	// thresholds says a busy threshold is configured.
 	thresholds bool
 	// disagg says there are prefill candidates (Disaggregated), for
@@ -79,9 +84,6 @@ type Router struct {
 	closed bool
 	marks  pendingMarks
 }
-
-// publisher boxes a Publisher for the atomic pointer.
-type publisher struct{ p Publisher }
 
 // scratch holds one decision's buffers; pooled so that a decision
 // allocates nothing once the pool is warm.
@@ -148,7 +150,7 @@ func New(cfg Config, idx Index, w IndexWriter, m *metrics.Router, opts Options) 
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	r := &Router{
-		cfg: cfg, idx: idx, m: sm, log: log, rng: rng,
+		cfg: cfg, idx: idx, m: sm, log: log, rng: rng, pub: opts.Publisher,
 		seqs:     active.New(cfg.TrackActiveBlocks, cfg.AssumeKVReuse),
 		idPrefix: strconv.FormatUint(rng.Uint64()>>16, 36) + "-",
 		marks:    newPendingMarks(),
@@ -168,20 +170,10 @@ func New(cfg Config, idx Index, w IndexWriter, m *metrics.Router, opts Options) 
 // Config returns the router's configuration.
 func (r *Router) Config() Config { return r.cfg }
 
-// SetPublisher makes the router share its bookkeeping changes through p
-// (replica sync); nil stops sharing. Set it before routing starts.
-func (r *Router) SetPublisher(p Publisher) {
-	if p == nil {
-		r.pub.Store(nil)
-		return
-	}
-	r.pub.Store(&publisher{p: p})
-}
-
 // publishLocked shares one change, if a publisher is set; mu is held.
 func (r *Router) publishLocked(ev SyncEvent) {
-	if b := r.pub.Load(); b != nil {
-		b.p.Publish(ev)
+	if r.pub != nil {
+		r.pub.Publish(ev)
 	}
 }
 

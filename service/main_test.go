@@ -90,7 +90,17 @@ func startRouter(t testing.TB, srv *servers, id uint64, cfg scheduler.Config) *r
 		t.Fatal(err)
 	}
 	rt.w = w
-	if rt.r, err = scheduler.New(cfg, rt.idx, w, rt.m, scheduler.Options{Rand: rand.New(rand.NewPCG(id, 1))}); err != nil {
+	scfg := DefaultConfig()
+	scfg.RouterID = id
+	scfg.Handlers = benchHandlers
+	opts := scheduler.Options{Rand: rand.New(rand.NewPCG(id, 1))}
+	nc := testutil.NATSConn(t, srv.nats.URL())
+	var pub *SyncPublisher
+	if cfg.ReplicaSync {
+		pub = NewSyncPublisher(nc, scfg, nil)
+		opts.Publisher = pub
+	}
+	if rt.r, err = scheduler.New(cfg, rt.idx, w, rt.m, opts); err != nil {
 		t.Fatal(err)
 	}
 	if rt.reg, err = workers.NewRegistry(wcfg, workers.Sinks{Index: w, Fleet: rt.r}, rt.m, nil); err != nil {
@@ -100,10 +110,7 @@ func startRouter(t testing.TB, srv *servers, id uint64, cfg scheduler.Config) *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	scfg := DefaultConfig()
-	scfg.RouterID = id
-	scfg.Handlers = benchHandlers
-	if rt.svc, err = New(scfg, testutil.NATSConn(t, srv.nats.URL()), rt.r, rt.m, nil); err != nil {
+	if rt.svc, err = New(scfg, nc, rt.r, pub, rt.m, nil); err != nil {
 		t.Fatal(err)
 	}
 	rt.client = testutil.NATSConn(t, srv.nats.URL())

@@ -29,8 +29,11 @@ func SyncSubject(namespace, component string) string {
 	return Subject(namespace, component, "active_sequences_events")
 }
 
-// replica carries a Router's bookkeeping changes to its replicas and
-// theirs to it (--router-replica-sync, docs/compat.md §5).
+// SyncPublisher carries a Router's bookkeeping changes to the other router
+// replicas (--router-replica-sync, docs/compat.md §5.7). It is built before
+// the Router and given to it (scheduler.Options.Publisher), and to the
+// Service, which runs its batching and applies the peers' events to the
+// Router: nothing is attached after construction.
 //
 // Wire format: JSON with Dynamo's serde names, a batch
 // {"events":[ActiveSequenceEvent...]} per message, each event
@@ -45,32 +48,37 @@ func SyncSubject(namespace, component string) string {
 // AddRequest carrying newer Dynamo's prefill_load_hint instead of isl and
 // overlap. Events whose router_id is this replica's are its own echo and
 // are ignored.
-type replica struct {
+type SyncPublisher struct {
 	nc      *nats.Conn
 	subject string
 	id      uint64
-	r       *scheduler.Router
 	log     *slog.Logger
-	sub     *nats.Subscription
 
 	// mu guards the batch being built. Publish is called under the
-	// Router's lock: lock order Router, then mu, then the connection's.
+	// Router's lock (docs/locks.md).
 	mu   sync.Mutex
 	buf  []byte
 	n    int
 	kick chan struct{}
 }
 
-var _ scheduler.Publisher = (*replica)(nil)
+var _ scheduler.Publisher = (*SyncPublisher)(nil)
 
-func newReplica(nc *nats.Conn, subject string, id uint64, r *scheduler.Router, log *slog.Logger) *replica {
-	return &replica{nc: nc, subject: subject, id: id, r: r, log: log, kick: make(chan struct{}, 1)}
+// NewSyncPublisher returns the publisher of replica cfg.RouterID on
+// SyncSubject(cfg.Namespace, cfg.Component). It starts nothing: the
+// Service runs it.
+func NewSyncPublisher(nc *nats.Conn, cfg Config, log *slog.Logger) *SyncPublisher {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &SyncPublisher{nc: nc, subject: SyncSubject(cfg.Namespace, cfg.Component), id: cfg.RouterID, log: log,
+		kick: make(chan struct{}, 1)}
 }
 
 // Publish adds an event to the batch; a full batch leaves at once, others
 // within replicaBatchDelay. It never blocks on the network: nats.go
 // buffers the publish.
-func (p *replica) Publish(ev scheduler.SyncEvent) {
+func (p *SyncPublisher) Publish(ev scheduler.SyncEvent) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n == 0 {
@@ -91,7 +99,7 @@ func (p *replica) Publish(ev scheduler.SyncEvent) {
 }
 
 // flushLocked publishes the batch; mu is held.
-func (p *replica) flushLocked() {
+func (p *SyncPublisher) flushLocked() {
 	if p.n == 0 {
 		return
 	}
@@ -105,7 +113,7 @@ func (p *replica) flushLocked() {
 
 // run sends partial batches replicaBatchDelay after their first event,
 // until ctx ends; then it sends what is left.
-func (p *replica) run(ctx context.Context) {
+func (p *SyncPublisher) run(ctx context.Context) {
 	t := time.NewTimer(replicaBatchDelay)
 	t.Stop()
 	for {
@@ -128,38 +136,31 @@ func (p *replica) run(ctx context.Context) {
 	}
 }
 
-// subscribe listens to the replicas' events: a plain subscription, not a
-// queue group, since every replica needs every event.
-func (p *replica) subscribe() error {
-	sub, err := p.nc.Subscribe(p.subject, p.handle)
+// subscribeSync listens to the replicas' events: a plain subscription,
+// not a queue group, since every replica needs every event.
+func (s *Service) subscribeSync() (*nats.Subscription, error) {
+	sub, err := s.nc.Subscribe(s.pub.subject, s.handleSync)
 	if err != nil {
-		return fmt.Errorf("router service: subscribe to %s: %w", p.subject, err)
+		return nil, fmt.Errorf("router service: subscribe to %s: %w", s.pub.subject, err)
 	}
 	if err := sub.SetPendingLimits(1<<18, 256<<20); err != nil {
 		_ = sub.Unsubscribe()
-		return fmt.Errorf("router service: subscribe to %s: %w", p.subject, err)
+		return nil, fmt.Errorf("router service: subscribe to %s: %w", s.pub.subject, err)
 	}
-	p.sub = sub
-	return nil
+	return sub, nil
 }
 
-func (p *replica) unsubscribe() {
-	if p.sub != nil {
-		_ = p.sub.Unsubscribe()
-	}
-}
-
-// handle applies a peer's batch.
-func (p *replica) handle(msg *nats.Msg) {
+// handleSync applies a peer's batch.
+func (s *Service) handleSync(msg *nats.Msg) {
 	evs, err := decodeSyncEvents(msg.Data)
 	if err != nil {
-		p.log.Warn("malformed replica event", "subject", msg.Subject, "error", err)
+		s.log.Warn("malformed replica event", "subject", msg.Subject, "error", err)
 	}
 	for _, ev := range evs {
-		if ev.routerID == p.id {
+		if ev.routerID == s.pub.id {
 			continue
 		}
-		p.r.ApplyRemote(ev.SyncEvent)
+		s.r.ApplyRemote(ev.SyncEvent)
 	}
 }
 

@@ -82,12 +82,13 @@ func Subject(namespace, component, endpoint string) string {
 // scheduler.Router, and carries its replica-sync events when the router's
 // configuration turns replica sync on.
 type Service struct {
-	cfg     Config
-	nc      *nats.Conn
-	r       *scheduler.Router
-	m       *Metrics
-	log     *slog.Logger
-	replica *replica
+	cfg Config
+	nc  *nats.Conn
+	r   *scheduler.Router
+	m   *Metrics
+	log *slog.Logger
+	// pub is the replica-sync publisher (nil without replica sync).
+	pub *SyncPublisher
 
 	requests sync.Pool // *request
 	buffers  sync.Pool // *[]byte
@@ -99,15 +100,19 @@ type Service struct {
 }
 
 // New returns a service for r on nc, which the caller owns (and closes
-// after Run returns). With replica sync on in r's configuration, New makes
-// r publish through the service. It builds its families (Metrics) from m
-// and starts nothing.
-func New(cfg Config, nc *nats.Conn, r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Service, error) {
+// after Run returns). With replica sync on in r's configuration, pub must
+// be the publisher r was built with (NewSyncPublisher): the service runs it
+// and applies the peers' events to r; without, pub must be nil. It builds
+// its families (Metrics) from m and starts nothing.
+func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *metrics.Router, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
 	}
 	if nc == nil || r == nil || m == nil {
 		return nil, errors.New("router service: nil NATS connection, router or metrics")
+	}
+	if sync := r.Config().ReplicaSync; sync != (pub != nil) {
+		return nil, fmt.Errorf("router service: --router-replica-sync is %v but a replica-sync publisher was given: %v", sync, pub != nil)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -126,10 +131,7 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, m *metrics.Router, log 
 		return r
 	}
 	s.buffers.New = func() any { b := make([]byte, 0, 512); return &b }
-	if r.Config().ReplicaSync {
-		s.replica = newReplica(nc, SyncSubject(cfg.Namespace, cfg.Component), cfg.RouterID, r, log)
-		r.SetPublisher(s.replica)
-	}
+	s.pub = pub
 	return s, nil
 }
 
@@ -179,21 +181,23 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	replicaCtx, stopReplica := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReplica()
-	if s.replica != nil {
-		if err := s.replica.subscribe(); err != nil {
+	var syncSub *nats.Subscription
+	if s.pub != nil {
+		var err error
+		if syncSub, err = s.subscribeSync(); err != nil {
 			for _, sub := range subs {
 				_ = sub.Unsubscribe()
 			}
 			return err
 		}
-		wg.Go(func() { s.replica.run(replicaCtx) })
+		wg.Go(func() { s.pub.run(replicaCtx) })
 	}
 	if err := s.nc.Flush(); err != nil {
 		s.log.Warn("flushing the subscriptions failed", "error", err)
 	}
 	close(s.ready)
 	s.log.Info("router service listening", "subjects", Subject(s.cfg.Namespace, s.cfg.Component, "*"),
-		"queue_group", s.cfg.Component, "handlers", s.cfg.Handlers, "replica_sync", s.replica != nil)
+		"queue_group", s.cfg.Component, "handlers", s.cfg.Handlers, "replica_sync", s.pub != nil)
 
 	<-ctx.Done()
 	dctx, cancel := shutdown.DrainContext(ctx, s.cfg.DrainTimeout)
@@ -201,8 +205,8 @@ func (s *Service) Run(ctx context.Context) error {
 	s.drain(dctx, subs)
 	s.r.Close()
 	s.pending.Wait()
-	if s.replica != nil {
-		s.replica.unsubscribe()
+	if syncSub != nil {
+		_ = syncSub.Unsubscribe()
 	}
 	stopReplica()
 	wg.Wait()

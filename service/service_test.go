@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kvrouter/router/indexer"
@@ -326,3 +327,47 @@ func busy(rt *router) map[indexer.Worker]scheduler.RankLoad {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestNewWantsThePublisherOfReplicaSync: the router publishes through the
+// SyncPublisher it was built with, so the service is given the same one
+// exactly when replica sync is on; a mismatch is refused, naming the flag.
+func TestNewWantsThePublisherOfReplicaSync(t *testing.T) {
+	srv := testutil.NATS(t)
+	nc := testutil.NATSConn(t, srv.URL())
+	m, err := metrics.New(prometheus.NewRegistry(), metrics.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := NewSyncPublisher(nc, DefaultConfig(), nil)
+	for _, tc := range []struct {
+		name    string
+		sync    bool
+		pub     *SyncPublisher
+		wantErr bool
+	}{
+		{"sync with its publisher", true, pub, false},
+		{"sync without a publisher", true, nil, true},
+		{"no sync, no publisher", false, nil, false},
+		{"a publisher without sync", false, pub, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.ReplicaSync = tc.sync
+			opts := scheduler.Options{}
+			if tc.pub != nil {
+				opts.Publisher = tc.pub
+			}
+			r, err := scheduler.New(cfg, indexer.NewIndex(indexer.Config{}), nil, m, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = New(DefaultConfig(), nc, r, tc.pub, m, nil)
+			if tc.wantErr != (err != nil) {
+				t.Fatalf("New = %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "--router-replica-sync") {
+				t.Errorf("error %q does not name --router-replica-sync", err)
+			}
+		})
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/internal/testutil"
@@ -152,7 +150,7 @@ func allFamilyNames() []string {
 type freshRouter struct {
 	m     *metrics.Router
 	reg   *prometheus.Registry
-	clock *fakeClock
+	clock *testutil.Clock
 }
 
 // servers are the embedded NATS and etcd the fresh routers are built on.
@@ -167,7 +165,7 @@ func startServers(t *testing.T) servers {
 
 func (s servers) newRouter(t *testing.T) *freshRouter {
 	t.Helper()
-	f := &freshRouter{reg: prometheus.NewPedanticRegistry(), clock: newFakeClock()}
+	f := &freshRouter{reg: prometheus.NewPedanticRegistry(), clock: testutil.NewClock()}
 	const routerID = 7587888160958628000
 	var err error
 	if f.m, err = metrics.New(f.reg, metrics.Config{Namespace: "dynamo", Component: "router", RouterID: routerID, Now: f.clock.Now}); err != nil {
@@ -500,61 +498,5 @@ func TestDocsListEveryFamily(t *testing.T) {
 // first.
 func checkGolden(t *testing.T, g prometheus.Gatherer, file string, names ...string) {
 	t.Helper()
-	path := filepath.Join("..", "testdata", "metrics", file)
-	if *update {
-		writeGolden(t, g, path, names)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("open golden file (run go test ./stack/ -run TestMetrics -update to create it): %v", err)
-	}
-	defer f.Close()
-	if err := promtest.GatherAndCompare(g, f, names...); err != nil {
-		t.Errorf("exposition differs from %s (-update rewrites it):\n%v", path, err)
-	}
-}
-
-func writeGolden(t *testing.T, g prometheus.Gatherer, path string, names []string) {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := expfmt.NewEncoder(f, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if len(names) == 0 || slices.Contains(names, mf.GetName()) {
-			if err := enc.Encode(mf); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	testutil.CheckExposition(t, g, filepath.Join("..", "testdata", "metrics", file), *update, names...)
 }

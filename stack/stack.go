@@ -75,7 +75,14 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 		return nil, fmt.Errorf("index writer: %w", err)
 	}
 	cfg.Scheduler.UseKVEvents = cfg.KVEvents
-	if s.router, err = scheduler.New(cfg.Scheduler, s.idx, s.writer, m, scheduler.Options{Rand: cfg.Rand, Log: log}); err != nil {
+	cfg.Service.RouterID = cfg.RouterID
+	opts := scheduler.Options{Rand: cfg.Rand, Log: log}
+	var pub *service.SyncPublisher // replica sync: the Router publishes, the service carries
+	if cfg.Scheduler.ReplicaSync {
+		pub = service.NewSyncPublisher(nc, cfg.Service, log)
+		opts.Publisher = pub
+	}
+	if s.router, err = scheduler.New(cfg.Scheduler, s.idx, s.writer, m, opts); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	if s.reg, err = workers.NewRegistry(cfg.Workers, workers.Sinks{Index: s.writer, Fleet: s.router}, m, log); err != nil {
@@ -92,8 +99,7 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 			return nil, fmt.Errorf("kv events: %w", err)
 		}
 	}
-	cfg.Service.RouterID = cfg.RouterID
-	if s.svc, err = service.New(cfg.Service, nc, s.router, m, log); err != nil {
+	if s.svc, err = service.New(cfg.Service, nc, s.router, pub, m, log); err != nil {
 		return nil, fmt.Errorf("routing service: %w", err)
 	}
 	if cfg.Status != nil {
