@@ -44,6 +44,8 @@ type queue struct {
 	// depth mirrors len(items) for the queue-depth gauge.
 	depth atomic.Int64
 
+	// mu guards the fields below; a leaf lock, taken by submitters that
+	// may hold the registry's or approximate mode's (docs/locks.md).
 	mu     sync.Mutex
 	items  []item
 	closed bool

@@ -322,6 +322,7 @@ func warnLimited(log *slog.Logger, last, suppressed *atomic.Int64, now int64, ms
 // before the registry with no reference to it. Safe for concurrent use; it
 // holds at most one id per unregistered worker.
 type Notices struct {
+	// mu guards ids; a leaf lock (docs/locks.md).
 	mu    sync.Mutex
 	ids   []indexer.WorkerID
 	ready chan struct{}

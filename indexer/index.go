@@ -10,6 +10,7 @@ import (
 // applied. Size accessors read atomics and never wait. All methods are safe
 // for concurrent use.
 type Index struct {
+	// mu: the innermost lock of the router (docs/locks.md).
 	mu   sync.RWMutex
 	tree *Tree
 

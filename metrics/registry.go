@@ -45,6 +45,7 @@ var (
 type Registry struct {
 	reg prometheus.Registerer
 
+	// mu guards the entries; a leaf lock (docs/locks.md).
 	mu sync.Mutex
 	// metrics is keyed by fully-qualified name and constant labels: one entry
 	// per collector created.

@@ -28,6 +28,8 @@ type approx struct {
 	max     int
 	pruneTo int
 
+	// mu is taken with the Router's lock released and held while calling
+	// the IndexWriter (docs/locks.md).
 	mu sync.Mutex
 	// expiry holds each live entry's expiry; fifo holds entries in expiry
 	// order (the TTL is one constant), including superseded ones, which

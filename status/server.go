@@ -107,6 +107,8 @@ type Server struct {
 	start    time.Time
 	now      func() time.Time
 
+	// mu guards the fields below; a leaf lock, never held while a check
+	// runs (docs/locks.md).
 	mu      sync.Mutex
 	checks  []namedCheck
 	started bool // every check has passed once

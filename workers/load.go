@@ -322,9 +322,10 @@ func (s *LoadSubscriber) reject(reason string, n float64, err error) {
 // ones it held back.
 type logLimiter struct {
 	every time.Duration
-	mu    sync.Mutex
-	last  map[string]time.Time
-	held  map[string]int
+	// mu guards the maps; a leaf lock (docs/locks.md).
+	mu   sync.Mutex
+	last map[string]time.Time
+	held map[string]int
 }
 
 func newLogLimiter(every time.Duration) *logLimiter {

@@ -77,7 +77,8 @@ type Registry struct {
 
 	// mu guards the fields below and serialises every write of per-worker
 	// metrics, so that a series is never re-created after its worker's
-	// series were deleted.
+	// series were deleted. The outermost lock of the router: the sinks are
+	// called under it (docs/locks.md).
 	mu sync.Mutex
 	// tree maps each relevant etcd key to its decoded *entry; prefix walks
 	// find a component's instances and cards.
@@ -103,7 +104,7 @@ type Registry struct {
 	listed    bool
 	minMet    bool
 
-	// loadMu guards loads. Lock order: mu, then loadMu.
+	// loadMu guards loads. Lock order: mu, then loadMu (docs/locks.md).
 	loadMu sync.RWMutex
 	loads  map[indexer.Worker]Load
 }

@@ -32,6 +32,7 @@ type stopper struct {
 
 	once     sync.Once
 	stopping chan struct{} // closed when the stop begins
+	// mu guards deadline; a leaf lock (docs/locks.md).
 	mu       sync.Mutex
 	deadline time.Time // set when the stop begins
 }
