@@ -6,15 +6,26 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 TRACE     ?= testdata/mooncake_excerpt.jsonl
 SYSTEM_PORT ?= 8081
+TESTSUM   ?= bin/testsum
 # Test packages run with the race detector; -count=1 defeats the cache so a
 # green run is a real run.
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
 .DEFAULT_GOAL := help
 
+# help prints each target's "## " description, with the variables it names,
+# such as $(SYSTEM_PORT), replaced by their values.
+HELP_VARS := BIN TRACE SYSTEM_PORT FUZZTIME BENCHTIME
+
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@$(foreach v,$(HELP_VARS),$(v)='$($(v))') awk 'BEGIN {FS = ":.*## "} \
+	  /^[a-z-]+:.*## / { d = $$2; out = ""; \
+	    while (match(d, /\$$\([A-Z_]+\)/)) { \
+	      n = substr(d, RSTART + 2, RLENGTH - 3); \
+	      out = out substr(d, 1, RSTART - 1) ((n in ENVIRON) ? ENVIRON[n] : substr(d, RSTART, RLENGTH)); \
+	      d = substr(d, RSTART + RLENGTH) } \
+	    printf "  %-8s %s\n", $$1, out d }' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build bin/router
@@ -28,9 +39,15 @@ run: build ## start the router with embedded NATS and etcd (status server on $(S
 demo: build ## compare kv, round-robin and random routing on simulated workers (report in demo-out/)
 	$(BIN) compare --trace $(TRACE) --max-requests 500 --out demo-out
 
+# test pipes go test's events through internal/testsum, which prints what go
+# test prints and then the skipped and failed tests and a summary line; bash's
+# pipefail keeps go test's failure as the target's.
 .PHONY: test
-test: ## run every test with the race detector
-	$(GO) test $(TESTFLAGS) ./...
+test: SHELL := bash
+test: .SHELLFLAGS := -o pipefail -c
+test: ## run every test with the race detector, then list skipped and failed tests
+	$(GO) build -o $(TESTSUM) ./internal/testsum
+	$(GO) test -json $(TESTFLAGS) ./... | $(TESTSUM)
 
 .PHONY: bench
 bench: build ## run the benchmarks and the index replay on $(TRACE)

@@ -28,12 +28,13 @@ type cluster struct {
 	statusBase string
 }
 
-func newCluster(t *testing.T, routerArgs ...string) *cluster {
+// newCluster starts the three; bins must hold nats-server and etcd (need).
+func newCluster(t *testing.T, bins installed, routerArgs ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
-	c.natsBin = testutil.Binary(t, "nats-server", "nats-server")
-	c.etcdBin = testutil.Binary(t, "etcd", "etcd-server")
-	router := testutil.BuildRouter(t)
+	c.natsBin = bins.path(t, natsServer)
+	c.etcdBin = bins.path(t, etcdServer)
+	router := routerBinary(t)
 
 	c.natsPort = testutil.FreePort(t)
 	c.natsDir = t.TempDir()

@@ -11,14 +11,15 @@ import (
 // etcd processes, kills NATS, and checks that the router says so, recovers
 // when NATS is back, and exits 0 on SIGTERM.
 func TestDaemonRidesOutNATSOutage(t *testing.T) {
-	c := newCluster(t)
+	bins := need(t, natsServer, etcdServer, promtool)
+	c := newCluster(t, bins)
 	c.waitHealth(200, 60*time.Second)
 
 	code, body := c.get("/metrics")
 	if code != 200 || !strings.Contains(body, "dynamo_component_uptime_seconds") {
 		t.Fatalf("/metrics: %d", code)
 	}
-	checkExposition(t, body)
+	checkExposition(t, bins, body)
 
 	c.nats.Kill()
 	c.waitHealth(503, 30*time.Second)

@@ -25,8 +25,9 @@ func TestShutdownWithinTimeoutWithNATSDown(t *testing.T) {
 	)
 	// The race-built router would otherwise sleep 1s at exit (the race
 	// runtime's default atexit_sleep_ms), which is no part of its shutdown.
+	bins := need(t, natsServer, etcdServer)
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	c := newCluster(t, "--shutdown-timeout", timeout.String())
+	c := newCluster(t, bins, "--shutdown-timeout", timeout.String())
 	c.waitHealth(200, 60*time.Second)
 
 	c.nats.Kill()
@@ -83,7 +84,8 @@ func TestHealthReadyThroughEtcdOutage(t *testing.T) {
 		blockSize = 4
 		outage    = 30 * time.Second
 	)
-	c := newCluster(t, "--router-block-size", fmt.Sprint(blockSize),
+	bins := need(t, natsServer, etcdServer)
+	c := newCluster(t, bins, "--router-block-size", fmt.Sprint(blockSize),
 		"--etcd-probe-interval", "500ms", "--etcd-timeout", "1s")
 	c.waitHealth(200, 60*time.Second)
 	f := newFleet(t, c, blockSize)

@@ -421,10 +421,9 @@ func every(d time.Duration, cond func() bool) func() bool {
 
 // checkExposition runs promtool check metrics on a scrape and fails the
 // test on any complaint that is not a known Dynamo-compatibility exception.
-func checkExposition(t *testing.T, exposition string) {
+func checkExposition(t *testing.T, bins installed, exposition string) {
 	t.Helper()
-	promtool := testutil.Binary(t, "promtool", "prometheus")
-	check := exec.Command(promtool, "check", "metrics")
+	check := exec.Command(bins.path(t, promtool), "check", "metrics")
 	check.Stdin = strings.NewReader(exposition)
 	out, err := check.CombinedOutput()
 	if problems := promtoolProblems(string(out)); err != nil && len(problems) > 0 {

@@ -45,9 +45,8 @@ const (
 // goroutine, where a failure may stop the test; only the rounds of traffic
 // run in their own goroutine, which the test stops and waits for.
 func TestDashboardQueriesReturnData(t *testing.T) {
-	promtool := testutil.Binary(t, "promtool", "prometheus")
-	prometheus := testutil.Binary(t, "prometheus", "prometheus")
-	if out, err := exec.Command(promtool, "check", "config", prometheusConfig).CombinedOutput(); err != nil {
+	bins := need(t, natsServer, etcdServer, promtool, prometheus)
+	if out, err := exec.Command(bins.path(t, promtool), "check", "config", prometheusConfig).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config %s: %v\n%s", prometheusConfig, err, out)
 	}
 	exprs := dashboardExprs(t, grafanaDashboard)
@@ -55,7 +54,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	// Busy means over 0.5 × 64 = 32 prefill tokens: one uncached
 	// 40-token prompt makes a worker busy.
 	const blockSize, maxBatched = 4, 64
-	c := newCluster(t, "--router-block-size", strconv.Itoa(blockSize),
+	c := newCluster(t, bins, "--router-block-size", strconv.Itoa(blockSize),
 		"--router-queue-threshold", "0.5", "--router-model-name", "e2e-model")
 	c.waitHealth(200, 60*time.Second)
 	f := newFleet(t, c, blockSize)
@@ -80,10 +79,10 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	promPort := testutil.FreePort(t)
 	promBase := "http://" + testutil.Addr(promPort)
 	cfg := scrapeConfig(t, prometheusConfig, c.statusBase[len("http://"):])
-	if out, err := exec.Command(promtool, "check", "config", cfg).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bins.path(t, promtool), "check", "config", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config on the test's config: %v\n%s", err, out)
 	}
-	prom := testutil.Start(t, prometheus, "--config.file", cfg,
+	prom := testutil.Start(t, bins.path(t, prometheus), "--config.file", cfg,
 		"--storage.tsdb.path", t.TempDir(), "--web.listen-address", testutil.Addr(promPort))
 	testutil.Eventually(t, 60*time.Second, every(100*time.Millisecond, func() bool {
 		code, _ := httpGet(promBase + "/-/ready")
@@ -188,7 +187,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	if v := sum(samples(fams, "dynamo_component_kv_events_missed_total", nil)); v != 0 {
 		t.Errorf("dynamo_component_kv_events_missed_total = %v, want 0", v)
 	}
-	checkExposition(t, exposition)
+	checkExposition(t, bins, exposition)
 }
 
 // withoutFallback returns the left side of an expression ending in

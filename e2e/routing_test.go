@@ -22,7 +22,8 @@ import (
 // worker, its blocks and its series disappear.
 func TestDaemonRoutesEndToEnd(t *testing.T) {
 	const blockSize = 4
-	c := newCluster(t, "--router-block-size", fmt.Sprint(blockSize))
+	bins := need(t, natsServer, etcdServer, promtool)
+	c := newCluster(t, bins, "--router-block-size", fmt.Sprint(blockSize))
 	c.waitHealth(200, 60*time.Second)
 	f := newFleet(t, c, blockSize)
 
@@ -174,7 +175,7 @@ func TestDaemonRoutesEndToEnd(t *testing.T) {
 	if v := samples(fams, "dynamo_frontend_worker_active_decode_blocks", map[string]string{"worker_id": id(w1)}); len(v) != 1 || v[0] != 0 {
 		t.Errorf("dynamo_frontend_worker_active_decode_blocks of w1 after r-1 was freed: %v, want [0]", v)
 	}
-	checkExposition(t, exposition)
+	checkExposition(t, bins, exposition)
 
 	// NATS goes away: health says so; NATS comes back on the same port:
 	// the router routes again, with the index it had, and applies events

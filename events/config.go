@@ -102,41 +102,43 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every field that is out of range, naming its flag.
+// Validate reports every field that is out of range, one error per field
+// joined with errors.Join, each naming its flag first ("--flag: value
+// problem (allowed range)").
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := checkToken(c.Namespace); err != nil {
-		bad("--namespace %q: %w", c.Namespace, err)
+		bad("--namespace: %q %w", c.Namespace, err)
 	}
 	if err := checkToken(c.Component); err != nil {
-		bad("--component %q: %w", c.Component, err)
+		bad("--component: %q %w", c.Component, err)
 	}
 	if c.PrefillComponent != "" {
 		if err := checkToken(c.PrefillComponent); err != nil {
-			bad("--prefill-component %q: %w", c.PrefillComponent, err)
+			bad("--prefill-component: %q %w", c.PrefillComponent, err)
 		} else if c.PrefillComponent == c.Component {
-			bad("--prefill-component %q: must differ from --component", c.PrefillComponent)
+			bad("--prefill-component: %q must differ from --component", c.PrefillComponent)
 		}
 	}
 	if strings.TrimSpace(c.RouterComponent) == "" {
-		bad("--router-component: must not be empty")
+		bad("--router-component: %q must not be empty", c.RouterComponent)
 	}
 	if c.EventThreads < 1 || c.EventThreads > maxEventThreads {
-		bad("--router-event-threads %d: must be between 1 and %d", c.EventThreads, maxEventThreads)
+		bad("--router-event-threads: %d is out of range (allowed 1..%d)", c.EventThreads, maxEventThreads)
 	}
 	if c.QueueCapacity < 1 || c.QueueCapacity > maxQueueCapacity {
-		bad("--router-event-queue-capacity %d: must be between 1 and %d", c.QueueCapacity, maxQueueCapacity)
+		bad("--router-event-queue-capacity: %d is out of range (allowed 1..%d)", c.QueueCapacity, maxQueueCapacity)
 	}
 	if c.Durable {
 		if err := checkConsumerName(c.RouterID); err != nil {
-			bad("router instance id %q (the durable consumer of --router-durable-kv-events): %w", c.RouterID, err)
+			bad("--router-durable-kv-events: the router instance id %q, its durable consumer, %w", c.RouterID, err)
 		}
 		if c.SnapshotThreshold < 1 {
-			bad("--router-snapshot-threshold %d: must be at least 1", c.SnapshotThreshold)
+			bad("--router-snapshot-threshold: %d is out of range (allowed ≥ 1)", c.SnapshotThreshold)
 		}
 		if c.SnapshotInterval <= 0 {
-			bad("snapshot interval %v: must be positive", c.SnapshotInterval)
+			bad("snapshot interval: %v is out of range (allowed > 0)", c.SnapshotInterval)
 		}
 	}
 	return errors.Join(errs...)

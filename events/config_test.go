@@ -25,13 +25,14 @@ func TestConfigValidate(t *testing.T) {
 		{"wildcard prefill", func(c *Config) { c.PrefillComponent = "*" }, "--prefill-component"},
 		{"prefill same as component", func(c *Config) { c.PrefillComponent = c.Component }, "--prefill-component"},
 		{"no router component", func(c *Config) { c.RouterComponent = " " }, "--router-component"},
-		{"no threads", func(c *Config) { c.EventThreads = 0 }, "--router-event-threads 0: must be between 1 and 1024"},
+		{"no threads", func(c *Config) { c.EventThreads = 0 }, "--router-event-threads: 0 is out of range (allowed 1..1024)"},
 		{"too many threads", func(c *Config) { c.EventThreads = 1025 }, "--router-event-threads"},
 		{"no queue", func(c *Config) { c.QueueCapacity = 0 }, "--router-event-queue-capacity"},
 		{"durable without id", func(c *Config) { c.Durable = true }, "--router-durable-kv-events"},
 		{"durable with a dotted id", func(c *Config) { c.Durable, c.RouterID = true, "a.b" }, "router instance id"},
 		{"durable, zero threshold", func(c *Config) { c.Durable, c.RouterID, c.SnapshotThreshold = true, "r", 0 }, "--router-snapshot-threshold"},
 		{"durable, zero interval", func(c *Config) { c.Durable, c.RouterID, c.SnapshotInterval = true, "r", 0 }, "snapshot interval"},
+		{"several problems, the last reported too", func(c *Config) { c.Namespace, c.EventThreads, c.QueueCapacity = "", 0, 0 }, "--router-event-queue-capacity: 0 is out of range (allowed 1..16777216)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,6 +46,25 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// Validate reports every problem, one per line, each starting with its flag.
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	c := DefaultConfig()
+	c.Namespace, c.Component, c.EventThreads, c.QueueCapacity = "a.b", "", 0, -1
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted four bad fields")
+	}
+	var flags []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		flag, _, _ := strings.Cut(line, ":")
+		flags = append(flags, flag)
+	}
+	want := []string{"--namespace", "--component", "--router-event-threads", "--router-event-queue-capacity"}
+	if diff := cmp.Diff(want, flags); diff != "" {
+		t.Errorf("flags of the lines of %q (-want +got):\n%s", err, diff)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // Report compares replays of one workload under several router modes.
@@ -38,7 +39,7 @@ func (rp *Report) Write(dir string) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	var text strings.Builder
-	rp.WriteText(&text)
+	rp.WriteWideText(&text)
 	files := map[string]string{
 		FileMarkdown: rp.Markdown(),
 		FileText:     text.String(),
@@ -100,6 +101,29 @@ var columns = []column{
 	{"decisions digest", func(s Summary) string { return s.Digest }},
 }
 
+// TextWidth is the width, in terminal columns, that WriteText keeps to.
+const TextWidth = 100
+
+// narrowColumns are the columns of WriteText, by name: what a reader
+// compares first, in at most TextWidth columns for the mode names there
+// are (kv, round-robin, random). The rest is in report.md and report.txt.
+var narrowColumns = []string{
+	"mode", "requests", "failed", "prefix hit rate", "TTFT p50 s", "TTFT p90 s", "TTFT p99 s", "output tok/s",
+}
+
+// columnsNamed returns the columns of the given heads, in that order.
+func columnsNamed(heads []string) []column {
+	out := make([]column, 0, len(heads))
+	for _, h := range heads {
+		for _, c := range columns {
+			if c.head == h {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 // Markdown renders the report as Markdown: the table, the comparison with
 // round-robin, the plots and the command.
 func (rp *Report) Markdown() string {
@@ -131,24 +155,70 @@ func (rp *Report) Markdown() string {
 	return b.String()
 }
 
-// WriteText writes the table as aligned plain text, and the comparison.
+// WriteText writes the short table for a terminal, within TextWidth
+// columns: the main figures, the comparison with round-robin and the
+// decision digests. report.txt and report.md have every column.
 func (rp *Report) WriteText(w io.Writer) {
 	sums := rp.summaries()
+	writeTable(w, columnsNamed(narrowColumns), sums)
+	if cmp := comparison(sums); cmp != "" {
+		fmt.Fprintln(w, wrap(cmp, TextWidth))
+	}
+	digests := make([]string, len(sums))
+	for i, s := range sums {
+		digests[i] = s.Mode + " " + s.Digest
+	}
+	if len(digests) > 0 {
+		fmt.Fprintln(w, wrap("decisions digest: "+strings.Join(digests, ", "), TextWidth))
+	}
+}
+
+// WriteWideText writes the whole table as aligned plain text, and the
+// comparison (report.txt).
+func (rp *Report) WriteWideText(w io.Writer) {
+	sums := rp.summaries()
+	writeTable(w, columns, sums)
+	if cmp := comparison(sums); cmp != "" {
+		fmt.Fprintln(w, cmp)
+	}
+}
+
+// writeTable writes the columns of sums, aligned right.
+func writeTable(w io.Writer, cols []column, sums []Summary) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	for _, c := range columns {
+	for _, c := range cols {
 		fmt.Fprintf(tw, "%s\t", c.head)
 	}
 	fmt.Fprintln(tw)
 	for _, s := range sums {
-		for _, c := range columns {
+		for _, c := range cols {
 			fmt.Fprintf(tw, "%s\t", c.cell(s))
 		}
 		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
-	if cmp := comparison(sums); cmp != "" {
-		fmt.Fprintln(w, cmp)
+}
+
+// wrap breaks s at spaces into lines of at most width runes (a word longer
+// than width stays whole), indenting the lines after the first by two.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	line := 0
+	for i, word := range strings.Fields(s) {
+		n := utf8.RuneCountInString(word)
+		switch {
+		case i == 0:
+		case line+1+n > width:
+			b.WriteString("\n  ")
+			line = 2
+		default:
+			b.WriteByte(' ')
+			line++
+		}
+		b.WriteString(word)
+		line += n
 	}
+	return b.String()
 }
 
 // comparison states the kv mode's TTFT p90 and hit rate against

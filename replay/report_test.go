@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -66,7 +67,7 @@ func TestReportGolden(t *testing.T) {
 	rp := &Report{Title: "Test", Command: "router compare --trace x",
 		Results: []*Result{fixedResult("kv", 100*time.Millisecond), fixedResult("round-robin", 400*time.Millisecond)}}
 	var text strings.Builder
-	rp.WriteText(&text)
+	rp.WriteWideText(&text)
 	golden(t, "report.golden.txt", text.String())
 	golden(t, "report.golden.md", rp.Markdown())
 	if !strings.Contains(text.String(), "kv vs round-robin: TTFT p90 4.00× lower") {
@@ -92,6 +93,62 @@ func TestReportGolden(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestWriteTextFitsTheTerminal: the table `make demo` prints keeps to
+// TextWidth columns with every router mode and large figures, and still
+// names each mode's decision digest; report.txt keeps every column.
+func TestWriteTextFitsTheTerminal(t *testing.T) {
+	slow := fixedResult("random", 100*time.Second) // TTFTs up to 1,000 s
+	rp := &Report{Results: []*Result{fixedResult("kv", 100*time.Millisecond), fixedResult("round-robin", 400*time.Millisecond), slow}}
+	var short, wide strings.Builder
+	rp.WriteText(&short)
+	rp.WriteWideText(&wide)
+	golden(t, "report.golden.short.txt", short.String())
+	for i, line := range strings.Split(strings.TrimSuffix(short.String(), "\n"), "\n") {
+		if n := utf8.RuneCountInString(line); n > TextWidth {
+			t.Errorf("line %d is %d columns wide, over %d:\n%s", i+1, n, TextWidth, line)
+		}
+	}
+	for _, s := range rp.summaries() {
+		if !strings.Contains(short.String(), s.Mode+" "+s.Digest) {
+			t.Errorf("the short table lacks the digest of %s:\n%s", s.Mode, short.String())
+		}
+	}
+	if widest := maxLineWidth(wide.String()); widest <= TextWidth {
+		t.Fatalf("the wide table is %d columns wide: the test no longer tells the two apart", widest)
+	}
+	if !strings.Contains(wide.String(), "route p99 ms") || strings.Contains(short.String(), "route p99 ms") {
+		t.Fatalf("route p99 should be in the wide table only:\nshort:\n%s\nwide:\n%s", short.String(), wide.String())
+	}
+}
+
+func maxLineWidth(s string) int {
+	n := 0
+	for _, line := range strings.Split(s, "\n") {
+		n = max(n, utf8.RuneCountInString(line))
+	}
+	return n
+}
+
+func TestWrap(t *testing.T) {
+	tests := []struct {
+		name, in string
+		width    int
+		want     string
+	}{
+		{"fits", "a bb ccc", 8, "a bb ccc"},
+		{"breaks", "a bb ccc", 7, "a bb\n  ccc"},
+		{"long word", "abcdefgh ij", 4, "abcdefgh\n  ij"},
+		{"runes", "× × ×", 3, "× ×\n  ×"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := wrap(tt.in, tt.width); got != tt.want {
+				t.Fatalf("wrap(%q, %d) = %q, want %q", tt.in, tt.width, got, tt.want)
+			}
+		})
 	}
 }
 

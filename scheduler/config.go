@@ -1,9 +1,12 @@
 package scheduler
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/kvrouter/router/blockhash"
 )
 
 // Mode is how the router chooses a worker (flag --router-mode).
@@ -33,7 +36,8 @@ func (m Mode) String() string {
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
 
-// ParseMode parses a --router-mode value.
+// ParseMode parses a --router-mode value. Its error states the value and the
+// allowed ones, not the flag: the caller names the flag it read.
 func ParseMode(s string) (Mode, error) {
 	switch s {
 	case "kv":
@@ -43,7 +47,7 @@ func ParseMode(s string) (Mode, error) {
 	case "random":
 		return ModeRandom, nil
 	}
-	return 0, fmt.Errorf("--router-mode: %q is not a mode (allowed kv, round-robin, random)", s)
+	return 0, fmt.Errorf("%q is not a mode (allowed kv, round-robin, random)", s)
 }
 
 // QueuePolicy orders the requests that wait in the threshold queue (flag
@@ -72,7 +76,8 @@ func (p QueuePolicy) String() string {
 	return fmt.Sprintf("policy(%d)", uint8(p))
 }
 
-// ParseQueuePolicy parses a --router-queue-policy value.
+// ParseQueuePolicy parses a --router-queue-policy value. Its error states
+// the value and the allowed ones, not the flag: the caller names it.
 func ParseQueuePolicy(s string) (QueuePolicy, error) {
 	switch s {
 	case "fcfs":
@@ -80,7 +85,7 @@ func ParseQueuePolicy(s string) (QueuePolicy, error) {
 	case "wspt":
 		return PolicyWSPT, nil
 	}
-	return 0, fmt.Errorf("--router-queue-policy: %q is not a policy (allowed fcfs, wspt)", s)
+	return 0, fmt.Errorf("%q is not a policy (allowed fcfs, wspt)", s)
 }
 
 // Defaults of Config: Dynamo's where Dynamo has one (docs/compat.md §9),
@@ -121,8 +126,9 @@ const (
 
 // Limits Validate enforces.
 const (
-	// MaxBlockSize is the largest block size accepted.
-	MaxBlockSize = 1 << 16
+	// MaxBlockSize is the largest block size accepted: the hasher's, so
+	// that every package states one range for --router-block-size.
+	MaxBlockSize = blockhash.MaxBlockSize
 	// maxWeight bounds weights, scales and temperatures: larger values are
 	// typos, and they keep costs finite.
 	maxWeight = 1e6
@@ -249,79 +255,64 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first setting out of range, naming its flag and the
-// allowed range.
+// Validate reports every setting out of range, one error per setting joined
+// with errors.Join, each naming its flag first and the allowed range
+// ("--flag: value problem (allowed range)").
 func (c Config) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
-		return fmt.Errorf("--router-block-size: %d is out of range (allowed 1..%d)", c.BlockSize, MaxBlockSize)
+		add(fmt.Errorf("--router-block-size: %d is out of range (allowed 1..%d)", c.BlockSize, MaxBlockSize))
 	}
 	if c.Mode > ModeRandom {
-		return fmt.Errorf("--router-mode: %v is not a mode (allowed kv, round-robin, random)", c.Mode)
+		add(fmt.Errorf("--router-mode: %v is not a mode (allowed kv, round-robin, random)", c.Mode))
 	}
 	if w := c.OverlapScoreWeight; w != nil {
-		if err := checkRange("--router-kv-overlap-score-weight", *w, 0, maxWeight); err != nil {
-			return err
-		}
+		add(checkRange("--router-kv-overlap-score-weight", *w, 0, maxWeight))
 	}
-	if err := checkRange("--router-kv-overlap-score-credit", c.OverlapScoreCredit, 0, 1); err != nil {
-		return err
-	}
-	if err := checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight); err != nil {
-		return err
-	}
-	if err := checkRange("--router-temperature", c.Temperature, 0, maxWeight); err != nil {
-		return err
-	}
-	if err := checkDuration("--router-ttl-secs", c.TTL); err != nil {
-		return err
-	}
+	add(checkRange("--router-kv-overlap-score-credit", c.OverlapScoreCredit, 0, 1))
+	add(checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight))
+	add(checkRange("--router-temperature", c.Temperature, 0, maxWeight))
+	add(checkDuration("--router-ttl-secs", c.TTL))
 	if c.ApproxMaxEntries < 1 || c.ApproxMaxEntries > 1<<32 {
-		return fmt.Errorf("--router-approx-max-entries: %d is out of range (allowed 1..%d)", c.ApproxMaxEntries, int64(1)<<32)
+		add(fmt.Errorf("--router-approx-max-entries: %d is out of range (allowed 1..%d)", c.ApproxMaxEntries, int64(1)<<32))
 	}
-	if err := checkDuration("--router-stale-timeout", c.StaleTimeout); err != nil {
-		return err
-	}
+	add(checkDuration("--router-stale-timeout", c.StaleTimeout))
 	if c.PrefillTimeout < 0 || c.PrefillTimeout > c.StaleTimeout {
-		return fmt.Errorf("--router-prefill-timeout: %v is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, %v)", c.PrefillTimeout, c.StaleTimeout)
+		add(fmt.Errorf("--router-prefill-timeout: %v is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, %v)", c.PrefillTimeout, c.StaleTimeout))
 	}
 	if t := c.QueueThreshold; t != nil {
-		if err := checkRange("--router-queue-threshold", *t, 0, maxWeight); err != nil {
-			return err
-		}
+		add(checkRange("--router-queue-threshold", *t, 0, maxWeight))
 	}
 	if c.QueuePolicy > PolicyWSPT {
-		return fmt.Errorf("--router-queue-policy: %v is not a policy (allowed fcfs, wspt)", c.QueuePolicy)
+		add(fmt.Errorf("--router-queue-policy: %v is not a policy (allowed fcfs, wspt)", c.QueuePolicy))
 	}
 	if c.QueueCapacity < 1 || c.QueueCapacity > maxQueueCapacity {
-		return fmt.Errorf("--router-queue-capacity: %d is out of range (allowed 1..%d)", c.QueueCapacity, maxQueueCapacity)
+		add(fmt.Errorf("--router-queue-capacity: %d is out of range (allowed 1..%d)", c.QueueCapacity, maxQueueCapacity))
 	}
-	if err := checkDuration("--router-queue-timeout", c.QueueTimeout); err != nil {
-		return err
-	}
-	if err := checkDuration("--router-queue-aging-limit", c.QueueAgingLimit); err != nil {
-		return err
-	}
+	add(checkDuration("--router-queue-timeout", c.QueueTimeout))
+	add(checkDuration("--router-queue-aging-limit", c.QueueAgingLimit))
 	if t := c.ActiveDecodeBlocksThreshold; t != nil {
-		if err := checkRange("--active-decode-blocks-threshold", *t, math.SmallestNonzeroFloat64, 1); err != nil {
-			return err
-		}
+		add(checkRange("--active-decode-blocks-threshold", *t, math.SmallestNonzeroFloat64, 1))
 	}
 	if t := c.ActivePrefillTokensThreshold; t != nil && (*t < 0 || *t > MaxTokens) {
-		return fmt.Errorf("--active-prefill-tokens-threshold: %d is out of range (allowed 0..%d)", *t, MaxTokens)
+		add(fmt.Errorf("--active-prefill-tokens-threshold: %d is out of range (allowed 0..%d)", *t, MaxTokens))
 	}
 	if t := c.ActivePrefillTokensThresholdFrac; t != nil {
-		if err := checkRange("--active-prefill-tokens-threshold-frac", *t, math.SmallestNonzeroFloat64, maxWeight); err != nil {
-			return err
-		}
+		add(checkRange("--active-prefill-tokens-threshold-frac", *t, math.SmallestNonzeroFloat64, maxWeight))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // checkRange reports v outside [lo, hi] or not a number, naming the flag.
 func checkRange(flag string, v, lo, hi float64) error {
 	switch {
 	case math.IsNaN(v) || math.IsInf(v, 0):
-		return fmt.Errorf("%s: %v is not a finite number", flag, v)
+		return fmt.Errorf("%s: %v is not a finite number (allowed %s)", flag, v, rangeText(lo, hi))
 	case v < 0 && lo >= 0:
 		return fmt.Errorf("%s: %v is negative (allowed %s)", flag, v, rangeText(lo, hi))
 	case v < lo || v > hi:

@@ -356,13 +356,15 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative temperature", modify: func(c *Config) { c.Temperature = -1 }, want: "--router-temperature: -1 is negative (allowed ≥ 0)"},
 		{name: "credit above 1", modify: func(c *Config) { c.OverlapScoreCredit = 1.5 }, want: "--router-kv-overlap-score-credit: 1.5 is out of range (allowed 0..1)"},
 		{name: "block size 0", modify: func(c *Config) { c.BlockSize = 0 }, want: "--router-block-size: 0 is out of range (allowed 1..65536)"},
-		{name: "NaN weight", modify: func(c *Config) { c.OverlapScoreWeight = ptr(math.NaN()) }, want: "--router-kv-overlap-score-weight: NaN is not a finite number"},
+		{name: "NaN weight", modify: func(c *Config) { c.OverlapScoreWeight = ptr(math.NaN()) }, want: "--router-kv-overlap-score-weight: NaN is not a finite number (allowed ≥ 0)"},
 		{name: "negative queue threshold", modify: func(c *Config) { c.QueueThreshold = ptr(-0.5) }, want: "--router-queue-threshold: -0.5 is negative (allowed ≥ 0)"},
 		{name: "zero ttl", modify: func(c *Config) { c.TTL = 0 }, want: "--router-ttl-secs: 0s is out of range (allowed > 0 and ≤ 24h0m0s)"},
 		{name: "decode threshold 0", modify: func(c *Config) { c.ActiveDecodeBlocksThreshold = ptr(0.0) }, want: "--active-decode-blocks-threshold: 0 is out of range (allowed > 0 and ≤ 1)"},
 		{name: "queue capacity 0", modify: func(c *Config) { c.QueueCapacity = 0 }, want: "--router-queue-capacity: 0 is out of range (allowed 1..1048576)"},
 		{name: "prefill timeout off", modify: func(c *Config) { c.PrefillTimeout = 0 }},
 		{name: "prefill timeout negative", modify: func(c *Config) { c.PrefillTimeout = -time.Second }, want: "--router-prefill-timeout: -1s is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, 1h0m0s)"},
+		{name: "every problem, one line each", modify: func(c *Config) { c.BlockSize, c.Temperature, c.QueueCapacity = 0, -1, 0 },
+			want: "--router-block-size: 0 is out of range (allowed 1..65536)\n--router-temperature: -1 is negative (allowed ≥ 0)\n--router-queue-capacity: 0 is out of range (allowed 1..1048576)"},
 		{name: "prefill timeout over stale", modify: func(c *Config) { c.StaleTimeout = time.Minute; c.PrefillTimeout = 2 * time.Minute }, want: "--router-prefill-timeout: 2m0s is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, 1m0s)"},
 	}
 	for _, tt := range tests {

@@ -12,7 +12,9 @@ import (
 // to a buffer: a route reply costs no reflection and, with a pooled
 // buffer, no allocation.
 
-// appendDecision appends a route reply.
+// appendDecision appends a route reply. Its worker_type is the decision's
+// serving mode (aggregated, disaggregated, prefill or decode), not the type
+// of the worker named, which logs and metrics give (docs/api.md §3).
 func appendDecision(b []byte, d scheduler.Decision) []byte {
 	b = append(b, '{')
 	if d.RequestID != "" {
@@ -78,7 +80,9 @@ func appendOverlaps(b []byte, blockSize, numBlocks int, scores []scheduler.Overl
 	return append(b, "]}"...)
 }
 
-// workerType names a worker's type in replies.
+// workerType names the role a worker plays in decisions, in the words of
+// a route reply's worker_type: aggregated while no prefill worker is
+// registered, else prefill or decode (docs/api.md §3).
 func workerType(k scheduler.Kind, disaggregated bool) string {
 	switch {
 	case k == scheduler.KindPrefill:

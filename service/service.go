@@ -56,20 +56,22 @@ func DefaultConfig() Config {
 	return Config{Namespace: DefaultNamespace, Component: DefaultComponent, DrainTimeout: DefaultDrainTimeout}
 }
 
-// Validate reports the first setting out of range, naming its flag.
+// Validate reports every setting out of range, one error per setting joined
+// with errors.Join, each naming its flag first and the allowed range.
 func (c Config) Validate() error {
+	var errs []error
 	for _, n := range []struct{ flag, v string }{{"--namespace", c.Namespace}, {"--router-component", c.Component}} {
 		if n.v == "" || strings.ContainsAny(n.v, ".*> \t\r\n") {
-			return fmt.Errorf("%s: %q must be a non-empty NATS subject token (no '.', '*', '>' or white space)", n.flag, n.v)
+			errs = append(errs, fmt.Errorf("%s: %q must be a non-empty NATS subject token (no '.', '*', '>' or white space)", n.flag, n.v))
 		}
 	}
 	if c.Handlers < 0 || c.Handlers > 1024 {
-		return fmt.Errorf("--router-handlers: %d is out of range (allowed 0..1024, 0 means GOMAXPROCS)", c.Handlers)
+		errs = append(errs, fmt.Errorf("--router-handlers: %d is out of range (allowed 0..1024, 0 means one per CPU)", c.Handlers))
 	}
 	if c.DrainTimeout <= 0 || c.DrainTimeout > time.Hour {
-		return fmt.Errorf("--router-drain-timeout: %v is out of range (allowed > 0 and ≤ 1h)", c.DrainTimeout)
+		errs = append(errs, fmt.Errorf("--router-drain-timeout: %v is out of range (allowed > 0 and ≤ 1h)", c.DrainTimeout))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Subject returns the subject of one of the router's endpoints:

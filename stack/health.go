@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,7 +29,11 @@ func (s *Stack) addChecks(srv *status.Server, nc *nats.Conn, blockSize int) {
 		if len(mm) == 0 {
 			return status.OK, ""
 		}
-		return status.Degraded, fmt.Sprintf("%d worker(s) with a KV block size other than the router's %d: %v", len(mm), blockSize, mm)
+		parts := make([]string, len(mm))
+		for i, m := range mm {
+			parts[i] = m.String()
+		}
+		return status.Degraded, fmt.Sprintf("%d worker(s) with a KV block size other than the router's %d: %s", len(mm), blockSize, strings.Join(parts, "; "))
 	})
 	srv.AddCheck("kv_events", func() (status.State, string) {
 		if s.EventsReady() {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -386,7 +387,11 @@ func TestStatusServer(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool { _, h := get(); return len(h.Degraded) > 0 }, "block size mismatch shown as degraded")
-	if code, h := get(); code != http.StatusOK || h.Status != "ready" {
+	code, h := get()
+	if code != http.StatusOK || h.Status != "ready" {
 		t.Errorf("/health with a mismatch = %d %q, want 200 ready", code, h.Status)
+	}
+	if want := "decode worker 3 has block size 64"; len(h.Degraded) != 1 || !strings.Contains(h.Degraded[0], want) {
+		t.Errorf("degraded = %q, want one line naming %q", h.Degraded, want)
 	}
 }

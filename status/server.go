@@ -45,22 +45,24 @@ func DefaultConfig() Config {
 	return Config{Host: "0.0.0.0", HealthPath: "/health", LivePath: "/live", StartingStatus: NotReady}
 }
 
-// Validate reports the first problem, naming the setting.
+// Validate reports every problem, one error per setting joined with
+// errors.Join, each naming its flag first (the flags of `router serve`;
+// the environment variables are in the comments of Config).
 func (c Config) Validate() error {
 	var errs []error
 	if c.Port < 0 || c.Port > 65535 {
-		errs = append(errs, fmt.Errorf("DYN_SYSTEM_PORT: %d is outside 0..65535", c.Port))
+		errs = append(errs, fmt.Errorf("--system-port: %d is out of range (allowed 0..65535)", c.Port))
 	}
-	for name, p := range map[string]string{"DYN_SYSTEM_HEALTH_PATH": c.HealthPath, "DYN_SYSTEM_LIVE_PATH": c.LivePath} {
-		if len(p) < 2 || p[0] != '/' {
-			errs = append(errs, fmt.Errorf("%s: %q must start with / and name a path", name, p))
+	for _, p := range []struct{ flag, path string }{{"--system-health-path", c.HealthPath}, {"--system-live-path", c.LivePath}} {
+		if len(p.path) < 2 || p.path[0] != '/' {
+			errs = append(errs, fmt.Errorf("%s: %q must start with / and name a path", p.flag, p.path))
 		}
 	}
 	if c.HealthPath == c.LivePath {
-		errs = append(errs, fmt.Errorf("DYN_SYSTEM_LIVE_PATH: %q is also the health path", c.LivePath))
+		errs = append(errs, fmt.Errorf("--system-live-path: %q is also the health path (--system-health-path)", c.LivePath))
 	}
 	if c.StartingStatus != Ready && c.StartingStatus != NotReady {
-		errs = append(errs, fmt.Errorf("DYN_SYSTEM_STARTING_HEALTH_STATUS: %q is not %q or %q", c.StartingStatus, Ready, NotReady))
+		errs = append(errs, fmt.Errorf("--system-starting-health-status: %q is not %s or %s", c.StartingStatus, Ready, NotReady))
 	}
 	return errors.Join(errs...)
 }

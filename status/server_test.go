@@ -152,10 +152,11 @@ func TestConfigValidate(t *testing.T) {
 		want string // substring of the error; "" means valid
 	}{
 		{"default", func(*Config) {}, ""},
-		{"port", func(c *Config) { c.Port = 70000 }, "DYN_SYSTEM_PORT: 70000"},
-		{"health path", func(c *Config) { c.HealthPath = "health" }, "DYN_SYSTEM_HEALTH_PATH"},
-		{"same paths", func(c *Config) { c.LivePath = c.HealthPath }, "also the health path"},
-		{"starting", func(c *Config) { c.StartingStatus = "maybe" }, "DYN_SYSTEM_STARTING_HEALTH_STATUS"},
+		{"port", func(c *Config) { c.Port = 70000 }, "--system-port: 70000 is out of range (allowed 0..65535)"},
+		{"health path", func(c *Config) { c.HealthPath = "health" }, `--system-health-path: "health" must start with /`},
+		{"same paths", func(c *Config) { c.LivePath = c.HealthPath }, `--system-live-path: "/health" is also the health path`},
+		{"starting", func(c *Config) { c.StartingStatus = "maybe" }, `--system-starting-health-status: "maybe" is not ready or notready`},
+		{"every problem", func(c *Config) { c.Port, c.StartingStatus = -2, "" }, "--system-port: -2 is out of range (allowed 0..65535)\n--system-starting-health-status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()

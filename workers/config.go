@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kvrouter/router/blockhash"
 )
 
 // ErrInvalidConfig is wrapped by every error of Config.Validate.
@@ -40,8 +42,10 @@ const (
 
 // Limits that Validate and the decoders enforce.
 const (
-	// MaxBlockSize is the largest block size accepted, from the flag or a
-	// model card.
+	// MaxBlockSize is the largest block size a model card may state. The
+	// flag's range is the hasher's, blockhash.MaxBlockSize, which is
+	// smaller: a card between the two is a block-size mismatch, not a
+	// malformed card.
 	MaxBlockSize = 1 << 20
 	// MaxDPSize is the largest data_parallel_size a card may state: each
 	// rank is a scheduling candidate.
@@ -130,31 +134,39 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first setting out of range, naming its flag.
+// Validate reports every setting out of range, one error per setting joined
+// with errors.Join, each naming its flag first ("--flag: value problem
+// (allowed range)") and wrapping ErrInvalidConfig.
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, invalidConfig(fmt.Sprintf(format, args...)))
+	}
 	names := []struct{ flag, value string }{
 		{"--namespace", c.Namespace},
 		{"--component", c.Component},
 		{"--prefill-component", c.PrefillComponent},
-		{"--endpoint (its endpoint part)", c.Endpoint},
+		{"--endpoint", c.Endpoint},
 		{"--router-component", c.RouterComponent},
 	}
 	for _, n := range names {
 		if err := validName(n.value); err != nil {
-			return fmt.Errorf("%w: %s %q: %v", ErrInvalidConfig, n.flag, n.value, err)
+			bad("%s: %q %v", n.flag, n.value, err)
 		}
 	}
-	if c.Component == c.PrefillComponent {
-		return fmt.Errorf("%w: --prefill-component %q: must differ from --component", ErrInvalidConfig, c.PrefillComponent)
+	if c.Component == c.PrefillComponent && validName(c.Component) == nil {
+		bad("--prefill-component: %q must differ from --component", c.PrefillComponent)
 	}
-	if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
-		return fmt.Errorf("%w: --router-block-size %d: must be in [1, %d]", ErrInvalidConfig, c.BlockSize, MaxBlockSize)
+	// The hasher's range: a block size the router could not hash is no
+	// block size, whatever a model card says (MaxBlockSize bounds cards).
+	if c.BlockSize < 1 || c.BlockSize > blockhash.MaxBlockSize {
+		bad("--router-block-size: %d is out of range (allowed 1..%d)", c.BlockSize, blockhash.MaxBlockSize)
 	}
 	if c.MinInitialWorkers < 0 || c.MinInitialWorkers > 1_000_000 {
-		return fmt.Errorf("%w: --router-min-initial-workers (DYN_ROUTER_MIN_INITIAL_WORKERS) %d: must be in [0, 1000000]", ErrInvalidConfig, c.MinInitialWorkers)
+		bad("--router-min-initial-workers: %d is out of range (allowed 0..1000000)", c.MinInitialWorkers)
 	}
 	if c.UnknownWorkerGrace <= 0 || c.UnknownWorkerGrace > 24*time.Hour {
-		return fmt.Errorf("%w: --router-unknown-worker-grace %v: must be in (0, 24h]", ErrInvalidConfig, c.UnknownWorkerGrace)
+		bad("--router-unknown-worker-grace: %v is out of range (allowed > 0 and ≤ 24h)", c.UnknownWorkerGrace)
 	}
 	defaults := []struct {
 		flag  string
@@ -166,20 +178,28 @@ func (c Config) Validate() error {
 	}
 	for _, d := range defaults {
 		if d.value < 0 || d.value > maxCount {
-			return fmt.Errorf("%w: %s %d: must be in [0, %d] (0 means unknown)", ErrInvalidConfig, d.flag, d.value, maxCount)
+			bad("%s: %d is out of range (allowed 0..%d, 0 means unknown)", d.flag, d.value, int64(maxCount))
 		}
 	}
 	if c.EtcdTimeout <= 0 || c.EtcdTimeout > 5*time.Minute {
-		return fmt.Errorf("%w: --etcd-timeout %v: must be in (0, 5m]", ErrInvalidConfig, c.EtcdTimeout)
+		bad("--etcd-timeout: %v is out of range (allowed > 0 and ≤ 5m)", c.EtcdTimeout)
 	}
 	if c.EtcdProbeInterval <= 0 || c.EtcdProbeInterval > 5*time.Minute {
-		return fmt.Errorf("%w: --etcd-probe-interval %v: must be in (0, 5m]", ErrInvalidConfig, c.EtcdProbeInterval)
+		bad("--etcd-probe-interval: %v is out of range (allowed > 0 and ≤ 5m)", c.EtcdProbeInterval)
 	}
 	if c.MaxStaleness < 0 || c.MaxStaleness > 7*24*time.Hour {
-		return fmt.Errorf("%w: --router-workers-max-staleness (DYN_ROUTER_WORKERS_MAX_STALENESS) %v: must be in [0, 168h] (0 means never)", ErrInvalidConfig, c.MaxStaleness)
+		bad("--router-workers-max-staleness: %v is out of range (allowed 0..168h, 0 means never)", c.MaxStaleness)
 	}
-	return nil
+	return errors.Join(errs...)
 }
+
+// invalidConfig is one problem of Config.Validate: its message names the
+// flag, and it wraps ErrInvalidConfig without repeating that in the text,
+// so that a command line lists each problem once, flag first.
+type invalidConfig string
+
+func (e invalidConfig) Error() string { return string(e) }
+func (e invalidConfig) Unwrap() error { return ErrInvalidConfig }
 
 // validName checks a namespace, component or endpoint name: it becomes a
 // segment of etcd keys (so no '/') and of NATS subjects (so no '.', '*', '>'

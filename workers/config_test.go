@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvrouter/router/blockhash"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -26,7 +28,8 @@ func TestConfigValidate(t *testing.T) {
 		{"empty router component", func(c *Config) { c.RouterComponent = "" }, "--router-component"},
 		{"block size 0", func(c *Config) { c.BlockSize = 0 }, "--router-block-size"},
 		{"block size huge", func(c *Config) { c.BlockSize = MaxBlockSize + 1 }, "--router-block-size"},
-		{"negative min workers", func(c *Config) { c.MinInitialWorkers = -1 }, "DYN_ROUTER_MIN_INITIAL_WORKERS"},
+		{"block size past the hasher's", func(c *Config) { c.BlockSize = blockhash.MaxBlockSize + 1 }, "--router-block-size: 65537 is out of range (allowed 1..65536)"},
+		{"negative min workers", func(c *Config) { c.MinInitialWorkers = -1 }, "--router-min-initial-workers: -1 is out of range (allowed 0..1000000)"},
 		{"zero grace", func(c *Config) { c.UnknownWorkerGrace = 0 }, "--router-unknown-worker-grace"},
 		{"grace over a day", func(c *Config) { c.UnknownWorkerGrace = 25 * time.Hour }, "--router-unknown-worker-grace"},
 		{"negative default blocks", func(c *Config) { c.Defaults.TotalKVBlocks = -1 }, "--worker-default-total-kv-blocks"},
@@ -35,7 +38,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero etcd timeout", func(c *Config) { c.EtcdTimeout = 0 }, "--etcd-timeout"},
 		{"zero probe interval", func(c *Config) { c.EtcdProbeInterval = 0 }, "--etcd-probe-interval"},
 		{"negative max staleness", func(c *Config) { c.MaxStaleness = -time.Second }, "--router-workers-max-staleness"},
-		{"max staleness over a week", func(c *Config) { c.MaxStaleness = 169 * time.Hour }, "DYN_ROUTER_WORKERS_MAX_STALENESS"},
+		{"max staleness over a week", func(c *Config) { c.MaxStaleness = 169 * time.Hour }, "--router-workers-max-staleness: 169h0m0s is out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,10 +48,27 @@ func TestConfigValidate(t *testing.T) {
 			if !errors.Is(err, ErrInvalidConfig) {
 				t.Fatalf("Validate() = %v; want an error wrapping ErrInvalidConfig", err)
 			}
-			if !strings.Contains(err.Error(), tt.flag) {
-				t.Errorf("Validate() = %q; want it to name %s", err, tt.flag)
+			if !strings.HasPrefix(err.Error(), tt.flag) {
+				t.Errorf("Validate() = %q; want it to start with %s", err, tt.flag)
 			}
 		})
+	}
+}
+
+// Validate reports every problem, one per line, each starting with its flag
+// and wrapping ErrInvalidConfig without printing it.
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	c := DefaultConfig()
+	c.BlockSize, c.EtcdTimeout, c.Defaults.MaxNumSeqs = 0, 0, -1
+	err := c.Validate()
+	want := "--router-block-size: 0 is out of range (allowed 1..65536)\n" +
+		"--worker-default-max-num-seqs: -1 is out of range (allowed 0..281474976710656, 0 means unknown)\n" +
+		"--etcd-timeout: 0s is out of range (allowed > 0 and ≤ 5m)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Validate() = %v\nwant:\n%s", err, want)
+	}
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Validate() = %v; want an error wrapping ErrInvalidConfig", err)
 	}
 }
 

@@ -217,6 +217,11 @@ type Mismatch struct {
 	RouterBlockSize int              `json:"router_block_size"`
 }
 
+// String reads "decode worker 7 has block size 64".
+func (m Mismatch) String() string {
+	return fmt.Sprintf("%s worker %d has block size %d", m.WorkerType, m.WorkerID, m.BlockSize)
+}
+
 // Status reports readiness and its parts.
 func (r *Registry) Status() Status {
 	r.mu.Lock()
@@ -506,7 +511,10 @@ func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
 	if existed && prev == w {
 		return
 	}
-	attrs := []any{"worker_id", w.ID, "worker_type", w.Type, "dp_start", w.DPStart, "dp_size", w.DPSize,
+	// worker_type is the worker's type, decode or prefill, as the metrics
+	// label it; the component it registered under gives it. Route replies
+	// speak of serving modes instead (docs/api.md §3).
+	attrs := []any{"worker_id", w.ID, "worker_type", w.Type, "component", w.Component, "dp_start", w.DPStart, "dp_size", w.DPSize,
 		"block_size", w.BlockSize, "total_kv_blocks", w.TotalKVBlocks, "max_num_seqs", w.MaxNumSeqs,
 		"max_num_batched_tokens", w.MaxNumBatchedTokens, "model", w.Model}
 	switch {

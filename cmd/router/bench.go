@@ -42,9 +42,6 @@ func benchCommand() *cli.Command {
 				&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of a table"},
 				&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the timed phases to this file (for go tool pprof)"},
 			},
-			OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-				return usageError("bench index: %v", err)
-			},
 			Action: benchIndex,
 		}},
 	}

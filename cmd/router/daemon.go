@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +24,7 @@ import (
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/stack"
 	"github.com/kvrouter/router/status"
+	"github.com/kvrouter/router/workers"
 )
 
 // serve runs the daemon until ctx ends (SIGINT/SIGTERM) or a component
@@ -76,11 +78,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 			Host: cfg.SystemHost, Port: cfg.SystemPort,
 			HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
 		}
-		if err := scfg.Status.Validate(); err != nil {
-			return usageError("serve: %v", err)
-		}
 	}
 	st, err := stack.New(scfg, nc, etcd, m, log)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return exitError("serve: %v; stop what holds the port or choose another with --system-port (DYN_SYSTEM_PORT; 0 picks a free port)", err)
+	}
 	if err != nil {
 		return exitError("serve: %v", err)
 	}
@@ -239,10 +241,19 @@ func startEmbedded(cfg *serveConfig, log *slog.Logger) (stop func(), err error) 
 	if port == 0 {
 		port = -1 // NATS's "any free port"
 	}
+	// A port in use is the usual first-hour failure (a second `make run`, a
+	// nats-server or etcd service): say which flag moves it.
+	inUse := func(err error, flag, what, scheme, host string) error {
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("embedded: %w", err)
+		}
+		return fmt.Errorf("embedded: %w; stop what holds the port (another router, or %s) or choose another with %s (%s://%s picks a free port)",
+			err, what, flag, scheme, net.JoinHostPort(host, "0"))
+	}
 	ns, err := embedded.StartNATS(embedded.NATSConfig{Host: nu.Hostname(), Port: port, JetStream: true, StoreDir: dir + "/nats"})
 	if err != nil {
 		cleanup()
-		return nil, fmt.Errorf("embedded: %w", err)
+		return nil, inUse(err, "--nats-url", "a nats-server service", "nats", nu.Hostname())
 	}
 	eu, err := url.Parse(cfg.EtcdEndpoints[0])
 	if err != nil {
@@ -255,7 +266,7 @@ func startEmbedded(cfg *serveConfig, log *slog.Logger) (stop func(), err error) 
 	if err != nil {
 		ns.Close()
 		cleanup()
-		return nil, fmt.Errorf("embedded: %w", err)
+		return nil, inUse(err, "--etcd-endpoints", "an etcd service", "http", eu.Hostname())
 	}
 	cfg.NATSURL = ns.URL()
 	cfg.EtcdEndpoints = []string{es.Endpoint()}
@@ -267,11 +278,43 @@ func startEmbedded(cfg *serveConfig, log *slog.Logger) (stop func(), err error) 
 	}, nil
 }
 
-// printNextSteps tells a newcomer what to do with an embedded router.
+// printNextSteps tells a newcomer what to do with an embedded router: the
+// README's quick tour, with the flags that this router's addresses and
+// names need (none with make run's defaults).
 func printNextSteps(out io.Writer, cfg serveConfig, statusAddr string) {
 	metricsURL := "(status server off: set DYN_SYSTEM_PORT)"
+	health := ""
 	if statusAddr != "" {
-		metricsURL = "http://" + loopbackAddr(statusAddr) + "/metrics"
+		base := "http://" + loopbackAddr(statusAddr)
+		metricsURL = base + "/metrics"
+		health = "Health (a worker with another block size shows under \"degraded\"):\n  curl -s " + base + cfg.HealthPath + "\n"
+	}
+	var conn, names string
+	if cfg.NATSURL != "nats://127.0.0.1:4222" {
+		conn += " --nats-url " + cfg.NATSURL
+	}
+	if cfg.Namespace != "dynamo" {
+		conn += " --namespace " + cfg.Namespace
+	}
+	if cfg.Component != "backend" {
+		names += " --component " + cfg.Component
+	}
+	if cfg.RouterComponent != "router" {
+		names += " --router-component " + cfg.RouterComponent
+	}
+	simFlags := conn
+	if cfg.EtcdEndpoints[0] != "http://127.0.0.1:2379" {
+		simFlags += " --etcd-endpoints " + cfg.EtcdEndpoints[0]
+	}
+	if cfg.Component != "backend" {
+		simFlags += " --component " + cfg.Component
+	}
+	if cfg.Workers.BlockSize != workers.DefaultBlockSize {
+		simFlags += " --block-size " + strconv.Itoa(cfg.Workers.BlockSize)
+	}
+	reqFlags := conn
+	if cfg.RouterComponent != "router" {
+		reqFlags += " --router-component " + cfg.RouterComponent
 	}
 	fmt.Fprintf(out, `
 kvrouter is running with embedded NATS and etcd.
@@ -279,14 +322,16 @@ kvrouter is running with embedded NATS and etcd.
   etcd:    %s
   metrics: %s
 
-Register a worker (lease-less, for a try):
-  etcdctl --endpoints %s put v1/instances/%s/%s/generate/1a '{"type":"Endpoint","namespace":"%s","component":"%s","endpoint":"generate","instance_id":26}'
-Ask for a route:
-  bin/router request --nats-url %s --namespace %s --token-ids 1,2,3,4 route
-Stop with Ctrl-C.
+Try it in another terminal (the README's quick tour). Two simulated workers:
+  bin/router sim --workers 2%s
+Then, in a third, a prompt of 4 blocks, served once and routed again to the worker that holds it:
+  P=$(seq %d | paste -sd, -)
+  bin/router sim generate%s --token-ids $P
+  bin/router request%s --token-ids $P --request-id again route
+  bin/router request%s --request-id again mark_free
+%sStop with Ctrl-C.
 `, cfg.NATSURL, cfg.EtcdEndpoints[0], metricsURL,
-		cfg.EtcdEndpoints[0], cfg.Namespace, cfg.Component, cfg.Namespace, cfg.Component,
-		cfg.NATSURL, cfg.Namespace)
+		simFlags, 4*cfg.Workers.BlockSize, conn+names, reqFlags, reqFlags, health)
 }
 
 // loopbackAddr turns a wildcard listen address into one a local client can

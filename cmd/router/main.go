@@ -42,6 +42,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // newApp builds the command tree. Output goes to the injected writers so that
 // tests can run commands in-process.
 func newApp(stdout, stderr io.Writer) *cli.App {
+	cmds := []*cli.Command{
+		serveCommand(),
+		requestCommand(),
+		hashCommand(),
+		benchCommand(),
+		simCommand(),
+		replayCommand(),
+		compareCommand(),
+	}
+	// Flags that do not parse are reported alike by every command, with
+	// the values out of range of the commands that check them (usage.go).
+	reportProblems("", cmds, map[string]flagCheck{"serve": checkServe})
 	return &cli.App{
 		Name:      "router",
 		Usage:     "KV-aware router for LLM inference, a drop-in peer of Dynamo's KV router",
@@ -49,15 +61,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter: stderr,
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},
-		Commands: []*cli.Command{
-			serveCommand(),
-			requestCommand(),
-			hashCommand(),
-			benchCommand(),
-			simCommand(),
-			replayCommand(),
-			compareCommand(),
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageProblems("", nil, nil, err, nil)
 		},
+		Commands: cmds,
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
+
+	"github.com/kvrouter/router/service"
 )
 
 // requestEndpoints are the router's NATS endpoints (docs/api.md §3).
@@ -19,8 +22,9 @@ func requestCommand() *cli.Command {
 		Name:      "request",
 		Usage:     "send one request to a running router over NATS and print the reply",
 		ArgsUsage: "ENDPOINT (" + strings.Join(requestEndpoints, ", ") + ")",
-		Description: "Builds the JSON body from --data, or from --token-ids and --request-id. " +
-			"Exits 1 if the router answers with an error.",
+		Description: "Builds the JSON body from --data, or from --token-ids and --request-id, and prints the reply on stdout. " +
+			"Exits 1 if no router answers, if the router answers with an error, or if mark_prefill or mark_free " +
+			"answers {\"success\":false} (no such request).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", EnvVars: []string{"NATS_SERVER"}, Usage: "NATS server URL"},
 			&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace"},
@@ -29,9 +33,6 @@ func requestCommand() *cli.Command {
 			&cli.StringFlag{Name: "token-ids", Usage: "comma-separated token ids (route, overlap_scores, potential_loads)"},
 			&cli.StringFlag{Name: "request-id", Usage: "request id (route, mark_prefill, mark_free)"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait for the reply"},
-		},
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError("request: %v", err)
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 || !validEndpoint(c.Args().First()) {
@@ -44,26 +45,71 @@ func requestCommand() *cli.Command {
 			}
 			nc, err := nats.Connect(c.String("nats-url"), nats.Name("kvrouter-request"))
 			if err != nil {
-				return exitError("request: cannot reach NATS at %s: %v", c.String("nats-url"), err)
+				return exitError("request: cannot reach NATS at %s (--nats-url): %v", c.String("nats-url"), err)
 			}
 			defer nc.Close()
-			subject := fmt.Sprintf("namespace.%s.component.%s.%s", c.String("namespace"), c.String("router-component"), endpoint)
+			namespace, component := c.String("namespace"), c.String("router-component")
+			subject := service.Subject(namespace, component, endpoint)
 			msg, err := nc.Request(subject, body, c.Duration("timeout"))
-			if err != nil {
+			switch {
+			case errors.Is(err, nats.ErrNoResponders):
+				return exitError("request: no router answered on %s: is `router serve` running, with %s?", subject, routerFlags(namespace, component))
+			case errors.Is(err, nats.ErrTimeout):
+				return exitError("request: no reply on %s within %v (--timeout)", subject, c.Duration("timeout"))
+			case err != nil:
 				return exitError("request: %s: %v", subject, err)
 			}
 			fmt.Fprintln(c.App.Writer, string(msg.Data))
-			var reply struct {
-				Error *struct {
-					Code string `json:"code"`
-				} `json:"error"`
-			}
-			if json.Unmarshal(msg.Data, &reply) == nil && reply.Error != nil {
-				return exitError("request: the router answered %s", reply.Error.Code)
-			}
-			return nil
+			return replyError(endpoint, body, msg.Data)
 		},
 	}
+}
+
+// routerFlags are the flags a router answering on namespace and component
+// runs with, as a hint: --namespace always, --router-component when it is
+// not the default.
+func routerFlags(namespace, component string) string {
+	if component == service.DefaultComponent {
+		return "--namespace " + namespace
+	}
+	return "--namespace " + namespace + " --router-component " + component
+}
+
+// routerAnswer holds the parts of any reply of the router that say a
+// request failed: an error object, or "success": false.
+type routerAnswer struct {
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Success *bool `json:"success"`
+}
+
+// replyError is the exit error of a reply that says the request failed: an
+// error object, or {"success":false} from mark_prefill or mark_free, which
+// is how the router says it has no such request (docs/api.md).
+func replyError(endpoint string, body, data []byte) error {
+	var reply routerAnswer
+	if json.Unmarshal(data, &reply) != nil {
+		return nil
+	}
+	if e := reply.Error; e != nil {
+		if e.Message != "" {
+			return exitError("request: the router answered %s: %s", e.Code, e.Message)
+		}
+		return exitError("request: the router answered %s", e.Code)
+	}
+	if reply.Success != nil && !*reply.Success {
+		var req struct {
+			RequestID string `json:"request_id"`
+		}
+		_ = json.Unmarshal(body, &req) // the body was built or checked as JSON
+		if req.RequestID == "" {
+			return exitError("request: %s: the router has no such request: give the id that route answered (--request-id)", endpoint)
+		}
+		return exitError("request: %s: the router has no request %q: never routed, already freed, or freed after a timeout", endpoint, req.RequestID)
+	}
+	return nil
 }
 
 func validEndpoint(e string) bool {

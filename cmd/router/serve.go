@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
+	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/workers"
 )
 
@@ -46,6 +48,34 @@ type serveConfig struct {
 	Service   service.Config
 }
 
+// The ranges serve checks itself, stated once for the check, its message
+// and the flag's usage.
+var (
+	shutdownTimeouts = durationRange{time.Second, 5 * time.Minute}
+	leaseTTLs        = durationRange{2 * time.Second, 5 * time.Minute}
+)
+
+// durationRange is an allowed range of durations, both ends included.
+type durationRange struct{ min, max time.Duration }
+
+func (r durationRange) contains(d time.Duration) bool { return d >= r.min && d <= r.max }
+
+// String returns the range as a flag's usage and messages state it: 1s..5m.
+func (r durationRange) String() string { return shortDuration(r.min) + ".." + shortDuration(r.max) }
+
+// shortDuration prints whole minutes and seconds without their zero tails
+// (5m, not 5m0s).
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 // serveFlags are the flags of `router serve`, each with its environment
 // variable; Dynamo's names where Dynamo has them.
 func serveFlags() []cli.Flag {
@@ -66,8 +96,8 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "system-starting-health-status", Value: "notready", EnvVars: []string{"DYN_SYSTEM_STARTING_HEALTH_STATUS"}, Usage: "health reported until every check has passed once: notready or ready"},
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"DYN_LOG_FORMAT"}, Usage: "auto (colour text on a terminal, JSON otherwise), text or json"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DYN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
-		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_SHUTDOWN_TIMEOUT"}, Usage: "how long a SIGINT/SIGTERM shutdown may take before the router gives up waiting (1s..5m)"},
-		&cli.DurationFlag{Name: "lease-ttl", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_LEASE_TTL"}, Usage: "TTL of the router's own etcd lease, which names its instance id (2s..5m)"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_SHUTDOWN_TIMEOUT"}, Usage: "how long a SIGINT/SIGTERM shutdown may take before the router gives up waiting (" + shutdownTimeouts.String() + ")"},
+		&cli.DurationFlag{Name: "lease-ttl", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_LEASE_TTL"}, Usage: "TTL of the router's own etcd lease, which names its instance id (" + leaseTTLs.String() + ")"},
 		&cli.IntFlag{Name: "router-max-index-entries", Value: 0, EnvVars: []string{"DYN_ROUTER_MAX_INDEX_ENTRIES"}, Usage: "cap on (worker, block) entries in the KV index; past it the least recently used prefixes are evicted; 0 means no cap"},
 		&cli.IntFlag{Name: "router-min-initial-workers", Value: 0, EnvVars: []string{"DYN_ROUTER_MIN_INITIAL_WORKERS"}, Usage: "not ready until this many workers are registered"},
 		&cli.IntFlag{Name: "router-block-size", Value: workers.DefaultBlockSize, EnvVars: []string{"DYN_ROUTER_BLOCK_SIZE"}, Usage: "KV block size in tokens; must equal the engines' (a worker whose card differs is flagged)"},
@@ -234,21 +264,56 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		DrainTimeout: c.Duration("router-drain-timeout"),
 	}
 
-	// The components name their own flags; a problem the serve checks
-	// already reported (names, components) is reported once.
-	seen := map[string]bool{}
-	for _, e := range errs {
-		seen[e.Error()] = true
+	checks := []error{cfg.Events.Validate(), cfg.Workers.Validate(), cfg.Scheduler.Validate(), cfg.Service.Validate()}
+	if cfg.SystemEnabled {
+		checks = append(checks, cfg.statusConfig().Validate())
 	}
-	for _, err := range []error{cfg.Events.Validate(), cfg.Workers.Validate(), cfg.Scheduler.Validate(), cfg.Service.Validate()} {
-		for _, e := range splitErrors(err) {
-			if !seen[e.Error()] && !mentionsNameFlag(e.Error()) {
-				seen[e.Error()] = true
-				errs = append(errs, e)
+	return cfg, errors.Join(append(errs, onePerFlag(errs, checks)...)...)
+}
+
+// checkServe is the flagCheck of `router serve`: parseServe's problems.
+func checkServe(c *cli.Context) error {
+	_, err := parseServe(c)
+	return err
+}
+
+// onePerFlag returns the problems of the components' checks (each an
+// errors.Join of lines that start with the flag, "--flag: ...") whose flag
+// no earlier line names: several components check the same flag (names,
+// --router-block-size, --system-port) against the same range, and a flag
+// is reported once, by the first that finds it wrong.
+func onePerFlag(reported []error, checks []error) []error {
+	seen := map[string]bool{}
+	for _, err := range reported {
+		seen[flagOf(err.Error())] = true
+	}
+	var out []error
+	for _, err := range checks {
+		for _, line := range lines(err) {
+			if f := flagOf(line); !seen[f] || f == "" {
+				seen[f] = true
+				out = append(out, errors.New(line))
 			}
 		}
 	}
-	return cfg, errors.Join(errs...)
+	return out
+}
+
+// flagOf returns the flag a problem starts with ("--flag: ..."), or "".
+func flagOf(problem string) string {
+	f, _, ok := strings.Cut(problem, ":")
+	if !ok || !strings.HasPrefix(f, "--") || strings.ContainsAny(f, " \t") {
+		return ""
+	}
+	return f
+}
+
+// statusConfig is the status server's configuration.
+func (cfg serveConfig) statusConfig() status.Config {
+	return status.Config{
+		Host: cfg.SystemHost, Port: cfg.SystemPort,
+		HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
+	}
 }
 
 // validate checks what no component checks itself.
@@ -265,53 +330,39 @@ func (cfg serveConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not an http:// URL", ep))
 		}
 	}
-	for flag, v := range map[string]string{"--namespace": cfg.Namespace, "--component": cfg.Component,
-		"--prefill-component": cfg.PrefillComponent, "--router-component": cfg.RouterComponent} {
-		if !validName(v) {
-			errs = append(errs, fmt.Errorf("%s: %q must be letters, digits, '-' or '_'", flag, v))
+	for _, n := range []struct{ flag, v string }{{"--namespace", cfg.Namespace}, {"--component", cfg.Component},
+		{"--prefill-component", cfg.PrefillComponent}, {"--router-component", cfg.RouterComponent}} {
+		if !validName(n.v) {
+			errs = append(errs, fmt.Errorf("%s: %q must be 1 to 128 letters, digits, '-' or '_'", n.flag, n.v))
 		}
 	}
 	if cfg.Component == cfg.PrefillComponent {
 		errs = append(errs, fmt.Errorf("--prefill-component: %q is also the worker component", cfg.PrefillComponent))
 	}
 	if cfg.SystemPort < -1 || cfg.SystemPort > 65535 {
-		errs = append(errs, fmt.Errorf("--system-port: %d is outside 0..65535 (or -1 for off)", cfg.SystemPort))
+		errs = append(errs, fmt.Errorf("--system-port: %d is out of range (allowed 0..65535, or -1 for off)", cfg.SystemPort))
 	}
-	if cfg.ShutdownTimeout < time.Second || cfg.ShutdownTimeout > 5*time.Minute {
-		errs = append(errs, fmt.Errorf("--shutdown-timeout: %v is outside 1s..5m", cfg.ShutdownTimeout))
+	if !shutdownTimeouts.contains(cfg.ShutdownTimeout) {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout: %v is out of range (allowed %v)", cfg.ShutdownTimeout, shutdownTimeouts))
 	}
-	if cfg.LeaseTTL < 2*time.Second || cfg.LeaseTTL > 5*time.Minute {
-		errs = append(errs, fmt.Errorf("--lease-ttl: %v is outside 2s..5m", cfg.LeaseTTL))
+	if !leaseTTLs.contains(cfg.LeaseTTL) {
+		errs = append(errs, fmt.Errorf("--lease-ttl: %v is out of range (allowed %v)", cfg.LeaseTTL, leaseTTLs))
 	}
 	if cfg.MaxIndexEntries < 0 {
-		errs = append(errs, fmt.Errorf("--router-max-index-entries: %d is negative (0 means no cap)", cfg.MaxIndexEntries))
+		errs = append(errs, fmt.Errorf("--router-max-index-entries: %d is negative (allowed ≥ 0, 0 means no cap)", cfg.MaxIndexEntries))
 	}
 	if cfg.DataDir != "" && !cfg.Embedded {
 		errs = append(errs, errors.New("--data-dir: only meaningful with --embedded"))
 	}
+	// newLogger knows the levels and formats; asked about one at a time,
+	// it reports both when both are wrong.
+	if _, err := newLogger(io.Discard, "json", cfg.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := newLogger(io.Discard, cfg.LogFormat, "info"); err != nil {
+		errs = append(errs, err)
+	}
 	return errs
-}
-
-// splitErrors undoes errors.Join.
-func splitErrors(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-// mentionsNameFlag reports whether a component's error is about a name flag
-// that validate already checks, so it is not reported twice.
-func mentionsNameFlag(msg string) bool {
-	for _, f := range []string{"--namespace", "--component", "--prefill-component", "--router-component"} {
-		if strings.HasPrefix(msg, f+" ") || strings.HasPrefix(msg, f+":") {
-			return true
-		}
-	}
-	return false
 }
 
 // validName reports whether s is a usable namespace or component name: it
@@ -336,16 +387,13 @@ func serveCommand() *cli.Command {
 			"route, mark_prefill, mark_free, overlap_scores and potential_loads requests on NATS. " +
 			"With --embedded it also runs NATS and etcd itself, so it needs nothing installed.",
 		Flags: serveFlags(),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError("serve: %v", err)
-		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usageError("serve: unexpected argument %q", c.Args().First())
 			}
 			cfg, err := parseServe(c)
 			if err != nil {
-				return usageError("serve: invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+				return listProblems("serve", lines(err))
 			}
 			log, err := newLogger(c.App.ErrWriter, cfg.LogFormat, cfg.LogLevel)
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -9,8 +10,10 @@ import (
 )
 
 // FuzzServeFlags feeds arbitrary command lines to `serve`'s flag parsing and
-// validation: it must never panic, and a configuration it accepts must be
-// one every component accepts too.
+// validation, through the same problem report as the router's: it must
+// never panic; a configuration it accepts must be one every component
+// accepts too; and a command line it rejects is rejected with one line per
+// problem, each naming its flag first, once.
 func FuzzServeFlags(f *testing.F) {
 	for _, seed := range []string{
 		"",
@@ -21,33 +24,65 @@ func FuzzServeFlags(f *testing.F) {
 		"--nats-url nats://x:1 --etcd-endpoints http://a:1,http://b:2",
 		"--router-block-size -3 --router-event-threads 0",
 		"--active-prefill-tokens-threshold-frac 1e309",
+		"--router-block-size x --router-mode y --block-size --lease-ttl",
+		"-router-temperature=warm ---x -= --system-port 0 --system-live-path /health",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
+		cmds := []*cli.Command{{
+			Name:  "serve",
+			Flags: serveFlags(),
+			Action: func(c *cli.Context) error {
+				cfg, err := parseServe(c)
+				if err != nil {
+					return listProblems("serve", lines(err))
+				}
+				checks := map[string]error{
+					"events": cfg.Events.Validate(), "workers": cfg.Workers.Validate(),
+					"scheduler": cfg.Scheduler.Validate(), "service": cfg.Service.Validate(),
+				}
+				if cfg.SystemEnabled {
+					checks["status"] = cfg.statusConfig().Validate()
+				}
+				for name, verr := range checks {
+					if verr != nil {
+						t.Fatalf("serve accepted %q but %s rejects it: %v", line, name, verr)
+					}
+				}
+				return nil
+			},
+		}}
+		reportProblems("", cmds, map[string]flagCheck{"serve": checkServe})
 		app := &cli.App{
 			Writer: io.Discard, ErrWriter: io.Discard,
 			ExitErrHandler: func(*cli.Context, error) {},
-			Commands: []*cli.Command{{
-				Name:  "serve",
-				Flags: serveFlags(),
-				Action: func(c *cli.Context) error {
-					cfg, err := parseServe(c)
-					if err != nil {
-						return err
-					}
-					for name, verr := range map[string]error{
-						"events": cfg.Events.Validate(), "workers": cfg.Workers.Validate(),
-						"scheduler": cfg.Scheduler.Validate(), "service": cfg.Service.Validate(),
-					} {
-						if verr != nil {
-							t.Fatalf("serve accepted %q but %s rejects it: %v", line, name, verr)
-						}
-					}
-					return nil
-				},
-			}},
+			Commands:       cmds,
 		}
-		_ = app.Run(append([]string{"router", "serve"}, strings.Fields(line)...))
+		err := app.Run(append([]string{"router", "serve"}, strings.Fields(line)...))
+		if err == nil {
+			return
+		}
+		var exit cli.ExitCoder
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Fatalf("%q: error %v is not a usage error", line, err)
+		}
+		msg, ok := strings.CutPrefix(err.Error(), "serve: ")
+		if !ok {
+			t.Fatalf("%q: error %q does not name the command", line, err)
+		}
+		problems := []string{msg}
+		if head, rest, several := strings.Cut(msg, " problems:\n  "); several && !strings.Contains(head, " ") {
+			problems = strings.Split(rest, "\n  ")
+		}
+		for _, p := range problems {
+			flag, _, _ := strings.Cut(p, ": ")
+			if !strings.HasPrefix(flag, "-") || strings.Contains(p, flag+": "+flag+":") {
+				t.Errorf("%q: problem %q does not name its flag first, once", line, p)
+			}
+			if strings.Contains(p, "\n") {
+				t.Errorf("%q: problem %q spans lines", line, p)
+			}
+		}
 	})
 }

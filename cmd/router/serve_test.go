@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/kvrouter/router/internal/testutil"
 )
@@ -22,7 +25,7 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 	}{
 		{"nats url", []string{"--nats-url", "http://x"}, []string{`--nats-url: "http://x" is not a nats:// URL`}},
 		{"several problems at once", []string{"--etcd-endpoints", "localhost", "--namespace", "a.b", "--system-port", "70000"},
-			[]string{`--etcd-endpoints: "localhost" is not an http:// URL`, `--namespace: "a.b" must be letters`, "--system-port: 70000"}},
+			[]string{`--etcd-endpoints: "localhost" is not an http:// URL`, `--namespace: "a.b" must be 1 to 128 letters`, "--system-port: 70000"}},
 		{"endpoint spelling", []string{"--endpoint", "dynamo.backend"}, []string{`--endpoint: "dynamo.backend" is not ns.component.endpoint`}},
 		{"same components", []string{"--component", "x", "--prefill-component", "x"}, []string{"--prefill-component"}},
 		{"data dir without embedded", []string{"--data-dir", "/tmp/x"}, []string{"--data-dir: only meaningful with --embedded"}},
@@ -41,6 +44,94 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 				if !strings.Contains(stderr.String(), w) {
 					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
 				}
+			}
+		})
+	}
+}
+
+// A command line with several problems, of parsing and of range, lists
+// them all, one line each, each naming its flag once with two dashes, every
+// range stated once and alike.
+func TestServeListsEveryProblem(t *testing.T) {
+	blockSize0 := "--router-block-size: 0 is out of range (allowed 1..65536)"
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string // the problem lines, in order
+	}{
+		{name: "one problem, one line", args: []string{"--router-block-size", "0"}, want: []string{blockSize0}},
+		{name: "ranges of several components",
+			args: []string{"--router-mode", "fastest", "--router-block-size", "0", "--router-event-threads", "0", "--router-handlers", "-1", "--etcd-timeout", "0s"},
+			want: []string{
+				`--router-mode: "fastest" is not a mode (allowed kv, round-robin, random)`,
+				"--router-event-threads: 0 is out of range (allowed 1..1024)",
+				blockSize0,
+				"--etcd-timeout: 0s is out of range (allowed > 0 and ≤ 5m)",
+				"--router-handlers: -1 is out of range (allowed 0..1024, 0 means one per CPU)",
+			}},
+		{name: "values that do not parse, then values out of range",
+			args: []string{"--router-temperature", "warm", "--router-block-size", "0", "--shutdown-timeout", "5", "--block-size", "16",
+				"--router-kv-events=maybe", "--router-queue-policy", "lifo", "--lease-ttl"},
+			want: []string{
+				`--router-temperature: "warm" is not a number`,
+				`--shutdown-timeout: "5" is not a duration such as 500ms, 10s or 1m30s`,
+				"--block-size: no such flag (did you mean --router-block-size?)",
+				`--router-kv-events: "maybe" is not true or false`,
+				"--lease-ttl: needs a value",
+				`--router-queue-policy: "lifo" is not a policy (allowed fcfs, wspt)`,
+				blockSize0,
+			}},
+		{name: "one dash is read as two", args: []string{"-router-block-size", "many"},
+			want: []string{`--router-block-size: "many" is not an integer`}},
+		{name: "a name checked by several components", args: []string{"--namespace", "a.b", "--component", "x", "--prefill-component", "x"},
+			want: []string{
+				`--namespace: "a.b" must be 1 to 128 letters, digits, '-' or '_'`,
+				`--prefill-component: "x" is also the worker component`,
+			}},
+		{name: "status server", args: []string{"--system-port", "0", "--system-health-path", "health", "--system-starting-health-status", "maybe"},
+			want: []string{
+				`--system-health-path: "health" must start with / and name a path`,
+				`--system-starting-health-status: "maybe" is not ready or notready`,
+			}},
+		{name: "logging", args: []string{"--log-level", "loud", "--log-format", "xml"},
+			want: []string{`--log-level: "loud" is not debug, info, warn or error`, `--log-format: "xml" is not auto, text or json`}},
+		{name: "an environment variable", args: []string{"--router-mode", "fastest"}, env: map[string]string{"DYN_ROUTER_BLOCK_SIZE": "big"},
+			want: []string{`--router-block-size: "big" from DYN_ROUTER_BLOCK_SIZE is not an integer`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), append([]string{"router", "serve"}, tt.args...), &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; stderr:\n%s", code, stderr.String())
+			}
+			got := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+			if len(tt.want) == 1 {
+				// One problem: one line, after the command's name.
+				got[0] = strings.TrimPrefix(got[0], "router: serve: ")
+			} else {
+				if want := fmt.Sprintf("router: serve: %d problems:", len(tt.want)); got[0] != want {
+					t.Errorf("first line %q, want %q", got[0], want)
+				}
+				got = got[1:]
+				for i := range got {
+					got[i] = strings.TrimPrefix(got[i], "  ")
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+			flags := map[string]bool{}
+			for _, line := range got {
+				flag := flagOf(line)
+				if flag == "" || strings.Count(line, flag+":") != 1 || flags[flag] {
+					t.Errorf("line %q does not name its flag once, first, with two dashes, on no other line", line)
+				}
+				flags[flag] = true
 			}
 		})
 	}

@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +26,7 @@ import (
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/sim"
 	"github.com/kvrouter/router/traces"
+	"github.com/kvrouter/router/workers"
 )
 
 // This file holds the simulation commands: `router sim` (simulated workers),
@@ -37,15 +42,23 @@ const (
 	defaultRateScale = 2.0
 )
 
-// fleetFlags configure simulated workers.
-func fleetFlags() []cli.Flag {
+// compareBlockSize is the block size of `router compare`'s fleet (and of
+// its in-process routers). It stays at 64, where the README's and
+// docs/replay.md's quality figures and decision digests were measured,
+// although `router sim` now defaults to the router's 128: changing it would
+// change every compare decision.
+const compareBlockSize = 64
+
+// fleetFlags configure simulated workers of blockSize-token KV blocks by
+// default.
+func fleetFlags(blockSize int) []cli.Flag {
 	d := sim.DefaultFleetConfig()
 	e, t := d.Worker.Engine, d.Worker.Engine.Timing
 	return []cli.Flag{
 		&cli.IntFlag{Name: "workers", Value: d.Workers, Usage: fmt.Sprintf("simulated workers (1..%d)", sim.MaxWorkers)},
 		&cli.StringFlag{Name: "component", Value: d.Worker.Component, EnvVars: []string{"DYN_COMPONENT"}, Usage: "the workers' component"},
 		&cli.StringFlag{Name: "model", Value: d.Worker.Model, Usage: "display_name of the workers' model card"},
-		&cli.IntFlag{Name: "block-size", Value: e.BlockSize, Usage: "KV block size in tokens (the router's --router-block-size must match)"},
+		&cli.IntFlag{Name: "block-size", Value: blockSize, Usage: "KV block size in tokens (the router's --router-block-size must match)"},
 		&cli.IntFlag{Name: "num-gpu-blocks", Value: e.NumGPUBlocks, Usage: "KV cache blocks of each worker"},
 		&cli.IntFlag{Name: "max-num-seqs", Value: e.MaxNumSeqs, Usage: "sequences running at once on each worker"},
 		&cli.IntFlag{Name: "max-num-batched-tokens", Value: e.MaxNumBatchedTokens, Usage: "tokens per step (chunked prefill budget)"},
@@ -178,7 +191,9 @@ func cmdLogger(c *cli.Context) (*slog.Logger, error) {
 
 // simCommand is `router sim`: a fleet of simulated workers in real time.
 func simCommand() *cli.Command {
-	flags := append(connFlags(true), fleetFlags()...)
+	// The router's default block size, so that `router sim` next to
+	// `router serve` agree without a flag.
+	flags := append(connFlags(true), fleetFlags(workers.DefaultBlockSize)...)
 	flags = append(flags,
 		&cli.Float64Flag{Name: "speedup", Value: 1, Usage: "simulated seconds per wall second (replay with the same --speedup)"},
 		&cli.Int64Flag{Name: "first-lease-id", Usage: "lease (instance) id of the first worker, the others following; 0 lets etcd choose"},
@@ -190,8 +205,8 @@ func simCommand() *cli.Command {
 		Description: "Each worker registers in etcd with a lease and a model card, publishes KV events and load on NATS, " +
 			"and serves the generate protocol of docs/replay.md on its own subject, with a simulated KV cache, " +
 			"scheduler and GPU cost model.",
-		Flags:        flags,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError("sim: %v", err) },
+		Flags:       flags,
+		Subcommands: []*cli.Command{simGenerateCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usageError("sim: unexpected argument %q", c.Args().First())
@@ -228,9 +243,7 @@ func simCommand() *cli.Command {
 				case <-ctx.Done():
 					return nil
 				}
-				ws := fleet.Workers()
-				fmt.Fprintf(c.App.Writer, "%d simulated workers ready in namespace %s, component %s (first id %x, generate on %s)\n",
-					len(ws), cfg.Worker.Namespace, cfg.Worker.Component, ws[0].ID, ws[0].Subject)
+				fmt.Fprintln(c.App.Writer, readyLine(cfg, fleet.Workers()))
 				return nil
 			})
 			if err := g.Wait(); err != nil {
@@ -239,6 +252,26 @@ func simCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// readyLine says that the fleet is up, with the worker ids as route
+// replies print them (decimal).
+func readyLine(cfg sim.FleetConfig, ws []sim.WorkerInfo) string {
+	const shown = 4
+	ids := make([]string, 0, shown+1)
+	for i, w := range ws {
+		if i == shown {
+			ids = append(ids, fmt.Sprintf("and %d more", len(ws)-shown))
+			break
+		}
+		ids = append(ids, strconv.FormatUint(w.ID, 10))
+	}
+	what := "simulated workers ready"
+	if len(ws) == 1 {
+		what = "simulated worker ready"
+	}
+	return fmt.Sprintf("%d %s (block size %d) in namespace %s, component %s: ids %s",
+		len(ws), what, cfg.Worker.Engine.BlockSize, cfg.Worker.Namespace, cfg.Worker.Component, strings.Join(ids, ", "))
 }
 
 func splitEndpoints(s string) []string {
@@ -272,9 +305,8 @@ func replayCommand() *cli.Command {
 		Description: "Acts as the frontend: route, generate on the chosen worker, mark_prefill at the first token, " +
 			"mark_free at the end; prints the results table. Start the workers with `router sim` and the router with " +
 			"`router serve` first; use `router compare` for deterministic, in-process comparisons.",
-		Flags:        flags,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError("replay: %v", err) },
-		Action:       runReplayCommand,
+		Flags:  flags,
+		Action: runReplayCommand,
 	}
 }
 
@@ -347,7 +379,7 @@ func httpClient() *http.Client { return &http.Client{Timeout: 5 * time.Second} }
 // compareCommand is `router compare`: embedded NATS and etcd, a fleet and a
 // router per mode, the replay, the report.
 func compareCommand() *cli.Command {
-	flags := append(workloadFlags(), fleetFlags()...)
+	flags := append(workloadFlags(), fleetFlags(compareBlockSize)...)
 	flags = append(flags,
 		&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace of the in-process router and workers"},
 		&cli.StringFlag{Name: "modes", Value: "kv,round-robin,random", Usage: "router modes to compare, comma-separated"},
@@ -363,9 +395,8 @@ func compareCommand() *cli.Command {
 		Description: "For each mode, starts a fresh fleet of simulated workers and a fresh router with that --router-mode, " +
 			"replays the workload, and finally writes a table and plots (TTFT distribution, prefix hit rate) to --out. " +
 			"With the default --clock lockstep the results depend only on the flags: two runs give the same decisions.",
-		Flags:        flags,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError("compare: %v", err) },
-		Action:       runCompareCommand,
+		Flags:  flags,
+		Action: runCompareCommand,
 	}
 }
 
@@ -453,4 +484,185 @@ func commandLine(c *cli.Context) string {
 		args = append(args, "--"+name, v)
 	}
 	return strings.Join(args, " ")
+}
+
+// simGenerateCommand is `router sim generate`: one prompt through the
+// router to a simulated worker, as a frontend sends it.
+func simGenerateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "generate",
+		Usage: "send one prompt through the router to a simulated worker, as a frontend does",
+		Description: "Asks the router for a worker (route), sends the prompt to that worker's generate subject, " +
+			"reports the first token (mark_prefill) and the end (mark_free), and prints each step. " +
+			"The worker keeps the prompt's blocks in its prefix cache and tells the router with KV events, " +
+			"so the next route of the same prompt goes to it.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", EnvVars: []string{"NATS_SERVER"}, Usage: "NATS server URL"},
+			&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace"},
+			&cli.StringFlag{Name: "component", Value: "backend", EnvVars: []string{"DYN_COMPONENT"}, Usage: "the workers' component"},
+			&cli.StringFlag{Name: "router-component", Value: "router", EnvVars: []string{"DYN_ROUTER_COMPONENT"}, Usage: "the router's component"},
+			&cli.StringFlag{Name: "token-ids", Usage: "the prompt: comma-separated token ids (required)"},
+			&cli.StringFlag{Name: "request-id", Usage: "request id (default: the router makes one)"},
+			&cli.IntFlag{Name: "max-tokens", Value: 16, Usage: fmt.Sprintf("tokens to generate (1..%d)", sim.MaxOutputTokens)},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait for each answer of the router and the worker"},
+		},
+		Action: runSimGenerate,
+	}
+}
+
+func runSimGenerate(c *cli.Context) error {
+	var problems []string
+	if c.NArg() > 0 {
+		problems = append(problems, fmt.Sprintf("unexpected argument %q", c.Args().First()))
+	}
+	tokens, err := parseTokenIDs(c.String("token-ids"))
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if n := c.Int("max-tokens"); n < 1 || n > sim.MaxOutputTokens {
+		problems = append(problems, fmt.Sprintf("--max-tokens: %d is outside 1..%d", n, sim.MaxOutputTokens))
+	}
+	if d := c.Duration("timeout"); d <= 0 {
+		problems = append(problems, fmt.Sprintf("--timeout: %v must be positive", d))
+	}
+	if len(problems) > 0 {
+		return usageError("sim generate: %s", strings.Join(problems, "\n  "))
+	}
+	nc, err := nats.Connect(c.String("nats-url"), nats.Name("kvrouter-sim-generate"))
+	if err != nil {
+		return exitError("sim generate: cannot reach NATS at %s: %v", c.String("nats-url"), err)
+	}
+	defer nc.Close()
+	g := &generator{
+		nc: nc, out: c.App.Writer, timeout: c.Duration("timeout"),
+		prefix: "namespace." + c.String("namespace") + ".component." + c.String("router-component") + ".",
+	}
+	if err := g.run(c.Context, c.String("namespace"), c.String("component"), c.String("request-id"), tokens, c.Int("max-tokens")); err != nil {
+		return exitError("sim generate: %v", err)
+	}
+	return nil
+}
+
+// parseTokenIDs reads --token-ids.
+func parseTokenIDs(s string) ([]uint32, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("--token-ids: missing: give the prompt as comma-separated token ids")
+	}
+	fields := strings.Split(s, ",")
+	tokens := make([]uint32, 0, len(fields))
+	for i, f := range fields {
+		v, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--token-ids: item %d: %q is not a token id (0..4294967295)", i, f)
+		}
+		tokens = append(tokens, uint32(v))
+	}
+	return tokens, nil
+}
+
+// generator plays the frontend for one request (docs/replay.md, "The
+// generate protocol"), printing every answer it gets.
+type generator struct {
+	nc      *nats.Conn
+	out     io.Writer
+	prefix  string // the router's subjects
+	timeout time.Duration
+}
+
+func (g *generator) run(ctx context.Context, namespace, component, id string, tokens []uint32, maxTokens int) error {
+	body := map[string]any{"token_ids": tokens}
+	if id != "" {
+		body["request_id"] = id
+	}
+	var choice replay.Choice
+	if err := g.call(ctx, "route", body, &choice); err != nil {
+		return err
+	}
+	// From here on the router holds a booking: free it whatever happens.
+	freed := false
+	defer func() {
+		if !freed {
+			_ = g.call(context.WithoutCancel(ctx), "mark_free", map[string]any{"request_id": choice.RequestID}, nil)
+		}
+	}()
+	subject := sim.GenerateSubject(namespace, component, choice.WorkerID)
+	inbox := g.nc.NewRespInbox()
+	sub, err := g.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("generate: %w", err)
+	}
+	defer sub.Unsubscribe()
+	req, err := json.Marshal(sim.GenerateRequest{RequestID: choice.RequestID, TokenIDs: tokens, MaxTokens: maxTokens})
+	if err != nil {
+		return err
+	}
+	if err := g.nc.PublishRequest(subject, inbox, req); err != nil {
+		return fmt.Errorf("generate: publish on %s: %w", subject, err)
+	}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, g.timeout)
+		msg, err := sub.NextMsgWithContext(rctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("generate: worker %d did not answer on %s within %v (is it a `router sim` worker?): %w",
+				choice.WorkerID, subject, g.timeout, err)
+		}
+		var rep sim.GenerateReply
+		if err := json.Unmarshal(msg.Data, &rep); err != nil {
+			return fmt.Errorf("generate: worker %d answered %.200q: %w", choice.WorkerID, msg.Data, err)
+		}
+		switch rep.Event {
+		case sim.ReplyError:
+			if rep.Error != nil {
+				return fmt.Errorf("generate: worker %d refused the request: %s: %s", choice.WorkerID, rep.Error.Code, rep.Error.Message)
+			}
+			return fmt.Errorf("generate: worker %d refused the request", choice.WorkerID)
+		case sim.ReplyFirstToken:
+			fmt.Fprintf(g.out, "%-12s worker %d: %d prompt blocks, %d of them from its prefix cache; first token after %.3f s\n",
+				"first_token", choice.WorkerID, rep.PromptBlocks, rep.CachedBlocks, rep.FirstTokenAt-rep.ReceivedAt)
+			if err := g.call(ctx, "mark_prefill", map[string]any{"request_id": choice.RequestID}, nil); err != nil {
+				return err
+			}
+		case sim.ReplyDone:
+			fmt.Fprintf(g.out, "%-12s worker %d: %d tokens after %.3f s\n", "done", choice.WorkerID, rep.OutputTokens, rep.DoneAt-rep.ReceivedAt)
+			freed = true
+			return g.call(ctx, "mark_free", map[string]any{"request_id": choice.RequestID, "output_tokens": rep.OutputTokens}, nil)
+		}
+	}
+}
+
+// call sends one request to the router, prints its answer, and decodes it
+// into out (when not nil). An error answer, or {"success":false}, is an
+// error.
+func (g *generator) call(ctx context.Context, endpoint string, body map[string]any, out any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	msg, err := g.nc.RequestWithContext(ctx, g.prefix+endpoint, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("%s: no router answers on %s: is `router serve` running, in this namespace?", endpoint, g.prefix+endpoint)
+		}
+		return fmt.Errorf("%s: %w", endpoint, err)
+	}
+	fmt.Fprintf(g.out, "%-12s %s\n", endpoint, msg.Data)
+	var reply routerAnswer
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return fmt.Errorf("%s: answer %.200q: %w", endpoint, msg.Data, err)
+	}
+	switch {
+	case reply.Error != nil:
+		return fmt.Errorf("%s: the router answered %s: %s", endpoint, reply.Error.Code, reply.Error.Message)
+	case reply.Success != nil && !*reply.Success:
+		return fmt.Errorf("%s: the router does not know the request", endpoint)
+	}
+	if out != nil {
+		if err := json.Unmarshal(msg.Data, out); err != nil {
+			return fmt.Errorf("%s: answer %.200q: %w", endpoint, msg.Data, err)
+		}
+	}
+	return nil
 }

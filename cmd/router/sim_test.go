@@ -11,7 +11,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/replay"
+	"github.com/kvrouter/router/sim"
 )
 
 // runSimCmd runs the router with the simulation commands in-process.
@@ -134,12 +136,50 @@ func TestSimCommandsRejectBadFlags(t *testing.T) {
 		{"compare clock", []string{"compare", "--clock", "sundial"}, "--clock"},
 		{"compare rate", []string{"compare", "--rate-scale", "0"}, "--rate-scale"},
 		{"compare synthetic", []string{"compare", "--synthetic", "--users", "0"}, "--users"},
+		{"generate without a prompt", []string{"sim", "generate"}, "--token-ids: missing"},
+		{"generate bad token", []string{"sim", "generate", "--token-ids", "1,x"}, `--token-ids: item 1: "x" is not a token id`},
+		{"generate max tokens", []string{"sim", "generate", "--token-ids", "1", "--max-tokens", "0"}, "--max-tokens: 0 is outside"},
+		{"sim stray argument", []string{"sim", "generat"}, `unexpected argument "generat"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, stderr, code := runSimCmd(t, tt.args...)
 			if code != 2 || !strings.Contains(stderr, tt.want) {
 				t.Fatalf("exit %d, stderr %q: want 2 and a message naming %s", code, stderr, tt.want)
+			}
+		})
+	}
+}
+
+// TestSimGenerateWithoutRouter: with NATS up and no router, `router sim
+// generate` fails at once, saying what to check.
+func TestSimGenerateWithoutRouter(t *testing.T) {
+	ns := testutil.NATS(t)
+	_, stderr, code := runSimCmd(t, "sim", "generate", "--nats-url", ns.URL(), "--token-ids", "1,2,3")
+	if code != 1 || !strings.Contains(stderr, "route: no router answers on namespace.dynamo.component.router.route: is `router serve` running") {
+		t.Fatalf("exit %d, stderr %q: want 1 and a hint", code, stderr)
+	}
+}
+
+// TestSimReadyLine: the ids as route replies print them, at most four.
+func TestSimReadyLine(t *testing.T) {
+	cfg := sim.DefaultFleetConfig()
+	var ws []sim.WorkerInfo
+	for i := range 6 {
+		ws = append(ws, sim.WorkerInfo{Index: i, ID: uint64(0xa0 + i)})
+	}
+	tests := []struct {
+		name string
+		n    int
+		want string
+	}{
+		{"one", 1, "1 simulated worker ready (block size 64) in namespace dynamo, component backend: ids 160"},
+		{"six", 6, "6 simulated workers ready (block size 64) in namespace dynamo, component backend: ids 160, 161, 162, 163, and 2 more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := readyLine(cfg, ws[:tt.n]); got != tt.want {
+				t.Fatalf("readyLine = %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -1,46 +1,16 @@
 package testutil
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// Binary returns the path of an installed program. Outside CI, a missing
-// program skips the test with the package to install; in CI (CI=true), where
-// .ci/run installs it, a missing program fails the test.
-func Binary(t testing.TB, name, debianPackage string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed; .ci/run installs the Debian package %s", name, debianPackage)
-	}
-	t.Skipf("%s is not installed (apt-get install %s); CI runs this test", name, debianPackage)
-	return ""
-}
-
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
 
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
@@ -132,41 +102,6 @@ func (p *Process) Kill() {
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
 }
-
-// BuildRouter builds cmd/router into a temporary directory, once per test
-// binary, and returns its path.
-func BuildRouter(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kvrouter-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtRouter = filepath.Join(dir, "router")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-race", "-o", builtRouter, "./cmd/router")
-		cmd.Dir = root
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			buildErr = errors.New("go build ./cmd/router: " + err.Error() + "\n" + out.String())
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtRouter
-}
-
-var (
-	buildOnce   sync.Once
-	builtRouter string
-	buildErr    error
-)
 
 // Addr joins a loopback host and port.
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
