@@ -7,6 +7,12 @@ BENCHTIME ?= 1s
 TRACE     ?= testdata/mooncake_excerpt.jsonl
 SYSTEM_PORT ?= 8081
 TESTSUM   ?= bin/testsum
+BENCHCMP  ?= bin/benchcompare
+# bench-compare runs `bench index` of REV and of the working tree, RUNS
+# times each, with BENCH_ARGS, which must include --json.
+REV       ?= main
+RUNS      ?= 3
+BENCH_ARGS ?= --trace $(TRACE) --json
 # Test packages run with the race detector; -count=1 defeats the cache so a
 # green run is a real run.
 TESTFLAGS ?= -race -count=1 -timeout 15m
@@ -15,7 +21,7 @@ TESTFLAGS ?= -race -count=1 -timeout 15m
 
 # help prints each target's "## " description, with the variables it names,
 # such as $(SYSTEM_PORT), replaced by their values.
-HELP_VARS := BIN TRACE SYSTEM_PORT FUZZTIME BENCHTIME
+HELP_VARS := BIN TRACE SYSTEM_PORT FUZZTIME BENCHTIME REV RUNS BENCH_ARGS
 
 .PHONY: help
 help: ## list the targets
@@ -25,7 +31,7 @@ help: ## list the targets
 	      n = substr(d, RSTART + 2, RLENGTH - 3); \
 	      out = out substr(d, 1, RSTART - 1) ((n in ENVIRON) ? ENVIRON[n] : substr(d, RSTART, RLENGTH)); \
 	      d = substr(d, RSTART + RLENGTH) } \
-	    printf "  %-8s %s\n", $$1, out d }' $(MAKEFILE_LIST)
+	    printf "  %-14s %s\n", $$1, out d }' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build bin/router
@@ -53,6 +59,13 @@ test: ## run every test with the race detector, then list skipped and failed tes
 bench: build ## run the benchmarks and the index replay on $(TRACE)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 	$(BIN) bench index --trace $(TRACE)
+
+# bench-compare builds both binaries in a temporary directory, REV's from
+# git archive, and removes it; internal/indexbench/cmd/benchcompare says how.
+.PHONY: bench-compare
+bench-compare: ## compare bench index of $(REV) and the working tree: medians of $(RUNS) alternate runs each, with $(BENCH_ARGS)
+	$(GO) build -o $(BENCHCMP) ./internal/indexbench/cmd/benchcompare
+	$(BENCHCMP) -go '$(GO)' -rev '$(REV)' -runs '$(RUNS)' -- $(BENCH_ARGS)
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for $(FUZZTIME) each

@@ -1,7 +1,6 @@
 package indexer
 
 import (
-	"slices"
 	"sync/atomic"
 )
 
@@ -91,7 +90,9 @@ func (t *Tree) store(ev Event) Status {
 			moved = true
 			sl = &t.slots[s]
 		}
-		sl.blocks.Put(b.Hash, c)
+		// No event repeats a hash (validStore), and a moved one was just
+		// dropped: the map does not hold b.Hash.
+		sl.blocks.Add(b.Hash, c)
 		if t.addHolder(c, s) {
 			sl.entries++
 			t.entries++
@@ -112,6 +113,11 @@ func (t *Tree) store(ev Event) Status {
 // a node on the path above it.
 func (t *Tree) validStore(s uint32, known bool, cur uint32, ev Event) bool {
 	blocks := ev.Blocks
+	if known {
+		// Start the map's cache misses now; the lookups below find the
+		// slots in the cache.
+		t.sink ^= t.slots[s].blocks.TouchBlocks(blocks)
+	}
 	if len(blocks) <= 32 {
 		for i, b := range blocks {
 			if ev.HasParent && b.Hash == ev.Parent {
@@ -124,18 +130,12 @@ func (t *Tree) validStore(s uint32, known bool, cur uint32, ev Event) bool {
 			}
 		}
 	} else {
-		// Sorted, repeats sit side by side.
-		hs := t.scratch[:0]
-		for _, b := range blocks {
-			hs = append(hs, b.Hash)
-		}
+		t.dups.reset(len(blocks) + 1)
 		if ev.HasParent {
-			hs = append(hs, ev.Parent)
+			t.dups.add(ev.Parent)
 		}
-		slices.Sort(hs)
-		t.scratch = hs[:0]
-		for i := 1; i < len(hs); i++ {
-			if hs[i] == hs[i-1] {
+		for _, b := range blocks {
+			if !t.dups.add(b.Hash) {
 				return false
 			}
 		}
@@ -190,15 +190,16 @@ func (t *Tree) remove(w Worker, hashes []BlockHash) int {
 	}
 	missing := 0
 	t.purged, t.purgedSet = t.purged[:0], nil
+	t.sink ^= t.slots[s].blocks.Touch(hashes)
 	for _, h := range hashes {
-		n, ok := t.slots[s].blocks.Get(h)
+		n, ok := t.slots[s].blocks.Take(h)
 		if !ok {
 			if !t.purgedInEvent(h) {
 				missing++
 			}
 			continue
 		}
-		t.dropBlock(s, h, n)
+		t.release(s, n)
 		t.purged = append(t.purged, h)
 	}
 	t.purged, t.purgedSet = t.purged[:0], nil
@@ -230,8 +231,13 @@ func (t *Tree) purgedInEvent(h BlockHash) bool {
 // dropBlock removes node n, which hash h names, from slot s, with everything
 // the slot holds below it, and forgets the hashes that named them.
 func (t *Tree) dropBlock(s uint32, h BlockHash, n uint32) {
+	t.slots[s].blocks.Delete(h)
+	t.release(s, n)
+}
+
+// release is dropBlock once the hash is out of the slot's map.
+func (t *Tree) release(s, n uint32) {
 	sl := &t.slots[s]
-	sl.blocks.Delete(h)
 	if sl.aliased[n] > 0 {
 		// Another hash still names n: only the alias goes.
 		sl.aliased[n]--

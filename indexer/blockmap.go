@@ -1,136 +1,211 @@
 package indexer
 
-// blockMap maps one rank's engine hashes to nodes. It is an open-addressing
-// table with Robin Hood linear probing and backward-shift deletion, 12 bytes a
-// slot, kept between 0.42 and 0.85 full: about 20 bytes an entry against
-// about 26 for a Go map of the same types, which matters at millions of
-// entries. Robin Hood ordering lets a lookup of a missing hash stop after a
-// few slots even when the table is full, and probes read only the key array.
+import "math/bits"
+
+// blockMap maps one rank's engine hashes to nodes. Its lookups are the write
+// path's cache misses and its slots the index's largest per-entry cost after
+// the nodes, so its layout serves both:
 //
-// Key 0 marks an empty slot; a real hash 0 is kept aside in zero/zeroVal.
-// Node 0 (the root) is never stored.
+//   - The table is an array of 64-byte buckets of five entries, each entry an
+//     engine hash (mixed, see mix) in two halves and a node: 12 bytes an
+//     entry, and a lookup reads one bucket, one cache line, nearly always.
+//   - A hash's home bucket is the high half of its mixed value times the
+//     number of buckets, so the table may have any size. It is kept between
+//     70% and 90% full: about 16 bytes an entry, where a power-of-two table
+//     that doubles at 85% holds a rank of exactly 16,384 blocks at 50%.
+//   - A full home bucket sends a new entry on to the next bucket with room
+//     (linear probing by bucket), and counts the entry in its overflow
+//     count. A lookup goes on past a bucket only while that count is not 0,
+//     so a missing hash is found missing in its home bucket nearly always,
+//     and a removal needs no tombstones: it moves the bucket's last entry
+//     into the hole and lowers the counts it had raised.
+//
+// Engine hashes are mixed by a bijection before use, so sequential ids
+// spread over the buckets like random ones.
 type blockMap struct {
-	keys    []BlockHash
-	vals    []uint32
-	n       int // entries in keys
-	mask    uint64
-	hasZero bool
-	zeroVal uint32
+	buckets []bucket
+	n       int
 }
+
+// bucketSlots is the entries of a bucket: five 12-byte entries and a 4-byte
+// meta word fill 64 bytes.
+const bucketSlots = 5
+
+// bucket holds up to bucketSlots entries in its first meta&0xff slots.
+type bucket struct {
+	lo, hi [bucketSlots]uint32 // the mixed hash, in halves
+	node   [bucketSlots]uint32
+	// meta: bits 0-7 count the used slots; bits 8-31 count the entries
+	// that found this bucket full on their way from their home bucket to
+	// a later one.
+	meta uint32
+}
+
+const overflowOne = 1 << 8
 
 const (
-	blockMapMinSlots    = 8
-	blockMapShrinkSlots = 1024
+	blockMapMinBuckets = 2
+	// A table grows past blockMapMaxLoad, to blockMapGrowLoad.
+	blockMapMaxLoad  = 0.9
+	blockMapGrowLoad = 0.7
+	// Tables above blockMapShrinkBuckets shrink when less than an eighth
+	// full.
+	blockMapShrinkBuckets = 256
 )
 
-// home is the slot where k's probe starts.
-func (m *blockMap) home(k BlockHash) uint64 {
-	h := uint64(k) * 0x9E3779B97F4A7C15
-	return (h ^ h>>29) & m.mask
+// mix scrambles an engine hash so that its high bits are uniform, whatever
+// the engine's hashes look like. It is a bijection, undone by unmix.
+func mix(k BlockHash) uint64   { return uint64(k) * 0x9E3779B97F4A7C15 }
+func unmix(x uint64) BlockHash { return BlockHash(x * 0xF1DE83E19937733D) }
+
+// home is the bucket where mixed hash x belongs.
+func (m *blockMap) home(x uint64) int {
+	hi, _ := bits.Mul64(x, uint64(len(m.buckets)))
+	return int(hi)
 }
 
-// dist is how far slot i lies from k's home.
-func (m *blockMap) dist(k BlockHash, i uint64) uint64 { return (i - m.home(k)) & m.mask }
+// next is the bucket after b, wrapping at the end.
+func (m *blockMap) next(b int) int {
+	if b++; b == len(m.buckets) {
+		return 0
+	}
+	return b
+}
 
 // Len returns the number of entries.
-func (m *blockMap) Len() int {
-	if m.hasZero {
-		return m.n + 1
-	}
-	return m.n
-}
+func (m *blockMap) Len() int { return m.n }
 
 // Get returns the node k names.
 func (m *blockMap) Get(k BlockHash) (uint32, bool) {
-	if k == 0 {
-		return m.zeroVal, m.hasZero
-	}
 	if m.n == 0 {
 		return 0, false
 	}
-	i := m.home(k)
-	for d := uint64(0); ; d++ {
-		o := m.keys[i]
-		if o == k {
-			return m.vals[i], true
+	b, j := m.find(mix(k))
+	if b < 0 {
+		return 0, false
+	}
+	return m.buckets[b].node[j], true
+}
+
+// find returns the bucket and slot of mixed hash x, or -1. The table is not
+// empty.
+func (m *blockMap) find(x uint64) (int, int) {
+	lo, hi := uint32(x), uint32(x>>32)
+	b := m.home(x)
+	for {
+		bk := &m.buckets[b]
+		used := min(int(bk.meta&0xff), bucketSlots)
+		for j, l := range bk.lo[:used] {
+			if l == lo && bk.hi[j] == hi {
+				return b, j
+			}
 		}
-		// An empty slot, or a resident closer to its home than k would
-		// be: k is not here.
-		if o == 0 || m.dist(o, i) < d {
-			return 0, false
+		if bk.meta < overflowOne {
+			return -1, 0
 		}
-		i = (i + 1) & m.mask
+		b = m.next(b)
 	}
 }
 
 // Put sets k to node v.
 func (m *blockMap) Put(k BlockHash, v uint32) {
-	if k == 0 {
-		m.hasZero, m.zeroVal = true, v
-		return
+	x := mix(k)
+	if m.n > 0 {
+		if b, j := m.find(x); b >= 0 {
+			m.buckets[b].node[j] = v
+			return
+		}
 	}
-	if (m.n+1)*20 > len(m.keys)*17 {
-		m.resize(max(blockMapMinSlots, 2*len(m.keys)))
+	m.add(x, v)
+}
+
+// Add sets k, which the map does not hold, to node v: Put without the
+// lookup, for a caller that has just looked k up.
+func (m *blockMap) Add(k BlockHash, v uint32) { m.add(mix(k), v) }
+
+func (m *blockMap) add(x uint64, v uint32) {
+	if float64(m.n+1) > blockMapMaxLoad*float64(bucketSlots*len(m.buckets)) {
+		m.resize(float64(m.n+1) / blockMapGrowLoad)
 	}
-	i := m.home(k)
-	for d := uint64(0); ; d++ {
-		o := m.keys[i]
-		if o == 0 {
-			m.keys[i], m.vals[i] = k, v
+	m.insert(x, v)
+}
+
+// insert adds mixed hash x, which the table does not hold, with node v; the
+// table has room.
+func (m *blockMap) insert(x uint64, v uint32) {
+	b := m.home(x)
+	for {
+		bk := &m.buckets[b]
+		if used := bk.meta & 0xff; used < bucketSlots {
+			bk.lo[used], bk.hi[used], bk.node[used] = uint32(x), uint32(x>>32), v
+			bk.meta++
 			m.n++
 			return
 		}
-		if o == k {
-			m.vals[i] = v
-			return
-		}
-		// Robin Hood: the entry further from its home takes the slot.
-		if od := m.dist(o, i); od < d {
-			m.keys[i], k = k, o
-			m.vals[i], v = v, m.vals[i]
-			d = od
-		}
-		i = (i + 1) & m.mask
+		bk.meta += overflowOne
+		b = m.next(b)
 	}
 }
 
 // Delete removes k.
-func (m *blockMap) Delete(k BlockHash) {
-	if k == 0 {
-		m.hasZero, m.zeroVal = false, 0
-		return
-	}
+func (m *blockMap) Delete(k BlockHash) { m.Take(k) }
+
+// Take removes k and returns the node it named: a lookup and a removal in
+// one.
+func (m *blockMap) Take(k BlockHash) (uint32, bool) {
 	if m.n == 0 {
-		return
+		return 0, false
 	}
-	i := m.home(k)
-	for d := uint64(0); ; d++ {
-		o := m.keys[i]
-		if o == k {
-			break
-		}
-		if o == 0 || m.dist(o, i) < d {
-			return
-		}
-		i = (i + 1) & m.mask
+	x := mix(k)
+	b, j := m.find(x)
+	if b < 0 {
+		return 0, false
 	}
-	// Shift the rest of the run back one slot, so no tombstones are needed.
-	for {
-		j := (i + 1) & m.mask
-		o := m.keys[j]
-		if o == 0 || m.dist(o, j) == 0 {
-			break
-		}
-		m.keys[i], m.vals[i] = o, m.vals[j]
-		i = j
+	bk := &m.buckets[b]
+	v := bk.node[j]
+	last := int(bk.meta&0xff) - 1
+	bk.lo[j], bk.hi[j], bk.node[j] = bk.lo[last], bk.hi[last], bk.node[last]
+	bk.lo[last], bk.hi[last], bk.node[last] = 0, 0, 0
+	bk.meta--
+	// The buckets the entry passed on its way here count it no more.
+	for h := m.home(x); h != b; h = m.next(h) {
+		m.buckets[h].meta -= overflowOne
 	}
-	m.keys[i], m.vals[i] = 0, 0
 	m.n--
 	// Shrink lazily: small tables are not worth reallocating as a worker's
 	// cache fills and drains.
-	if len(m.keys) > blockMapShrinkSlots && m.n*8 < len(m.keys) {
-		m.resize(len(m.keys) / 2)
+	if len(m.buckets) > blockMapShrinkBuckets && m.n*8 < bucketSlots*len(m.buckets) {
+		m.resize(float64(m.n) / blockMapGrowLoad)
 	}
+	return v, true
+}
+
+// Touch reads the home bucket of every hash in ks and returns a value that
+// depends on them all. The reads do not depend on each other, so the
+// processor overlaps their cache misses; lookups of the same hashes right
+// after it then mostly hit the cache. The caller keeps the result somewhere
+// the compiler cannot discard it.
+func (m *blockMap) Touch(ks []BlockHash) uint32 {
+	if m.n == 0 {
+		return 0
+	}
+	var x uint32
+	for _, k := range ks {
+		x ^= m.buckets[m.home(mix(k))].meta
+	}
+	return x
+}
+
+// TouchBlocks is Touch for the engine hashes of blocks.
+func (m *blockMap) TouchBlocks(bs []Block) uint32 {
+	if m.n == 0 {
+		return 0
+	}
+	var x uint32
+	for _, b := range bs {
+		x ^= m.buckets[m.home(mix(b.Hash))].meta
+	}
+	return x
 }
 
 // Reset empties the map and frees its memory.
@@ -138,25 +213,23 @@ func (m *blockMap) Reset() { *m = blockMap{} }
 
 // All calls fn for every entry. fn must not change the map.
 func (m *blockMap) All(fn func(k BlockHash, v uint32)) {
-	if m.hasZero {
-		fn(0, m.zeroVal)
-	}
-	for i, k := range m.keys {
-		if k != 0 {
-			fn(k, m.vals[i])
+	for i := range m.buckets {
+		bk := &m.buckets[i]
+		for j := range min(int(bk.meta&0xff), bucketSlots) {
+			fn(unmix(uint64(bk.hi[j])<<32|uint64(bk.lo[j])), bk.node[j])
 		}
 	}
 }
 
-func (m *blockMap) resize(slots int) {
-	keys, vals := m.keys, m.vals
-	m.keys = make([]BlockHash, slots)
-	m.vals = make([]uint32, slots)
-	m.mask = uint64(slots - 1)
+// resize rebuilds the table with room for slots entries.
+func (m *blockMap) resize(slots float64) {
+	old := m.buckets
+	m.buckets = make([]bucket, max(blockMapMinBuckets, int(slots/bucketSlots)+1))
 	m.n = 0
-	for i, k := range keys {
-		if k != 0 {
-			m.Put(k, vals[i])
+	for i := range old {
+		bk := &old[i]
+		for j := range min(int(bk.meta&0xff), bucketSlots) {
+			m.insert(uint64(bk.hi[j])<<32|uint64(bk.lo[j]), bk.node[j])
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package indexer
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // The table agrees with a Go map under random puts and deletes, including
@@ -44,15 +46,80 @@ func TestBlockMapAgreesWithMap(t *testing.T) {
 			if seen != len(ref) {
 				t.Fatalf("step %d: All visited %d, want %d", step, seen, len(ref))
 			}
+			if err := m.check(); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
 		}
 	}
 	for k := range ref {
 		m.Delete(k)
 	}
-	if m.Len() != 0 || len(m.keys) > blockMapShrinkSlots {
-		t.Fatalf("after deleting everything: Len %d, %d slots", m.Len(), len(m.vals))
+	if m.Len() != 0 || len(m.buckets) > blockMapShrinkBuckets {
+		t.Fatalf("after deleting everything: Len %d, %d slots", m.Len(), bucketSlots*len(m.buckets))
 	}
 	if _, ok := m.Get(5); ok {
 		t.Fatal("Get on an empty map found a key")
+	}
+}
+
+// A table of n entries stays between blockMapGrowLoad and blockMapMaxLoad
+// full while it grows, whatever n is, and a lookup of any key it does not
+// hold fails.
+func TestBlockMapLoad(t *testing.T) {
+	var m blockMap
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := 1; n <= 100_000; n++ {
+		m.Put(BlockHash(r.Uint64()|1), uint32(n))
+		if n < 1000 { // rounding up to whole buckets weighs on small tables
+			continue
+		}
+		if load := float64(m.Len()) / float64(bucketSlots*len(m.buckets)); load < blockMapGrowLoad-0.01 || load > blockMapMaxLoad {
+			t.Fatalf("%d entries in %d slots: load %.3f outside [%v, %v]", m.Len(), bucketSlots*len(m.buckets), load, blockMapGrowLoad, blockMapMaxLoad)
+		}
+	}
+	for range 10_000 {
+		if _, ok := m.Get(BlockHash(r.Uint64() &^ 1)); ok { // even keys were never put
+			t.Fatal("Get found a key that was never put")
+		}
+	}
+}
+
+// check verifies the table's bookkeeping: the entry count, and each
+// bucket's overflow count against the entries that passed it.
+func (m *blockMap) check() error {
+	want := make([]uint32, len(m.buckets))
+	n := 0
+	for b := range m.buckets {
+		bk := &m.buckets[b]
+		used := int(bk.meta & 0xff)
+		if used > bucketSlots {
+			return fmt.Errorf("bucket %d: %d slots used", b, used)
+		}
+		for j := range used {
+			n++
+			for h := m.home(uint64(bk.hi[j])<<32 | uint64(bk.lo[j])); h != b; h = m.next(h) {
+				want[h]++
+			}
+		}
+	}
+	if n != m.n {
+		return fmt.Errorf("%d entries in the buckets, n = %d", n, m.n)
+	}
+	for b := range m.buckets {
+		if got := m.buckets[b].meta >> 8; got != want[b] {
+			return fmt.Errorf("bucket %d: overflow count %d, want %d", b, got, want[b])
+		}
+	}
+	return nil
+}
+
+// The layout the package documentation and docs/ promise: a node of 28
+// bytes, a bucket of one cache line.
+func TestLayoutSizes(t *testing.T) {
+	if got := unsafe.Sizeof(node{}); got != 28 {
+		t.Errorf("node is %d bytes, want 28", got)
+	}
+	if got := unsafe.Sizeof(bucket{}); got != 64 {
+		t.Errorf("bucket is %d bytes, want 64", got)
 	}
 }

@@ -39,7 +39,7 @@ func (t *Tree) Dump() []Event {
 			}
 			for _, h := range inv[s][n] {
 				e := ev
-				e.Blocks = []Block{{Hash: h, Tokens: nd.hash}}
+				e.Blocks = []Block{{Hash: h, Tokens: nd.hash()}}
 				events = append(events, e)
 			}
 		})

@@ -191,7 +191,7 @@ func canonical(t *Tree) map[Worker]map[BlockHash]string {
 func (t *Tree) path(n uint32) string {
 	var hs []LocalHash
 	for ; n != root; n = t.nodes[n].parent {
-		hs = append(hs, t.nodes[n].hash)
+		hs = append(hs, t.nodes[n].hash())
 	}
 	slices.Reverse(hs)
 	return pathKey(hs)
@@ -216,11 +216,11 @@ func (t *Tree) check() error {
 				return fmt.Errorf("node %d holder set %v", n, set)
 			}
 		}
-		_, inKids := t.kids[childKey{nd.parent, nd.hash}]
-		if hasSibling := nd.prev != none || nd.next != none; inKids != hasSibling {
+		_, inKids := t.kids[childKey{nd.parent, nd.hash()}]
+		if hasSibling := t.nodes[nd.parent].first != n || nd.next != none; inKids != hasSibling {
 			return fmt.Errorf("node %d %s: in kids %v, has a sibling %v", n, t.path(n), inKids, hasSibling)
 		}
-		if got := t.child(nd.parent, nd.hash); got != n {
+		if got := t.child(nd.parent, nd.hash()); got != n {
 			return fmt.Errorf("node %d %s: lookup from parent finds %d", n, t.path(n), got)
 		}
 		var err error
@@ -250,6 +250,9 @@ func (t *Tree) check() error {
 		if sl.worker != w || !sl.live {
 			return fmt.Errorf("slot %d: worker %v live %v, want %v", s, sl.worker, sl.live, w)
 		}
+		if err := sl.blocks.check(); err != nil {
+			return fmt.Errorf("slot %d map: %w", s, err)
+		}
 		held := map[uint32]int{}
 		var err error
 		sl.blocks.All(func(h BlockHash, n uint32) {
@@ -271,8 +274,11 @@ func (t *Tree) check() error {
 		}
 	}
 	for k, c := range t.kids {
-		if t.nodes[c].parent != k.parent || t.nodes[c].hash != k.hash {
-			return fmt.Errorf("kids[%v] = %d, a stale child", k, c)
+		if t.nodes[c.node].parent != k.parent || t.nodes[c.node].hash() != k.hash {
+			return fmt.Errorf("kids[%v] = %d, a stale child", k, c.node)
+		}
+		if c.prev == none && t.nodes[k.parent].first != c.node || c.prev != none && t.nodes[c.prev].next != c.node {
+			return fmt.Errorf("kids[%v] = %+v: not the sibling after its prev", k, c)
 		}
 	}
 	return nil

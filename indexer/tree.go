@@ -16,13 +16,13 @@ const (
 	setFlag uint32 = 1 << 31
 )
 
-// node is one block position in the tree. 32 bytes.
+// node is one block position in the tree: 28 bytes, the hash in halves so
+// that nothing aligns the node to 8 bytes.
 type node struct {
-	hash   LocalHash
-	parent uint32
-	first  uint32 // first child
-	next   uint32 // next sibling
-	prev   uint32 // previous sibling
+	hashLo, hashHi uint32
+	parent         uint32
+	first          uint32 // first child
+	next           uint32 // next sibling
 	// stamp is the clock when the node was last matched or stored. Readers
 	// refresh it concurrently, so it is read and written atomically.
 	stamp uint32
@@ -30,10 +30,20 @@ type node struct {
 	holders uint32
 }
 
+// hash returns the node's LocalHash.
+func (nd *node) hash() LocalHash { return LocalHash(nd.hashHi)<<32 | LocalHash(nd.hashLo) }
+
 // childKey finds the children of nodes that have more than one.
 type childKey struct {
 	parent uint32
 	hash   LocalHash
+}
+
+// kin is a child of a node with several: the child, and the sibling before
+// it (none for the first). Only such children need their previous sibling,
+// to unlink in constant time, so it is kept here rather than in every node.
+type kin struct {
+	node, prev uint32
 }
 
 // slot is the state of one worker rank.
@@ -79,7 +89,7 @@ type Tree struct {
 	cfg       Config
 	nodes     []node
 	freeNodes []uint32
-	kids      map[childKey]uint32
+	kids      map[childKey]kin
 	sets      [][]uint32
 	freeSets  []uint32
 	slots     []slot
@@ -88,9 +98,14 @@ type Tree struct {
 	entries   int
 	live      int // nodes, root excluded
 	evicted   uint64
-	// scratch is reused by purge; olds by validStore and store.
+	// scratch is reused by purge; olds by validStore and store; dups by
+	// validStore.
 	scratch []BlockHash
 	olds    []uint32
+	dups    hashSet
+	// sink keeps the results of blockMap.Touch, so that the compiler
+	// keeps its reads.
+	sink uint32
 	// purged collects the hashes one removed event took away, directly or
 	// by cascade; purgedSet indexes it when it grows long.
 	purged    []BlockHash
@@ -111,7 +126,7 @@ func New(cfg Config) *Tree {
 	return &Tree{
 		cfg:    cfg,
 		nodes:  make([]node, 1, 1024),
-		kids:   make(map[childKey]uint32),
+		kids:   make(map[childKey]kin),
 		slotOf: make(map[Worker]uint32),
 	}
 }
@@ -122,13 +137,13 @@ func (t *Tree) child(p uint32, h LocalHash) uint32 {
 	if c == none {
 		return none
 	}
-	if t.nodes[c].hash == h {
+	if t.nodes[c].hash() == h {
 		return c
 	}
 	if t.nodes[c].next == none {
 		return none
 	}
-	return t.kids[childKey{p, h}]
+	return t.kids[childKey{p, h}].node
 }
 
 // newNode adds an empty child of p keyed by h and returns it.
@@ -139,9 +154,17 @@ func (t *Tree) newNode(p uint32, h LocalHash) uint32 {
 		t.freeNodes = t.freeNodes[:n-1]
 	} else {
 		c = uint32(len(t.nodes))
+		if len(t.nodes) == cap(t.nodes) {
+			// Grow by an eighth, not by append's quarter or more: the
+			// nodes are most of the index's memory, and the copy is
+			// cheap next to filling the new room.
+			grown := make([]node, len(t.nodes), len(t.nodes)+max(len(t.nodes)/8, 1024))
+			copy(grown, t.nodes)
+			t.nodes = grown
+		}
 		t.nodes = append(t.nodes, node{})
 	}
-	t.nodes[c] = node{hash: h, parent: p, stamp: t.clock}
+	t.nodes[c] = node{hashLo: uint32(h), hashHi: uint32(h >> 32), parent: p, stamp: t.clock}
 	t.live++
 	f := t.nodes[p].first
 	if f == none {
@@ -151,16 +174,20 @@ func (t *Tree) newNode(p uint32, h LocalHash) uint32 {
 	// Insert after the first child; the first child stays the fast path,
 	// and every child of a node with several, and only those, is in kids.
 	nx := t.nodes[f].next
-	t.nodes[c].prev = f
 	t.nodes[c].next = nx
 	if nx != none {
-		t.nodes[nx].prev = c
+		t.setPrev(p, nx, c)
 	} else {
-		t.kids[childKey{p, t.nodes[f].hash}] = f
+		t.kids[childKey{p, t.nodes[f].hash()}] = kin{node: f, prev: none}
 	}
 	t.nodes[f].next = c
-	t.kids[childKey{p, h}] = c
+	t.kids[childKey{p, h}] = kin{node: c, prev: f}
 	return c
+}
+
+// setPrev records that the sibling before c, a child of p, is now prev.
+func (t *Tree) setPrev(p, c, prev uint32) {
+	t.kids[childKey{p, t.nodes[c].hash()}] = kin{node: c, prev: prev}
 }
 
 // freeNode unlinks n from its parent and recycles it. Its children must be
@@ -170,21 +197,23 @@ func (t *Tree) newNode(p uint32, h LocalHash) uint32 {
 func (t *Tree) freeNode(n uint32) {
 	nd := &t.nodes[n]
 	p := nd.parent
-	if nd.prev != none || nd.next != none {
-		delete(t.kids, childKey{p, nd.hash})
-		if nd.prev != none {
-			t.nodes[nd.prev].next = nd.next
+	if t.nodes[p].first == n && nd.next == none {
+		t.nodes[p].first = none
+	} else {
+		k := childKey{p, nd.hash()}
+		prev := t.kids[k].prev
+		delete(t.kids, k)
+		if prev != none {
+			t.nodes[prev].next = nd.next
 		} else {
 			t.nodes[p].first = nd.next
 		}
 		if nd.next != none {
-			t.nodes[nd.next].prev = nd.prev
+			t.setPrev(p, nd.next, prev)
 		}
 		if f := t.nodes[p].first; t.nodes[f].next == none {
-			delete(t.kids, childKey{p, t.nodes[f].hash})
+			delete(t.kids, childKey{p, t.nodes[f].hash()})
 		}
-	} else {
-		t.nodes[p].first = none
 	}
 	if nd.holders&setFlag != 0 {
 		t.releaseSet(nd.holders &^ setFlag)

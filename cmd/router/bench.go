@@ -40,7 +40,8 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "latency-every", Value: def.LatencyEvery, Usage: fmt.Sprintf("time every Nth query for the latency figures (1..%d)", indexbench.MaxLatencyEvery)},
 				&cli.DurationFlag{Name: "min-query-time", Value: def.MinQueryTime, Usage: fmt.Sprintf("repeat the query-only pass until this much time has passed (0..%v; 0 means one pass)", indexbench.MaxQueryTime)},
 				&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of a table"},
-				&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the timed phases to this file (for go tool pprof)"},
+				&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to this file; it covers the whole run, including the untimed stream build, " +
+					"and the timed phases carry the label phase (load, query, latency, mixed), so go tool pprof -tagfocus=phase=mixed FILE shows one"},
 			},
 			Action: benchIndex,
 		}},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,11 @@ const claimBatch = 16
 // Run replays reqs as the package comment describes and returns the
 // figures. It blocks for the whole replay; cancelling ctx stops it early
 // with ctx's error.
+//
+// Each timed phase runs under the pprof label phase=load, query, latency or
+// mixed, so that a CPU profile of the whole Run can show one phase
+// (go tool pprof -tagfocus=phase=mixed) without the untimed stream build.
+// The runtime's background garbage collection carries no label.
 func Run(ctx context.Context, reqs []traces.Request, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, fmt.Errorf("index bench config: %w", err)
@@ -58,7 +64,10 @@ func Run(ctx context.Context, reqs []traces.Request, cfg Config) (Result, error)
 	// The final state's index is garbage now; collect it so that the mixed
 	// replay's index does not have to share memory with it.
 	runtime.GC()
-	_, elapsed, err := mixedPass(ctx, s, cfg)
+	var elapsed time.Duration
+	pprof.Do(ctx, pprof.Labels("phase", "mixed"), func(ctx context.Context) {
+		_, elapsed, err = mixedPass(ctx, s, cfg)
+	})
 	if err != nil {
 		return Result{}, err
 	}
@@ -71,7 +80,13 @@ func Run(ctx context.Context, reqs []traces.Request, cfg Config) (Result, error)
 // finalState loads the stream into a fresh index and measures the load,
 // the index's memory, and queries against the final state.
 func finalState(ctx context.Context, s *stream, cfg Config, res *Result) error {
-	idx, ld := load(s, cfg)
+	// The load's label also covers the heap readings around it: two
+	// runtime.GC calls, whose sweeping runs on this goroutine.
+	var idx *indexer.Index
+	var ld loaded
+	pprof.Do(ctx, pprof.Labels("phase", "load"), func(context.Context) {
+		idx, ld = load(s, cfg)
+	})
 	st := idx.Stats()
 	res.EventsNotOK = ld.notOK
 	res.Entries, res.Nodes, res.Workers, res.IndexEvicted = st.Entries, st.Nodes, st.Workers, st.Evicted
@@ -82,18 +97,27 @@ func finalState(ctx context.Context, s *stream, cfg Config, res *Result) error {
 	}
 
 	var elapsed time.Duration
-	for res.QueryPasses == 0 || elapsed < cfg.MinQueryTime {
-		d, err := queryPass(ctx, idx, s.queries, cfg)
-		if err != nil {
-			return err
+	var err error
+	pprof.Do(ctx, pprof.Labels("phase", "query"), func(ctx context.Context) {
+		for res.QueryPasses == 0 || elapsed < cfg.MinQueryTime {
+			var d time.Duration
+			if d, err = queryPass(ctx, idx, s.queries, cfg); err != nil {
+				return
+			}
+			elapsed += d
+			res.QueryPasses++
 		}
-		elapsed += d
-		res.QueryPasses++
+	})
+	if err != nil {
+		return err
 	}
 	res.QuerySeconds = elapsed.Seconds()
 	res.QueryBlockOpsPerSec = rate(s.queryBlocks*int64(res.QueryPasses), elapsed)
 
-	lp, err := latencyPass(ctx, idx, s.queries, cfg)
+	var lp latencies
+	pprof.Do(ctx, pprof.Labels("phase", "latency"), func(ctx context.Context) {
+		lp, err = latencyPass(ctx, idx, s.queries, cfg)
+	})
 	if err != nil {
 		return err
 	}
