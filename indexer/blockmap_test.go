@@ -1,6 +1,7 @@
 package indexer
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -95,6 +96,9 @@ func (m *blockMap) check() error {
 		if used > bucketSlots {
 			return fmt.Errorf("bucket %d: %d slots used", b, used)
 		}
+		if used < bucketSlots && bk.meta >= overflowOne {
+			return fmt.Errorf("bucket %d has room for %d more but was passed by %d entries", b, bucketSlots-used, bk.meta>>8)
+		}
 		for j := range used {
 			n++
 			for h := m.home(uint64(bk.hi[j])<<32 | uint64(bk.lo[j])); h != b; h = m.next(h) {
@@ -122,4 +126,45 @@ func TestLayoutSizes(t *testing.T) {
 	if got := unsafe.Sizeof(bucket{}); got != 64 {
 		t.Errorf("bucket is %d bytes, want 64", got)
 	}
+}
+
+// FuzzBlockMap runs puts, adds, takes and lookups from the fuzzer's bytes
+// against a Go map, and checks the table's bookkeeping after each.
+func FuzzBlockMap(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 2, 0, 3, 2, 1, 1, 2})
+	f.Add(bytes.Repeat([]byte{0, 7, 0, 9, 2, 7}, 40))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		var m blockMap
+		ref := map[BlockHash]uint32{}
+		for i := 0; i+1 < len(ops); i += 2 {
+			k := BlockHash(ops[i+1]) * 0x10001 // a small key space, 0 included
+			switch ops[i] % 4 {
+			case 0:
+				m.Put(k, uint32(i+1))
+				ref[k] = uint32(i + 1)
+			case 1:
+				if _, ok := ref[k]; !ok {
+					m.Add(k, uint32(i+1))
+					ref[k] = uint32(i + 1)
+				}
+			case 2:
+				v, ok := m.Take(k)
+				if want, wok := ref[k]; ok != wok || v != want {
+					t.Fatalf("op %d: Take(%d) = %d, %v; want %d, %v", i/2, k, v, ok, want, wok)
+				}
+				delete(ref, k)
+			case 3:
+				v, ok := m.Get(k)
+				if want, wok := ref[k]; ok != wok || v != want {
+					t.Fatalf("op %d: Get(%d) = %d, %v; want %d, %v", i/2, k, v, ok, want, wok)
+				}
+			}
+			if m.Len() != len(ref) {
+				t.Fatalf("op %d: Len %d, want %d", i/2, m.Len(), len(ref))
+			}
+			if err := m.check(); err != nil {
+				t.Fatalf("op %d: %v", i/2, err)
+			}
+		}
+	})
 }

@@ -155,10 +155,10 @@ func (t *Tree) newNode(p uint32, h LocalHash) uint32 {
 	} else {
 		c = uint32(len(t.nodes))
 		if len(t.nodes) == cap(t.nodes) {
-			// Grow by an eighth, not by append's quarter or more: the
+			// Grow by a sixteenth, not by append's quarter or more: the
 			// nodes are most of the index's memory, and the copy is
 			// cheap next to filling the new room.
-			grown := make([]node, len(t.nodes), len(t.nodes)+max(len(t.nodes)/8, 1024))
+			grown := make([]node, len(t.nodes), len(t.nodes)+max(len(t.nodes)/16, 1024))
 			copy(grown, t.nodes)
 			t.nodes = grown
 		}
