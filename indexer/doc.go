@@ -28,7 +28,7 @@
 // sorted slot list on the side, and children of nodes with several are
 // found, and unlinked, through a map beside the tree. Each rank's engine
 // hashes sit in a table of one-cache-line buckets, 70% to 90% full
-// (blockmap.go): on the Mooncake replay the index takes about 49 bytes per
+// (blockmap.go): on the Mooncake replay the index takes about 45 bytes per
 // (rank, block) entry, two thirds of it nodes.
 //
 // Config.MaxEntries caps the (rank, block) entries: past it, the least

@@ -56,8 +56,12 @@ func compare(ctx context.Context, goCmd, rev string, runs int, args []string) er
 	}
 	defer os.RemoveAll(dir)
 
+	label := rev + " " + commit
+	if strings.HasPrefix(commit, rev) || strings.HasPrefix(rev, commit) {
+		label = commit // REV was a commit id already
+	}
 	sides := []*side{
-		{name: fmt.Sprintf("before (%s %s)", rev, commit), bin: filepath.Join(dir, "before")},
+		{name: "before (" + label + ")", bin: filepath.Join(dir, "before")},
 		{name: "after (working tree)", bin: filepath.Join(dir, "after")},
 	}
 	src := filepath.Join(dir, "src")
