@@ -270,6 +270,8 @@ func (r *Replayer) runRealTime(ctx context.Context) error {
 	r.clock = sim.NewWallClock(r.cfg.Speedup)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for i := range r.wl.Requests {
 		q := &r.wl.Requests[i]
 		if d := r.clock.WallUntil(q.Arrival); d > 0 {
@@ -280,10 +282,15 @@ func (r *Replayer) runRealTime(ctx context.Context) error {
 			case <-timer.C:
 			}
 		}
-		if err := r.dispatch(ctx, q, false); err != nil {
-			return err
-		}
+		// Each request is routed on its own goroutine, so that a slow or
+		// lost route answer delays no later arrival.
+		inflight.Go(func() {
+			if err := r.dispatch(ctx, q, false); err != nil && ctx.Err() == nil {
+				r.log.Warn("replay: dispatch", "request", q.Index, "err", err)
+			}
+		})
 	}
+	inflight.Wait()
 	deadline := time.Now().Add(r.cfg.GenerateTimeout)
 	for !r.allFinished() {
 		if time.Now().After(deadline) {
@@ -328,7 +335,10 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 	rec.RouteRTT = rtt
 	if err != nil {
 		var rerr *RouterError
-		if !errors.As(err, &rerr) {
+		// In lockstep a router that does not answer stops the replay; in
+		// real time it is what a fault replay measures, so it is counted
+		// and the replay goes on.
+		if !errors.As(err, &rerr) && r.cfg.Lockstep {
 			r.mu.Unlock()
 			return fmt.Errorf("replay: request %d: %w", q.Index, err)
 		}
@@ -350,7 +360,15 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 	}
 	subject := sim.GenerateSubject(r.cfg.Namespace, r.cfg.WorkerComponent, ch.WorkerID)
 	if err := r.nc.PublishRequest(subject, r.inbox+"."+strconv.Itoa(q.Index), body); err != nil {
-		return fmt.Errorf("replay: request %d: publish generate: %w", q.Index, err)
+		if r.cfg.Lockstep {
+			return fmt.Errorf("replay: request %d: publish generate: %w", q.Index, err)
+		}
+		r.mu.Lock()
+		delete(r.flights, id)
+		r.failLocked(q.Index, fmt.Errorf("%w: %v", errPublish, err))
+		r.mu.Unlock()
+		r.free(id, 0)
+		return nil
 	}
 	if !wait {
 		return nil
@@ -372,10 +390,50 @@ func (r *Replayer) failLocked(i int, err error) {
 	rec := &r.records[i]
 	if rec.Err == "" {
 		rec.Err = err.Error()
+		rec.Reason = failureReason(err)
 		r.errs++
 		r.finished++
 	}
 }
+
+// The kinds of failure a replay counts (Record.Reason, Summary.FailedBy),
+// besides "route_" and the router's error code (docs/api.md §3).
+const (
+	// ReasonNoRouter: no router answered on the route subject.
+	ReasonNoRouter = "no_router"
+	// ReasonRouteTimeout: the route call got no answer in time.
+	ReasonRouteTimeout = "route_timeout"
+	// ReasonRouteTransport: the route call failed in NATS otherwise, or
+	// its answer could not be read.
+	ReasonRouteTransport = "route_transport"
+	// ReasonWorkerRefused: the chosen worker refused the request.
+	ReasonWorkerRefused = "worker_refused"
+	// ReasonPublish: the request could not be sent to the chosen worker.
+	ReasonPublish = "publish"
+	// ReasonUnfinished: neither finished nor failed when the replay ended.
+	ReasonUnfinished = "unfinished"
+)
+
+// failureReason names the kind of a failure.
+func failureReason(err error) string {
+	var rerr *RouterError
+	switch {
+	case errors.As(err, &rerr):
+		return "route_" + rerr.Code
+	case errors.Is(err, ErrGenerate):
+		return ReasonWorkerRefused
+	case errors.Is(err, errPublish):
+		return ReasonPublish
+	case errors.Is(err, nats.ErrNoResponders):
+		return ReasonNoRouter
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return ReasonRouteTimeout
+	}
+	return ReasonRouteTransport
+}
+
+// errPublish marks a failure to send a request to its worker.
+var errPublish = errors.New("publish generate")
 
 // onReply handles one message of a worker's reply stream (NATS callback:
 // one goroutine, in arrival order).

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -149,6 +151,9 @@ func (rp *Report) Markdown() string {
 	if cmp := comparison(sums); cmp != "" {
 		fmt.Fprintf(&b, "\n%s\n", cmp)
 	}
+	if f := failures(sums); f != "" {
+		fmt.Fprintf(&b, "\n%s\n", f)
+	}
 	b.WriteString("\nTTFT, ITL and rates are simulated time; route and router decision times are wall time on the machine " +
 		"that ran the replay. The hit rate is measured by the workers: prompt blocks found in their prefix cache over prompt blocks.\n")
 	fmt.Fprintf(&b, "\n![TTFT distribution per mode](%s)\n\n![Prefix cache hit rate per mode](%s)\n", FileTTFTCDF, FileHitRate)
@@ -163,6 +168,9 @@ func (rp *Report) WriteText(w io.Writer) {
 	writeTable(w, columnsNamed(narrowColumns), sums)
 	if cmp := comparison(sums); cmp != "" {
 		fmt.Fprintln(w, wrap(cmp, TextWidth))
+	}
+	if f := failures(sums); f != "" {
+		fmt.Fprintln(w, wrap(f, TextWidth))
 	}
 	digests := make([]string, len(sums))
 	for i, s := range sums {
@@ -181,6 +189,35 @@ func (rp *Report) WriteWideText(w io.Writer) {
 	if cmp := comparison(sums); cmp != "" {
 		fmt.Fprintln(w, cmp)
 	}
+	if f := failures(sums); f != "" {
+		fmt.Fprintln(w, f)
+	}
+}
+
+// failures lists each mode's failed requests by reason, most frequent
+// first, or returns "" when none failed.
+func failures(sums []Summary) string {
+	var parts []string
+	for _, s := range sums {
+		if len(s.FailedBy) == 0 {
+			continue
+		}
+		reasons := slices.Collect(maps.Keys(s.FailedBy))
+		slices.SortFunc(reasons, func(a, b string) int {
+			if d := s.FailedBy[b] - s.FailedBy[a]; d != 0 {
+				return d
+			}
+			return strings.Compare(a, b)
+		})
+		for i, r := range reasons {
+			reasons[i] = fmt.Sprintf("%s %d", r, s.FailedBy[r])
+		}
+		parts = append(parts, s.Mode+": "+strings.Join(reasons, ", "))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "failed requests by reason: " + strings.Join(parts, "; ") + "."
 }
 
 // writeTable writes the columns of sums, aligned right.

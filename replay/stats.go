@@ -35,9 +35,11 @@ type Record struct {
 	// RouteRTT is the wall time of the route call, as the frontend sees it.
 	RouteRTT time.Duration
 	// Done is true once the last token came; Err says why a request
-	// failed.
-	Done bool
-	Err  string
+	// failed, and Reason is the failure's kind, for counting (see
+	// Summary.FailedBy).
+	Done   bool
+	Err    string
+	Reason string `json:",omitempty"`
 }
 
 // Result is one replay.
@@ -60,6 +62,9 @@ type Summary struct {
 	Requests  int
 	Completed int
 	Failed    int
+	// FailedBy counts the failed requests by Record.Reason ("unfinished"
+	// for those that neither finished nor failed).
+	FailedBy map[string]int `json:",omitempty"`
 	// Span is the simulated time from the first arrival to the last token.
 	Span time.Duration
 	// OfferedRate and AchievedRate are requests per simulated second:
@@ -131,6 +136,14 @@ func (r *Result) Summarize() Summary {
 		maxIndex = max(maxIndex, rec.WorkerIndex)
 		if !rec.Done {
 			s.Failed++
+			reason := rec.Reason
+			if reason == "" {
+				reason = ReasonUnfinished
+			}
+			if s.FailedBy == nil {
+				s.FailedBy = map[string]int{}
+			}
+			s.FailedBy[reason]++
 			continue
 		}
 		s.Completed++
