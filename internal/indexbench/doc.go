@@ -50,10 +50,12 @@
 //     find_matches p50 and p99; the clock reads stay off the throughput
 //     figure.
 //   - mixed: a fresh index replays events and queries in trace order. One
-//     goroutine (the writer) applies the events; Goroutines-1 others take
-//     the queries in order, each waiting until the writer has applied the
-//     events that precede its query, so a query never sees the future but
-//     may see later state if readers lag. With one goroutine, events and
+//     goroutine (the writer) applies the events, 16 at a time under one
+//     lock hold as the router's events.Writer applies what its queues
+//     hold; Goroutines-1 others take the queries in order, each waiting
+//     until the writer has applied the events that precede its query, so
+//     a query never runs before its events but may see up to 15 later
+//     ones, or more if readers lag. With one goroutine, events and
 //     queries are interleaved in trace order. Block ops/s counts query
 //     blocks, stored blocks and removed hashes over the wall time of the
 //     whole replay.

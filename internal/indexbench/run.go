@@ -19,6 +19,10 @@ import (
 // ErrNoRequests: the trace has no requests to replay.
 var ErrNoRequests = errors.New("trace has no requests")
 
+// writerBatch is how many events the mixed pass's writer applies under one
+// lock hold when readers run beside it.
+const writerBatch = 16
+
 // claimBatch is how many queries a goroutine claims at a time in the
 // query-only passes: enough to keep the shared counter cold.
 const claimBatch = 16
@@ -256,12 +260,17 @@ func mixedPass(ctx context.Context, s *stream, cfg Config) (*indexer.Index, time
 	var applied, next atomic.Int64
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for i := range s.events {
-			if i%256 == 0 && ctx.Err() != nil {
+		// The writer applies events in batches under one lock hold, as
+		// the router's events.Writer does: a lock taken per event would
+		// hand the processor to a waiting reader and back at every event.
+		results := make([]indexer.Result, writerBatch)
+		for i := 0; i < len(s.events); i += writerBatch {
+			if ctx.Err() != nil {
 				return
 			}
-			idx.Apply(s.events[i])
-			applied.Store(int64(i + 1))
+			end := min(i+writerBatch, len(s.events))
+			idx.ApplyBatch(s.events[i:end], results)
+			applied.Store(int64(end))
 		}
 	})
 	for range cfg.Goroutines - 1 {
