@@ -22,6 +22,10 @@ type Report struct {
 	// that made the report.
 	Title, Command string
 	Results        []*Result
+	// Bounds, when set, are the workload's reference hit rates on the
+	// fleet (ComputeBounds); every report form shows them and each mode's
+	// hit rate as a fraction of the pooled one.
+	Bounds *Bounds
 }
 
 // Files written by Report.Write.
@@ -154,6 +158,9 @@ func (rp *Report) Markdown() string {
 	if f := failures(sums); f != "" {
 		fmt.Fprintf(&b, "\n%s\n", f)
 	}
+	if bl := rp.boundsLine(sums); bl != "" {
+		fmt.Fprintf(&b, "\n%s\n", bl)
+	}
 	b.WriteString("\nTTFT, ITL and rates are simulated time; route and router decision times are wall time on the machine " +
 		"that ran the replay. The hit rate is measured by the workers: prompt blocks found in their prefix cache over prompt blocks.\n")
 	fmt.Fprintf(&b, "\n![TTFT distribution per mode](%s)\n\n![Prefix cache hit rate per mode](%s)\n", FileTTFTCDF, FileHitRate)
@@ -171,6 +178,9 @@ func (rp *Report) WriteText(w io.Writer) {
 	}
 	if f := failures(sums); f != "" {
 		fmt.Fprintln(w, wrap(f, TextWidth))
+	}
+	if bl := rp.boundsLine(sums); bl != "" {
+		fmt.Fprintln(w, wrap(bl, TextWidth))
 	}
 	digests := make([]string, len(sums))
 	for i, s := range sums {
@@ -192,6 +202,28 @@ func (rp *Report) WriteWideText(w io.Writer) {
 	if f := failures(sums); f != "" {
 		fmt.Fprintln(w, f)
 	}
+	if bl := rp.boundsLine(sums); bl != "" {
+		fmt.Fprintln(w, bl)
+	}
+}
+
+// boundsLine states the reference hit rates and each mode's hit rate as a
+// fraction of the pooled one, or returns "" without bounds.
+func (rp *Report) boundsLine(sums []Summary) string {
+	bd := rp.Bounds
+	if bd == nil {
+		return ""
+	}
+	line := fmt.Sprintf("Hit-rate references (cache simulation alone, no timing or routing): one LRU cache of the fleet's %d blocks of %d tokens %.1f%%, a cache that never evicts %.1f%%.",
+		bd.Capacity, bd.BlockSize, 100*bd.PooledLRU, 100*bd.Infinite)
+	if bd.PooledLRU <= 0 || len(sums) == 0 {
+		return line
+	}
+	parts := make([]string, len(sums))
+	for i, s := range sums {
+		parts[i] = fmt.Sprintf("%s %.0f%%", s.Mode, 100*s.HitRate/bd.PooledLRU)
+	}
+	return line + " Of the pooled figure: " + strings.Join(parts, ", ") + "."
 }
 
 // failures lists each mode's failed requests by reason, most frequent
@@ -285,10 +317,11 @@ func (rp *Report) JSON() ([]byte, error) {
 		Records []Record `json:"records"`
 	}
 	out := struct {
-		Title   string `json:"title"`
-		Command string `json:"command"`
-		Runs    []run  `json:"runs"`
-	}{Title: rp.Title, Command: rp.Command}
+		Title   string  `json:"title"`
+		Command string  `json:"command"`
+		Bounds  *Bounds `json:"bounds,omitempty"`
+		Runs    []run   `json:"runs"`
+	}{Title: rp.Title, Command: rp.Command, Bounds: rp.Bounds}
 	for _, r := range rp.Results {
 		s := r.Summarize()
 		if math.IsNaN(s.RouterOverheadMs) {
@@ -378,6 +411,9 @@ func (rp *Report) HitRatePlot() string {
 	for _, s := range sums {
 		maxRate = math.Max(maxRate, s.HitRate)
 	}
+	if rp.Bounds != nil {
+		maxRate = math.Max(maxRate, math.Max(rp.Bounds.PooledLRU, rp.Bounds.Infinite))
+	}
 	scale := math.Max(0.1, math.Ceil(maxRate*10)/10)
 	y := func(v float64) float64 { return float64(top) + ph*(1-v/scale) }
 	var b strings.Builder
@@ -394,6 +430,15 @@ func (rp *Report) HitRatePlot() string {
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", bx, y(s.HitRate), slot*0.6, y(0)-y(s.HitRate), col)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%.1f%%</text>`+"\n", bx+slot*0.3, y(s.HitRate)-6, 100*s.HitRate)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", bx+slot*0.3, H-bottom+20, html.EscapeString(s.Mode))
+	}
+	if bd := rp.Bounds; bd != nil {
+		for _, ref := range []struct {
+			name string
+			v    float64
+		}{{"pooled LRU", bd.PooledLRU}, {"never evicts", bd.Infinite}} {
+			fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444" stroke-dasharray="6 4"/>`+"\n", left, y(ref.v), W-20, y(ref.v))
+			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s %.1f%%</text>`+"\n", W-22, y(ref.v)-4, ref.name, 100*ref.v)
+		}
 	}
 	fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444"/>`+"\n", left, y(0), W-20, y(0))
 	b.WriteString("</svg>\n")

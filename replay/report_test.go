@@ -65,13 +65,23 @@ func TestSummarize(t *testing.T) {
 
 func TestReportGolden(t *testing.T) {
 	rp := &Report{Title: "Test", Command: "router compare --trace x",
-		Results: []*Result{fixedResult("kv", 100*time.Millisecond), fixedResult("round-robin", 400*time.Millisecond)}}
+		Results: []*Result{fixedResult("kv", 100*time.Millisecond), fixedResult("round-robin", 400*time.Millisecond)},
+		Bounds:  &Bounds{BlockSize: 64, Capacity: 65536, PooledLRU: 0.6, Infinite: 0.75}}
 	var text strings.Builder
 	rp.WriteWideText(&text)
 	golden(t, "report.golden.txt", text.String())
 	golden(t, "report.golden.md", rp.Markdown())
 	if !strings.Contains(text.String(), "kv vs round-robin: TTFT p90 4.00× lower") {
 		t.Fatalf("no comparison line:\n%s", text.String())
+	}
+	// Both modes hit 45% (fixedResult): 75% of the pooled 60%.
+	for _, form := range []string{text.String(), rp.Markdown()} {
+		if !strings.Contains(form, "one LRU cache of the fleet's 65536 blocks of 64 tokens 60.0%, a cache that never evicts 75.0%. Of the pooled figure: kv 75%, round-robin 75%.") {
+			t.Fatalf("no bounds line:\n%s", form)
+		}
+	}
+	if !strings.Contains(rp.HitRatePlot(), "pooled LRU 60.0%") {
+		t.Fatal("the hit-rate plot lacks the pooled reference")
 	}
 	for name, svg := range map[string]string{"ttft": rp.TTFTPlot(), "hit": rp.HitRatePlot()} {
 		d := xml.NewDecoder(strings.NewReader(svg))

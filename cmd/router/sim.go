@@ -449,9 +449,13 @@ func runCompareCommand(c *cli.Context) error {
 	if !fcfg.Lockstep {
 		clock = fmt.Sprintf("real time at %g×", fcfg.Speedup)
 	}
+	bounds, err := replay.ComputeBounds(wl, fcfg.Worker.Engine.BlockSize, fcfg.Workers*fcfg.Worker.Engine.NumGPUBlocks)
+	if err != nil {
+		return exitError("compare: %v", err)
+	}
 	rep := &replay.Report{
 		Title:   fmt.Sprintf("Router modes on %s: %d simulated workers, %s clock", wl.Name, fcfg.Workers, clock),
-		Command: commandLine(c), Results: results,
+		Command: commandLine(c), Results: results, Bounds: &bounds,
 	}
 	if err := rep.Write(c.String("out")); err != nil {
 		return exitError("compare: %v", err)
