@@ -45,6 +45,19 @@ type bucket struct {
 
 const overflowOne = 1 << 8
 
+// used returns the number of entries the bucket holds.
+func (bk *bucket) used() int { return min(int(bk.meta&0xff), bucketSlots) }
+
+// key returns the mixed hash of entry j.
+func (bk *bucket) key(j int) uint64 { return uint64(bk.hi[j])<<32 | uint64(bk.lo[j]) }
+
+// push appends an entry; the bucket has room.
+func (bk *bucket) push(lo, hi, node uint32) {
+	used := bk.meta & 0xff
+	bk.lo[used], bk.hi[used], bk.node[used] = lo, hi, node
+	bk.meta++
+}
+
 const (
 	blockMapMinBuckets = 2
 	// A table grows past blockMapMaxLoad, to blockMapGrowLoad.
@@ -99,8 +112,7 @@ func (m *blockMap) find(x uint64) (int, int) {
 	// has seen every bucket, should that ever not hold.
 	for range m.buckets {
 		bk := &m.buckets[b]
-		used := min(int(bk.meta&0xff), bucketSlots)
-		for j, l := range bk.lo[:used] {
+		for j, l := range bk.lo[:bk.used()] {
 			if l == lo && bk.hi[j] == hi {
 				return b, j
 			}
@@ -113,20 +125,8 @@ func (m *blockMap) find(x uint64) (int, int) {
 	return -1, 0
 }
 
-// Put sets k to node v.
-func (m *blockMap) Put(k BlockHash, v uint32) {
-	x := mix(k)
-	if m.n > 0 {
-		if b, j := m.find(x); b >= 0 {
-			m.buckets[b].node[j] = v
-			return
-		}
-	}
-	m.add(x, v)
-}
-
-// Add sets k, which the map does not hold, to node v: Put without the
-// lookup, for a caller that has just looked k up.
+// Add sets k, which the map does not hold, to node v, for a caller that has
+// just looked k up (the tree never overwrites an entry).
 func (m *blockMap) Add(k BlockHash, v uint32) { m.add(mix(k), v) }
 
 func (m *blockMap) add(x uint64, v uint32) {
@@ -142,9 +142,8 @@ func (m *blockMap) insert(x uint64, v uint32) {
 	b := m.home(x)
 	for {
 		bk := &m.buckets[b]
-		if used := bk.meta & 0xff; used < bucketSlots {
-			bk.lo[used], bk.hi[used], bk.node[used] = uint32(x), uint32(x>>32), v
-			bk.meta++
+		if bk.used() < bucketSlots {
+			bk.push(uint32(x), uint32(x>>32), v)
 			m.n++
 			return
 		}
@@ -186,7 +185,7 @@ func (m *blockMap) Take(k BlockHash) (uint32, bool) {
 // cut removes slot j of bucket b, moving the bucket's last entry into it.
 func (m *blockMap) cut(b, j int) {
 	bk := &m.buckets[b]
-	last := int(bk.meta&0xff) - 1
+	last := bk.used() - 1
 	bk.lo[j], bk.hi[j], bk.node[j] = bk.lo[last], bk.hi[last], bk.node[last]
 	bk.lo[last], bk.hi[last], bk.node[last] = 0, 0, 0
 	bk.meta--
@@ -207,10 +206,7 @@ func (m *blockMap) backfill(b int) {
 		src := &m.buckets[p]
 		lo, hi, node := src.lo[j], src.hi[j], src.node[j]
 		m.cut(p, j)
-		dst := &m.buckets[b]
-		used := dst.meta & 0xff
-		dst.lo[used], dst.hi[used], dst.node[used] = lo, hi, node
-		dst.meta++
+		m.buckets[b].push(lo, hi, node)
 		// The entry no longer passes b, nor the buckets up to p.
 		for h := b; h != p; h = m.next(h) {
 			m.buckets[h].meta -= overflowOne
@@ -225,8 +221,8 @@ func (m *blockMap) passer(b int) (int, int, bool) {
 	n := len(m.buckets)
 	for p, steps := m.next(b), 1; steps < n; p, steps = m.next(p), steps+1 {
 		bk := &m.buckets[p]
-		for j := range min(int(bk.meta&0xff), bucketSlots) {
-			h := m.home(uint64(bk.hi[j])<<32 | uint64(bk.lo[j]))
+		for j := range bk.used() {
+			h := m.home(bk.key(j))
 			// It passed b if b lies on its way, from h up to p.
 			if (b-h+n)%n < (p-h+n)%n {
 				return p, j, true
@@ -252,8 +248,7 @@ func (m *blockMap) Touch(ks []BlockHash) uint32 {
 	}
 	var x uint32
 	for _, k := range ks {
-		h := m.home(mix(k))
-		x ^= m.buckets[h].meta ^ m.buckets[m.next(h)].meta
+		x ^= m.touch(k)
 	}
 	return x
 }
@@ -265,10 +260,15 @@ func (m *blockMap) TouchBlocks(bs []Block) uint32 {
 	}
 	var x uint32
 	for _, b := range bs {
-		h := m.home(mix(b.Hash))
-		x ^= m.buckets[h].meta ^ m.buckets[m.next(h)].meta
+		x ^= m.touch(b.Hash)
 	}
 	return x
+}
+
+// touch reads k's home bucket and the next one.
+func (m *blockMap) touch(k BlockHash) uint32 {
+	h := m.home(mix(k))
+	return m.buckets[h].meta ^ m.buckets[m.next(h)].meta
 }
 
 // Reset empties the map and frees its memory.
@@ -278,8 +278,8 @@ func (m *blockMap) Reset() { *m = blockMap{} }
 func (m *blockMap) All(fn func(k BlockHash, v uint32)) {
 	for i := range m.buckets {
 		bk := &m.buckets[i]
-		for j := range min(int(bk.meta&0xff), bucketSlots) {
-			fn(unmix(uint64(bk.hi[j])<<32|uint64(bk.lo[j])), bk.node[j])
+		for j := range bk.used() {
+			fn(unmix(bk.key(j)), bk.node[j])
 		}
 	}
 }
@@ -291,8 +291,8 @@ func (m *blockMap) resize(slots float64) {
 	m.n = 0
 	for i := range old {
 		bk := &old[i]
-		for j := range min(int(bk.meta&0xff), bucketSlots) {
-			m.insert(uint64(bk.hi[j])<<32|uint64(bk.lo[j]), bk.node[j])
+		for j := range bk.used() {
+			m.insert(bk.key(j), bk.node[j])
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/kvrouter/router/blockhash"
+	"github.com/kvrouter/router/internal/lru"
 )
 
 // Bounds are reference hit rates for a workload on a fleet, found by
@@ -40,7 +41,7 @@ func ComputeBounds(wl *Workload, blockSize, capacity int) (Bounds, error) {
 		return Bounds{}, fmt.Errorf("bounds: block size %d and capacity %d must be positive", blockSize, capacity)
 	}
 	b := Bounds{BlockSize: blockSize, Capacity: capacity}
-	pooled := newLRU(capacity)
+	pooled := lru.New[uint64](capacity)
 	seen := make(map[uint64]struct{})
 	var (
 		tokens                  []uint32
@@ -57,19 +58,17 @@ func ComputeBounds(wl *Workload, blockSize, capacity int) (Bounds, error) {
 		}
 		total += len(seqs)
 		maxHits := min((len(tokens)-1)/blockSize, len(seqs))
-		hitLRU += pooled.leading(seqs[:maxHits])
-		n := 0
-		for _, h := range seqs[:maxHits] {
-			if _, ok := seen[h]; !ok {
-				break
-			}
-			n++
+		hitLRU += leading(seqs[:maxHits], pooled.Contains)
+		hitInfty += leading(seqs[:maxHits], func(h uint64) bool { _, ok := seen[h]; return ok })
+		// The prompt's head is the part other prompts share: it is used
+		// last, so it stays longest.
+		for i := len(seqs) - 1; i >= 0; i-- {
+			pooled.Use(seqs[i])
+			seen[seqs[i]] = struct{}{}
 		}
-		hitInfty += n
-		for _, h := range seqs {
-			seen[h] = struct{}{}
+		for pooled.Len() > capacity {
+			pooled.Evict()
 		}
-		pooled.touchAll(seqs)
 	}
 	if total > 0 {
 		b.PooledLRU = float64(hitLRU) / float64(total)
@@ -78,92 +77,12 @@ func ComputeBounds(wl *Workload, blockSize, capacity int) (Bounds, error) {
 	return b, nil
 }
 
-// lru is an LRU set of block hashes with a fixed capacity: a map into a
-// doubly linked list kept in slices.
-type lru struct {
-	capacity   int
-	at         map[uint64]int32
-	key        []uint64
-	prev, next []int32 // -1 ends the list
-	head, tail int32   // most and least recently used
-	free       []int32
-}
-
-func newLRU(capacity int) *lru {
-	return &lru{capacity: capacity, at: make(map[uint64]int32, capacity), head: -1, tail: -1}
-}
-
-// leading counts the hashes at the start of hs that the cache holds.
-func (c *lru) leading(hs []uint64) int {
+// leading counts the hashes at the start of hs that held reports.
+func leading(hs []uint64, held func(uint64) bool) int {
 	for i, h := range hs {
-		if _, ok := c.at[h]; !ok {
+		if !held(h) {
 			return i
 		}
 	}
 	return len(hs)
-}
-
-// touchAll makes every hash of hs present, the first the most recently
-// used, evicting the least recently used past the capacity. The prompt's
-// head is the part other prompts share, so it stays longest.
-func (c *lru) touchAll(hs []uint64) {
-	for i := len(hs) - 1; i >= 0; i-- {
-		c.touch(hs[i])
-	}
-	for len(c.at) > c.capacity {
-		c.remove(c.tail)
-	}
-}
-
-func (c *lru) touch(h uint64) {
-	if i, ok := c.at[h]; ok {
-		c.unlink(i)
-		c.pushFront(i)
-		return
-	}
-	var i int32
-	if n := len(c.free); n > 0 {
-		i = c.free[n-1]
-		c.free = c.free[:n-1]
-		c.key[i] = h
-	} else {
-		i = int32(len(c.key))
-		c.key = append(c.key, h)
-		c.prev = append(c.prev, -1)
-		c.next = append(c.next, -1)
-	}
-	c.at[h] = i
-	c.pushFront(i)
-}
-
-func (c *lru) remove(i int32) {
-	c.unlink(i)
-	delete(c.at, c.key[i])
-	c.free = append(c.free, i)
-}
-
-func (c *lru) unlink(i int32) {
-	p, n := c.prev[i], c.next[i]
-	if p >= 0 {
-		c.next[p] = n
-	} else {
-		c.head = n
-	}
-	if n >= 0 {
-		c.prev[n] = p
-	} else {
-		c.tail = p
-	}
-	c.prev[i], c.next[i] = -1, -1
-}
-
-func (c *lru) pushFront(i int32) {
-	c.prev[i], c.next[i] = -1, c.head
-	if c.head >= 0 {
-		c.prev[c.head] = i
-	}
-	c.head = i
-	if c.tail < 0 {
-		c.tail = i
-	}
 }

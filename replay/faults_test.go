@@ -16,12 +16,7 @@ import (
 // time, the replay must send every arrival while the earlier ones are
 // still unanswered, count each failure by reason, and finish.
 func TestReplayRealTimeArrivalsDoNotWait(t *testing.T) {
-	scfg := DefaultSyntheticConfig()
-	scfg.Requests, scfg.Rate, scfg.Users, scfg.OutputTokens = 20, 100, 4, 8
-	wl, err := Synthetic(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wl := chat(t, 20, 100, 4, 8)
 	nsrv := testutil.NATS(t)
 	nc := testutil.NATSConn(t, nsrv.URL())
 	router := testutil.NATSConn(t, nsrv.URL())
@@ -109,12 +104,7 @@ func TestReplayRealTimeArrivalsDoNotWait(t *testing.T) {
 // With no router at all, every route fails at once with no responders; the
 // replay counts them and ends.
 func TestReplayRealTimeWithoutRouter(t *testing.T) {
-	scfg := DefaultSyntheticConfig()
-	scfg.Requests, scfg.Rate, scfg.Users, scfg.OutputTokens = 5, 100, 2, 8
-	wl, err := Synthetic(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wl := chat(t, 5, 100, 2, 8)
 	nsrv := testutil.NATS(t)
 	nc := testutil.NATSConn(t, nsrv.URL())
 	cfg := DefaultConfig()

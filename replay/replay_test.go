@@ -37,6 +37,19 @@ func excerpt(t *testing.T, n int, rateScale float64) *Workload {
 	return wl
 }
 
+// chat returns a synthetic chat workload of the given size, arrival rate
+// (requests a second), users and output tokens per request.
+func chat(t *testing.T, requests int, rate float64, users, outputTokens int) *Workload {
+	t.Helper()
+	cfg := DefaultSyntheticConfig()
+	cfg.Requests, cfg.Rate, cfg.Users, cfg.OutputTokens = requests, rate, users, outputTokens
+	wl, err := Synthetic(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wl
+}
+
 func testFleetConfig(lockstep bool) sim.FleetConfig {
 	cfg := sim.DefaultFleetConfig()
 	cfg.Workers = 4
@@ -138,12 +151,7 @@ func TestReplayLockstepIsDeterministic(t *testing.T) {
 // chat workload where prefixes repeat: the KV-aware choice finds more of
 // each prompt cached than round-robin.
 func TestReplayKVBeatsRoundRobinOnChat(t *testing.T) {
-	scfg := DefaultSyntheticConfig()
-	scfg.Requests, scfg.Rate, scfg.Users, scfg.OutputTokens = 150, 8, 12, 32
-	wl, err := Synthetic(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wl := chat(t, 150, 8, 12, 32)
 	kv := runOnce(t, wl, testFleetConfig(true), false, nil).Summarize()
 	rr := runOnce(t, wl, testFleetConfig(true), true, nil).Summarize()
 	if kv.Completed != 150 || rr.Completed != 150 || kv.HitRate < rr.HitRate+0.1 {
@@ -154,12 +162,7 @@ func TestReplayKVBeatsRoundRobinOnChat(t *testing.T) {
 
 // TestReplayRealTime replays a small synthetic workload on the wall clock.
 func TestReplayRealTime(t *testing.T) {
-	scfg := DefaultSyntheticConfig()
-	scfg.Requests, scfg.Rate, scfg.Users, scfg.OutputTokens = 30, 30, 4, 8
-	wl, err := Synthetic(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wl := chat(t, 30, 30, 4, 8)
 	var progress bytes.Buffer
 	res := runOnce(t, wl, testFleetConfig(false), false, &progress)
 	s := res.Summarize()

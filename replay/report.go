@@ -152,14 +152,8 @@ func (rp *Report) Markdown() string {
 		}
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
-	if cmp := comparison(sums); cmp != "" {
-		fmt.Fprintf(&b, "\n%s\n", cmp)
-	}
-	if f := failures(sums); f != "" {
-		fmt.Fprintf(&b, "\n%s\n", f)
-	}
-	if bl := rp.boundsLine(sums); bl != "" {
-		fmt.Fprintf(&b, "\n%s\n", bl)
+	for _, n := range rp.notes(sums) {
+		fmt.Fprintf(&b, "\n%s\n", n)
 	}
 	b.WriteString("\nTTFT, ITL and rates are simulated time; route and router decision times are wall time on the machine " +
 		"that ran the replay. The hit rate is measured by the workers: prompt blocks found in their prefix cache over prompt blocks.\n")
@@ -173,14 +167,8 @@ func (rp *Report) Markdown() string {
 func (rp *Report) WriteText(w io.Writer) {
 	sums := rp.summaries()
 	writeTable(w, columnsNamed(narrowColumns), sums)
-	if cmp := comparison(sums); cmp != "" {
-		fmt.Fprintln(w, wrap(cmp, TextWidth))
-	}
-	if f := failures(sums); f != "" {
-		fmt.Fprintln(w, wrap(f, TextWidth))
-	}
-	if bl := rp.boundsLine(sums); bl != "" {
-		fmt.Fprintln(w, wrap(bl, TextWidth))
+	for _, n := range rp.notes(sums) {
+		fmt.Fprintln(w, wrap(n, TextWidth))
 	}
 	digests := make([]string, len(sums))
 	for i, s := range sums {
@@ -196,15 +184,22 @@ func (rp *Report) WriteText(w io.Writer) {
 func (rp *Report) WriteWideText(w io.Writer) {
 	sums := rp.summaries()
 	writeTable(w, columns, sums)
-	if cmp := comparison(sums); cmp != "" {
-		fmt.Fprintln(w, cmp)
+	for _, n := range rp.notes(sums) {
+		fmt.Fprintln(w, n)
 	}
-	if f := failures(sums); f != "" {
-		fmt.Fprintln(w, f)
+}
+
+// notes are the sentences every form of the report prints under its table:
+// the kv against round-robin comparison, the failures by reason and the
+// hit-rate references, each when there is something to say.
+func (rp *Report) notes(sums []Summary) []string {
+	var out []string
+	for _, n := range []string{comparison(sums), failures(sums), rp.boundsLine(sums)} {
+		if n != "" {
+			out = append(out, n)
+		}
 	}
-	if bl := rp.boundsLine(sums); bl != "" {
-		fmt.Fprintln(w, bl)
-	}
+	return out
 }
 
 // boundsLine states the reference hit rates and each mode's hit rate as a

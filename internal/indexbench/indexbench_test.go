@@ -73,29 +73,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestLRU(t *testing.T) {
-	c := newLRU()
-	for h := range indexer.BlockHash(4) {
-		c.add(h) // 3 is now the most recent, 0 the least
-	}
-	c.touch(0)
-	if got := c.evict(); got != 1 {
-		t.Errorf("evict = %d, want 1", got)
-	}
-	c.add(9)
-	want := []indexer.BlockHash{2, 3, 0, 9}
-	var got []indexer.BlockHash
-	for c.len() > 0 {
-		got = append(got, c.evict())
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("eviction order (-want +got):\n%s", diff)
-	}
-	if c.contains(9) {
-		t.Errorf("contains(9) after evicting everything")
-	}
-}
-
 // checkModel replays the stream against a brute-force model of each
 // worker's cache and fails unless every store hangs under a held parent and
 // adds only new blocks, every removal takes a held leaf (no held block

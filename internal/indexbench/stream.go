@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/lru"
 	"github.com/kvrouter/router/traces"
 )
 
@@ -53,7 +54,7 @@ func (a *arena[T]) alloc(n int) []T {
 // package comment). It is deterministic: equal inputs give equal streams.
 func buildStream(ctx context.Context, reqs []traces.Request, cfg Config) (*stream, error) {
 	s := &stream{cached: make([]int, cfg.Workers)}
-	caches := make([]*lru, cfg.Workers)
+	caches := make([]*lru.Set[indexer.BlockHash], cfg.Workers)
 	var (
 		keys    arena[indexer.LocalHash]
 		blocks  arena[indexer.Block]
@@ -80,7 +81,7 @@ func buildStream(ctx context.Context, reqs []traces.Request, cfg Config) (*strea
 				hashes = append(hashes, prev)
 			}
 			if caches[w] == nil {
-				caches[w] = newLRU()
+				caches[w] = lru.New[indexer.BlockHash](cfg.CacheBlocks)
 			}
 			c := caches[w]
 
@@ -88,7 +89,7 @@ func buildStream(ctx context.Context, reqs []traces.Request, cfg Config) (*strea
 			// cache is prefix-closed, so the hits are a leading run.
 			limit := min(n, cfg.CacheBlocks)
 			hit := 0
-			for hit < limit && c.contains(hashes[hit]) {
+			for hit < limit && c.Contains(hashes[hit]) {
 				hit++
 			}
 			s.queries = append(s.queries, query{keys: q, after: len(s.events), worker: int32(w), hit: int32(hit)})
@@ -98,16 +99,16 @@ func buildStream(ctx context.Context, reqs []traces.Request, cfg Config) (*strea
 			// Touch the hits tail first, so that eviction cannot take
 			// them and the head ends up most recent.
 			for i := hit - 1; i >= 0; i-- {
-				c.touch(hashes[i])
+				c.Touch(hashes[i])
 			}
 			miss := limit - hit
 			if miss == 0 {
 				continue
 			}
-			if over := c.len() + miss - cfg.CacheBlocks; over > 0 {
+			if over := c.Len() + miss - cfg.CacheBlocks; over > 0 {
 				rm := removed.alloc(over)
 				for i := range rm {
-					rm[i] = c.evict()
+					rm[i] = c.Evict()
 				}
 				s.events = append(s.events, indexer.Event{Worker: workerOf(w), Kind: indexer.KindRemoved, Removed: rm})
 				s.removedBlocks += int64(over)
@@ -123,16 +124,16 @@ func buildStream(ctx context.Context, reqs []traces.Request, cfg Config) (*strea
 			s.events = append(s.events, ev)
 			s.storedBlocks += int64(miss)
 			for i := limit - 1; i >= hit; i-- {
-				c.add(hashes[i])
+				c.Add(hashes[i])
 			}
 			for i := hit - 1; i >= 0; i-- {
-				c.touch(hashes[i])
+				c.Touch(hashes[i])
 			}
 		}
 	}
 	for w, c := range caches {
 		if c != nil {
-			s.cached[w] = c.len()
+			s.cached[w] = c.Len()
 		}
 	}
 	return s, nil
