@@ -62,6 +62,12 @@ const (
 	// LabelMark says which mark a timing is of: mark_prefill or mark_free
 	// (MarkPrefill, MarkFree).
 	LabelMark = "mark"
+	// LabelHTTPEndpoint is the endpoint of an HTTP request (an Endpoint*
+	// name, or HTTPEndpointUnknown). Not dynamo_endpoint: that label
+	// belongs to the hierarchy's endpoint scope.
+	LabelHTTPEndpoint = "endpoint"
+	// LabelCode is the HTTP status code of a reply, in decimal.
+	LabelCode = "code"
 )
 
 // Routing overhead histograms (Dynamo; unscoped; constant label router_id;
@@ -98,6 +104,20 @@ const (
 	// NameBookingsExpiredTotal counts bookings the router freed itself
 	// because their caller never marked them prefilled or never freed them.
 	NameBookingsExpiredTotal = "dynamo_router_bookings_expired_total"
+)
+
+// The HTTP API (ours; unscoped like the overhead histograms; constant label
+// router_id). Dynamo's endpoint families count every request an endpoint
+// answers, whatever carried it; these count what came over HTTP, by the
+// HTTP status of the reply. A label such as transport on Dynamo's families
+// would change their label set, which Dynamo's dashboards rely on.
+const (
+	// NameHTTPRequestsTotal counts HTTP requests answered, by endpoint and
+	// status code (labels endpoint, code).
+	NameHTTPRequestsTotal = "dynamo_router_http_requests_total"
+	// NameHTTPRequestDurationSeconds is the time from an HTTP request's
+	// arrival at the handler to its reply written (label endpoint).
+	NameHTTPRequestDurationSeconds = "dynamo_router_http_request_duration_seconds"
 )
 
 // Per-worker gauges (Dynamo; unscoped; labels worker_id, dp_rank,
@@ -433,6 +453,12 @@ const (
 	EndpointPotentialLoads = "potential_loads"
 )
 
+// Values of endpoint on the HTTP families: the Endpoint* names, or this.
+const (
+	// HTTPEndpointUnknown is a request to a path that is no endpoint.
+	HTTPEndpointUnknown = "unknown"
+)
+
 // Bucket layouts. Dynamo's are copied from docs/compat.md §7; the others are
 // ours. They are functions so that no caller can change a shared slice.
 
@@ -489,6 +515,13 @@ func BucketsApplyLag() []float64 {
 // bucket for bucket; the range is longer because a batch applies under the
 // index's lock, which routes wait for.
 func BucketsPathTiming() []float64 { return exponential(0.000001, 2, 20) }
+
+// BucketsHTTPRequestDuration (ours) is 0.00005 × 2^n s, 19 buckets: 50 µs
+// to about 13 s. A route answered over loopback HTTP takes a few hundred
+// microseconds, which Dynamo's work-handler buckets (from 5 ms) cannot
+// tell apart, and one that waits in the scheduler's queue up to its
+// timeout (10 s by default).
+func BucketsHTTPRequestDuration() []float64 { return exponential(0.00005, 2, 19) }
 
 // exponential is prometheus.ExponentialBuckets without its panics: each bound
 // is the previous one times factor, as both client_golang and Dynamo's Rust

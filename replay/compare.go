@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
@@ -142,8 +143,11 @@ func (c *modeRuns) one(ctx context.Context, mode scheduler.Mode) (*Result, error
 			index[w.ID] = w.Index
 		}
 		fc := c.cfg.Fleet
-		client := NewRouterClient(c.nc[2], fc.Worker.Namespace, "router", 10*time.Second)
-		if err := waitWorkers(gctx, client, len(index)); err != nil {
+		rc, err := client.New(c.nc[2], client.WithNamespace(fc.Worker.Namespace), client.WithTimeout(10*time.Second))
+		if err != nil {
+			return err
+		}
+		if err := waitWorkers(gctx, rc, len(index)); err != nil {
 			return err
 		}
 		cfg := DefaultConfig()
@@ -174,17 +178,21 @@ func (c *modeRuns) one(ctx context.Context, mode scheduler.Mode) (*Result, error
 }
 
 // waitWorkers waits until the router offers n workers.
-func waitWorkers(ctx context.Context, client *RouterClient, n int) error {
+func waitWorkers(ctx context.Context, rc *client.Client, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		ids, err := client.Workers(ctx)
-		if err == nil && len(ids) >= n {
-			return nil
+		var known int
+		loads, err := rc.PotentialLoads(ctx, client.Prompt{TokenIDs: []uint32{0}})
+		if err == nil {
+			known = len(loads.Loads)
+			if known >= n {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the router knows %d of %d workers after 30s (last error: %v)", len(ids), n, err)
+			return fmt.Errorf("the router knows %d of %d workers after 30s (last error: %v)", known, n, err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

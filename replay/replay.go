@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/sim"
 )
 
@@ -119,7 +120,7 @@ type Replayer struct {
 	opts   Options
 	nc     *nats.Conn
 	wl     *Workload
-	router *RouterClient
+	router *client.Client
 	log    *slog.Logger
 
 	inbox string
@@ -138,7 +139,9 @@ type Replayer struct {
 
 // flight is a request between route and its last reply.
 type flight struct {
-	index    int
+	index int
+	// req is the router's booking, marked and freed through its handle.
+	req      *client.Request
 	accepted chan GenerateOutcome
 }
 
@@ -162,9 +165,14 @@ func New(cfg Config, nc *nats.Conn, wl *Workload, opts Options) (*Replayer, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	router, err := client.New(nc, client.WithNamespace(cfg.Namespace), client.WithRouterComponent(cfg.RouterComponent),
+		client.WithTimeout(cfg.RouterTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
 	return &Replayer{
 		cfg: cfg, opts: opts, nc: nc, wl: wl, log: log,
-		router:  NewRouterClient(nc, cfg.Namespace, cfg.RouterComponent, cfg.RouterTimeout),
+		router:  router,
 		flights: make(map[string]*flight),
 		records: make([]Record, len(wl.Requests)),
 		notices: newCounter(),
@@ -327,14 +335,14 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 	id := requestID(q.Index)
 	tokens := r.wl.Tokens(q, make([]uint32, 0, q.InputLength))
 	t0 := time.Now()
-	ch, err := r.router.Route(ctx, id, tokens)
+	req, err := r.router.Route(ctx, client.RouteRequest{RequestID: id, Prompt: client.Prompt{TokenIDs: tokens}})
 	rtt := time.Since(t0)
 	r.mu.Lock()
 	r.sent++
 	rec := &r.records[q.Index]
 	rec.RouteRTT = rtt
 	if err != nil {
-		var rerr *RouterError
+		var rerr *client.Error
 		// In lockstep a router that does not answer stops the replay; in
 		// real time it is what a fault replay measures, so it is counted
 		// and the replay goes on.
@@ -346,11 +354,13 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 		r.mu.Unlock()
 		return nil
 	}
-	rec.WorkerID, rec.OverlapBlocks, rec.RouterBlocks = ch.WorkerID, ch.OverlapBlocks, ch.NumBlocks
-	if i, ok := r.opts.WorkerIndex[ch.WorkerID]; ok {
+	ch := req.Decision()
+	workerID := uint64(ch.WorkerID)
+	rec.WorkerID, rec.OverlapBlocks, rec.RouterBlocks = workerID, ch.OverlapBlocks, ch.NumBlocks
+	if i, ok := r.opts.WorkerIndex[workerID]; ok {
 		rec.WorkerIndex = i
 	}
-	f := &flight{index: q.Index, accepted: make(chan GenerateOutcome, 1)}
+	f := &flight{index: q.Index, req: req, accepted: make(chan GenerateOutcome, 1)}
 	r.flights[id] = f
 	r.mu.Unlock()
 
@@ -358,7 +368,7 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 	if err != nil {
 		return err
 	}
-	subject := sim.GenerateSubject(r.cfg.Namespace, r.cfg.WorkerComponent, ch.WorkerID)
+	subject := sim.GenerateSubject(r.cfg.Namespace, r.cfg.WorkerComponent, workerID)
 	if err := r.nc.PublishRequest(subject, r.inbox+"."+strconv.Itoa(q.Index), body); err != nil {
 		if r.cfg.Lockstep {
 			return fmt.Errorf("replay: request %d: publish generate: %w", q.Index, err)
@@ -367,7 +377,7 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 		delete(r.flights, id)
 		r.failLocked(q.Index, fmt.Errorf("%w: %v", errPublish, err))
 		r.mu.Unlock()
-		r.free(id, 0)
+		r.free(req, 0)
 		return nil
 	}
 	if !wait {
@@ -381,7 +391,7 @@ func (r *Replayer) dispatch(ctx context.Context, q *Request, wait bool) error {
 		return ctx.Err()
 	case <-time.After(r.cfg.GenerateTimeout):
 		return fmt.Errorf("replay: request %d: worker %x did not answer within %v (is it running in lockstep?)",
-			q.Index, ch.WorkerID, r.cfg.GenerateTimeout)
+			q.Index, workerID, r.cfg.GenerateTimeout)
 	}
 }
 
@@ -416,10 +426,10 @@ const (
 
 // failureReason names the kind of a failure.
 func failureReason(err error) string {
-	var rerr *RouterError
+	var rerr *client.Error
 	switch {
 	case errors.As(err, &rerr):
-		return "route_" + rerr.Code
+		return "route_" + string(rerr.Code)
 	case errors.Is(err, ErrGenerate):
 		return ReasonWorkerRefused
 	case errors.Is(err, errPublish):
@@ -473,7 +483,7 @@ func (r *Replayer) onReply(msg *nats.Msg) {
 		r.mu.Unlock()
 		// Free the router's booking before the replay goes on: in lockstep
 		// the next decision must see it gone.
-		r.free(id, 0)
+		r.free(f.req, 0)
 		f.accepted <- GenerateOutcome{Err: errors.New(msg)}
 		return
 	case sim.ReplyFirstToken:
@@ -481,7 +491,7 @@ func (r *Replayer) onReply(msg *nats.Msg) {
 		rec.PromptBlocks, rec.CachedBlocks = rep.PromptBlocks, rep.CachedBlocks
 		r.ttfts = append(r.ttfts, rec.TTFT.Seconds())
 		r.mu.Unlock()
-		if err := r.router.MarkPrefill(context.Background(), id); err != nil {
+		if err := f.req.Prefilled(context.Background()); err != nil {
 			r.log.Warn("replay: mark_prefill", "request_id", id, "err", err)
 		}
 	case sim.ReplyDone:
@@ -495,7 +505,7 @@ func (r *Replayer) onReply(msg *nats.Msg) {
 		r.finished++
 		delete(r.flights, id)
 		r.mu.Unlock()
-		r.free(id, rep.OutputTokens)
+		r.free(f.req, rep.OutputTokens)
 	default:
 		r.mu.Unlock()
 		return
@@ -503,9 +513,10 @@ func (r *Replayer) onReply(msg *nats.Msg) {
 	r.notices.add()
 }
 
-func (r *Replayer) free(id string, outputTokens int) {
-	if err := r.router.MarkFree(context.Background(), id, outputTokens); err != nil {
-		r.log.Warn("replay: mark_free", "request_id", id, "err", err)
+// free ends a request at the router (mark_free).
+func (r *Replayer) free(req *client.Request, outputTokens int) {
+	if err := req.Done(context.Background(), outputTokens); err != nil {
+		r.log.Warn("replay: mark_free", "request_id", req.ID(), "err", err)
 	}
 }
 

@@ -12,8 +12,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/nats-io/nats.go"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/internal/testutil"
+	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/sim"
 	"github.com/kvrouter/router/traces"
 )
@@ -61,8 +65,8 @@ func testFleetConfig(lockstep bool) sim.FleetConfig {
 	return cfg
 }
 
-// runOnce replays wl against a fresh fleet and test router on fresh
-// embedded servers.
+// runOnce replays wl against a fresh fleet and router on fresh embedded
+// servers.
 func runOnce(t *testing.T, wl *Workload, fcfg sim.FleetConfig, roundRobin bool, progress *bytes.Buffer) *Result {
 	t.Helper()
 	nsrv := testutil.NATS(t)
@@ -93,7 +97,32 @@ func runOnce(t *testing.T, wl *Workload, fcfg sim.FleetConfig, roundRobin bool, 
 		ids = append(ids, w.ID)
 		index[w.ID] = w.Index
 	}
-	router := startTestRouter(t, nc, fcfg.Worker.Namespace, ids, fcfg.Worker.Engine.BlockSize, roundRobin, 42)
+	// The router is the real one, built as `router compare` builds it.
+	mode := scheduler.ModeKV
+	if roundRobin {
+		mode = scheduler.ModeRoundRobin
+	}
+	runs := &modeRuns{cfg: CompareConfig{Fleet: fcfg, Seed: 42, Log: slog.New(slog.DiscardHandler)},
+		nc: [3]*nats.Conn{nc, nc, nc}, etcd: [2]*clientv3.Client{cli, cli}}
+	router, err := runs.router(mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routerDone := make(chan error, 1)
+	go func() { routerDone <- router.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-routerDone; err != nil {
+			t.Errorf("router: %v", err)
+		}
+	})
+	rc, err := client.New(nc, client.WithNamespace(fcfg.Worker.Namespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitWorkers(ctx, rc, len(ids)); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg := DefaultConfig()
 	cfg.Namespace = fcfg.Worker.Namespace
@@ -111,7 +140,7 @@ func runOnce(t *testing.T, wl *Workload, fcfg sim.FleetConfig, roundRobin bool, 
 	}
 	if fcfg.Lockstep {
 		opts.Stepper = fleet
-		opts.Barrier = router.barrier()
+		opts.Barrier = CountBarrier(router.taken)
 	}
 	rp, err := New(cfg, nc, wl, opts)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
@@ -41,10 +42,15 @@ import (
 // bookkeeping holds about a second of requests instead of growing with
 // b.N, and every request measured, route or echo, is one request.
 //
-// Reported: routes/s and echo/s (requests answered per second), the
-// median and 99th percentile latency of each, route-p50/echo-p50 (the
-// ratio of the medians), and the process's CPU time per request of each
-// run (clients, NATS server and router together). The payload
+// A third run sends the same routes through the client package
+// (client.Client.Route on the same connections): what a Go frontend gets,
+// JSON encoding of the request and decoding of the decision included.
+//
+// Reported: routes/s, client-routes/s and echo/s (requests answered per
+// second), the median and 99th percentile latency of each,
+// route-p50/echo-p50 and client-p50/echo-p50 (the ratios of the medians),
+// and the process's CPU time per request of each run (clients, NATS
+// server and router together). The payload
 // sub-benchmarks send the prompt as token_ids (3,840 ids, about 25 KB) or
 // as block_hashes (30 hashes, about 600 bytes); the echo returns the same
 // bytes. BENCH_HANDLERS=n sets the subscriptions per endpoint (router and
@@ -136,21 +142,64 @@ func BenchmarkRouteNATS(b *testing.B) {
 			}
 			return append(dst, "]}"...)
 		}
+		// request builds the same request as body, for the client.
+		request := func(run int64, c, i int, rng *rand.Rand) client.RouteRequest {
+			q := client.RouteRequest{RequestID: fmt.Sprintf("%d-%d-%d", run, c, i)}
+			n := blocks - cached
+			if payload == "token_ids" {
+				q.TokenIDs = slices.Grow(slices.Clone(convs[c]), n*blockSize)
+				for range n * blockSize {
+					q.TokenIDs = append(q.TokenIDs, rng.Uint32N(150000))
+				}
+			} else {
+				q.BlockHashes = slices.Grow(h.LocalHashes(nil, convs[c]), n)
+				for range n {
+					q.BlockHashes = append(q.BlockHashes, rng.Uint64())
+				}
+			}
+			return q
+		}
+		raw := func(subject string) sendFunc {
+			return func(nc *nats.Conn, _ *client.Client, run int64, c, i int, rng *rand.Rand, buf []byte) ([]byte, time.Duration, error) {
+				buf = body(buf[:0], run, c, i, rng)
+				t := time.Now()
+				msg, err := nc.Request(subject, buf, 30*time.Second)
+				d := time.Since(t)
+				if err == nil && strings.HasPrefix(string(msg.Data), `{"error"`) {
+					err = fmt.Errorf("%s", msg.Data)
+				}
+				return buf, d, err
+			}
+		}
+		viaClient := func(_ *nats.Conn, rc *client.Client, run int64, c, i int, rng *rand.Rand, buf []byte) ([]byte, time.Duration, error) {
+			q := request(run, c, i, rng)
+			t := time.Now()
+			_, err := rc.Route(context.Background(), q)
+			return buf, time.Since(t), err
+		}
 		b.Run(payload, func(b *testing.B) {
 			b.ReportAllocs()
-			echo := drive(b, clientConns, "bench.echo", clients, body, b.N)
-			route := drive(b, clientConns, Subject("dynamo", "router", "route"), clients, body, b.N)
-			if route.errors > 0 {
-				b.Fatalf("%d route requests failed, first: %s", route.errors, route.firstError)
+			echo := drive(b, clientConns, clients, raw("bench.echo"), b.N)
+			route := drive(b, clientConns, clients, raw(Subject("dynamo", "router", "route")), b.N)
+			viaC := drive(b, clientConns, clients, viaClient, b.N)
+			for name, r := range map[string]*driveResult{"route": route, "client route": viaC} {
+				if r.errors > 0 {
+					b.Fatalf("%d %s requests failed, first: %s", r.errors, name, r.firstError)
+				}
 			}
 			b.ReportMetric(route.perSecond, "routes/s")
+			b.ReportMetric(viaC.perSecond, "client-routes/s")
 			b.ReportMetric(echo.perSecond, "echo/s")
 			b.ReportMetric(route.p50.Seconds()*1e6, "route-p50-µs")
 			b.ReportMetric(route.p99.Seconds()*1e6, "route-p99-µs")
+			b.ReportMetric(viaC.p50.Seconds()*1e6, "client-p50-µs")
+			b.ReportMetric(viaC.p99.Seconds()*1e6, "client-p99-µs")
 			b.ReportMetric(echo.p50.Seconds()*1e6, "echo-p50-µs")
 			b.ReportMetric(echo.p99.Seconds()*1e6, "echo-p99-µs")
 			b.ReportMetric(float64(route.p50)/float64(echo.p50), "route-p50/echo-p50")
+			b.ReportMetric(float64(viaC.p50)/float64(echo.p50), "client-p50/echo-p50")
 			b.ReportMetric(route.cpuPerRequest.Seconds()*1e6, "route-cpu-µs/req")
+			b.ReportMetric(viaC.cpuPerRequest.Seconds()*1e6, "client-cpu-µs/req")
 			b.ReportMetric(echo.cpuPerRequest.Seconds()*1e6, "echo-cpu-µs/req")
 		})
 	}
@@ -172,10 +221,23 @@ type driveResult struct {
 	latencies     []time.Duration
 }
 
-// drive sends n requests to subject from clients clients spread over
-// conns, each client sending back to back the bodies body builds, and
-// measures their latency and the process's CPU time.
-func drive(b *testing.B, conns []*nats.Conn, subject string, clients int, body func([]byte, int64, int, int, *rand.Rand) []byte, n int) *driveResult {
+// sendFunc sends request i of client c of run run over nc (or rc, a
+// client.Client on nc), drawing its new turn from rng, and returns how
+// long the request took from being sent (its building left out); buf is
+// its buffer to reuse, returned.
+type sendFunc func(nc *nats.Conn, rc *client.Client, run int64, c, i int, rng *rand.Rand, buf []byte) ([]byte, time.Duration, error)
+
+// drive sends n requests with send from clients clients spread over
+// conns, each client sending back to back, and measures their latency and
+// the process's CPU time.
+func drive(b *testing.B, conns []*nats.Conn, clients int, send sendFunc, n int) *driveResult {
+	rcs := make([]*client.Client, len(conns))
+	for i, nc := range conns {
+		var err error
+		if rcs[i], err = client.New(nc); err != nil {
+			b.Fatal(err)
+		}
+	}
 	res := &driveResult{latencies: make([]time.Duration, 0, n)}
 	run := driveRuns.Add(1) // request ids never repeat across runs
 	cpu0 := cpuTime()
@@ -183,7 +245,7 @@ func drive(b *testing.B, conns []*nats.Conn, subject string, clients int, body f
 	per := (n + clients - 1) / clients
 	start := time.Now()
 	for c := range clients {
-		nc := conns[c%len(conns)]
+		nc, rc := conns[c%len(conns)], rcs[c%len(conns)]
 		count := min(per, n-c*per)
 		if count <= 0 {
 			break
@@ -193,13 +255,11 @@ func drive(b *testing.B, conns []*nats.Conn, subject string, clients int, body f
 			lat := make([]time.Duration, 0, count)
 			var buf []byte
 			for i := range count {
-				buf = body(buf[:0], run, c, i, rng)
-				t := time.Now()
-				msg, err := nc.Request(subject, buf, 30*time.Second)
-				d := time.Since(t)
-				if err == nil && strings.HasPrefix(string(msg.Data), `{"error"`) {
-					err = fmt.Errorf("%s", msg.Data)
-				}
+				var (
+					d   time.Duration
+					err error
+				)
+				buf, d, err = send(nc, rc, run, c, i, rng, buf)
 				if err != nil {
 					res.mu.Lock()
 					if res.errors == 0 {

@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/jsonscan"
@@ -101,11 +100,16 @@ type request struct {
 	reply replyTo
 }
 
-// replyTo is where and how a route decision is answered.
+// replyTo is where and how a submitted route request is answered
+// (Handler.submit).
 type replyTo struct {
-	svc   *Service
-	msg   *nats.Msg
+	h  *Handler
+	to Sender
+	// start is when the request arrived; size is its length in bytes.
 	start time.Time
+	size  int
+	// pending counts the request until it is answered.
+	pending *sync.WaitGroup
 	// done is the request's answer method, bound once per pooled request
 	// so that handing it to the scheduler allocates nothing.
 	done func(scheduler.Decision, error)

@@ -1,5 +1,9 @@
-// Package service puts the scheduler on NATS: the router's request/reply
-// endpoints of docs/api.md §3, and the replica-sync events of §4.
+// Package service answers the router's endpoints: Handler does each
+// endpoint's work whatever the transport (decode the JSON body, ask the
+// scheduler, encode the reply), and Service puts it on NATS, the
+// request/reply endpoints of docs/api.md §3, with the replica-sync events
+// of §4. The HTTP API (package httpapi, docs/api.md §7) answers through the
+// same Handler, so a body gets the same reply on either transport.
 //
 // # Endpoints
 //
@@ -25,11 +29,25 @@
 // as absent. A bad request changes nothing. block_hashes may be written as
 // signed 64-bit integers; their bits are the hash.
 //
+// The requests and replies as Go types with JSON tags are the client
+// package's (client/messages.go); the tests hold the decoder and the
+// encoder to them.
+//
+// # Transports
+//
+// Handler.Serve answers one request, given its body and a Sender that
+// delivers the reply; it returns once the reply is sent, a route that waits
+// in the queue included (it leaves the queue if the caller's context ends).
+// The NATS transport does not wait: a route request is handed to the
+// scheduler with Router.Submit, so that a request waiting in the queue
+// holds no handler goroutine, and is answered from the goroutine that
+// releases it.
+//
 // Every endpoint records Dynamo's work-handler families
 // (dynamo_component_requests_total, inflight, request and response bytes,
-// errors_total{error_type}, request_duration_seconds): error_type is the
-// reply's error code, or publish_response when the reply could not be
-// sent.
+// errors_total{error_type}, request_duration_seconds), whichever transport
+// carried the request: error_type is the reply's error code, or
+// publish_response when the reply could not be sent.
 //
 // # Replica sync
 //
@@ -67,5 +85,6 @@
 // the router (requests still waiting in its queue get an internal error
 // saying the router is shutting down), waits for every answer, flushes the
 // connection and returns. The caller owns the NATS connection and closes it
-// after Run returns.
+// after Run returns. Handler starts no goroutine: Serve runs on its
+// caller's, and is safe to call from many at once.
 package service

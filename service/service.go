@@ -82,18 +82,18 @@ func Subject(namespace, component, endpoint string) string {
 
 // Service answers the router's NATS endpoints (docs/api.md §3) with a
 // scheduler.Router, and carries its replica-sync events when the router's
-// configuration turns replica sync on.
+// configuration turns replica sync on. Its Handler does each endpoint's
+// work; the Service is the NATS transport around it.
 type Service struct {
 	cfg Config
 	nc  *nats.Conn
 	r   *scheduler.Router
-	m   *Metrics
+	h   *Handler
+	m   *Metrics // h's
 	log *slog.Logger
 	// pub is the replica-sync publisher (nil without replica sync).
 	pub *SyncPublisher
 
-	requests sync.Pool // *request
-	buffers  sync.Pool // *[]byte
 	// pending counts route requests handed to the router and not yet
 	// answered.
 	pending sync.WaitGroup
@@ -105,7 +105,8 @@ type Service struct {
 // after Run returns). With replica sync on in r's configuration, pub must
 // be the publisher r was built with (NewSyncPublisher): the service runs it
 // and applies the peers' events to r; without, pub must be nil. It builds
-// its families (Metrics) from m and starts nothing.
+// its Handler, and with it the endpoint families (Metrics), from m, and
+// starts nothing.
 func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *metrics.Router, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
@@ -122,20 +123,16 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *
 	if cfg.Handlers == 0 {
 		cfg.Handlers = runtime.GOMAXPROCS(0)
 	}
-	sm, err := NewMetrics(m)
+	h, err := NewHandler(r, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
 	}
-	s := &Service{cfg: cfg, nc: nc, r: r, m: sm, log: log, ready: make(chan struct{})}
-	s.requests.New = func() any {
-		r := &request{}
-		r.reply.done = r.answer
-		return r
-	}
-	s.buffers.New = func() any { b := make([]byte, 0, 512); return &b }
-	s.pub = pub
-	return s, nil
+	return &Service{cfg: cfg, nc: nc, r: r, h: h, m: h.m, log: log, pub: pub, ready: make(chan struct{})}, nil
 }
+
+// Handler returns the handler the service answers with, for another
+// transport of the same endpoints (the HTTP API).
+func (s *Service) Handler() *Handler { return s.h }
 
 // endpoint is one served endpoint.
 type endpoint struct {
@@ -247,133 +244,31 @@ func (s *Service) drain(ctx context.Context, subs []*nats.Subscription) {
 	}
 }
 
-// respond sends body as the reply to msg and records the request in the
-// endpoint's metrics; errType is the reply's error code, or empty.
-func (s *Service) respond(ep *Endpoint, msg *nats.Msg, start time.Time, body []byte, errType string) {
-	if err := msg.Respond(body); err != nil {
-		errType = metrics.ErrorTypePublishResponse
-		s.log.Debug("cannot reply", "endpoint", ep.Name, "error", err)
-	}
-	ep.Observe(time.Since(start), len(msg.Data), len(body), errType)
-	ep.Inflight.Dec()
-}
+// natsReply is a NATS request as the Handler's Sender: the reply goes to
+// the request's reply subject. A conversion of the *nats.Msg, so that
+// handing it to the Handler allocates nothing.
+type natsReply nats.Msg
 
-// fail replies with an error and counts a bad request by its reason.
-func (s *Service) fail(ep *Endpoint, msg *nats.Msg, start time.Time, err error) {
-	code := scheduler.Code(err)
-	var re *requestError
-	if errors.As(err, &re) {
-		code = scheduler.CodeBadRequest
-	}
-	if code == scheduler.CodeBadRequest {
-		ep.BadRequests.WithLabelValues(reasonOf(err)).Inc()
-	}
-	b := s.buffer()
-	*b = appendError((*b)[:0], code, err.Error())
-	s.respond(ep, msg, start, *b, code)
-	s.buffers.Put(b)
-}
-
-func (s *Service) buffer() *[]byte { return s.buffers.Get().(*[]byte) }
+// Send publishes reply to the request's reply subject; the code is in the
+// reply itself.
+func (m *natsReply) Send(reply []byte, _ string) error { return (*nats.Msg)(m).Respond(reply) }
 
 // handleRoute answers a route request, now or, when it waits in the
-// queue, from the goroutine that releases it.
+// queue, from the goroutine that releases it: a waiting request holds no
+// handler goroutine.
 func (s *Service) handleRoute(msg *nats.Msg) {
-	start := time.Now()
-	ep := s.m.Route
-	ep.Inflight.Inc()
-	req := s.requests.Get().(*request)
-	if err := decodeRequest(msg.Data, req, routeFields, s.r.Config().BlockSize); err != nil {
-		s.requests.Put(req)
-		s.fail(ep, msg, start, err)
-		return
-	}
-	s.pending.Add(1)
-	req.reply.svc, req.reply.msg, req.reply.start = s, msg, start
-	s.r.Submit(&req.sched, req.reply.done)
-}
-
-// answer replies to a route request with its decision; the scheduler
-// calls it, once.
-func (r *request) answer(d scheduler.Decision, err error) {
-	s, msg, start := r.reply.svc, r.reply.msg, r.reply.start
-	r.reply.msg = nil
-	s.requests.Put(r)
-	defer s.pending.Done()
-	ep := s.m.Route
-	if err != nil {
-		s.fail(ep, msg, start, err)
-		return
-	}
-	b := s.buffer()
-	*b = appendDecision((*b)[:0], d)
-	s.respond(ep, msg, start, *b, "")
-	s.buffers.Put(b)
+	s.h.submit(msg.Data, (*natsReply)(msg), &s.pending)
 }
 
 // handleMark answers mark_prefill (free false) or mark_free.
 func (s *Service) handleMark(ep *Endpoint, free bool) nats.MsgHandler {
-	return func(msg *nats.Msg) {
-		start := time.Now()
-		ep.Inflight.Inc()
-		m, err := decodeMark(msg.Data, free)
-		if err != nil {
-			s.fail(ep, msg, start, err)
-			return
-		}
-		var ok bool
-		if free {
-			ok = s.r.Free(m.id, m.outputTokens)
-		} else {
-			ok = s.r.MarkPrefill(m.id)
-		}
-		b := s.buffer()
-		*b = appendSuccess((*b)[:0], ok)
-		s.respond(ep, msg, start, *b, "")
-		s.buffers.Put(b)
-	}
+	return func(msg *nats.Msg) { s.h.mark(ep, free, msg.Data, (*natsReply)(msg)) }
 }
 
 // handleOverlapScores answers overlap_scores.
-func (s *Service) handleOverlapScores(msg *nats.Msg) {
-	s.answerPrompt(s.m.OverlapScores, msg, func(dst []byte, req *scheduler.Request) ([]byte, error) {
-		n, scores, err := s.r.OverlapScores(req)
-		if err != nil {
-			return dst, err
-		}
-		return appendOverlaps(dst, s.r.Config().BlockSize, n, scores, s.r.Disaggregated()), nil
-	})
-}
+func (s *Service) handleOverlapScores(msg *nats.Msg) { s.h.overlapScores(msg.Data, (*natsReply)(msg)) }
 
 // handlePotentialLoads answers potential_loads.
 func (s *Service) handlePotentialLoads(msg *nats.Msg) {
-	s.answerPrompt(s.m.PotentialLoads, msg, func(dst []byte, req *scheduler.Request) ([]byte, error) {
-		loads, pending, err := s.r.PotentialLoads(req)
-		if err != nil {
-			return dst, err
-		}
-		return appendLoads(dst, loads, pending), nil
-	})
-}
-
-// answerPrompt serves an endpoint that reads a prompt and changes nothing:
-// decode, let answer append the reply to a pooled buffer, respond.
-func (s *Service) answerPrompt(ep *Endpoint, msg *nats.Msg, answer func(dst []byte, req *scheduler.Request) ([]byte, error)) {
-	start := time.Now()
-	ep.Inflight.Inc()
-	req := s.requests.Get().(*request)
-	defer s.requests.Put(req)
-	if err := decodeRequest(msg.Data, req, promptFields, s.r.Config().BlockSize); err != nil {
-		s.fail(ep, msg, start, err)
-		return
-	}
-	b := s.buffer()
-	defer s.buffers.Put(b)
-	out, err := answer((*b)[:0], &req.sched)
-	if err != nil {
-		s.fail(ep, msg, start, err)
-		return
-	}
-	*b = out
-	s.respond(ep, msg, start, *b, "")
+	s.h.potentialLoads(msg.Data, (*natsReply)(msg))
 }

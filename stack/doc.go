@@ -9,7 +9,9 @@
 //	index → events.Writer → scheduler.Router → workers.Registry (sinks: the
 //	writer and the router) → workers.Discovery, workers.LoadSubscriber →
 //	events.Subscriber (KV events on NATS) → service.Service (the NATS
-//	endpoints)
+//	endpoints) → httpapi.Server (the same endpoints over HTTP, through
+//	the service's Handler; with Config.HTTP) → status.Server (with
+//	Config.Status)
 //
 // Nothing points back: the registry pushes each new set of workers to the
 // scheduler (Router.FleetChanged), and the writer's notices of unregistered
@@ -21,7 +23,9 @@
 // Each part builds its own metric families from the metrics.Router that New
 // is given (metrics/doc.go), so a router built by New exposes every family
 // from its first scrape; the golden expositions of testdata/metrics are
-// checked here, on a router built by New. The stack owns no family itself.
+// checked here, on a router built by New. The stack owns no family itself;
+// it builds the HTTP API's families even when the API is off, so that the
+// families are the same in every configuration.
 //
 // # Goroutines
 //

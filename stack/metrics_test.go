@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/httpapi"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/overhead"
@@ -135,6 +136,12 @@ var families = []family{
 	{name: "dynamo_router_bookings_expired_total", typ: dto.MetricType_COUNTER, labels: []string{"reason", "router_id"}, owner: "scheduler"},
 	{name: "dynamo_component_router_bad_requests_total", typ: dto.MetricType_COUNTER, owner: "service",
 		labels: []string{"dynamo_component", "dynamo_endpoint", "dynamo_namespace", "reason"}},
+	// The HTTP API's share of the endpoints' requests: separate families,
+	// not a transport label on Dynamo's endpoint families, whose label set
+	// Dynamo fixes.
+	{name: "dynamo_router_http_requests_total", typ: dto.MetricType_COUNTER, labels: []string{"code", "endpoint", "router_id"}, owner: "httpapi"},
+	{name: "dynamo_router_http_request_duration_seconds", typ: dto.MetricType_HISTOGRAM, labels: []string{"endpoint", "router_id"}, owner: "httpapi",
+		buckets: []float64{5e-05, 0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192, 1.6384, 3.2768, 6.5536, 13.1072}},
 }
 
 func allFamilyNames() []string {
@@ -189,6 +196,7 @@ type owned struct {
 	workers *workers.Metrics
 	events  *events.Metrics
 	service *service.Metrics
+	http    *httpapi.Metrics
 }
 
 func (f *freshRouter) owned(t *testing.T) owned {
@@ -214,6 +222,8 @@ func (f *freshRouter) owned(t *testing.T) owned {
 	o.events, err = events.NewMetrics(f.m)
 	check(err)
 	o.service, err = service.NewMetrics(f.m)
+	check(err)
+	o.http, err = httpapi.NewMetrics(f.m)
 	check(err)
 	return o
 }
@@ -282,6 +292,16 @@ func (o owned) touchAll() {
 	r.MarkFree.Observe(time.Millisecond, 30, 16, metrics.ErrorTypeInternal)
 }
 
+// touchHTTP observes one series of each HTTP family. touchAll leaves them
+// alone, so that router_observed.prom stays the exposition of a router that
+// serves no HTTP; router_http_observed.prom holds these.
+func (o owned) touchHTTP() {
+	o.http.Observe(metrics.EndpointRoute, 200, 3*time.Millisecond)
+	o.http.Observe(metrics.EndpointRoute, 429, time.Millisecond)
+	o.http.Observe(metrics.EndpointMarkFree, 200, time.Millisecond)
+	o.http.Observe(metrics.HTTPEndpointUnknown, 404, 100*time.Microsecond)
+}
+
 // TestMetrics builds fresh routers on one pair of servers.
 func TestMetrics(t *testing.T) {
 	srv := startServers(t)
@@ -311,15 +331,25 @@ func TestMetrics(t *testing.T) {
 		}
 	})
 
+	t.Run("http exposition", func(t *testing.T) {
+		f := srv.newRouter(t)
+		f.owned(t).touchHTTP()
+		checkGolden(t, f.reg, "router_http_observed.prom", metrics.NameHTTPRequestsTotal, metrics.NameHTTPRequestDurationSeconds)
+	})
+
 	t.Run("families", func(t *testing.T) {
 		f := srv.newRouter(t)
-		f.owned(t).touchAll()
+		o := f.owned(t)
+		o.touchAll()
+		o.touchHTTP()
 		checkFamilies(t, f.reg)
 	})
 
 	t.Run("promlint", func(t *testing.T) {
 		f := srv.newRouter(t)
-		f.owned(t).touchAll()
+		o := f.owned(t)
+		o.touchAll()
+		o.touchHTTP()
 		checkLint(t, f.reg)
 	})
 

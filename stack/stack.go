@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/httpapi"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/scheduler"
@@ -36,6 +37,9 @@ type Config struct {
 	Workers   workers.Config
 	Scheduler scheduler.Config
 	Service   service.Config
+	// HTTP configures the HTTP API (the endpoints of Service over HTTP);
+	// nil runs none. Its QueueTimeout is taken from Scheduler.
+	HTTP *httpapi.Config
 	// Status configures the status server (/health, /live, /metrics); nil
 	// runs none.
 	Status *status.Config
@@ -55,19 +59,39 @@ type Stack struct {
 	load   *workers.LoadSubscriber
 	sub    *events.Subscriber // nil in approximate mode
 	svc    *service.Service
-	status *status.Server // nil without Config.Status
+	http   *httpapi.Server // nil without Config.HTTP
+	status *status.Server  // nil without Config.Status
 }
+
+// Names of the servers of a ListenError.
+const (
+	ServerHTTP   = "http"
+	ServerStatus = "status"
+)
+
+// ListenError is a port New could not bind: which server's (ServerHTTP or
+// ServerStatus), so that the caller can name the setting that moves it.
+type ListenError struct {
+	Server string
+	Err    error
+}
+
+// Error returns the server's own message, which names the address.
+func (e *ListenError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause (syscall.EADDRINUSE for a port in use).
+func (e *ListenError) Unwrap() error { return e.Err }
 
 // New builds the router's parts on nc and etcd; each builds its own metric
 // families from m, so that a scrape right after New shows every scalar
-// family. It starts nothing; Run does. With Config.Status it binds the status server's port
-// now, so that a port in use fails here, at once.
-func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, log *slog.Logger) (*Stack, error) {
+// family. It starts nothing; Run does. With Config.HTTP and Config.Status
+// it binds their ports now, so that a port in use fails here, at once, with
+// a *ListenError.
+func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, log *slog.Logger) (_ *Stack, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Stack{idx: indexer.NewIndex(indexer.Config{MaxEntries: cfg.MaxIndexEntries})}
-	var err error
 	if cfg.Events.RouterID == "" {
 		cfg.Events.RouterID = fmt.Sprint(cfg.RouterID)
 	}
@@ -102,13 +126,33 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 	if s.svc, err = service.New(cfg.Service, nc, s.router, pub, m, log); err != nil {
 		return nil, fmt.Errorf("routing service: %w", err)
 	}
+	// The HTTP families are registered whether or not the API is served,
+	// as every family is from the start (docs/metrics.md).
+	if _, err = httpapi.NewMetrics(m); err != nil {
+		return nil, err
+	}
+	if cfg.HTTP != nil {
+		hc := *cfg.HTTP
+		hc.QueueTimeout = cfg.Scheduler.QueueTimeout
+		if s.http, err = httpapi.New(hc, s.svc.Handler(), m, log); err != nil {
+			return nil, err
+		}
+		if _, err = s.http.Listen(); err != nil {
+			return nil, &ListenError{Server: ServerHTTP, Err: err}
+		}
+		defer func() {
+			if err != nil {
+				_ = s.http.Close()
+			}
+		}()
+	}
 	if cfg.Status != nil {
-		if err := cfg.Status.Validate(); err != nil {
+		if err = cfg.Status.Validate(); err != nil {
 			return nil, err
 		}
 		s.status = status.New(*cfg.Status, cfg.Gatherer, log)
-		if _, err := s.status.Listen(); err != nil {
-			return nil, err
+		if _, err = s.status.Listen(); err != nil {
+			return nil, &ListenError{Server: ServerStatus, Err: err}
 		}
 		s.addChecks(s.status, nc, cfg.Workers.BlockSize)
 	}
@@ -133,6 +177,9 @@ func (s *Stack) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return s.router.Run(gctx) })
 	g.Go(func() error { return s.svc.Run(gctx) })
+	if s.http != nil {
+		g.Go(func() error { return s.http.Run(gctx) })
+	}
 	if s.status != nil {
 		g.Go(func() error { return s.status.Run(gctx) })
 	}
@@ -167,6 +214,15 @@ func (s *Stack) StatusAddr() string {
 		return ""
 	}
 	return s.status.Addr()
+}
+
+// HTTPAddr returns the HTTP API's listening address, or "" when it is
+// off.
+func (s *Stack) HTTPAddr() string {
+	if s.http == nil {
+		return ""
+	}
+	return s.http.Addr()
 }
 
 // Registry returns the worker registry.

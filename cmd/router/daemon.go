@@ -23,7 +23,6 @@ import (
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/stack"
-	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/workers"
 )
 
@@ -74,20 +73,29 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		Gatherer: promReg,
 	}
 	if cfg.SystemEnabled {
-		scfg.Status = &status.Config{
-			Host: cfg.SystemHost, Port: cfg.SystemPort,
-			HealthPath: cfg.HealthPath, LivePath: cfg.LivePath, StartingStatus: cfg.StartingStatus,
-		}
+		sc := cfg.statusConfig()
+		scfg.Status = &sc
+	}
+	if cfg.HTTPEnabled {
+		hc := cfg.httpConfig()
+		scfg.HTTP = &hc
 	}
 	st, err := stack.New(scfg, nc, etcd, m, log)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return exitError("serve: %v; stop what holds the port or choose another with --system-port (DYN_SYSTEM_PORT; 0 picks a free port)", err)
+	if le, ok := errors.AsType[*stack.ListenError](err); ok && errors.Is(err, syscall.EADDRINUSE) {
+		flag := "--system-port (DYN_SYSTEM_PORT"
+		if le.Server == stack.ServerHTTP {
+			flag = "--http-port (DYN_ROUTER_HTTP_PORT"
+		}
+		return exitError("serve: %v; stop what holds the port or choose another with %s; 0 picks a free port)", err, flag)
 	}
 	if err != nil {
 		return exitError("serve: %v", err)
 	}
 	if addr := st.StatusAddr(); addr != "" {
 		log.Info("status server listening", "addr", addr)
+	}
+	if addr := st.HTTPAddr(); addr != "" {
+		log.Info("http api listening", "addr", addr)
 	}
 
 	// One deadline for the whole stop, from the signal on (shutdown.go).

@@ -30,6 +30,7 @@ func TestServeEmbeddedPortInUse(t *testing.T) {
 		{"nats", []string{"--nats-url", "nats://127.0.0.1:" + held, "--etcd-endpoints", "http://127.0.0.1:0"}, "--nats-url"},
 		{"etcd", []string{"--nats-url", "nats://127.0.0.1:0", "--etcd-endpoints", "http://127.0.0.1:" + held}, "--etcd-endpoints"},
 		{"status", []string{"--nats-url", "nats://127.0.0.1:0", "--etcd-endpoints", "http://127.0.0.1:0", "--system-port", held}, "--system-port"},
+		{"http", []string{"--nats-url", "nats://127.0.0.1:0", "--etcd-endpoints", "http://127.0.0.1:0", "--http-host", "127.0.0.1", "--http-port", held}, "--http-port"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/httpapi"
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/status"
@@ -31,6 +32,9 @@ type serveConfig struct {
 	SystemHost       string
 	SystemPort       int
 	SystemEnabled    bool
+	HTTPHost         string
+	HTTPPort         int
+	HTTPEnabled      bool
 	HealthPath       string
 	LivePath         string
 	StartingStatus   string
@@ -94,6 +98,8 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "system-health-path", Value: "/health", EnvVars: []string{"DYN_SYSTEM_HEALTH_PATH"}, Usage: "path of the health probe"},
 		&cli.StringFlag{Name: "system-live-path", Value: "/live", EnvVars: []string{"DYN_SYSTEM_LIVE_PATH"}, Usage: "path of the liveness probe"},
 		&cli.StringFlag{Name: "system-starting-health-status", Value: "notready", EnvVars: []string{"DYN_SYSTEM_STARTING_HEALTH_STATUS"}, Usage: "health reported until every check has passed once: notready or ready"},
+		&cli.StringFlag{Name: "http-host", Value: httpapi.DefaultHost, EnvVars: []string{"DYN_ROUTER_HTTP_HOST"}, Usage: "HTTP API host"},
+		&cli.IntFlag{Name: "http-port", Value: -1, DefaultText: "unset (off)", EnvVars: []string{"DYN_ROUTER_HTTP_PORT"}, Usage: "HTTP API port: the NATS endpoints at POST /v1/route, /v1/mark_prefill, /v1/mark_free, /v1/overlap_scores, /v1/potential_loads with the same JSON; 0 picks a free port; unset (-1) turns it off"},
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"DYN_LOG_FORMAT"}, Usage: "auto (colour text on a terminal, JSON otherwise), text or json"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DYN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_SHUTDOWN_TIMEOUT"}, Usage: "how long a SIGINT/SIGTERM shutdown may take before the router gives up waiting (" + shutdownTimeouts.String() + ")"},
@@ -156,6 +162,8 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		DataDir:          c.String("data-dir"),
 		SystemHost:       c.String("system-host"),
 		SystemPort:       c.Int("system-port"),
+		HTTPHost:         c.String("http-host"),
+		HTTPPort:         c.Int("http-port"),
 		HealthPath:       c.String("system-health-path"),
 		LivePath:         c.String("system-live-path"),
 		StartingStatus:   c.String("system-starting-health-status"),
@@ -185,6 +193,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		}
 	}
 	cfg.SystemEnabled = cfg.SystemPort >= 0
+	cfg.HTTPEnabled = cfg.HTTPPort >= 0
 	errs = append(errs, cfg.validate()...)
 
 	cfg.Events = events.Config{
@@ -268,6 +277,9 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 	if cfg.SystemEnabled {
 		checks = append(checks, cfg.statusConfig().Validate())
 	}
+	if cfg.HTTPEnabled {
+		checks = append(checks, cfg.httpConfig().Validate())
+	}
 	return cfg, errors.Join(append(errs, onePerFlag(errs, checks)...)...)
 }
 
@@ -316,6 +328,17 @@ func (cfg serveConfig) statusConfig() status.Config {
 	}
 }
 
+// httpConfig is the HTTP API's configuration: the flags', the fixed
+// limits of httpapi.DefaultConfig, and the queue and drain timeouts of the
+// scheduler and the NATS endpoints, which bound its requests alike.
+func (cfg serveConfig) httpConfig() httpapi.Config {
+	hc := httpapi.DefaultConfig()
+	hc.Host, hc.Port = cfg.HTTPHost, cfg.HTTPPort
+	hc.QueueTimeout = cfg.Scheduler.QueueTimeout
+	hc.DrainTimeout = cfg.Service.DrainTimeout
+	return hc
+}
+
 // validate checks what no component checks itself.
 func (cfg serveConfig) validate() []error {
 	var errs []error
@@ -341,6 +364,12 @@ func (cfg serveConfig) validate() []error {
 	}
 	if cfg.SystemPort < -1 || cfg.SystemPort > 65535 {
 		errs = append(errs, fmt.Errorf("--system-port: %d is out of range (allowed 0..65535, or -1 for off)", cfg.SystemPort))
+	}
+	if cfg.HTTPPort < -1 || cfg.HTTPPort > 65535 {
+		errs = append(errs, fmt.Errorf("--http-port: %d is out of range (allowed 0..65535, or -1 for off)", cfg.HTTPPort))
+	}
+	if cfg.HTTPPort > 0 && cfg.HTTPPort == cfg.SystemPort {
+		errs = append(errs, fmt.Errorf("--http-port: %d is also --system-port: the HTTP API and the status server need a port each", cfg.HTTPPort))
 	}
 	if !shutdownTimeouts.contains(cfg.ShutdownTimeout) {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout: %v is out of range (allowed %v)", cfg.ShutdownTimeout, shutdownTimeouts))

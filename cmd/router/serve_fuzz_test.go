@@ -20,12 +20,14 @@ func FuzzServeFlags(f *testing.F) {
 		"--router-block-size 16 --router-temperature 0.5",
 		"--router-queue-threshold 4 --router-queue-policy wspt",
 		"--endpoint dynamo.backend.generate --system-port 0",
+		"--http-port 0 --http-host ::1 --router-queue-timeout 2h",
 		"--router-mode random --no-router-kv-events --router-ttl-secs 5",
 		"--nats-url nats://x:1 --etcd-endpoints http://a:1,http://b:2",
 		"--router-block-size -3 --router-event-threads 0",
 		"--active-prefill-tokens-threshold-frac 1e309",
 		"--router-block-size x --router-mode y --block-size --lease-ttl",
 		"-router-temperature=warm ---x -= --system-port 0 --system-live-path /health",
+		"  h 00", // once read as the help subcommand (exit 3)
 	} {
 		f.Add(seed)
 	}
@@ -44,6 +46,9 @@ func FuzzServeFlags(f *testing.F) {
 				}
 				if cfg.SystemEnabled {
 					checks["status"] = cfg.statusConfig().Validate()
+				}
+				if cfg.HTTPEnabled {
+					checks["http"] = cfg.httpConfig().Validate()
 				}
 				for name, verr := range checks {
 					if verr != nil {

@@ -31,6 +31,9 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		{"data dir without embedded", []string{"--data-dir", "/tmp/x"}, []string{"--data-dir: only meaningful with --embedded"}},
 		{"log level", []string{"--log-level", "loud"}, []string{`--log-level: "loud"`}},
 		{"not a number", []string{"--system-port", "many"}, []string{"system-port"}},
+		{"http port", []string{"--http-port", "70000"}, []string{"--http-port: 70000 is out of range (allowed 0..65535, or -1 for off)"}},
+		{"http host", []string{"--http-port", "0", "--http-host", "local host"}, []string{`--http-host: "local host" is not a host name or an IP address`}},
+		{"http and status on one port", []string{"--http-port", "8081", "--system-port", "8081"}, []string{"--http-port: 8081 is also --system-port"}},
 		{"stray argument", []string{"extra"}, []string{`unexpected argument "extra"`}},
 	}
 	for _, tc := range tests {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/replay"
 	"github.com/kvrouter/router/scheduler"
@@ -537,10 +538,12 @@ func runSimGenerate(c *cli.Context) error {
 		return exitError("sim generate: cannot reach NATS at %s: %v", c.String("nats-url"), err)
 	}
 	defer nc.Close()
-	g := &generator{
-		nc: nc, out: c.App.Writer, timeout: c.Duration("timeout"),
-		prefix: "namespace." + c.String("namespace") + ".component." + c.String("router-component") + ".",
+	rc, err := client.New(nc, client.WithNamespace(c.String("namespace")), client.WithRouterComponent(c.String("router-component")),
+		client.WithTimeout(c.Duration("timeout")))
+	if err != nil {
+		return usageError("sim generate: %v", err)
 	}
+	g := &generator{nc: nc, rc: rc, out: c.App.Writer, timeout: c.Duration("timeout")}
 	if err := g.run(c.Context, c.String("namespace"), c.String("component"), c.String("request-id"), tokens, c.Int("max-tokens")); err != nil {
 		return exitError("sim generate: %v", err)
 	}
@@ -568,28 +571,24 @@ func parseTokenIDs(s string) ([]uint32, error) {
 // generate protocol"), printing every answer it gets.
 type generator struct {
 	nc      *nats.Conn
+	rc      *client.Client
 	out     io.Writer
-	prefix  string // the router's subjects
 	timeout time.Duration
 }
 
 func (g *generator) run(ctx context.Context, namespace, component, id string, tokens []uint32, maxTokens int) error {
-	body := map[string]any{"token_ids": tokens}
-	if id != "" {
-		body["request_id"] = id
-	}
-	var choice replay.Choice
-	if err := g.call(ctx, "route", body, &choice); err != nil {
+	var choice client.Decision
+	if err := g.call(ctx, client.EndpointRoute, client.RouteRequest{RequestID: id, Prompt: client.Prompt{TokenIDs: tokens}}, &choice); err != nil {
 		return err
 	}
 	// From here on the router holds a booking: free it whatever happens.
 	freed := false
 	defer func() {
 		if !freed {
-			_ = g.call(context.WithoutCancel(ctx), "mark_free", map[string]any{"request_id": choice.RequestID}, nil)
+			_ = g.call(context.WithoutCancel(ctx), client.EndpointMarkFree, client.MarkFreeRequest{RequestID: choice.RequestID}, nil)
 		}
 	}()
-	subject := sim.GenerateSubject(namespace, component, choice.WorkerID)
+	subject := sim.GenerateSubject(namespace, component, uint64(choice.WorkerID))
 	inbox := g.nc.NewRespInbox()
 	sub, err := g.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -624,48 +623,38 @@ func (g *generator) run(ctx context.Context, namespace, component, id string, to
 		case sim.ReplyFirstToken:
 			fmt.Fprintf(g.out, "%-12s worker %d: %d prompt blocks, %d of them from its prefix cache; first token after %.3f s\n",
 				"first_token", choice.WorkerID, rep.PromptBlocks, rep.CachedBlocks, rep.FirstTokenAt-rep.ReceivedAt)
-			if err := g.call(ctx, "mark_prefill", map[string]any{"request_id": choice.RequestID}, nil); err != nil {
+			if err := g.call(ctx, client.EndpointMarkPrefill, client.MarkPrefillRequest{RequestID: choice.RequestID}, nil); err != nil {
 				return err
 			}
 		case sim.ReplyDone:
 			fmt.Fprintf(g.out, "%-12s worker %d: %d tokens after %.3f s\n", "done", choice.WorkerID, rep.OutputTokens, rep.DoneAt-rep.ReceivedAt)
 			freed = true
-			return g.call(ctx, "mark_free", map[string]any{"request_id": choice.RequestID, "output_tokens": rep.OutputTokens}, nil)
+			return g.call(ctx, client.EndpointMarkFree, client.MarkFreeRequest{RequestID: choice.RequestID, OutputTokens: &rep.OutputTokens}, nil)
 		}
 	}
 }
 
-// call sends one request to the router, prints its answer, and decodes it
-// into out (when not nil). An error answer, or {"success":false}, is an
-// error.
-func (g *generator) call(ctx context.Context, endpoint string, body map[string]any, out any) error {
+// call sends one request to the router (client.Do), prints its answer,
+// and decodes it into out (when not nil). An error answer, or
+// {"success":false}, is an error.
+func (g *generator) call(ctx context.Context, endpoint client.Endpoint, body, out any) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	msg, err := g.nc.RequestWithContext(ctx, g.prefix+endpoint, data)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%s: no router answers on %s: is `router serve` running, in this namespace?", endpoint, g.prefix+endpoint)
-		}
-		return fmt.Errorf("%s: %w", endpoint, err)
-	}
-	fmt.Fprintf(g.out, "%-12s %s\n", endpoint, msg.Data)
-	var reply routerAnswer
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return fmt.Errorf("%s: answer %.200q: %w", endpoint, msg.Data, err)
+	reply, err := g.rc.Do(ctx, endpoint, data)
+	if reply != nil {
+		fmt.Fprintf(g.out, "%-12s %s\n", endpoint, reply)
 	}
 	switch {
-	case reply.Error != nil:
-		return fmt.Errorf("%s: the router answered %s: %s", endpoint, reply.Error.Code, reply.Error.Message)
-	case reply.Success != nil && !*reply.Success:
-		return fmt.Errorf("%s: the router does not know the request", endpoint)
+	case errors.Is(err, client.ErrNoRouter):
+		return fmt.Errorf("%s: no router answers on %s: is `router serve` running, in this namespace?", endpoint, g.rc.Subject(endpoint))
+	case err != nil:
+		return fmt.Errorf("%s: %w", endpoint, err)
 	}
 	if out != nil {
-		if err := json.Unmarshal(msg.Data, out); err != nil {
-			return fmt.Errorf("%s: answer %.200q: %w", endpoint, msg.Data, err)
+		if err := json.Unmarshal(reply, out); err != nil {
+			return fmt.Errorf("%s: answer %.200q: %w", endpoint, reply, err)
 		}
 	}
 	return nil

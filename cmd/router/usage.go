@@ -29,6 +29,12 @@ func reportProblems(path string, cmds []*cli.Command, checks map[string]flagChec
 	for _, cmd := range cmds {
 		name := strings.TrimSpace(path + " " + cmd.Name)
 		check := checks[name]
+		if len(cmd.Subcommands) == 0 {
+			// A command without subcommands has no help subcommand either:
+			// urfave/cli would otherwise read `serve h x` as help on topic x
+			// and fail with status 3 instead of a usage error; --help stays.
+			cmd.HideHelpCommand = true
+		}
 		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error {
 			// cmd.Flags as set up by urfave/cli, with its help flag.
 			return usageProblems(name, cmd.Flags, commandArgs(c), err, check)

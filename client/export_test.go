@@ -1,0 +1,8 @@
+package client
+
+// OnRetry sets a hook told of each mark attempt that is retried, before
+// the client uses c.
+func OnRetry(c *Client, f func(attempt int, err error)) { c.onRetry = f }
+
+// Encode encodes a request as the client sends it.
+func Encode(req any) ([]byte, error) { return encode(req) }
