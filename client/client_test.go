@@ -201,10 +201,7 @@ func TestCheckReply(t *testing.T) {
 // mark_prefill and mark_free reach it, a query-only route books nothing,
 // a generated id comes back, and marks by id work too.
 func TestLifecycle(t *testing.T) {
-	c := newCluster(t)
-	r := c.start("dynamo")
-	c.register("dynamo", "backend", 7)
-	r.waitWorker(7)
+	c, r := withWorker(t)
 	rc := c.client()
 	ctx := context.Background()
 
@@ -293,10 +290,7 @@ func TestDisaggregatedDecision(t *testing.T) {
 
 // overlap_scores and potential_loads, decoded.
 func TestOverlapScoresAndPotentialLoads(t *testing.T) {
-	c := newCluster(t)
-	r := c.start("dynamo")
-	c.register("dynamo", "backend", 7)
-	r.waitWorker(7)
+	c, _ := withWorker(t)
 	rc := c.client()
 	ctx := context.Background()
 	prompt := client.Prompt{TokenIDs: tokens(100, 12)}
@@ -645,10 +639,7 @@ func TestDialClose(t *testing.T) {
 // frees the booking even when the caller's context has ended; Prefilled
 // after Done sends nothing.
 func TestDoneOnce(t *testing.T) {
-	c := newCluster(t)
-	r := c.start("dynamo")
-	c.register("dynamo", "backend", 7)
-	r.waitWorker(7)
+	c, r := withWorker(t)
 	nc := testutil.NATSConn(t, c.natsURL)
 	rc, err := client.New(nc)
 	if err != nil {
@@ -705,10 +696,7 @@ func TestDoneOnce(t *testing.T) {
 // retried until the new one answers (which does not know the request),
 // and routes work again on the new router.
 func TestRouterRestart(t *testing.T) {
-	c := newCluster(t)
-	old := c.start("dynamo")
-	c.register("dynamo", "backend", 7)
-	old.waitWorker(7)
+	c, old := withWorker(t)
 	rc := c.client()
 	ctx := context.Background()
 	prompt := client.Prompt{TokenIDs: tokens(1, 8)}

@@ -2,8 +2,6 @@ package client_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,32 +12,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kvrouter/router/blockhash"
 	"github.com/kvrouter/router/client"
-	"github.com/kvrouter/router/events"
-	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/stacktest"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
-	"github.com/kvrouter/router/scheduler"
-	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/stack"
-	"github.com/kvrouter/router/workers"
 )
 
 // blockSize keeps prompts short: 8 tokens are 2 blocks.
 const blockSize = 4
 
 // cluster is an embedded NATS and etcd on which tests start real routers
-// (the stack `router serve` runs) and register workers.
+// (internal/stacktest) and register workers.
 type cluster struct {
 	t        *testing.T
 	natsURL  string
 	etcdURL  string
 	etcd     *clientv3.Client
-	nc       *nats.Conn // publishes KV events
+	kv       *stacktest.KVEvents
 	routerID uint64
-	eventIDs map[indexer.Worker]uint64
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -47,18 +39,26 @@ func newCluster(t *testing.T) *cluster {
 	ns, es := testutil.NATS(t), testutil.Etcd(t)
 	return &cluster{
 		t: t, natsURL: ns.URL(), etcdURL: es.Endpoint(),
-		etcd: testutil.EtcdClient(t, es.Endpoint()), nc: testutil.NATSConn(t, ns.URL()),
-		eventIDs: map[indexer.Worker]uint64{},
+		etcd: testutil.EtcdClient(t, es.Endpoint()), kv: stacktest.NewKVEvents(t, testutil.NATSConn(t, ns.URL()), blockSize),
 	}
+}
+
+// withWorker starts a cluster and a router in namespace dynamo that lists
+// decode worker 7.
+func withWorker(t *testing.T) (*cluster, *router) {
+	t.Helper()
+	c := newCluster(t)
+	r := c.start("dynamo")
+	c.register("dynamo", "backend", 7)
+	r.waitWorker(7)
+	return c, r
 }
 
 // router is one running router.
 type router struct {
-	t      *testing.T
-	st     *stack.Stack
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan error
+	t   *testing.T
+	st  *stacktest.Router
+	reg *prometheus.Registry
 }
 
 // start runs a router in namespace ns with the test's block size, changed
@@ -73,23 +73,13 @@ func (c *cluster) start(ns string, opts ...func(*stack.Config)) *router {
 		c.t.Fatal(err)
 	}
 	c.routerID++
-	cfg := stack.Config{RouterID: c.routerID, KVEvents: true, Events: events.DefaultConfig(), Workers: workers.DefaultConfig(),
-		Scheduler: scheduler.DefaultConfig(), Service: service.DefaultConfig()}
+	cfg := stacktest.Config(c.routerID, blockSize)
 	cfg.Events.Namespace, cfg.Workers.Namespace, cfg.Service.Namespace = ns, ns, ns
-	cfg.Workers.BlockSize, cfg.Scheduler.BlockSize = blockSize, blockSize
 	cfg.Service.Handlers = 2
 	for _, o := range opts {
 		o(&cfg)
 	}
-	st, err := stack.New(cfg, testutil.NATSConn(c.t, c.natsURL), testutil.EtcdClient(c.t, c.etcdURL), m, slog.New(slog.DiscardHandler))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &router{t: c.t, st: st, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- st.Run(ctx) }()
-	c.t.Cleanup(r.stop)
-	testutil.Eventually(c.t, 10*time.Second, st.EventsReady, "kv events subscribed")
+	r := &router{t: c.t, st: stacktest.Start(c.t, cfg, c.natsURL, c.etcdURL, m, slog.New(slog.DiscardHandler)), reg: reg}
 	// Answering overlap_scores: this replica, not another in the group.
 	rc := c.client(client.WithNamespace(ns), client.WithTimeout(time.Second))
 	testutil.Eventually(c.t, 10*time.Second, func() bool {
@@ -100,21 +90,7 @@ func (c *cluster) start(ns string, opts ...func(*stack.Config)) *router {
 }
 
 // stop stops the router and waits for it; it may be called again.
-func (r *router) stop() {
-	if r.cancel == nil {
-		return
-	}
-	r.cancel()
-	r.cancel = nil
-	select {
-	case err := <-r.done:
-		if err != nil {
-			r.t.Errorf("router: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		r.t.Error("router did not stop within 30s")
-	}
-}
+func (r *router) stop() { r.st.Stop() }
 
 // handled returns how many requests of endpoint e the router answered.
 func (r *router) handled(e client.Endpoint) int {
@@ -165,46 +141,14 @@ func (r *router) active(id uint64) int {
 // worker with a fixed id would.
 func (c *cluster) register(ns, component string, id uint64) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	inst := fmt.Sprintf(`{"type":"Endpoint","namespace":%q,"component":%q,"endpoint":"generate","instance_id":%d}`, ns, component, id)
-	card, _ := json.Marshal(map[string]any{
-		"type": "Model", "namespace": ns, "component": component, "endpoint": "generate", "instance_id": id,
-		"card_json": map[string]any{"display_name": "m", "kv_cache_block_size": blockSize, "runtime_config": map[string]any{
-			"total_kv_blocks": 1000, "max_num_seqs": 16, "max_num_batched_tokens": 256,
-			"data_parallel_start_rank": 0, "data_parallel_size": 1,
-		}},
-	})
-	for _, kind := range []string{"mdc", "instances"} {
-		v := inst
-		if kind == "mdc" {
-			v = string(card)
-		}
-		if _, err := c.etcd.Put(ctx, fmt.Sprintf("v1/%s/%s/%s/generate/%x", kind, ns, component, id), v); err != nil {
-			c.t.Fatal(err)
-		}
-	}
+	stacktest.Register(c.t, c.etcd, stacktest.Worker{Namespace: ns, Component: component, ID: id, BlockSize: blockSize, MaxNumSeqs: 16, MaxBatchedTokens: 256})
 }
 
 // store publishes the KV event that worker id stores the full blocks of
 // toks, in namespace ns.
 func (c *cluster) store(ns string, id uint64, toks []uint32) {
 	c.t.Helper()
-	h, err := blockhash.NewHasher(blockSize, blockhash.Options{})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	locals := h.LocalHashes(nil, toks)
-	seqs := h.SequenceHashes(nil, locals)
-	rank := indexer.Worker{ID: indexer.WorkerID(id)}
-	ev := indexer.Event{Worker: rank, Kind: indexer.KindStored}
-	for i := range locals {
-		ev.Blocks = append(ev.Blocks, indexer.Block{Hash: indexer.BlockHash(seqs[i]), Tokens: indexer.LocalHash(locals[i])})
-	}
-	c.eventIDs[rank]++
-	if err := c.nc.Publish(events.Subjects(ns, events.DefaultComponent)[0], codec.AppendJSON(nil, ev, codec.Meta{EventID: c.eventIDs[rank]})); err != nil {
-		c.t.Fatal(err)
-	}
+	c.kv.Stored(ns, id, toks)
 }
 
 // client returns a client on a connection of its own.

@@ -406,12 +406,23 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 			if _, err := io.WriteString(conn, c.partial); err != nil {
 				t.Fatal(err)
 			}
-			// Others are answered while the slow client hangs.
+			// Others are answered while the slow client hangs, each on a
+			// connection of its own: a kept-alive one could be one the server
+			// is closing, and a POST sent on it is not retried.
+			fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 			var wg sync.WaitGroup
 			for i := range 20 {
 				wg.Go(func() {
-					if status, body := r.api("route", fmt.Sprintf(`{"token_ids":[%d,2,3,4],"book":false}`, i)); status != http.StatusOK {
-						t.Errorf("route beside a slow client: %d %s", status, body)
+					body := fmt.Sprintf(`{"token_ids":[%d,2,3,4],"book":false}`, i)
+					resp, err := fresh.Post(r.base+httpapi.PathPrefix+"route", "application/json", strings.NewReader(body))
+					if err != nil {
+						t.Errorf("route beside a slow client: %v", err)
+						return
+					}
+					reply, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						t.Errorf("route beside a slow client: %d %s", resp.StatusCode, reply)
 					}
 				})
 			}

@@ -3,27 +3,19 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/kvrouter/router/blockhash"
-	"github.com/kvrouter/router/events"
-	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/httpapi"
-	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/stacktest"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/stack"
 )
@@ -60,36 +52,18 @@ func BenchmarkRouteHTTP(b *testing.B) {
 		c.Scheduler.StaleTimeout = time.Second
 		c.Scheduler.PrefillTimeout = time.Second // it may not exceed the stale timeout
 	})
-	registerMany(b, r, workers, bs)
+	testutil.RegisterWorkers(b, r.etcd, workers, bs)
 	r.waitWorkers(workers)
 
 	rng := rand.New(rand.NewPCG(3, 3))
-	tokens := func(n int) []uint32 {
-		t := make([]uint32, n)
-		for i := range t {
-			t[i] = rng.Uint32N(150000)
-		}
-		return t
-	}
+	tokens := func(n int) []uint32 { return testutil.RandomTokens(rng, n) }
 	h, err := blockhash.NewHasher(bs, blockhash.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	kv := stacktest.NewKVEvents(b, r.nc, bs)
 	entries := 0
-	storeAsync := func(id uint64, toks []uint32) {
-		locals := h.LocalHashes(nil, toks)
-		seqs := h.SequenceHashes(nil, locals)
-		rank := indexer.Worker{ID: indexer.WorkerID(id)}
-		ev := indexer.Event{Worker: rank, Kind: indexer.KindStored}
-		for i := range locals {
-			ev.Blocks = append(ev.Blocks, indexer.Block{Hash: indexer.BlockHash(seqs[i]), Tokens: indexer.LocalHash(locals[i])})
-		}
-		r.ids[rank]++
-		if err := r.nc.Publish(events.Subjects("dynamo", events.DefaultComponent)[0], codec.AppendJSON(nil, ev, codec.Meta{EventID: r.ids[rank]})); err != nil {
-			b.Fatal(err)
-		}
-		entries += len(locals)
-	}
+	storeAsync := func(id uint64, toks []uint32) { entries += kv.Stored("dynamo", id, toks) }
 	for id := range uint64(workers) {
 		for range 4 {
 			storeAsync(1+id, tokens(blocks*bs))
@@ -108,51 +82,23 @@ func BenchmarkRouteHTTP(b *testing.B) {
 	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
 
 	for _, payload := range []string{"token_ids", "block_hashes"} {
-		prefix := make([][]byte, clients)
-		for c, conv := range convs {
-			if payload == "token_ids" {
-				t, _ := json.Marshal(conv)
-				prefix[c] = []byte(`"token_ids":` + strings.TrimSuffix(string(t), "]") + ",")
-			} else {
-				hs, _ := json.Marshal(h.LocalHashes(nil, conv))
-				prefix[c] = []byte(`"block_hashes":` + strings.TrimSuffix(string(hs), "]") + ",")
-			}
-		}
-		body := func(dst []byte, run int64, c, i int, rng *rand.Rand) []byte {
-			dst = fmt.Appendf(dst, `{"request_id":"%d-%d-%d",`, run, c, i)
-			dst = append(dst, prefix[c]...)
-			n := blocks - cached
-			if payload == "token_ids" {
-				n *= bs
-			}
-			for j := range n {
-				if j > 0 {
-					dst = append(dst, ',')
-				}
-				if payload == "token_ids" {
-					dst = strconv.AppendUint(dst, uint64(rng.Uint32N(150000)), 10)
-				} else {
-					dst = strconv.AppendUint(dst, rng.Uint64(), 10)
-				}
-			}
-			return append(dst, "]}"...)
-		}
+		body := testutil.RouteBody(payload, convs, func(t []uint32) []uint64 { return h.LocalHashes(nil, t) }, blocks-cached, bs)
 		b.Run(payload, func(b *testing.B) {
 			b.ReportAllocs()
-			e := drive(b, client, echo+"/echo", clients, body, b.N)
-			route := drive(b, client, r.base+httpapi.PathPrefix+"route", clients, body, b.N)
-			if route.errors > 0 || e.errors > 0 {
-				b.Fatalf("%d route and %d echo requests failed, first: %s%s", route.errors, e.errors, route.firstError, e.firstError)
+			e := drive(client, echo+"/echo", clients, body, b.N)
+			route := drive(client, r.base+httpapi.PathPrefix+"route", clients, body, b.N)
+			if route.Errors > 0 || e.Errors > 0 {
+				b.Fatalf("%d route and %d echo requests failed, first: %s%s", route.Errors, e.Errors, route.FirstError, e.FirstError)
 			}
-			b.ReportMetric(route.perSecond, "routes/s")
-			b.ReportMetric(e.perSecond, "echo/s")
-			b.ReportMetric(route.p50.Seconds()*1e6, "route-p50-µs")
-			b.ReportMetric(route.p99.Seconds()*1e6, "route-p99-µs")
-			b.ReportMetric(e.p50.Seconds()*1e6, "echo-p50-µs")
-			b.ReportMetric(e.p99.Seconds()*1e6, "echo-p99-µs")
-			b.ReportMetric(float64(route.p50)/float64(e.p50), "route-p50/echo-p50")
-			b.ReportMetric(route.cpuPerRequest.Seconds()*1e6, "route-cpu-µs/req")
-			b.ReportMetric(e.cpuPerRequest.Seconds()*1e6, "echo-cpu-µs/req")
+			b.ReportMetric(route.PerSecond, "routes/s")
+			b.ReportMetric(e.PerSecond, "echo/s")
+			b.ReportMetric(route.P50.Seconds()*1e6, "route-p50-µs")
+			b.ReportMetric(route.P99.Seconds()*1e6, "route-p99-µs")
+			b.ReportMetric(e.P50.Seconds()*1e6, "echo-p50-µs")
+			b.ReportMetric(e.P99.Seconds()*1e6, "echo-p99-µs")
+			b.ReportMetric(float64(route.P50)/float64(e.P50), "route-p50/echo-p50")
+			b.ReportMetric(route.CPUPerRequest.Seconds()*1e6, "route-cpu-µs/req")
+			b.ReportMetric(e.CPUPerRequest.Seconds()*1e6, "echo-cpu-µs/req")
 		})
 	}
 }
@@ -196,116 +142,33 @@ func startEcho(b *testing.B) string {
 // driveRuns numbers drive's runs, so that request ids never repeat.
 var driveRuns atomic.Int64
 
-// driveResult is what drive measured.
-type driveResult struct {
-	perSecond     float64
-	p50, p99      time.Duration
-	cpuPerRequest time.Duration
-	errors        int
-	firstError    string
-	mu            sync.Mutex
-	latencies     []time.Duration
-}
-
 // drive POSTs n requests to url from clients goroutines, each sending the
-// bodies body builds back to back, and measures their latency and the
-// process's CPU time.
-func drive(b *testing.B, client *http.Client, url string, clients int, body func([]byte, int64, int, int, *rand.Rand) []byte, n int) *driveResult {
-	res := &driveResult{latencies: make([]time.Duration, 0, n)}
+// bodies body builds back to back, and measures them (testutil.Drive).
+func drive(client *http.Client, url string, clients int, body func([]byte, int64, int, int, *rand.Rand) []byte, n int) *testutil.Load {
 	run := driveRuns.Add(1)
-	cpu0 := cpuTime()
-	var wg sync.WaitGroup
-	per := (n + clients - 1) / clients
-	start := time.Now()
-	for c := range clients {
-		count := min(per, n-c*per)
-		if count <= 0 {
-			break
-		}
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(c), 7)) // the same turns in both runs
-			lat := make([]time.Duration, 0, count)
-			var buf []byte
-			reply := new(bytes.Buffer)
-			fail := func(err error) {
-				res.mu.Lock()
-				if res.errors == 0 {
-					res.firstError = err.Error()
-				}
-				res.errors++
-				res.mu.Unlock()
+	return testutil.Drive(n, clients, func(c int) func(int, *rand.Rand) (time.Duration, error) {
+		var buf []byte
+		reply := new(bytes.Buffer)
+		return func(i int, rng *rand.Rand) (time.Duration, error) {
+			buf = body(buf[:0], run, c, i, rng)
+			t := time.Now()
+			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(buf))
+			if err != nil {
+				return 0, err
 			}
-			for i := range count {
-				buf = body(buf[:0], run, c, i, rng)
-				t := time.Now()
-				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(buf))
-				if err != nil {
-					fail(err)
-					continue
-				}
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
-					fail(err)
-					continue
-				}
-				reply.Reset()
-				_, err = reply.ReadFrom(resp.Body)
-				resp.Body.Close()
-				d := time.Since(t)
-				if err == nil && (resp.StatusCode != http.StatusOK || bytes.HasPrefix(reply.Bytes(), []byte(`{"error"`))) {
-					err = fmt.Errorf("%d %s", resp.StatusCode, reply.Bytes())
-				}
-				if err != nil {
-					fail(err)
-					continue
-				}
-				lat = append(lat, d)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				return 0, err
 			}
-			res.mu.Lock()
-			res.latencies = append(res.latencies, lat...)
-			res.mu.Unlock()
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	res.perSecond = float64(len(res.latencies)) / elapsed.Seconds()
-	res.cpuPerRequest = (cpuTime() - cpu0) / time.Duration(max(len(res.latencies), 1))
-	slices.Sort(res.latencies)
-	if len(res.latencies) > 0 {
-		res.p50 = res.latencies[len(res.latencies)/2]
-		res.p99 = res.latencies[len(res.latencies)*99/100]
-	}
-	return res
-}
-
-// cpuTime returns the process's CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// registerMany registers n decode workers, ids 1..n, at block size bs,
-// under one lease.
-func registerMany(b *testing.B, r *router, n, bs int) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	lease, err := r.etcd.Grant(ctx, 600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for id := 1; id <= n; id++ {
-		inst := fmt.Sprintf(`{"type":"Endpoint","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d}`, id)
-		card := fmt.Sprintf(`{"type":"Model","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"card_json":{"display_name":"m","kv_cache_block_size":%d,"runtime_config":{"total_kv_blocks":16384,"max_num_seqs":256,"max_num_batched_tokens":8192,"data_parallel_start_rank":0,"data_parallel_size":1}}}`, id, bs)
-		if _, err := r.etcd.Txn(ctx).Then(
-			clientv3.OpPut(fmt.Sprintf("v1/mdc/dynamo/backend/generate/%x", id), card, clientv3.WithLease(lease.ID)),
-			clientv3.OpPut(fmt.Sprintf("v1/instances/dynamo/backend/generate/%x", id), inst, clientv3.WithLease(lease.ID)),
-		).Commit(); err != nil {
-			b.Fatal(err)
+			reply.Reset()
+			_, err = reply.ReadFrom(resp.Body)
+			resp.Body.Close()
+			d := time.Since(t)
+			if err == nil && (resp.StatusCode != http.StatusOK || bytes.HasPrefix(reply.Bytes(), []byte(`{"error"`))) {
+				err = fmt.Errorf("%d %s", resp.StatusCode, reply.Bytes())
+			}
+			return d, err
 		}
-	}
+	})
 }

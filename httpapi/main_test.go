@@ -1,9 +1,7 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -16,18 +14,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/kvrouter/router/blockhash"
 	"github.com/kvrouter/router/client"
-	"github.com/kvrouter/router/events"
-	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/httpapi"
 	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/stacktest"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
-	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/stack"
-	"github.com/kvrouter/router/workers"
 )
 
 func TestMain(m *testing.M) {
@@ -45,15 +39,13 @@ const blockSize = 4
 // NATS and etcd, with clients that play the workers and the frontend.
 type router struct {
 	t      testing.TB
-	st     *stack.Stack
+	st     *stacktest.Router
 	m      *metrics.Router
-	nc     *nats.Conn // the workers' KV events, and NATS requests to compare
+	nc     *nats.Conn // NATS requests to compare
+	kv     *stacktest.KVEvents
 	etcd   *clientv3.Client
 	base   string // http://host:port
 	client *http.Client
-	ids    map[indexer.Worker]uint64 // next event_id per rank
-	cancel context.CancelFunc
-	done   chan error
 
 	mu   sync.Mutex
 	seen map[string]map[int]bool // path → statuses answered
@@ -66,15 +58,13 @@ func start(t testing.TB, opts ...func(*stack.Config)) *router {
 	t.Helper()
 	ns := testutil.NATS(t)
 	es := testutil.Etcd(t)
-	r := &router{t: t, nc: testutil.NATSConn(t, ns.URL()), etcd: testutil.EtcdClient(t, es.Endpoint()),
-		ids: map[indexer.Worker]uint64{}, seen: map[string]map[int]bool{}}
+	r := &router{t: t, nc: testutil.NATSConn(t, ns.URL()), etcd: testutil.EtcdClient(t, es.Endpoint()), seen: map[string]map[int]bool{}}
+	r.kv = stacktest.NewKVEvents(t, r.nc, blockSize)
 	var err error
 	if r.m, err = metrics.New(prometheus.NewRegistry(), metrics.Config{Namespace: "dynamo", Component: "router", RouterID: 1}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := stack.Config{RouterID: 1, KVEvents: true, Events: events.DefaultConfig(), Workers: workers.DefaultConfig(),
-		Scheduler: scheduler.DefaultConfig(), Service: service.DefaultConfig()}
-	cfg.Workers.BlockSize, cfg.Scheduler.BlockSize = blockSize, blockSize
+	cfg := stacktest.Config(1, blockSize)
 	cfg.Workers.EtcdTimeout, cfg.Workers.EtcdProbeInterval = 2*time.Second, 200*time.Millisecond
 	hc := httpapi.DefaultConfig()
 	hc.Host = "127.0.0.1"
@@ -82,21 +72,15 @@ func start(t testing.TB, opts ...func(*stack.Config)) *router {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if r.st, err = stack.New(cfg, testutil.NATSConn(t, ns.URL()), testutil.EtcdClient(t, es.Endpoint()), r.m, nil); err != nil {
-		t.Fatal(err)
-	}
+	r.st = stacktest.Start(t, cfg, ns.URL(), es.Endpoint(), r.m, nil)
 	r.base = "http://" + r.st.HTTPAddr()
 	transport := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512}
 	r.client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel, r.done = cancel, make(chan error, 1)
-	go func() { r.done <- r.st.Run(ctx) }()
 	t.Cleanup(func() {
 		r.stop()
 		transport.CloseIdleConnections()
 		r.checkDocumented()
 	})
-	testutil.Eventually(t, 10*time.Second, r.st.EventsReady, "kv events subscribed")
 	if code, _, body := r.post("/v1/overlap_scores", "application/json", `{"token_ids":[]}`); code != http.StatusOK {
 		t.Fatalf("overlap_scores over HTTP: %d %s", code, body)
 	}
@@ -104,21 +88,7 @@ func start(t testing.TB, opts ...func(*stack.Config)) *router {
 }
 
 // stop ends the router and waits for Run; idempotent.
-func (r *router) stop() {
-	if r.cancel == nil {
-		return
-	}
-	r.cancel()
-	r.cancel = nil
-	select {
-	case err := <-r.done:
-		if err != nil {
-			r.t.Errorf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		r.t.Error("Run did not return within 30s")
-	}
-}
+func (r *router) stop() { r.st.Stop() }
 
 // checkDocumented fails the test for each status answered on a path that
 // docs/openapi.yaml does not document for it.
@@ -195,19 +165,7 @@ func (r *router) overNATS(endpoint, body string) string {
 // (lease-less), with maxBatched tokens per forward pass.
 func (r *router) register(id uint64, component string, maxBatched int) {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	inst := fmt.Sprintf(`{"type":"Endpoint","namespace":"dynamo","component":%q,"endpoint":"generate","instance_id":%d}`, component, id)
-	card := fmt.Sprintf(`{"type":"Model","namespace":"dynamo","component":%q,"endpoint":"generate","instance_id":%d,"card_json":{"display_name":"m","kv_cache_block_size":%d,"runtime_config":{"total_kv_blocks":1000,"max_num_seqs":256,"max_num_batched_tokens":%d,"data_parallel_start_rank":0,"data_parallel_size":1}}}`,
-		component, id, blockSize, maxBatched)
-	for _, kv := range [][2]string{
-		{fmt.Sprintf("v1/mdc/dynamo/%s/generate/%x", component, id), card},
-		{fmt.Sprintf("v1/instances/dynamo/%s/generate/%x", component, id), inst},
-	} {
-		if _, err := r.etcd.Put(ctx, kv[0], kv[1]); err != nil {
-			r.t.Fatal(err)
-		}
-	}
+	stacktest.Register(r.t, r.etcd, stacktest.Worker{Namespace: "dynamo", Component: component, ID: id, BlockSize: blockSize, MaxNumSeqs: 256, MaxBatchedTokens: maxBatched})
 }
 
 // waitWorkers waits until the registry lists n workers.
@@ -220,23 +178,10 @@ func (r *router) waitWorkers(n int) {
 // blocks of toks, and waits until the index holds them.
 func (r *router) store(id uint64, toks []uint32) {
 	r.t.Helper()
-	h, err := blockhash.NewHasher(blockSize, blockhash.Options{})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	locals := h.LocalHashes(nil, toks)
-	seqs := h.SequenceHashes(nil, locals)
 	rank := indexer.Worker{ID: indexer.WorkerID(id)}
-	ev := indexer.Event{Worker: rank, Kind: indexer.KindStored}
-	for i := range locals {
-		ev.Blocks = append(ev.Blocks, indexer.Block{Hash: indexer.BlockHash(seqs[i]), Tokens: indexer.LocalHash(locals[i])})
-	}
 	before := r.st.Index().Size(rank)
-	r.ids[rank]++
-	if err := r.nc.Publish(events.Subjects("dynamo", events.DefaultComponent)[0], codec.AppendJSON(nil, ev, codec.Meta{EventID: r.ids[rank]})); err != nil {
-		r.t.Fatal(err)
-	}
-	testutil.Eventually(r.t, 10*time.Second, func() bool { return r.st.Index().Size(rank) >= before+len(locals) }, "blocks of worker %d indexed", id)
+	n := r.kv.Stored("dynamo", id, toks)
+	testutil.Eventually(r.t, 10*time.Second, func() bool { return r.st.Index().Size(rank) >= before+n }, "blocks of worker %d indexed", id)
 }
 
 // errorOf returns the code and message of an error reply, or fails.

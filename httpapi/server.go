@@ -9,10 +9,10 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
+	"time"
 
-	"github.com/kvrouter/router/internal/shutdown"
+	"github.com/kvrouter/router/internal/httpserve"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/service"
 )
@@ -44,9 +44,8 @@ type Server struct {
 	// bodies are pooled request-body buffers (*bytes.Buffer).
 	bodies sync.Pool
 
-	// mu guards ln; a leaf lock (docs/locks.md).
-	mu sync.Mutex
-	ln net.Listener
+	// ln is the listening socket (internal/httpserve).
+	ln *httpserve.Listener
 }
 
 // New returns a server for cfg that answers with ans and records its
@@ -66,7 +65,8 @@ func New(cfg Config, ans Answerer, m *metrics.Router, log *slog.Logger) (*Server
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ans: ans, m: hm, log: log, paths: map[string]string{}}
+	s := &Server{cfg: cfg, ans: ans, m: hm, log: log, paths: map[string]string{},
+		ln: httpserve.NewListener("http api", cfg.Host, cfg.Port)}
 	for _, name := range service.Endpoints() {
 		s.paths[PathPrefix+name] = name
 	}
@@ -82,37 +82,14 @@ func (s *Server) Config() Config { return s.cfg }
 
 // Listen binds the listening socket, so that a port in use fails at once
 // and the address is known before Run.
-func (s *Server) Listen() (net.Addr, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)))
-	if err != nil {
-		return nil, fmt.Errorf("http api: listen on %s:%d: %w", s.cfg.Host, s.cfg.Port, err)
-	}
-	s.mu.Lock()
-	s.ln = ln
-	s.mu.Unlock()
-	return ln.Addr(), nil
-}
+func (s *Server) Listen() (net.Addr, error) { return s.ln.Listen() }
 
 // Addr returns the address listened on, or "" before Listen.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
+func (s *Server) Addr() string { return s.ln.Addr() }
 
 // Close releases the socket Listen bound, for a server that will not Run
 // (the router failed to start). Run closes it itself.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Close()
-}
+func (s *Server) Close() error { return s.ln.Close() }
 
 // Run serves until ctx ends (calling Listen if that has not been done),
 // then shuts down: it stops accepting connections, closes idle ones and
@@ -123,17 +100,6 @@ func (s *Server) Close() error {
 // router closes at shutdown (internal: the router is shutting down), as on
 // NATS. Run returns nil after a shutdown, and an error if serving fails.
 func (s *Server) Run(ctx context.Context) error {
-	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil {
-		if _, err := s.Listen(); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		ln = s.ln
-		s.mu.Unlock()
-	}
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -145,23 +111,8 @@ func (s *Server) Run(ctx context.Context) error {
 		// go to the router's log, not to the standard logger.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http api: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := shutdown.DrainContext(ctx, s.cfg.DrainTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		d, _ := sctx.Deadline()
+	return s.ln.Serve(ctx, srv, s.cfg.DrainTimeout, func(deadline time.Time, err error) {
 		s.log.Warn("http api: shutdown cut short; the connections still open are closed",
-			"drain_timeout", s.cfg.DrainTimeout, "deadline", d, "error", err)
-		_ = srv.Close()
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("http api: %w", err)
-	}
-	return nil
+			"drain_timeout", s.cfg.DrainTimeout, "deadline", deadline, "error", err)
+	})
 }

@@ -9,15 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/indexer"
@@ -72,17 +69,11 @@ func BenchmarkRouteNATS(b *testing.B) {
 	cfg.StaleTimeout = time.Second
 	cfg.PrefillTimeout = cfg.StaleTimeout // it may not exceed the stale timeout
 	rt := startRouter(b, srv, 42, cfg)
-	registerMany(b, srv, workers)
+	testutil.RegisterWorkers(b, srv.etcd, workers, blockSize)
 	waitWorkers(b, workers, rt)
 
 	rng := rand.New(rand.NewPCG(3, 3))
-	tokens := func(n int) []uint32 {
-		t := make([]uint32, n)
-		for i := range t {
-			t[i] = rng.Uint32N(150000)
-		}
-		return t
-	}
+	tokens := func(n int) []uint32 { return testutil.RandomTokens(rng, n) }
 	for id := range uint64(workers) {
 		for range 4 {
 			rt.store(b, 1+id, tokens(blocks*blockSize))
@@ -111,37 +102,9 @@ func BenchmarkRouteNATS(b *testing.B) {
 	h := hasherOf(b, blockSize)
 
 	for _, payload := range []string{"token_ids", "block_hashes"} {
-		// The conversation part of each client's prompt, rendered once.
-		prefix := make([][]byte, clients)
-		for c, conv := range convs {
-			if payload == "token_ids" {
-				prefix[c] = []byte(`"token_ids":` + strings.TrimSuffix(tokensJSON(conv), "]") + ",")
-			} else {
-				hs, _ := json.Marshal(h.LocalHashes(nil, conv))
-				prefix[c] = []byte(`"block_hashes":` + strings.TrimSuffix(string(hs), "]") + ",")
-			}
-		}
 		// body appends client c's request number i: its conversation and a
 		// new turn drawn from rng.
-		body := func(dst []byte, run int64, c, i int, rng *rand.Rand) []byte {
-			dst = fmt.Appendf(dst, `{"request_id":"%d-%d-%d",`, run, c, i)
-			dst = append(dst, prefix[c]...)
-			n := blocks - cached
-			if payload == "token_ids" {
-				n *= blockSize
-			}
-			for j := range n {
-				if j > 0 {
-					dst = append(dst, ',')
-				}
-				if payload == "token_ids" {
-					dst = strconv.AppendUint(dst, uint64(rng.Uint32N(150000)), 10)
-				} else {
-					dst = strconv.AppendUint(dst, rng.Uint64(), 10)
-				}
-			}
-			return append(dst, "]}"...)
-		}
+		body := testutil.RouteBody(payload, convs, func(t []uint32) []uint64 { return h.LocalHashes(nil, t) }, blocks-cached, blockSize)
 		// request builds the same request as body, for the client.
 		request := func(run int64, c, i int, rng *rand.Rand) client.RouteRequest {
 			q := client.RouteRequest{RequestID: fmt.Sprintf("%d-%d-%d", run, c, i)}
@@ -182,44 +145,31 @@ func BenchmarkRouteNATS(b *testing.B) {
 			echo := drive(b, clientConns, clients, raw("bench.echo"), b.N)
 			route := drive(b, clientConns, clients, raw(Subject("dynamo", "router", "route")), b.N)
 			viaC := drive(b, clientConns, clients, viaClient, b.N)
-			for name, r := range map[string]*driveResult{"route": route, "client route": viaC} {
-				if r.errors > 0 {
-					b.Fatalf("%d %s requests failed, first: %s", r.errors, name, r.firstError)
+			for name, r := range map[string]*testutil.Load{"route": route, "client route": viaC} {
+				if r.Errors > 0 {
+					b.Fatalf("%d %s requests failed, first: %s", r.Errors, name, r.FirstError)
 				}
 			}
-			b.ReportMetric(route.perSecond, "routes/s")
-			b.ReportMetric(viaC.perSecond, "client-routes/s")
-			b.ReportMetric(echo.perSecond, "echo/s")
-			b.ReportMetric(route.p50.Seconds()*1e6, "route-p50-µs")
-			b.ReportMetric(route.p99.Seconds()*1e6, "route-p99-µs")
-			b.ReportMetric(viaC.p50.Seconds()*1e6, "client-p50-µs")
-			b.ReportMetric(viaC.p99.Seconds()*1e6, "client-p99-µs")
-			b.ReportMetric(echo.p50.Seconds()*1e6, "echo-p50-µs")
-			b.ReportMetric(echo.p99.Seconds()*1e6, "echo-p99-µs")
-			b.ReportMetric(float64(route.p50)/float64(echo.p50), "route-p50/echo-p50")
-			b.ReportMetric(float64(viaC.p50)/float64(echo.p50), "client-p50/echo-p50")
-			b.ReportMetric(route.cpuPerRequest.Seconds()*1e6, "route-cpu-µs/req")
-			b.ReportMetric(viaC.cpuPerRequest.Seconds()*1e6, "client-cpu-µs/req")
-			b.ReportMetric(echo.cpuPerRequest.Seconds()*1e6, "echo-cpu-µs/req")
+			b.ReportMetric(route.PerSecond, "routes/s")
+			b.ReportMetric(viaC.PerSecond, "client-routes/s")
+			b.ReportMetric(echo.PerSecond, "echo/s")
+			b.ReportMetric(route.P50.Seconds()*1e6, "route-p50-µs")
+			b.ReportMetric(route.P99.Seconds()*1e6, "route-p99-µs")
+			b.ReportMetric(viaC.P50.Seconds()*1e6, "client-p50-µs")
+			b.ReportMetric(viaC.P99.Seconds()*1e6, "client-p99-µs")
+			b.ReportMetric(echo.P50.Seconds()*1e6, "echo-p50-µs")
+			b.ReportMetric(echo.P99.Seconds()*1e6, "echo-p99-µs")
+			b.ReportMetric(float64(route.P50)/float64(echo.P50), "route-p50/echo-p50")
+			b.ReportMetric(float64(viaC.P50)/float64(echo.P50), "client-p50/echo-p50")
+			b.ReportMetric(route.CPUPerRequest.Seconds()*1e6, "route-cpu-µs/req")
+			b.ReportMetric(viaC.CPUPerRequest.Seconds()*1e6, "client-cpu-µs/req")
+			b.ReportMetric(echo.CPUPerRequest.Seconds()*1e6, "echo-cpu-µs/req")
 		})
 	}
 }
 
 // driveRuns numbers drive's runs.
 var driveRuns atomic.Int64
-
-// driveResult is what drive measured.
-type driveResult struct {
-	perSecond float64
-	p50, p99  time.Duration
-	// cpuPerRequest is the process's CPU time (user and system: clients,
-	// NATS server and router alike) per request answered.
-	cpuPerRequest time.Duration
-	errors        int
-	firstError    string
-	mu            sync.Mutex
-	latencies     []time.Duration
-}
 
 // sendFunc sends request i of client c of run run over nc (or rc, a
 // client.Client on nc), drawing its new turn from rng, and returns how
@@ -228,9 +178,9 @@ type driveResult struct {
 type sendFunc func(nc *nats.Conn, rc *client.Client, run int64, c, i int, rng *rand.Rand, buf []byte) ([]byte, time.Duration, error)
 
 // drive sends n requests with send from clients clients spread over
-// conns, each client sending back to back, and measures their latency and
-// the process's CPU time.
-func drive(b *testing.B, conns []*nats.Conn, clients int, send sendFunc, n int) *driveResult {
+// conns, each client sending back to back, and measures them
+// (testutil.Drive).
+func drive(b *testing.B, conns []*nats.Conn, clients int, send sendFunc, n int) *testutil.Load {
 	rcs := make([]*client.Client, len(conns))
 	for i, nc := range conns {
 		var err error
@@ -238,84 +188,15 @@ func drive(b *testing.B, conns []*nats.Conn, clients int, send sendFunc, n int) 
 			b.Fatal(err)
 		}
 	}
-	res := &driveResult{latencies: make([]time.Duration, 0, n)}
 	run := driveRuns.Add(1) // request ids never repeat across runs
-	cpu0 := cpuTime()
-	var wg sync.WaitGroup
-	per := (n + clients - 1) / clients
-	start := time.Now()
-	for c := range clients {
+	return testutil.Drive(n, clients, func(c int) func(int, *rand.Rand) (time.Duration, error) {
 		nc, rc := conns[c%len(conns)], rcs[c%len(conns)]
-		count := min(per, n-c*per)
-		if count <= 0 {
-			break
+		var buf []byte
+		return func(i int, rng *rand.Rand) (d time.Duration, err error) {
+			buf, d, err = send(nc, rc, run, c, i, rng, buf)
+			return d, err
 		}
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(c), 7)) // the same turns in both runs
-			lat := make([]time.Duration, 0, count)
-			var buf []byte
-			for i := range count {
-				var (
-					d   time.Duration
-					err error
-				)
-				buf, d, err = send(nc, rc, run, c, i, rng, buf)
-				if err != nil {
-					res.mu.Lock()
-					if res.errors == 0 {
-						res.firstError = err.Error()
-					}
-					res.errors++
-					res.mu.Unlock()
-					continue
-				}
-				lat = append(lat, d)
-			}
-			res.mu.Lock()
-			res.latencies = append(res.latencies, lat...)
-			res.mu.Unlock()
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	res.perSecond = float64(len(res.latencies)) / elapsed.Seconds()
-	res.cpuPerRequest = (cpuTime() - cpu0) / time.Duration(max(len(res.latencies), 1))
-	slices.Sort(res.latencies)
-	if len(res.latencies) > 0 {
-		res.p50 = res.latencies[len(res.latencies)/2]
-		res.p99 = res.latencies[len(res.latencies)*99/100]
-	}
-	return res
-}
-
-// cpuTime returns the process's CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// registerMany registers n decode workers, ids 1..n, at block size 128,
-// under one lease.
-func registerMany(b *testing.B, srv *servers, n int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	lease, err := srv.etcd.Grant(ctx, 600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for id := 1; id <= n; id++ {
-		inst := fmt.Sprintf(`{"type":"Endpoint","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"transport":{"nats_tcp":"x"}}`, id)
-		card := fmt.Sprintf(`{"type":"Model","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"card_json":{"display_name":"m","kv_cache_block_size":128,"runtime_config":{"total_kv_blocks":16384,"max_num_seqs":256,"max_num_batched_tokens":8192,"data_parallel_start_rank":0,"data_parallel_size":1}}}`, id)
-		if _, err := srv.etcd.Txn(ctx).Then(
-			clientv3.OpPut(fmt.Sprintf("v1/mdc/dynamo/backend/generate/%x", id), card, clientv3.WithLease(lease.ID)),
-			clientv3.OpPut(fmt.Sprintf("v1/instances/dynamo/backend/generate/%x", id), inst, clientv3.WithLease(lease.ID)),
-		).Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	})
 }
 
 // BenchmarkHandlerPath times the route handler's own work without the

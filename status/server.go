@@ -14,7 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kvrouter/router/internal/shutdown"
+	"github.com/kvrouter/router/internal/httpserve"
 	"github.com/kvrouter/router/metrics"
 )
 
@@ -108,13 +108,15 @@ type Server struct {
 	log      *slog.Logger
 	start    time.Time
 	now      func() time.Time
+	// ln is the listening socket (internal/httpserve), guarded by a lock
+	// of its own.
+	ln *httpserve.Listener
 
 	// mu guards the fields below; a leaf lock, never held while a check
 	// runs (docs/locks.md).
 	mu      sync.Mutex
 	checks  []namedCheck
 	started bool // every check has passed once
-	ln      net.Listener
 }
 
 type namedCheck struct {
@@ -124,7 +126,8 @@ type namedCheck struct {
 
 // New returns a server for cfg that exposes gatherer's metrics.
 func New(cfg Config, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, gatherer: gatherer, log: log, start: time.Now(), now: time.Now}
+	return &Server{cfg: cfg, gatherer: gatherer, log: log, start: time.Now(), now: time.Now,
+		ln: httpserve.NewListener("status server", cfg.Host, cfg.Port)}
 }
 
 // AddCheck registers a check under name, reported in the "endpoints" map
@@ -139,60 +142,17 @@ func (s *Server) AddCheck(name string, c Check) {
 func (s *Server) Config() Config { return s.cfg }
 
 // Addr returns the address listened on, or "" before Listen.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
+func (s *Server) Addr() string { return s.ln.Addr() }
 
 // Listen binds the listening socket, so the address is known before Run.
-func (s *Server) Listen() (net.Addr, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)))
-	if err != nil {
-		return nil, fmt.Errorf("status server: listen on %s:%d: %w", s.cfg.Host, s.cfg.Port, err)
-	}
-	s.mu.Lock()
-	s.ln = ln
-	s.mu.Unlock()
-	return ln.Addr(), nil
-}
+func (s *Server) Listen() (net.Addr, error) { return s.ln.Listen() }
 
 // Run serves until ctx ends, then shuts down, giving open requests up to
 // five seconds, and never past the router's shutdown deadline
 // (internal/shutdown). It calls Listen if that has not been done.
 func (s *Server) Run(ctx context.Context) error {
-	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil {
-		if _, err := s.Listen(); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		ln = s.ln
-		s.mu.Unlock()
-	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("status server: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := shutdown.DrainContext(ctx, 5*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("status server: shutdown: %w", err)
-	}
-	return nil
+	return s.ln.Serve(ctx, srv, 5*time.Second, nil)
 }
 
 // Handler returns the HTTP handler: /metrics, the two probes, 404 elsewhere.
