@@ -92,7 +92,12 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, namespace: o.namespace, component: o.component, timeout: o.timeout}, nil
+	return o.client(nc, nil), nil
+}
+
+// client returns a client on nc with these options; closed is Dial's.
+func (o options) client(nc *nats.Conn, closed chan struct{}) *Client {
+	return &Client{nc: nc, namespace: o.namespace, component: o.component, timeout: o.timeout, closed: closed}
 }
 
 // Dial connects to NATS at natsURL and returns a client that owns the
@@ -110,7 +115,7 @@ func Dial(natsURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: connect to NATS at %s: %w", natsURL, err)
 	}
-	return &Client{nc: nc, namespace: o.namespace, component: o.component, timeout: o.timeout, closed: closed}, nil
+	return o.client(nc, closed), nil
 }
 
 // Close drains and closes the connection Dial made, and returns once it
@@ -208,13 +213,19 @@ func (c *Client) PotentialLoads(ctx context.Context, p Prompt) (*Loads, error) {
 // says (CheckReply): an *Error or ErrUnknownRequest. It is for tools that
 // pass JSON through, such as `router request`.
 func (c *Client) Do(ctx context.Context, e Endpoint, body []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	reply, _, err := c.send(ctx, c.Subject(e), body, false)
+	reply, _, err := c.exchange(ctx, c.Subject(e), body, false)
 	if err != nil {
 		return nil, err
 	}
 	return reply, CheckReply(reply)
+}
+
+// exchange sends body to subject within the client's timeout (send, which
+// retries when retry is set) and returns the reply.
+func (c *Client) exchange(ctx context.Context, subject string, body []byte, retry bool) (reply []byte, lost bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.send(ctx, subject, body, retry)
 }
 
 // mark sends a mark of request id, from handle r (nil for a bare id).
@@ -254,9 +265,7 @@ func (c *Client) call(ctx context.Context, e Endpoint, subject string, req, out 
 	if err != nil {
 		return fmt.Errorf("encode the request: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	reply, lost, err := c.send(ctx, subject, body, retry)
+	reply, lost, err := c.exchange(ctx, subject, body, retry)
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func (r *router) active(id uint64) int {
 // worker with a fixed id would.
 func (c *cluster) register(ns, component string, id uint64) {
 	c.t.Helper()
-	stacktest.Register(c.t, c.etcd, stacktest.Worker{Namespace: ns, Component: component, ID: id, BlockSize: blockSize, MaxNumSeqs: 16, MaxBatchedTokens: 256})
+	stacktest.Register(c.t, c.etcd, testutil.WorkerRecord{Namespace: ns, Component: component, ID: id, BlockSize: blockSize, TotalKVBlocks: 1000, MaxNumSeqs: 16, MaxBatchedTokens: 256})
 }
 
 // store publishes the KV event that worker id stores the full blocks of

@@ -21,6 +21,7 @@ import (
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/embedded"
+	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
@@ -38,9 +39,7 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	if code == 0 {
-		// A background worker of a dependency of etcd outlives Close by
-		// design (as in internal/testutil).
-		if err := goleak.Find(goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start")); err != nil {
+		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

@@ -494,9 +494,10 @@ func TestManyConnections(t *testing.T) {
 	}
 }
 
-// A client that goes away while its route waits in the queue takes the
-// request out of the queue: nothing is booked for it.
-func TestClientGoneLeavesQueue(t *testing.T) {
+// startBusy starts a router whose one worker (7) is busy with request
+// "busy": a route then waits in the queue, for up to a minute.
+func startBusy(t *testing.T) *router {
+	t.Helper()
 	r := start(t, func(c *stack.Config) {
 		c.Scheduler.QueueThreshold = ptr(0.0)
 		c.Scheduler.QueueTimeout = time.Minute
@@ -506,6 +507,13 @@ func TestClientGoneLeavesQueue(t *testing.T) {
 	if status, got := r.api("route", `{"request_id":"busy","token_ids":[1,2,3,4]}`); status != http.StatusOK {
 		t.Fatalf("route: %d %s", status, got)
 	}
+	return r
+}
+
+// A client that goes away while its route waits in the queue takes the
+// request out of the queue: nothing is booked for it.
+func TestClientGoneLeavesQueue(t *testing.T) {
+	r := startBusy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+"/v1/route", strings.NewReader(`{"request_id":"gone","token_ids":[5,6,7,8]}`))
 	if err != nil {
@@ -539,15 +547,7 @@ func TestClientGoneLeavesQueue(t *testing.T) {
 // At shutdown the requests in flight are answered, a route waiting in the
 // queue with internal (the router is shutting down), and Run returns.
 func TestShutdownAnswersInFlight(t *testing.T) {
-	r := start(t, func(c *stack.Config) {
-		c.Scheduler.QueueThreshold = ptr(0.0)
-		c.Scheduler.QueueTimeout = time.Minute
-	})
-	r.register(7, "backend", 100)
-	r.waitWorkers(1)
-	if status, got := r.api("route", `{"request_id":"busy","token_ids":[1,2,3,4]}`); status != http.StatusOK {
-		t.Fatalf("route: %d %s", status, got)
-	}
+	r := startBusy(t)
 	type answer struct {
 		status int
 		body   string

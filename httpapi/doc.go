@@ -5,7 +5,7 @@
 // docs/openapi.yaml describes every path, schema and status, and a test
 // holds it to this package and to the client package's wire types).
 //
-// The work is not done here: each request's body goes to the Answerer,
+// The work is not done here: each request's body goes to
 // service.Handler, the same code that answers on NATS, and its reply's
 // error code becomes the HTTP status (Status): 200 for every reply that is
 // not an error, {"success":false} of a mark included; 400 bad_request; 503

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
@@ -80,7 +78,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep := reply{w: w}
-	if err := s.ans.Serve(r.Context(), endpoint, body.Bytes(), &rep); err != nil {
+	if err := s.h.Serve(r.Context(), endpoint, body.Bytes(), &rep); err != nil {
 		// Cannot happen: the paths are the service's endpoints.
 		s.answerError(w, endpoint, start, http.StatusInternalServerError, scheduler.CodeInternal, err.Error())
 		return
@@ -88,7 +86,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.m.Observe(endpoint, rep.status, time.Since(start))
 }
 
-// reply is an HTTP request as the Answerer's Sender: the reply's code
+// reply is an HTTP request as the service.Handler's Sender: the reply's code
 // sets the status.
 type reply struct {
 	w      http.ResponseWriter
@@ -119,11 +117,7 @@ func (s *Server) refuse(w http.ResponseWriter, endpoint string, start time.Time,
 
 // answerError writes an error reply and records it.
 func (s *Server) answerError(w http.ResponseWriter, endpoint string, start time.Time, status int, code, message string) {
-	body, err := json.Marshal(client.ErrorReply{Error: client.Error{Code: client.Code(code), Message: message}})
-	if err == nil {
-		err = writeJSON(w, status, body)
-	}
-	if err != nil {
+	if err := writeJSON(w, status, service.AppendError(nil, code, message)); err != nil {
 		s.log.Debug("http api: cannot reply", "endpoint", endpoint, "status", status, "error", err)
 	}
 	s.m.Observe(endpoint, status, time.Since(start))

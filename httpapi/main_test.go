@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/kvrouter/router/client"
 	"github.com/kvrouter/router/httpapi"
@@ -25,11 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// As in internal/testutil: a background worker of a dependency of
-		// etcd that outlives Close by design.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	testutil.VerifyTestMain(m)
 }
 
 // blockSize keeps prompts short.
@@ -165,7 +160,7 @@ func (r *router) overNATS(endpoint, body string) string {
 // (lease-less), with maxBatched tokens per forward pass.
 func (r *router) register(id uint64, component string, maxBatched int) {
 	r.t.Helper()
-	stacktest.Register(r.t, r.etcd, stacktest.Worker{Namespace: "dynamo", Component: component, ID: id, BlockSize: blockSize, MaxNumSeqs: 256, MaxBatchedTokens: maxBatched})
+	stacktest.Register(r.t, r.etcd, testutil.WorkerRecord{Namespace: "dynamo", Component: component, ID: id, BlockSize: blockSize, TotalKVBlocks: 1000, MaxNumSeqs: 256, MaxBatchedTokens: maxBatched})
 }
 
 // waitWorkers waits until the registry lists n workers.

@@ -21,22 +21,12 @@ import (
 // /v1/{endpoint}.
 const PathPrefix = "/v1/"
 
-// Answerer answers one request of one of the router's endpoints, given the
-// request's JSON body, and delivers the reply through to: service.Handler.
-// Serve is called from many goroutines at once. It returns after calling
-// to.Send exactly once, or with an error and no reply for an endpoint it
-// does not serve. body is the caller's again once Serve returns.
-type Answerer interface {
-	Serve(ctx context.Context, endpoint string, body []byte, to service.Sender) error
-}
-
-var _ Answerer = (*service.Handler)(nil)
-
 // Server is the HTTP API: the router's endpoints at POST /v1/{endpoint},
 // with the same JSON as on NATS (docs/api.md §7).
 type Server struct {
 	cfg Config
-	ans Answerer
+	// h answers each request, as it does on NATS.
+	h   *service.Handler
 	m   *Metrics
 	log *slog.Logger
 	// paths maps each served path to its endpoint; written by New only.
@@ -48,15 +38,15 @@ type Server struct {
 	ln *httpserve.Listener
 }
 
-// New returns a server for cfg that answers with ans and records its
+// New returns a server for cfg that answers with h and records its
 // families (Metrics) in m. It starts nothing and binds nothing; Listen
 // binds the port, Run serves.
-func New(cfg Config, ans Answerer, m *metrics.Router, log *slog.Logger) (*Server, error) {
+func New(cfg Config, h *service.Handler, m *metrics.Router, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
 	}
-	if ans == nil || m == nil {
-		return nil, errors.New("http api: nil answerer or metrics")
+	if h == nil || m == nil {
+		return nil, errors.New("http api: nil handler or metrics")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -65,7 +55,7 @@ func New(cfg Config, ans Answerer, m *metrics.Router, log *slog.Logger) (*Server
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ans: ans, m: hm, log: log, paths: map[string]string{},
+	s := &Server{cfg: cfg, h: h, m: hm, log: log, paths: map[string]string{},
 		ln: httpserve.NewListener("http api", cfg.Host, cfg.Port)}
 	for _, name := range service.Endpoints() {
 		s.paths[PathPrefix+name] = name

@@ -117,8 +117,10 @@ func appendLoads(b []byte, loads []scheduler.Load, p scheduler.Pending) []byte {
 	return append(b, '}')
 }
 
-// appendError appends an error reply.
-func appendError(b []byte, code, message string) []byte {
+// AppendError appends the error reply of every endpoint,
+// {"error":{"code","message"}}, for another transport's refusals (the
+// HTTP API's).
+func AppendError(b []byte, code, message string) []byte {
 	b = append(b, `{"error":{"code":`...)
 	b = appendString(b, code)
 	b = append(b, `,"message":`...)

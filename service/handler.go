@@ -126,7 +126,7 @@ func (h *Handler) fail(ep *Endpoint, to Sender, start time.Time, size int, err e
 		ep.BadRequests.WithLabelValues(reasonOf(err)).Inc()
 	}
 	b := h.buffer()
-	*b = appendError((*b)[:0], code, err.Error())
+	*b = AppendError((*b)[:0], code, err.Error())
 	h.respond(ep, to, start, size, *b, code)
 	h.buffers.Put(b)
 }
@@ -137,22 +137,26 @@ func (h *Handler) buffer() *[]byte { return h.buffers.Get().(*[]byte) }
 // (scheduler.Router.Route).
 func (h *Handler) route(ctx context.Context, body []byte, to Sender) {
 	start := time.Now()
-	ep := h.m.Route
-	ep.Inflight.Inc()
-	req := h.requests.Get().(*request)
-	defer h.requests.Put(req)
-	if err := decodeRequest(body, req, routeFields, h.r.Config().BlockSize); err != nil {
-		h.fail(ep, to, start, len(body), err)
+	req, ok := h.decodeRoute(body, to, start)
+	if !ok {
 		return
 	}
+	defer h.requests.Put(req)
 	d, err := h.r.Route(ctx, &req.sched)
+	h.decided(to, start, len(body), d, err)
+}
+
+// decided answers a route request of size bytes, arrived at start, with
+// the scheduler's decision or error.
+func (h *Handler) decided(to Sender, start time.Time, size int, d scheduler.Decision, err error) {
+	ep := h.m.Route
 	if err != nil {
-		h.fail(ep, to, start, len(body), err)
+		h.fail(ep, to, start, size, err)
 		return
 	}
 	b := h.buffer()
 	*b = appendDecision((*b)[:0], d)
-	h.respond(ep, to, start, len(body), *b, "")
+	h.respond(ep, to, start, size, *b, "")
 	h.buffers.Put(b)
 }
 
@@ -163,17 +167,27 @@ func (h *Handler) route(ctx context.Context, body []byte, to Sender) {
 // every answer at shutdown.
 func (h *Handler) submit(body []byte, to Sender, pending *sync.WaitGroup) {
 	start := time.Now()
-	ep := h.m.Route
-	ep.Inflight.Inc()
-	req := h.requests.Get().(*request)
-	if err := decodeRequest(body, req, routeFields, h.r.Config().BlockSize); err != nil {
-		h.requests.Put(req)
-		h.fail(ep, to, start, len(body), err)
+	req, ok := h.decodeRoute(body, to, start)
+	if !ok {
 		return
 	}
 	pending.Add(1)
 	req.reply.h, req.reply.to, req.reply.start, req.reply.size, req.reply.pending = h, to, start, len(body), pending
 	h.r.Submit(&req.sched, req.reply.done)
+}
+
+// decodeRoute counts a route request in flight and decodes it into a
+// pooled request, which the caller returns to the pool. A request that
+// does not decode is answered here, and ok is false.
+func (h *Handler) decodeRoute(body []byte, to Sender, start time.Time) (req *request, ok bool) {
+	h.m.Route.Inflight.Inc()
+	req = h.requests.Get().(*request)
+	if err := decodeRequest(body, req, routeFields, h.r.Config().BlockSize); err != nil {
+		h.requests.Put(req)
+		h.fail(h.m.Route, to, start, len(body), err)
+		return nil, false
+	}
+	return req, true
 }
 
 // answer replies to a submitted route request with its decision; the
@@ -184,15 +198,7 @@ func (r *request) answer(d scheduler.Decision, err error) {
 	h := rp.h
 	h.requests.Put(r)
 	defer rp.pending.Done()
-	ep := h.m.Route
-	if err != nil {
-		h.fail(ep, rp.to, rp.start, rp.size, err)
-		return
-	}
-	b := h.buffer()
-	*b = appendDecision((*b)[:0], d)
-	h.respond(ep, rp.to, rp.start, rp.size, *b, "")
-	h.buffers.Put(b)
+	h.decided(rp.to, rp.start, rp.size, d, err)
 }
 
 // mark answers mark_prefill (free false) or mark_free.

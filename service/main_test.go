@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/kvrouter/router/blockhash"
 	"github.com/kvrouter/router/events"
@@ -25,11 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// As in internal/testutil: a background worker of a dependency of
-		// etcd that outlives Close by design.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	testutil.VerifyTestMain(m)
 }
 
 // servers are the embedded NATS and etcd a test's routers share.

@@ -89,7 +89,6 @@ type Service struct {
 	nc  *nats.Conn
 	r   *scheduler.Router
 	h   *Handler
-	m   *Metrics // h's
 	log *slog.Logger
 	// pub is the replica-sync publisher (nil without replica sync).
 	pub *SyncPublisher
@@ -127,7 +126,7 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *
 	if err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
 	}
-	return &Service{cfg: cfg, nc: nc, r: r, h: h, m: h.m, log: log, pub: pub, ready: make(chan struct{})}, nil
+	return &Service{cfg: cfg, nc: nc, r: r, h: h, log: log, pub: pub, ready: make(chan struct{})}, nil
 }
 
 // Handler returns the handler the service answers with, for another
@@ -153,8 +152,8 @@ type endpoint struct {
 func (s *Service) Run(ctx context.Context) error {
 	eps := []endpoint{
 		{metrics.EndpointRoute, s.handleRoute},
-		{metrics.EndpointMarkPrefill, s.handleMark(s.m.MarkPrefill, false)},
-		{metrics.EndpointMarkFree, s.handleMark(s.m.MarkFree, true)},
+		{metrics.EndpointMarkPrefill, s.handleMark(s.h.m.MarkPrefill, false)},
+		{metrics.EndpointMarkFree, s.handleMark(s.h.m.MarkFree, true)},
 		{metrics.EndpointOverlapScores, s.handleOverlapScores},
 		{metrics.EndpointPotentialLoads, s.handlePotentialLoads},
 	}

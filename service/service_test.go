@@ -150,12 +150,12 @@ func TestErrorReplies(t *testing.T) {
 	}
 	// A reply is counted just after it is sent: poll for the last ones.
 	for code, want := range map[string]float64{"bad_request": 5, "no_workers": 2, "queue_rejected": 1, "queue_full": 1, "timeout": 1} {
-		c := rt.svc.m.Route.Errors.WithLabelValues(code)
+		c := rt.svc.h.m.Route.Errors.WithLabelValues(code)
 		testutil.Eventually(t, 5*time.Second, func() bool { return promtest.ToFloat64(c) == want },
 			"route errors_total{error_type=%q} = %v", code, want)
 	}
 	for reason, want := range map[string]float64{metrics.BadRequestMalformed: 2, metrics.BadRequestNoTokens: 1, metrics.BadRequestWorkerType: 1, metrics.BadRequestOutOfRange: 1} {
-		if got := promtest.ToFloat64(rt.svc.m.Route.BadRequests.WithLabelValues(reason)); got != want {
+		if got := promtest.ToFloat64(rt.svc.h.m.Route.BadRequests.WithLabelValues(reason)); got != want {
 			t.Errorf("route bad_requests_total{reason=%q} = %v, want %v", reason, got, want)
 		}
 	}

@@ -149,7 +149,7 @@ func TestWireRepliesMatchEncoder(t *testing.T) {
 			appendLoads(nil, []scheduler.Load{{Worker: w(7, 0), PotentialPrefillTokens: 16, PotentialDecodeBlocks: 4, ActiveRequests: 1}}, scheduler.Pending{Requests: 2, ISLTokens: 30}),
 			appendLoads(nil, nil, scheduler.Pending{}),
 		}},
-		{"error", reflect.TypeFor[client.ErrorReply](), [][]byte{appendError(nil, "bad_request", "token_ids: \"x\"")}},
+		{"error", reflect.TypeFor[client.ErrorReply](), [][]byte{AppendError(nil, "bad_request", "token_ids: \"x\"")}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,15 +3,11 @@ package sim
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/kvrouter/router/internal/testutil"
 )
 
 // Workers and fleets start goroutines; goleak checks that Run takes them
 // all down.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// etcd's and grpc's background workers linger after Close, as in
-		// internal/testutil.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	testutil.VerifyTestMain(m)
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/kvrouter/router/blockhash"
 	"github.com/kvrouter/router/events"
@@ -30,11 +29,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// A background worker of a dependency of etcd that outlives Close
-		// by design (as in internal/testutil).
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	testutil.VerifyTestMain(m)
 }
 
 // blockSize keeps prompts short.

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
-	"go.uber.org/goleak"
 
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
@@ -30,11 +29,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// As in internal/testutil: a background worker of a dependency of
-		// etcd that outlives Close by design.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	kvtest.VerifyTestMain(m)
 }
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/workers")

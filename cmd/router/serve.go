@@ -329,12 +329,12 @@ func (cfg serveConfig) statusConfig() status.Config {
 }
 
 // httpConfig is the HTTP API's configuration: the flags', the fixed
-// limits of httpapi.DefaultConfig, and the queue and drain timeouts of the
-// scheduler and the NATS endpoints, which bound its requests alike.
+// limits of httpapi.DefaultConfig, and the drain timeout of the NATS
+// endpoints, which bounds its requests alike (stack.New sets its queue
+// timeout from the scheduler's).
 func (cfg serveConfig) httpConfig() httpapi.Config {
 	hc := httpapi.DefaultConfig()
 	hc.Host, hc.Port = cfg.HTTPHost, cfg.HTTPPort
-	hc.QueueTimeout = cfg.Scheduler.QueueTimeout
 	hc.DrainTimeout = cfg.Service.DrainTimeout
 	return hc
 }

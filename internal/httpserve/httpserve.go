@@ -45,6 +45,15 @@ func NewListener(name, host string, port int) *Listener {
 
 // Listen binds the socket and returns its address.
 func (l *Listener) Listen() (net.Addr, error) {
+	ln, err := l.listen()
+	if err != nil {
+		return nil, err
+	}
+	return ln.Addr(), nil
+}
+
+// listen binds the socket and returns it.
+func (l *Listener) listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(l.host, strconv.Itoa(l.port)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s:%d: %w", l.name, l.host, l.port, err)
@@ -52,7 +61,7 @@ func (l *Listener) Listen() (net.Addr, error) {
 	l.mu.Lock()
 	l.ln = ln
 	l.mu.Unlock()
-	return ln.Addr(), nil
+	return ln, nil
 }
 
 // Addr returns the address listened on, or "" before Listen.
@@ -85,12 +94,7 @@ func (l *Listener) listener() (net.Listener, error) {
 	if ln != nil {
 		return ln, nil
 	}
-	if _, err := l.Listen(); err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ln, nil
+	return l.listen()
 }
 
 // Serve serves srv on the socket (calling Listen if that has not been
@@ -124,19 +128,11 @@ func (l *Listener) Serve(ctx context.Context, srv *http.Server, drain time.Durat
 		_ = srv.Close()
 		err = nil
 	}
-	serr := <-errc
-	if errors.Is(serr, http.ErrServerClosed) {
-		serr = nil
+	if serr := <-errc; err == nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = serr // Serve failed as the shutdown came
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		return fmt.Errorf("%s: shutdown: %w", l.name, err)
-	case serr != nil && cutShort == nil:
-		// A server that reports its shutdown reports a failure of Serve
-		// that the shutdown met as part of it, as status always has.
-		return fmt.Errorf("%s: shutdown: %w", l.name, serr)
-	case serr != nil:
-		return fmt.Errorf("%s: %w", l.name, serr)
 	}
 	return nil
 }

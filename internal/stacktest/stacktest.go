@@ -8,8 +8,6 @@ package stacktest
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -83,39 +81,14 @@ func (r *Router) Stop() {
 	}
 }
 
-// Worker is a worker's registration, as Dynamo's workers write it in etcd
-// (workers/card.go); its card has 1,000 KV blocks and one data-parallel
-// rank.
-type Worker struct {
-	Namespace, Component string
-	ID                   uint64
-	BlockSize            int
-	// MaxNumSeqs and MaxBatchedTokens are the card's max_num_seqs and
-	// max_num_batched_tokens.
-	MaxNumSeqs, MaxBatchedTokens int
-}
-
 // Register puts w's instance and model card in etcd, lease-less, as a
 // worker with a fixed id would.
-func Register(t testing.TB, etcd *clientv3.Client, w Worker) {
+func Register(t testing.TB, etcd *clientv3.Client, w testutil.WorkerRecord) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	inst := fmt.Sprintf(`{"type":"Endpoint","namespace":%q,"component":%q,"endpoint":"generate","instance_id":%d}`, w.Namespace, w.Component, w.ID)
-	card, _ := json.Marshal(map[string]any{
-		"type": "Model", "namespace": w.Namespace, "component": w.Component, "endpoint": "generate", "instance_id": w.ID,
-		"card_json": map[string]any{"display_name": "m", "kv_cache_block_size": w.BlockSize, "runtime_config": map[string]any{
-			"total_kv_blocks": 1000, "max_num_seqs": w.MaxNumSeqs, "max_num_batched_tokens": w.MaxBatchedTokens,
-			"data_parallel_start_rank": 0, "data_parallel_size": 1,
-		}},
-	})
-	for _, kv := range [][2]string{
-		{fmt.Sprintf("v1/mdc/%s/%s/generate/%x", w.Namespace, w.Component, w.ID), string(card)},
-		{fmt.Sprintf("v1/instances/%s/%s/generate/%x", w.Namespace, w.Component, w.ID), inst},
-	} {
-		if _, err := etcd.Put(ctx, kv[0], kv[1]); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := etcd.Txn(ctx).Then(w.Puts(0)...).Commit(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -41,6 +41,33 @@ func RandomTokens(rng *rand.Rand, n int) []uint32 {
 	return t
 }
 
+// WorkerRecord is a worker's registration as Dynamo's workers write it in
+// etcd (docs/api.md §1): an instance and a model card of one
+// data-parallel rank.
+type WorkerRecord struct {
+	Namespace, Component string
+	ID                   uint64
+	// BlockSize, TotalKVBlocks, MaxNumSeqs and MaxBatchedTokens are the
+	// card's kv_cache_block_size and runtime_config values.
+	BlockSize, TotalKVBlocks, MaxNumSeqs, MaxBatchedTokens int
+}
+
+// Puts returns the etcd puts that register w, under lease (none when
+// lease is 0): its model card, then its instance.
+func (w WorkerRecord) Puts(lease clientv3.LeaseID) []clientv3.Op {
+	path := fmt.Sprintf("%s/%s/generate/%x", w.Namespace, w.Component, w.ID)
+	inst := fmt.Sprintf(`{"type":"Endpoint","namespace":%q,"component":%q,"endpoint":"generate","instance_id":%d,"transport":{"nats_tcp":"x"}}`,
+		w.Namespace, w.Component, w.ID)
+	card := fmt.Sprintf(`{"type":"Model","namespace":%q,"component":%q,"endpoint":"generate","instance_id":%d,"card_json":{"display_name":"m","kv_cache_block_size":%d,`+
+		`"runtime_config":{"total_kv_blocks":%d,"max_num_seqs":%d,"max_num_batched_tokens":%d,"data_parallel_start_rank":0,"data_parallel_size":1}}}`,
+		w.Namespace, w.Component, w.ID, w.BlockSize, w.TotalKVBlocks, w.MaxNumSeqs, w.MaxBatchedTokens)
+	var opts []clientv3.OpOption
+	if lease != 0 {
+		opts = append(opts, clientv3.WithLease(lease))
+	}
+	return []clientv3.Op{clientv3.OpPut("v1/mdc/"+path, card, opts...), clientv3.OpPut("v1/instances/"+path, inst, opts...)}
+}
+
 // RegisterWorkers registers n decode workers in etcd, ids 1..n, each an
 // instance and a model card at block size blockSize (16,384 KV blocks) in
 // namespace dynamo, component backend, all under one lease of ten minutes.
@@ -53,12 +80,9 @@ func RegisterWorkers(tb testing.TB, etcd *clientv3.Client, n, blockSize int) {
 		tb.Fatal(err)
 	}
 	for id := 1; id <= n; id++ {
-		inst := fmt.Sprintf(`{"type":"Endpoint","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"transport":{"nats_tcp":"x"}}`, id)
-		card := fmt.Sprintf(`{"type":"Model","namespace":"dynamo","component":"backend","endpoint":"generate","instance_id":%d,"card_json":{"display_name":"m","kv_cache_block_size":%d,"runtime_config":{"total_kv_blocks":16384,"max_num_seqs":256,"max_num_batched_tokens":8192,"data_parallel_start_rank":0,"data_parallel_size":1}}}`, id, blockSize)
-		if _, err := etcd.Txn(ctx).Then(
-			clientv3.OpPut(fmt.Sprintf("v1/mdc/dynamo/backend/generate/%x", id), card, clientv3.WithLease(lease.ID)),
-			clientv3.OpPut(fmt.Sprintf("v1/instances/dynamo/backend/generate/%x", id), inst, clientv3.WithLease(lease.ID)),
-		).Commit(); err != nil {
+		w := WorkerRecord{Namespace: "dynamo", Component: "backend", ID: uint64(id), BlockSize: blockSize,
+			TotalKVBlocks: 16384, MaxNumSeqs: 256, MaxBatchedTokens: 8192}
+		if _, err := etcd.Txn(ctx).Then(w.Puts(lease.ID)...).Commit(); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -4,16 +4,10 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// etcd's and grpc's background loggers and balancers linger briefly
-		// after Close in ways their authors document as expected.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	VerifyTestMain(m)
 }
 
 func TestServersServe(t *testing.T) {
