@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,11 +142,10 @@ func TestDaemonRoutesEndToEnd(t *testing.T) {
 		t.Errorf("overlap_scores after the bad requests (-want +got):\n%s", diff)
 	}
 
-	exposition, fams, err := c.scrape()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range []struct {
+	// The endpoints record a request once its reply is sent, so a scrape
+	// right after the last reply may miss it: scrape until every family has
+	// counted what the requests above make it count.
+	mins := []struct {
 		name  string
 		match map[string]string
 		min   float64
@@ -162,12 +162,25 @@ func TestDaemonRoutesEndToEnd(t *testing.T) {
 		{"dynamo_component_errors_total", map[string]string{"dynamo_endpoint": "route", "error_type": "bad_request"}, 5},
 		{"dynamo_component_router_bad_requests_total", nil, 8},
 		{"dynamo_component_kv_index_entries", nil, 4},
-	} {
-		v := samples(fams, m.name, m.match)
-		if len(v) == 0 || sum(v) < m.min {
-			t.Errorf("%s%v: %v, want series summing to ≥ %v", m.name, m.match, v, m.min)
-		}
 	}
+	var (
+		exposition string
+		short      []string
+	)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		if exposition, fams, err = c.scrape(); err != nil {
+			short = []string{err.Error()}
+			return false
+		}
+		short = short[:0]
+		for _, m := range mins {
+			if v := samples(fams, m.name, m.match); len(v) == 0 || sum(v) < m.min {
+				short = append(short, fmt.Sprintf("%s%v: %v, want series summing to ≥ %v", m.name, m.match, v, m.min))
+			}
+		}
+		return len(short) == 0
+	}, "the families never counted the requests: %v", lazy(func() string { return strings.Join(short, "; ") }))
 	// Exactly one request was booked: book:false and bad requests do not count.
 	if v := samples(fams, "dynamo_component_router_requests_total", nil); sum(v) != 1 {
 		t.Errorf("dynamo_component_router_requests_total: %v, want 1 (only r-1 was booked)", v)
