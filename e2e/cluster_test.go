@@ -15,15 +15,26 @@ import (
 
 // cluster is a NATS server, an etcd and a router, each its own process.
 type cluster struct {
+	*servers
+	*routerProc
+}
+
+// servers are a NATS server and an etcd, each its own process.
+type servers struct {
+	t        *testing.T
+	natsBin  string
+	natsPort int
+	natsDir  string
+	nats     *testutil.Process
+	etcdURL  string
+	etcdBin  string
+	etcdArgs []string
+	etcd     *testutil.Process
+}
+
+// routerProc is a router process and the base URL of its status server.
+type routerProc struct {
 	t          *testing.T
-	natsBin    string
-	natsPort   int
-	natsDir    string
-	nats       *testutil.Process
-	etcdURL    string
-	etcdBin    string
-	etcdArgs   []string
-	etcd       *testutil.Process
 	router     *testutil.Process
 	statusBase string
 }
@@ -31,10 +42,16 @@ type cluster struct {
 // newCluster starts the three; bins must hold nats-server and etcd (need).
 func newCluster(t *testing.T, bins installed, routerArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
+	s := newServers(t, bins)
+	return &cluster{servers: s, routerProc: s.startRouter(testutil.FreePort(t), routerArgs...)}
+}
+
+// newServers starts nats-server and etcd on free ports.
+func newServers(t *testing.T, bins installed) *servers {
+	t.Helper()
+	c := &servers{t: t}
 	c.natsBin = bins.path(t, natsServer)
 	c.etcdBin = bins.path(t, etcdServer)
-	router := routerBinary(t)
 
 	c.natsPort = testutil.FreePort(t)
 	c.natsDir = t.TempDir()
@@ -48,41 +65,48 @@ func newCluster(t *testing.T, bins installed, routerArgs ...string) *cluster {
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "e2e=" + peerURL}
 	c.startEtcd()
+	return c
+}
 
-	statusPort := testutil.FreePort(t)
-	c.statusBase = "http://" + testutil.Addr(statusPort)
+// startRouter starts a router on the servers with its status server on
+// statusPort, and returns once that answers.
+func (c *servers) startRouter(statusPort int, routerArgs ...string) *routerProc {
+	t := c.t
+	t.Helper()
+	bin := routerBinary(t)
+	r := &routerProc{t: t, statusBase: "http://" + testutil.Addr(statusPort)}
 	args := append([]string{"serve",
 		"--nats-url", c.natsURL(), "--etcd-endpoints", c.etcdURL,
 		"--system-host", "127.0.0.1", "--system-port", strconv.Itoa(statusPort),
 		"--log-format", "json", "--log-level", "debug"}, routerArgs...)
 	// The router fails fast if etcd is not up yet: retry until it stays up.
 	testutil.Eventually(t, 60*time.Second, func() bool {
-		c.router = testutil.Start(t, router, args...)
+		r.router = testutil.Start(t, bin, args...)
 		ok := true
 		testutil.Eventually(t, 30*time.Second, func() bool {
-			if c.router.Exited() {
+			if r.router.Exited() {
 				ok = false
 				return true
 			}
-			code, _ := c.get("/live")
+			code, _ := r.get("/live")
 			return code != 0
 		}, "router status server never answered")
 		return ok
 	}, "router kept exiting at start")
-	return c
+	return r
 }
 
-func (c *cluster) natsURL() string { return "nats://" + testutil.Addr(c.natsPort) }
+func (c *servers) natsURL() string { return "nats://" + testutil.Addr(c.natsPort) }
 
 // startEtcd starts etcd, or starts it again on the same data and ports.
-func (c *cluster) startEtcd() { c.etcd = testutil.Start(c.t, c.etcdBin, c.etcdArgs...) }
+func (c *servers) startEtcd() { c.etcd = testutil.Start(c.t, c.etcdBin, c.etcdArgs...) }
 
-func (c *cluster) startNATS() {
+func (c *servers) startNATS() {
 	c.nats = testutil.Start(c.t, c.natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(c.natsPort), "-js", "-sd", c.natsDir)
 }
 
 // get fetches a path of the router's status server; code 0 means no answer.
-func (c *cluster) get(path string) (int, string) {
+func (c *routerProc) get(path string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.statusBase+path, nil)
@@ -96,7 +120,7 @@ func (c *cluster) get(path string) (int, string) {
 }
 
 // health returns the status of /health and its endpoints map.
-func (c *cluster) health() (int, map[string]string) {
+func (c *routerProc) health() (int, map[string]string) {
 	code, body := c.get("/health")
 	var h struct {
 		Endpoints map[string]string `json:"endpoints"`
@@ -105,7 +129,7 @@ func (c *cluster) health() (int, map[string]string) {
 	return code, h.Endpoints
 }
 
-func (c *cluster) waitHealth(want int, within time.Duration) {
+func (c *routerProc) waitHealth(want int, within time.Duration) {
 	c.t.Helper()
 	testutil.Eventually(c.t, within, func() bool {
 		code, _ := c.health()
@@ -113,7 +137,7 @@ func (c *cluster) waitHealth(want int, within time.Duration) {
 	}, "health never became %d; last: %s", want, fmt.Sprint(c.healthString()))
 }
 
-func (c *cluster) healthString() string {
+func (c *routerProc) healthString() string {
 	code, body := c.get("/health")
 	return fmt.Sprintf("%d %s", code, body)
 }

@@ -58,7 +58,7 @@ type healthBody struct {
 }
 
 // healthJSON fetches /health; code 0 means no answer.
-func (c *cluster) healthJSON() (int, healthBody) {
+func (c *routerProc) healthJSON() (int, healthBody) {
 	code, body := c.get("/health")
 	var h healthBody
 	if code != 0 {

@@ -338,7 +338,7 @@ func (f *fleet) overlaps(req promptRequest) overlapReply {
 }
 
 // scrape fetches and parses the router's /metrics.
-func (c *cluster) scrape() (exposition string, fams map[string]*dto.MetricFamily, err error) {
+func (c *routerProc) scrape() (exposition string, fams map[string]*dto.MetricFamily, err error) {
 	code, body := c.get("/metrics")
 	if code != 200 {
 		return body, nil, fmt.Errorf("/metrics: status %d: %.200s", code, body)
@@ -349,7 +349,7 @@ func (c *cluster) scrape() (exposition string, fams map[string]*dto.MetricFamily
 }
 
 // mustScrape is scrape that fails the test on an error.
-func (c *cluster) mustScrape() map[string]*dto.MetricFamily {
+func (c *routerProc) mustScrape() map[string]*dto.MetricFamily {
 	c.t.Helper()
 	_, fams, err := c.scrape()
 	if err != nil {

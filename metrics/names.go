@@ -252,6 +252,9 @@ const (
 	// NameDiscoveryMalformedTotal counts discovery values that could not be
 	// parsed, by kind.
 	NameDiscoveryMalformedTotal = "dynamo_component_router_discovery_malformed_total"
+	// NameRouterReplicas is the number of router replicas registered in
+	// etcd under the router's component, this one included (ours).
+	NameRouterReplicas = "dynamo_component_router_replicas"
 	// NameWorkerLoadRejectedTotal counts worker load messages (kv_metrics)
 	// not taken in, by reason.
 	NameWorkerLoadRejectedTotal = "dynamo_component_router_worker_load_rejected_total"
@@ -436,6 +439,9 @@ const (
 	DiscoveryInstance = "instance"
 	// DiscoveryModelCard means a v1/mdc/... value.
 	DiscoveryModelCard = "model_card"
+	// DiscoveryReplica means the key of another router replica
+	// (v1/instances/{ns}/{router component}/route/...).
+	DiscoveryReplica = "replica"
 )
 
 // Names of the router's endpoints (docs/api.md §3), the values of

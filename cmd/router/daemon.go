@@ -22,6 +22,7 @@ import (
 
 	"github.com/kvrouter/router/internal/embedded"
 	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/replicas"
 	"github.com/kvrouter/router/stack"
 	"github.com/kvrouter/router/workers"
 )
@@ -80,6 +81,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		hc := cfg.httpConfig()
 		scfg.HTTP = &hc
 	}
+	presence, err := replicas.New(replicas.Config{Namespace: cfg.Namespace, Component: cfg.RouterComponent, RouterID: routerID,
+		LeaseTTL: cfg.LeaseTTL, ReplicaSync: cfg.Scheduler.ReplicaSync}, etcd, lease.ID, m, log)
+	if err != nil {
+		return exitError("serve: %v", err)
+	}
 	st, err := stack.New(scfg, nc, etcd, m, log)
 	if le, ok := errors.AsType[*stack.ListenError](err); ok && errors.Is(err, syscall.EADDRINUSE) {
 		flag := "--system-port (DYN_SYSTEM_PORT"
@@ -101,7 +107,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	// One deadline for the whole stop, from the signal on (shutdown.go).
 	stop, gctx := newStopper(ctx, cfg.ShutdownTimeout, log)
 	defer stop.release()
-	stop.Go(func() error { return keepLease(gctx, etcd, lease.ID, cfg.LeaseTTL, log) })
+	stop.Go(func() error { return presence.Run(gctx) })
 	stop.Go(func() error { return st.Run(gctx) })
 
 	if cfg.Embedded {
@@ -125,7 +131,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	}
 	// Best effort, with the time left: the lease expires anyway.
 	rctx, cancel := context.WithDeadline(context.Background(), deadline)
-	_, _ = etcd.Revoke(rctx, lease.ID)
+	_, _ = etcd.Revoke(rctx, presence.Lease())
 	cancel()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return exitError("serve: %v", err)
@@ -191,38 +197,6 @@ func connectEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, err
 		return nil, fmt.Errorf("cannot reach etcd at %v: %w", endpoints, err)
 	}
 	return c, nil
-}
-
-// keepLease keeps the router's lease alive until ctx ends. The lease only
-// makes the router's instance id unique; if etcd loses it during an outage
-// longer than its TTL, a new one is granted, and the router keeps the id it
-// started with (its metrics' router_id). Whether etcd is reachable is judged
-// by worker discovery, which /health reports.
-func keepLease(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID, ttl time.Duration, log *slog.Logger) error {
-	for {
-		if ch, err := c.KeepAlive(ctx, id); err == nil {
-			for range ch {
-			}
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ttlResp, err := c.TimeToLive(rctx, id)
-		if err == nil && ttlResp.TTL <= 0 {
-			// The lease expired while etcd was away: take a new one.
-			if g, gerr := c.Grant(rctx, int64(ttl/time.Second)); gerr == nil {
-				log.Info("router lease expired during an etcd outage; granted a new one", "lease_id", int64(g.ID))
-				id = g.ID
-			}
-		}
-		cancel()
-	}
 }
 
 // startEmbedded runs NATS and etcd in the process on the configured

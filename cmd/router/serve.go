@@ -103,7 +103,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"DYN_LOG_FORMAT"}, Usage: "auto (colour text on a terminal, JSON otherwise), text or json"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DYN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_SHUTDOWN_TIMEOUT"}, Usage: "how long a SIGINT/SIGTERM shutdown may take before the router gives up waiting (" + shutdownTimeouts.String() + ")"},
-		&cli.DurationFlag{Name: "lease-ttl", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_LEASE_TTL"}, Usage: "TTL of the router's own etcd lease, which names its instance id (" + leaseTTLs.String() + ")"},
+		&cli.DurationFlag{Name: "lease-ttl", Value: 10 * time.Second, EnvVars: []string{"DYN_ROUTER_LEASE_TTL"}, Usage: "TTL of the router's own etcd lease, which names its instance id and holds its replica key v1/instances/{ns}/{router component}/route/{id hex} (" + leaseTTLs.String() + ")"},
 		&cli.IntFlag{Name: "router-max-index-entries", Value: 0, EnvVars: []string{"DYN_ROUTER_MAX_INDEX_ENTRIES"}, Usage: "cap on (worker, block) entries in the KV index; past it the least recently used prefixes are evicted; 0 means no cap"},
 		&cli.IntFlag{Name: "router-min-initial-workers", Value: 0, EnvVars: []string{"DYN_ROUTER_MIN_INITIAL_WORKERS"}, Usage: "not ready until this many workers are registered"},
 		&cli.IntFlag{Name: "router-block-size", Value: workers.DefaultBlockSize, EnvVars: []string{"DYN_ROUTER_BLOCK_SIZE"}, Usage: "KV block size in tokens; must equal the engines' (a worker whose card differs is flagged)"},
