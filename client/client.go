@@ -2,9 +2,12 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,11 +35,14 @@ type Client struct {
 	namespace string
 	component string
 	timeout   time.Duration
+	// routeAttempt is WithRouteRetry's; 0 sends a route once (but after no
+	// responders).
+	routeAttempt time.Duration
 	// closed is closed by NATS when a connection Dial made is closed; nil
 	// for a connection the caller owns.
 	closed    chan struct{}
 	closeOnce sync.Once
-	// onRetry, when set, is told of each mark attempt that is retried
+	// onRetry, when set, is told of each attempt that is sent again
 	// (tests).
 	onRetry func(attempt int, err error)
 }
@@ -45,9 +51,10 @@ type Client struct {
 type Option func(*options)
 
 type options struct {
-	namespace string
-	component string
-	timeout   time.Duration
+	namespace    string
+	component    string
+	timeout      time.Duration
+	routeAttempt time.Duration
 }
 
 // WithNamespace sets the Dynamo namespace (default DefaultNamespace): the
@@ -64,6 +71,29 @@ func WithRouterComponent(component string) Option {
 // (default DefaultTimeout); a context's earlier deadline ends it sooner.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
+// WithRouteRetry makes Route send a route again, with the same request id
+// and the retry flag, when an attempt gets no reply within attempt (the
+// replica that took it may have been killed), until the call's deadline.
+// A route without a RequestID (and not Book false) gets a random one from
+// the client, since a retry must name the route it retries. Off by
+// default: Route waits for one reply the whole deadline.
+//
+// A router that holds the id booked answers the retry from that booking,
+// so a retry that reaches the replica that booked the first attempt, or
+// any replica with --router-replica-sync, books nothing more. A retry that
+// reaches another replica without replica sync while the first one is
+// alive but slow books the request a second time there; the first
+// booking, whose reply the client gave up on, is never marked, and that
+// replica frees it after --router-prefill-timeout (5 min), counted in
+// dynamo_router_bookings_expired_total. Choose attempt well above the
+// router's usual answer time, and above --router-queue-timeout when the
+// router queues requests (--router-queue-threshold): a route waiting in
+// the queue gets no reply until it leaves it. attempt may be at most the
+// call's timeout (WithTimeout); 0 turns the retries off.
+func WithRouteRetry(attempt time.Duration) Option {
+	return func(o *options) { o.routeAttempt = attempt }
+}
+
 // build applies opts to the defaults and checks the result.
 func build(opts []Option) (options, error) {
 	o := options{namespace: DefaultNamespace, component: DefaultRouterComponent, timeout: DefaultTimeout}
@@ -78,6 +108,9 @@ func build(opts []Option) (options, error) {
 	}
 	if o.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("client: timeout %v must be positive", o.timeout))
+	}
+	if o.routeAttempt < 0 || o.routeAttempt > o.timeout && o.timeout > 0 {
+		errs = append(errs, fmt.Errorf("client: route retry attempt %v is out of range (allowed 0, off, or up to the timeout %v)", o.routeAttempt, o.timeout))
 	}
 	return o, errors.Join(errs...)
 }
@@ -97,7 +130,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 
 // client returns a client on nc with these options; closed is Dial's.
 func (o options) client(nc *nats.Conn, closed chan struct{}) *Client {
-	return &Client{nc: nc, namespace: o.namespace, component: o.component, timeout: o.timeout, closed: closed}
+	return &Client{nc: nc, namespace: o.namespace, component: o.component, timeout: o.timeout, routeAttempt: o.routeAttempt, closed: closed}
 }
 
 // Dial connects to NATS at natsURL and returns a client that owns the
@@ -140,30 +173,53 @@ func (c *Client) Subject(e Endpoint) string {
 	return "namespace." + c.namespace + ".component." + c.component + "." + string(e)
 }
 
+// ReplicaSubject returns the subject on which router replica routerID
+// alone answers mark endpoint e:
+// namespace.{ns}.component.{router}.{e}.{routerID in lower-case hex}. It
+// is the router's service.ReplicaSubject.
+func (c *Client) ReplicaSubject(e Endpoint, routerID uint64) string {
+	return c.Subject(e) + "." + strconv.FormatUint(routerID, 16)
+}
+
 // markSubject returns the subject of a mark of r, or of a mark by request
-// id alone when r is nil. Today every mark goes to the queue group, so it
-// reaches any replica. This is the one place that chooses where a mark
-// goes: when route replies name the replica that booked the request and a
-// subject of its own (issue 18), a mark of a handle goes there.
+// id alone when r is nil: the subject of the replica that booked r when
+// its decision names one, else the queue group's. This is the one place
+// that chooses where a mark goes.
 func (c *Client) markSubject(e Endpoint, r *Request) string {
-	return c.Subject(e)
+	if r == nil || r.d.RouterID == 0 {
+		return c.Subject(e)
+	}
+	return c.ReplicaSubject(e, r.d.RouterID)
 }
 
 // Route asks the router for a worker for req and, unless req.Book is
 // false, books the request there. The handle's Prefilled and Done report
 // the request's progress; Done must be called once the request ends.
 //
-// Route is never retried, not even on a lost reply: the router may have
-// booked the request, and a second route would book it again (or fail
-// as a duplicate of a request id). On ErrNoRouter nothing was booked and
-// the caller may try again. A route whose reply comes too late, past the
-// call's deadline, may have been booked all the same; the router frees
-// such a booking after --router-prefill-timeout.
+// Route is sent again, within the deadline, when NATS says no router is
+// subscribed (a router restarting): the request reached nobody, so nothing
+// was booked. An attempt that reached a router and got no reply is sent
+// again only with WithRouteRetry, which says when that can book twice.
+// Without it, a route whose reply comes too late, past the call's
+// deadline, may have been booked all the same; the router frees such a
+// booking after --router-prefill-timeout.
 //
 // On error the handle is nil; the methods of a nil *Request do nothing.
 func (c *Client) Route(ctx context.Context, req RouteRequest) (*Request, error) {
+	p := policy{noResponders: true}
+	if c.routeAttempt > 0 {
+		p.noReply, p.attempt = true, c.routeAttempt
+		if req.RequestID == "" && (req.Book == nil || *req.Book) {
+			req.RequestID = newRequestID()
+		}
+		p.again = func() ([]byte, error) {
+			q := req
+			q.Retry = true
+			return encode(&q)
+		}
+	}
 	var d Decision
-	if err := c.call(ctx, EndpointRoute, c.Subject(EndpointRoute), &req, &d, false); err != nil {
+	if _, err := c.call(ctx, EndpointRoute, c.Subject(EndpointRoute), &req, &d, p); err != nil {
 		return nil, fmt.Errorf("route: %w", err)
 	}
 	if d.RequestID == "" {
@@ -172,18 +228,28 @@ func (c *Client) Route(ctx context.Context, req RouteRequest) (*Request, error) 
 	return &Request{c: c, d: d, booked: req.Book == nil || *req.Book}, nil
 }
 
-// MarkPrefill reports the first output token of request id (mark_prefill).
-// It is retried within the deadline when no router answers. A router that
-// does not know id answers ErrUnknownRequest. Prefer Request.Prefilled.
+// newRequestID returns a random request id of 16 lower-case hex digits.
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// MarkPrefill reports the first output token of request id (mark_prefill),
+// through the queue group. It is retried within the deadline when no
+// router answers. A router that does not know id answers
+// ErrUnknownRequest. Prefer Request.Prefilled, which goes to the replica
+// that booked the request.
 func (c *Client) MarkPrefill(ctx context.Context, id string) error {
 	return c.mark(ctx, EndpointMarkPrefill, nil, id, -1)
 }
 
-// MarkFree ends request id (mark_free): the router frees its booking.
-// outputTokens is the number of tokens generated, negative when unknown.
-// It is retried within the deadline when no router answers; after a retry
-// ErrUnknownRequest may mean an earlier attempt freed it and its reply was
-// lost. Prefer Request.Done.
+// MarkFree ends request id (mark_free), through the queue group: the
+// router frees its booking. outputTokens is the number of tokens
+// generated, negative when unknown. It is retried within the deadline
+// when no router answers; after a retry ErrUnknownRequest may mean an
+// earlier attempt freed it and its reply was lost. Prefer Request.Done,
+// which goes to the replica that booked the request.
 func (c *Client) MarkFree(ctx context.Context, id string, outputTokens int) error {
 	return c.mark(ctx, EndpointMarkFree, nil, id, outputTokens)
 }
@@ -192,7 +258,7 @@ func (c *Client) MarkFree(ctx context.Context, id string, outputTokens int) erro
 // It changes nothing.
 func (c *Client) OverlapScores(ctx context.Context, p Prompt) (*Overlaps, error) {
 	var o Overlaps
-	if err := c.call(ctx, EndpointOverlapScores, c.Subject(EndpointOverlapScores), &p, &o, false); err != nil {
+	if _, err := c.call(ctx, EndpointOverlapScores, c.Subject(EndpointOverlapScores), &p, &o, policy{}); err != nil {
 		return nil, fmt.Errorf("overlap_scores: %w", err)
 	}
 	return &o, nil
@@ -202,7 +268,7 @@ func (c *Client) OverlapScores(ctx context.Context, p Prompt) (*Overlaps, error)
 // the router's wait queue. It changes nothing.
 func (c *Client) PotentialLoads(ctx context.Context, p Prompt) (*Loads, error) {
 	var l Loads
-	if err := c.call(ctx, EndpointPotentialLoads, c.Subject(EndpointPotentialLoads), &p, &l, false); err != nil {
+	if _, err := c.call(ctx, EndpointPotentialLoads, c.Subject(EndpointPotentialLoads), &p, &l, policy{}); err != nil {
 		return nil, fmt.Errorf("potential_loads: %w", err)
 	}
 	return &l, nil
@@ -213,7 +279,7 @@ func (c *Client) PotentialLoads(ctx context.Context, p Prompt) (*Loads, error) {
 // says (CheckReply): an *Error or ErrUnknownRequest. It is for tools that
 // pass JSON through, such as `router request`.
 func (c *Client) Do(ctx context.Context, e Endpoint, body []byte) ([]byte, error) {
-	reply, _, err := c.exchange(ctx, c.Subject(e), body, false)
+	reply, _, err := c.exchange(ctx, c.Subject(e), body, policy{})
 	if err != nil {
 		return nil, err
 	}
@@ -221,25 +287,44 @@ func (c *Client) Do(ctx context.Context, e Endpoint, body []byte) ([]byte, error
 }
 
 // exchange sends body to subject within the client's timeout (send, which
-// retries when retry is set) and returns the reply.
-func (c *Client) exchange(ctx context.Context, subject string, body []byte, retry bool) (reply []byte, lost bool, err error) {
+// sends again as p says) and returns the reply.
+func (c *Client) exchange(ctx context.Context, subject string, body []byte, p policy) (reply []byte, tr trail, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	return c.send(ctx, subject, body, retry)
+	return c.send(ctx, subject, body, p)
 }
 
-// mark sends a mark of request id, from handle r (nil for a bare id).
+// mark sends a mark of request id, from handle r (nil for a bare id). A
+// handle's mark names the replica that booked it (router_id) and goes to
+// that replica's subject; when NATS says no responders there (the replica
+// is gone), it goes on to the queue group, where a replica with replica
+// sync knows the booking, and one without forwards it, in vain, to the
+// replica named. Then ErrUnknownRequest means the booking went with its
+// replica: nothing is left to free or mark, and mark returns nil.
 func (c *Client) mark(ctx context.Context, e Endpoint, r *Request, id string, outputTokens int) error {
-	var m any = MarkPrefillRequest{RequestID: id}
+	var routerID uint64
+	if r != nil {
+		routerID = r.d.RouterID
+	}
+	var m any = MarkPrefillRequest{RequestID: id, RouterID: routerID}
 	if e == EndpointMarkFree {
-		f := MarkFreeRequest{RequestID: id}
+		f := MarkFreeRequest{RequestID: id, RouterID: routerID}
 		if outputTokens >= 0 {
 			f.OutputTokens = &outputTokens
 		}
 		m = f
 	}
+	p := markPolicy
+	subject := c.markSubject(e, r)
+	if group := c.Subject(e); subject != group {
+		p.fallback = group
+	}
 	var rep MarkReply
-	if err := c.call(ctx, e, c.markSubject(e, r), m, &rep, true); err != nil {
+	tr, err := c.call(ctx, e, subject, m, &rep, p)
+	if tr.fellBack && errors.Is(err, ErrUnknownRequest) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("%s %q: %w", e, id, err)
 	}
 	if rep.Success == nil {
@@ -257,26 +342,26 @@ func encode(req any) ([]byte, error) {
 	return json.Marshal(req)
 }
 
-// call sends req to subject, bounded by the client's timeout, and decodes
-// the reply into out; an error reply is its error. Marks (retry) are
-// retried on the failures that a mark can safely be sent again after.
-func (c *Client) call(ctx context.Context, e Endpoint, subject string, req, out any, retry bool) error {
+// call sends req to subject, bounded by the client's timeout, sending
+// again as p says, and decodes the reply into out; an error reply is its
+// error. It returns what the attempts went through.
+func (c *Client) call(ctx context.Context, e Endpoint, subject string, req, out any, p policy) (trail, error) {
 	body, err := encode(req)
 	if err != nil {
-		return fmt.Errorf("encode the request: %w", err)
+		return trail{}, fmt.Errorf("encode the request: %w", err)
 	}
-	reply, lost, err := c.exchange(ctx, subject, body, retry)
+	reply, tr, err := c.exchange(ctx, subject, body, p)
 	if err != nil {
-		return err
+		return tr, err
 	}
 	if err := CheckReply(reply); err != nil {
-		if lost && errors.Is(err, ErrUnknownRequest) {
-			return fmt.Errorf("%w (an earlier attempt got no reply: it may have reached the router)", err)
+		if tr.lost && errors.Is(err, ErrUnknownRequest) {
+			return tr, fmt.Errorf("%w (an earlier attempt got no reply: it may have reached the router)", err)
 		}
-		return err
+		return tr, err
 	}
 	if err := json.Unmarshal(reply, out); err != nil {
-		return fmt.Errorf("the reply %.200q is not %s's: %w", reply, e, err)
+		return tr, fmt.Errorf("the reply %.200q is not %s's: %w", reply, e, err)
 	}
-	return nil
+	return tr, nil
 }

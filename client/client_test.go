@@ -32,6 +32,14 @@ func TestSubjectsAreTheRouters(t *testing.T) {
 		if got, want := rc.Subject(e), service.Subject("ns1", "r2", string(e)); got != want {
 			t.Errorf("Subject(%s) = %q, want the router's %q", e, got, want)
 		}
+		for _, id := range []uint64{1, 0xabc, 1<<64 - 1} {
+			if got, want := rc.ReplicaSubject(e, id), service.ReplicaSubject("ns1", "r2", string(e), id); got != want {
+				t.Errorf("ReplicaSubject(%s, %d) = %q, want the router's %q", e, id, got, want)
+			}
+		}
+	}
+	if got, want := rc.ReplicaSubject(client.EndpointMarkFree, 0x2a), "namespace.ns1.component.r2.mark_free.2a"; got != want {
+		t.Errorf("ReplicaSubject = %q, want %q (lower-case hex, as the etcd instance keys)", got, want)
 	}
 }
 
@@ -47,6 +55,9 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{name: "empty component", opts: []client.Option{client.WithRouterComponent("")}, want: []string{`router component ""`}},
 		{name: "everything", opts: []client.Option{client.WithNamespace("*"), client.WithRouterComponent("x y"), client.WithTimeout(0)},
 			want: []string{`namespace "*"`, `router component "x y"`, "timeout 0s must be positive"}},
+		{name: "route retry past the timeout", opts: []client.Option{client.WithTimeout(time.Second), client.WithRouteRetry(2 * time.Second)},
+			want: []string{"route retry attempt 2s is out of range"}},
+		{name: "negative route retry", opts: []client.Option{client.WithRouteRetry(-time.Second)}, want: []string{"route retry attempt -1s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,9 +92,11 @@ func TestRequestJSON(t *testing.T) {
 		{name: "every field", req: client.RouteRequest{
 			RequestID: "r-1", Prompt: client.Prompt{BlockHashes: []uint64{1 << 63}, ISL: 3, LoRAName: "a"},
 			WorkerType: client.WorkerTypeDisaggregated, Book: new(false), PriorityJump: 1.5, DoNotQueue: true,
-			AllowedWorkerIDs: []client.WorkerID{7, 9}, RouterConfigOverride: &client.RouterConfigOverride{OverlapScoreWeight: &one},
+			AllowedWorkerIDs: []client.WorkerID{7, 9}, RouterConfigOverride: &client.RouterConfigOverride{OverlapScoreWeight: &one}, Retry: true,
 		}, want: `{"request_id":"r-1","block_hashes":[9223372036854775808],"isl":3,"lora_name":"a","worker_type":"disaggregated",` +
-			`"book":false,"priority_jump":1.5,"do_not_queue":true,"allowed_worker_ids":[7,9],"router_config_override":{"overlap_score_weight":1}}`},
+			`"book":false,"priority_jump":1.5,"do_not_queue":true,"allowed_worker_ids":[7,9],"router_config_override":{"overlap_score_weight":1},"retry":true}`},
+		{name: "marks name their replica", req: client.MarkFreeRequest{RequestID: "r", RouterID: 42}, want: `{"request_id":"r","router_id":42}`},
+		{name: "marks without a replica", req: client.MarkPrefillRequest{RequestID: "r"}, want: `{"request_id":"r"}`},
 		{name: "empty allowed list", req: client.RouteRequest{AllowedWorkerIDs: []client.WorkerID{}}, want: `{"allowed_worker_ids":[]}`},
 	}
 	for _, tt := range tests {
@@ -209,7 +222,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := client.Decision{RequestID: "r-1", Worker: client.Worker{WorkerID: 7}, NumBlocks: 2, WorkerType: client.WorkerTypeAggregated}
+	want := client.Decision{RequestID: "r-1", Worker: client.Worker{WorkerID: 7}, NumBlocks: 2, WorkerType: client.WorkerTypeAggregated, RouterID: 1}
 	if diff := cmp.Diff(want, req.Decision()); diff != "" {
 		t.Errorf("decision (-want +got):\n%s", diff)
 	}
@@ -282,7 +295,7 @@ func TestDisaggregatedDecision(t *testing.T) {
 	defer req.Done(context.Background(), -1)
 	d := req.Decision()
 	want := client.Decision{RequestID: d.RequestID, Worker: client.Worker{WorkerID: 11}, NumBlocks: 2, WorkerType: client.WorkerTypeDisaggregated,
-		Prefill: &client.PrefillWorker{Worker: client.Worker{WorkerID: 11}}, Decode: &client.Worker{WorkerID: 7}}
+		Prefill: &client.PrefillWorker{Worker: client.Worker{WorkerID: 11}}, Decode: &client.Worker{WorkerID: 7}, RouterID: 1}
 	if diff := cmp.Diff(want, d); diff != "" {
 		t.Errorf("decision (-want +got):\n%s", diff)
 	}
@@ -587,16 +600,67 @@ func TestDeadlines(t *testing.T) {
 			}
 		}
 	})
-	t.Run("route with no router, never retried", func(t *testing.T) {
-		other := c.client(client.WithNamespace("nobody"))
+	t.Run("route with no router, retried until the deadline", func(t *testing.T) {
+		other := c.client(client.WithNamespace("nobody"), client.WithTimeout(300*time.Millisecond))
 		var retries atomic.Int32
 		client.OnRetry(other, func(int, error) { retries.Add(1) })
 		_, err := other.Route(ctx, client.RouteRequest{Prompt: prompt})
-		if !errors.Is(err, client.ErrNoRouter) || !errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Route = %v, want ErrNoRouter at once", err)
+		for _, want := range []error{client.ErrNoRouter, nats.ErrNoResponders, context.DeadlineExceeded} {
+			if !errors.Is(err, want) {
+				t.Errorf("Route = %v, want it to wrap %v", err, want)
+			}
 		}
-		if retries.Load() != 0 {
-			t.Errorf("Route retried %d times", retries.Load())
+		if retries.Load() < 2 {
+			t.Errorf("%d retries within 300ms, want several", retries.Load())
+		}
+	})
+	t.Run("route never answered, sent again only with WithRouteRetry", func(t *testing.T) {
+		// A responder that never answers routes, as a replica killed with
+		// them in hand. It counts them; a "marker" message, sent after the
+		// routes on the same connection, arrives after them all.
+		subject := service.Subject("muteroute", "router", "route")
+		mute := testutil.NATSConn(t, c.natsURL)
+		counts := make(chan int, 1)
+		n := 0
+		if _, err := mute.Subscribe(subject, func(m *nats.Msg) {
+			if string(m.Data) == "marker" {
+				counts <- n
+				n = 0
+				return
+			}
+			n++
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := mute.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		nc := testutil.NATSConn(t, c.natsURL)
+		sent := func(opts ...client.Option) int {
+			t.Helper()
+			rc, err := client.New(nc, append(opts, client.WithNamespace("muteroute"), client.WithTimeout(300*time.Millisecond))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rc.Route(ctx, client.RouteRequest{Prompt: prompt}); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Route = %v, want context.DeadlineExceeded", err)
+			}
+			if err := nc.Publish(subject, []byte("marker")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case got := <-counts:
+				return got
+			case <-time.After(10 * time.Second):
+				t.Fatal("the marker did not arrive within 10s")
+				return 0
+			}
+		}
+		if got := sent(); got != 1 {
+			t.Errorf("Route without WithRouteRetry sent %d attempts, want 1", got)
+		}
+		if got := sent(client.WithRouteRetry(50 * time.Millisecond)); got < 3 {
+			t.Errorf("Route with WithRouteRetry(50ms) sent %d attempts in 300ms, want several", got)
 		}
 	})
 }
@@ -665,11 +729,21 @@ func TestDoneOnce(t *testing.T) {
 	if err := req.Prefilled(ctx); err != nil {
 		t.Errorf("Prefilled after Done: %v", err)
 	}
-	if n := s.count(nc, rc.Subject(client.EndpointMarkFree)); n != 1 {
-		t.Errorf("%d mark_free sent by 16 Done calls, want 1", n)
+	// The handle's marks go to the subject of the replica that booked it.
+	id := req.Decision().RouterID
+	if id == 0 {
+		t.Fatal("the decision names no router replica")
 	}
-	if n := s.count(nc, rc.Subject(client.EndpointMarkPrefill)); n != 0 {
-		t.Errorf("%d mark_prefill sent after Done, want 0", n)
+	if n := s.count(nc, rc.ReplicaSubject(client.EndpointMarkFree, id)); n != 1 {
+		t.Errorf("%d mark_free sent to the replica by 16 Done calls, want 1", n)
+	}
+	if n := s.count(nc, rc.Subject(client.EndpointMarkFree)); n != 0 {
+		t.Errorf("%d mark_free sent to the queue group, want 0", n)
+	}
+	for _, subject := range []string{rc.Subject(client.EndpointMarkPrefill), rc.ReplicaSubject(client.EndpointMarkPrefill, id)} {
+		if n := s.count(nc, subject); n != 0 {
+			t.Errorf("%d mark_prefill sent to %s after Done, want 0", n, subject)
+		}
 	}
 	if r.active(7) != 0 {
 		t.Errorf("%d requests left booked", r.active(7))
@@ -741,8 +815,8 @@ func TestRouterRestart(t *testing.T) {
 }
 
 // Two replicas in one queue group, with replica sync: requests spread over
-// both, and every booking is freed on both, whichever replica took each
-// mark.
+// both, each handle's marks go to the replica that booked it, and every
+// booking is freed on both.
 func TestQueueGroup(t *testing.T) {
 	c := newCluster(t)
 	withSync := func(cfg *stack.Config) { cfg.Scheduler.ReplicaSync = true }
@@ -758,9 +832,7 @@ func TestQueueGroup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A replica that has not yet heard of the booking from the other
-		// answers unknown, and frees it when it hears (docs/api.md §4).
-		if err := req.Done(ctx, 1); err != nil && !errors.Is(err, client.ErrUnknownRequest) {
+		if err := req.Done(ctx, 1); err != nil {
 			t.Fatal(err)
 		}
 	}

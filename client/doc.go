@@ -42,20 +42,36 @@
 // mark_prefill and mark_free are idempotent: marking twice leaves the
 // router as marking once did. They are retried, within the call's
 // deadline, when no router is subscribed (a router restarting) or no reply
-// comes (the replica that took the mark died before answering). route is
-// never retried: a route whose reply was lost may have booked the request,
-// and a second route would book it a second time on a worker that will
-// never be told (or, with the same request id, fail as a duplicate).
+// comes (the replica that took the mark died before answering).
+//
+// route is retried, within the deadline, when no router is subscribed:
+// the request reached nobody, so nothing was booked. A route that reached
+// a router and got no reply may have been booked; it is sent again only
+// with WithRouteRetry, with the same request id (the client makes one when
+// the request has none) and the retry flag, so that a router that holds
+// the booking answers from it rather than booking again. WithRouteRetry
+// says when a retry can still book twice, and what frees the extra
+// booking.
 //
 // # Replicas
 //
-// Every request goes to the router's queue group, so any number of router
-// replicas can share the load; the client needs nothing else from them.
-// A mark reaches whichever replica NATS picks: with replica sync
-// (docs/api.md §4) every replica learns every booking (a mark that
-// arrives before the news of its booking answers ErrUnknownRequest and
-// still takes effect when the news comes); without it, a replica that did
-// not book the request answers ErrUnknownRequest and the booking stays.
+// Routes go to the router's queue group, so any number of router replicas
+// share the load. A route's reply names the replica that booked it
+// (Decision.RouterID), and the handle's marks go to that replica's own
+// subject (Client.ReplicaSubject) carrying its id, so they reach the one
+// replica that knows the booking, with or without replica sync
+// (docs/api.md §3, "Several replicas"). When NATS says no responders there
+// (the replica was stopped or killed), the mark goes on to the queue
+// group: with replica sync (docs/api.md §4) a survivor knows the booking
+// and frees it; without, the booking went with its replica, the survivor
+// answers that it does not know the request, and Prefilled and Done return
+// nil, there being nothing left to mark or free. ErrUnknownRequest from a
+// handle's mark is then kept for what a caller should hear of: a request
+// its replica never booked or already freed.
+//
+// MarkPrefill and MarkFree, by request id alone, go to the queue group:
+// without replica sync, a replica that did not book the request answers
+// ErrUnknownRequest and the booking stays.
 //
 // # Concurrency
 //

@@ -49,15 +49,19 @@ var (
 )
 
 // ErrUnknownRequest is the answer {"success": false} of mark_prefill or
-// mark_free: the router holds no such request. It was never routed (or
-// not by this replica, without replica sync), was freed already, or was
-// freed by the router's booking timeouts.
+// mark_free: the router holds no such request. It was never routed (or,
+// for MarkPrefill and MarkFree by id, not by the replica that answered,
+// without replica sync), was freed already, or was freed by the router's
+// booking timeouts. A handle's marks do not return it when the replica
+// that booked the request is gone (package doc, Replicas).
 var ErrUnknownRequest = errors.New("the router has no such request")
 
 // ErrNoRouter means NATS found no router subscribed to the endpoint's
-// subject: none runs, or it runs with another namespace or router
-// component. The request reached no router, so nothing was booked. The
-// error wraps nats.ErrNoResponders too.
+// subject until the call's deadline: none runs, or it runs with another
+// namespace or router component. The request reached no router, so
+// nothing was booked. The error wraps nats.ErrNoResponders too, and, when
+// the call was retried until its deadline (marks, routes),
+// context.DeadlineExceeded.
 var ErrNoRouter = errors.New("no router answered")
 
 // Error is an error reply of the router: {"error": {"code", "message"}}.

@@ -1,6 +1,6 @@
 package client
 
-// OnRetry sets a hook told of each mark attempt that is retried, before
+// OnRetry sets a hook told of each attempt that is sent again, before
 // the client uses c.
 func OnRetry(c *Client, f func(attempt int, err error)) { c.onRetry = f }
 

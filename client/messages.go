@@ -97,6 +97,13 @@ type RouteRequest struct {
 	AllowedWorkerIDs []WorkerID `json:"allowed_worker_ids,omitzero"`
 	// RouterConfigOverride changes the cost for this request only.
 	RouterConfigOverride *RouterConfigOverride `json:"router_config_override,omitempty"`
+	// Retry says this route is sent again after an attempt whose reply was
+	// lost: a router that holds RequestID booked already answers with that
+	// booking instead of refusing the id as a duplicate (docs/api.md §3).
+	// The client sets it on the attempts it resends (WithRouteRetry); set it
+	// yourself only to resend a route of your own, with the same
+	// RequestID.
+	Retry bool `json:"retry,omitempty"`
 }
 
 // RouterConfigOverride is router_config_override: each field set replaces
@@ -133,6 +140,11 @@ type Decision struct {
 	// prompt to Prefill, then decode on Decode.
 	Prefill *PrefillWorker `json:"prefill,omitempty"`
 	Decode  *Worker        `json:"decode,omitempty"`
+	// RouterID is the id of the router replica that booked the request
+	// (its etcd instance id); 0, absent, from a router that does not say.
+	// The handle's marks go to that replica's own subjects
+	// (Client.ReplicaSubject) and carry it (docs/api.md §3).
+	RouterID uint64 `json:"router_id,omitempty"`
 }
 
 // PrefillWorker is the prefill half of a disaggregated decision.
@@ -180,6 +192,10 @@ type WorkerLoad struct {
 // MarkPrefillRequest is the body of mark_prefill.
 type MarkPrefillRequest struct {
 	RequestID string `json:"request_id"`
+	// RouterID is the route reply's router_id, the replica that booked the
+	// request; 0 leaves it out. A replica that does not know the request
+	// forwards the mark to that one (docs/api.md §3).
+	RouterID uint64 `json:"router_id,omitempty"`
 }
 
 // MarkFreeRequest is the body of mark_free.
@@ -188,6 +204,8 @@ type MarkFreeRequest struct {
 	// OutputTokens is how many tokens the request generated; nil when
 	// unknown.
 	OutputTokens *int `json:"output_tokens,omitempty"`
+	// RouterID is as in MarkPrefillRequest.
+	RouterID uint64 `json:"router_id,omitempty"`
 }
 
 // MarkReply is a mark's reply: Success is false for a request id the

@@ -46,7 +46,7 @@ func (r *Request) Decision() Decision {
 
 // Prefilled reports the request's first output token (mark_prefill): its
 // prefill is done, and its prompt tokens leave the worker's predicted
-// load. Call it when the first token arrives. It may be called more than
+// load. Call it when the first token arrives. It goes where Done goes. It may be called more than
 // once; after Done, and for a decision that did not book, it does
 // nothing.
 func (r *Request) Prefilled(ctx context.Context) error {
@@ -66,6 +66,11 @@ func (r *Request) Prefilled(ctx context.Context) error {
 // booking must be freed precisely when the caller's request was cancelled
 // or timed out, which is when ctx ends. It keeps ctx's values and is
 // bounded by the client's timeout (WithTimeout), retries included.
+//
+// Done's mark goes to the replica that booked the request, and to the
+// queue group if that replica is gone; when the group then does not know
+// the request either (no replica sync: the booking went with its replica),
+// Done returns nil, since nothing is left to free (package doc, Replicas).
 //
 // If Done fails (no router answered within that time, or the router does
 // not know the request: ErrUnknownRequest), the booking is not lost for

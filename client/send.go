@@ -10,9 +10,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Retries of marks. A router that restarts is back within seconds; a mark
-// waits for it by polling NATS's no-responders answer, which costs one
-// round trip to the NATS server each time.
+// Retries of marks and routes. A router that restarts is back within
+// seconds; a call waits for it by polling NATS's no-responders answer,
+// which costs one round trip to the NATS server each time.
 const (
 	// firstBackoff is the first wait after no responders; each next wait
 	// doubles, up to maxBackoff. Each wait is jittered down by up to half,
@@ -30,34 +30,81 @@ const (
 	maxAttempt = 5 * time.Second
 )
 
-// send sends body to subject and returns the reply. Without retry it sends
-// once. With retry (marks) it sends again until ctx ends: after NATS says
-// no router is subscribed, following a backoff, and after an attempt got no
-// reply within half the time left, at most maxAttempt (the replica that
-// took it may have died), at once. lost reports that some attempt got no reply, so that the
-// router may have handled it.
-func (c *Client) send(ctx context.Context, subject string, body []byte, retry bool) (reply []byte, lost bool, err error) {
+// policy says when a call is sent again, within its deadline.
+type policy struct {
+	// noResponders sends again, after a backoff, when NATS says no router
+	// is subscribed: the request reached nobody.
+	noResponders bool
+	// noReply sends again, at once, when an attempt got no reply within its
+	// share of the time: attempt when set, else half the time left, at
+	// most maxAttempt (the replica that took it may have died with it).
+	noReply bool
+	attempt time.Duration
+	// fallback, when set, is the subject of every attempt after NATS said
+	// no responders on the first subject (a handle's mark whose replica is
+	// gone goes to the queue group), sent at once.
+	fallback string
+	// again, when set, returns the body of every attempt after one that got
+	// no reply (a route's retry); nil sends the same body.
+	again func() ([]byte, error)
+}
+
+// trail is what the attempts of a call went through.
+type trail struct {
+	// lost says some attempt got no reply: the router may have handled it.
+	lost bool
+	// fellBack says the first subject had no responders and the call went
+	// on to the policy's fallback.
+	fellBack bool
+}
+
+// policy of marks: idempotent, sent again on every failure that says the
+// router did not answer.
+var markPolicy = policy{noResponders: true, noReply: true}
+
+// send sends body to subject and returns the reply, sending again as p
+// says until ctx ends.
+func (c *Client) send(ctx context.Context, subject string, body []byte, p policy) (reply []byte, tr trail, err error) {
 	backoff := firstBackoff
+	resent := false
 	for attempt := 1; ; attempt++ {
 		actx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok && retry {
-			if half := time.Until(dl) / 2; half >= minAttempt {
-				actx, cancel = context.WithTimeout(ctx, min(half, maxAttempt))
+		if p.noReply {
+			wait := p.attempt
+			if dl, ok := ctx.Deadline(); ok && wait == 0 {
+				if half := time.Until(dl) / 2; half >= minAttempt {
+					wait = min(half, maxAttempt)
+				}
+			}
+			if wait > 0 {
+				actx, cancel = context.WithTimeout(ctx, wait)
 			}
 		}
 		msg, err := c.nc.RequestWithContext(actx, subject, body)
 		cancel()
 		if err == nil {
-			return msg.Data, lost, nil
+			return msg.Data, tr, nil
 		}
 		noRouter := errors.Is(err, nats.ErrNoResponders)
 		noReply := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
-		if !retry || ctx.Err() != nil || !(noRouter || noReply) {
-			return nil, lost, sendError(subject, attempt, err, ctx.Err())
+		fallback := noRouter && p.fallback != "" && !tr.fellBack
+		if ctx.Err() != nil || !(fallback || noRouter && p.noResponders || noReply && p.noReply) {
+			return nil, tr, sendError(subject, attempt, err, ctx.Err())
 		}
-		lost = lost || noReply
+		tr.lost = tr.lost || noReply
+		if noReply && p.again != nil && !resent {
+			b, aerr := p.again()
+			if aerr != nil {
+				return nil, tr, fmt.Errorf("encode the retry: %w", aerr)
+			}
+			body, resent = b, true
+		}
 		if c.onRetry != nil {
 			c.onRetry(attempt, err)
+		}
+		if fallback {
+			subject, tr.fellBack = p.fallback, true
+			continue
 		}
 		if !noRouter {
 			continue // the attempt's wait was the backoff
@@ -68,7 +115,7 @@ func (c *Client) send(ctx context.Context, subject string, body []byte, retry bo
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, lost, sendError(subject, attempt, err, ctx.Err())
+			return nil, tr, sendError(subject, attempt, err, ctx.Err())
 		}
 	}
 }

@@ -107,8 +107,9 @@ func TestClientEndToEnd(t *testing.T) {
 
 	// No router: once nats-server has seen the router's connection close
 	// (a request sent before then finds a subscription still listed and
-	// gets no reply), NATS answers no responders, which the client names;
-	// a route is not retried (it could book twice).
+	// gets no reply), NATS answers no responders, which the client names
+	// once it has retried until the call's deadline (a route that reached
+	// no router booked nothing).
 	c.router.Kill()
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kvrouter/router/client"
@@ -74,7 +75,7 @@ func TestEndpointsOverHTTP(t *testing.T) {
 
 	t.Run("route, mark_prefill, mark_free", func(t *testing.T) {
 		code, got := r.api("route", `{"request_id":"r-1","token_ids":`+prompt+`}`)
-		if want := `{"request_id":"r-1","worker_id":9,"dp_rank":0,"overlap_blocks":3,"num_blocks":4,"worker_type":"aggregated"}`; code != http.StatusOK || got != want {
+		if want := `{"request_id":"r-1","worker_id":9,"dp_rank":0,"overlap_blocks":3,"num_blocks":4,"worker_type":"aggregated","router_id":1}`; code != http.StatusOK || got != want {
 			t.Fatalf("route: %d %s, want 200 %s", code, got, want)
 		}
 		for _, c := range []struct{ endpoint, body, want string }{
@@ -105,6 +106,37 @@ func TestEndpointsOverHTTP(t *testing.T) {
 		}
 		if code, got := r.api("mark_free", `{"request_id":"d"}`); code != http.StatusOK || got != `{"success":true}` {
 			t.Errorf("mark_free: %d %s", code, got)
+		}
+	})
+	// A mark the router does not know, naming another replica, is
+	// forwarded to that replica's own subject, once, and answered as it
+	// answers; naming a replica that is gone, it is {"success":false}.
+	t.Run("marks forwarded to their replica", func(t *testing.T) {
+		owner := testutil.NATSConn(t, r.nc.ConnectedUrl())
+		forwarded := make(chan *nats.Msg, 4)
+		if _, err := owner.Subscribe(service.ReplicaSubject("dynamo", "router", "mark_free", 2), func(m *nats.Msg) {
+			forwarded <- m
+			_ = m.Respond([]byte(`{"success":true}`))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := owner.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		body := `{"request_id":"elsewhere","router_id":2}`
+		if code, got := r.api("mark_free", body); code != http.StatusOK || got != `{"success":true}` {
+			t.Errorf("mark_free naming replica 2: %d %s, want 200 {\"success\":true}", code, got)
+		}
+		select {
+		case m := <-forwarded:
+			if string(m.Data) != body || m.Header.Get(service.HeaderForwarded) != "1" {
+				t.Errorf("replica 2 got %s with %s %q, want the body and 1", m.Data, service.HeaderForwarded, m.Header.Get(service.HeaderForwarded))
+			}
+		default:
+			t.Error("replica 2 got nothing")
+		}
+		if code, got := r.api("mark_free", `{"request_id":"elsewhere","router_id":3}`); code != http.StatusOK || got != `{"success":false}` {
+			t.Errorf("mark_free naming a replica that is gone: %d %s, want 200 {\"success\":false}", code, got)
 		}
 	})
 }

@@ -15,6 +15,12 @@
 // limit of the NATS path, service.MaxRequestBytes) gets the same error
 // body, code bad_request, with 404, 405, 415 or 413.
 //
+// A mark naming another router replica (router_id) for a request this
+// router does not know is forwarded to that replica over NATS by the
+// service.Handler, on the connection's goroutine, within
+// service.ForwardTimeout, and answered with that replica's answer
+// (docs/api.md §3, "Several replicas").
+//
 // # Limits
 //
 // Config bounds every stage of a connection: the headers' size and reading

@@ -68,6 +68,10 @@ const (
 	LabelHTTPEndpoint = "endpoint"
 	// LabelCode is the HTTP status code of a reply, in decimal.
 	LabelCode = "code"
+	// LabelMarkEndpoint is the endpoint of a mark, mark_prefill or
+	// mark_free, on our mark families. Not dynamo_endpoint, for the reason
+	// LabelHTTPEndpoint gives; the same name.
+	LabelMarkEndpoint = "endpoint"
 )
 
 // Routing overhead histograms (Dynamo; unscoped; constant label router_id;
@@ -104,6 +108,16 @@ const (
 	// NameBookingsExpiredTotal counts bookings the router freed itself
 	// because their caller never marked them prefilled or never freed them.
 	NameBookingsExpiredTotal = "dynamo_router_bookings_expired_total"
+)
+
+// Marks of unknown requests (ours; unscoped like the overhead histograms;
+// constant label router_id; label endpoint).
+const (
+	// NameMarksUnknownTotal counts mark_prefill and mark_free requests
+	// answered {"success":false}: neither the replica that took the mark
+	// nor, when the mark named another replica (router_id), that replica
+	// knew the request id.
+	NameMarksUnknownTotal = "dynamo_router_marks_unknown_total"
 )
 
 // The HTTP API (ours; unscoped like the overhead histograms; constant label

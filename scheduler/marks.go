@@ -144,7 +144,7 @@ func (r *Router) addRemoteLocked(ev SyncEvent, now time.Time) {
 	}
 	pc := active.Placement{
 		Worker: ev.Worker, Prefill: kind == KindPrefill,
-		SeqHashes: ev.SeqHashes, NumBlocks: len(ev.SeqHashes),
+		SeqHashes: ev.SeqHashes, NumBlocks: len(ev.SeqHashes), Overlap: ev.Overlap,
 	}
 	if ev.TrackPrefill {
 		pc.PrefillTokens = prefillTokens(ev.ISL, ev.Overlap, r.cfg.BlockSize)

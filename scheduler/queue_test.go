@@ -163,6 +163,42 @@ func TestQueueWaitsAndReleases(t *testing.T) {
 	})
 }
 
+// A route's retry that waits in the queue next to the route it retries:
+// whichever is released first books, and the other is answered from that
+// booking at once, though the worker is busy again and a request between
+// them still waits.
+func TestQueueRetryOfAWaitingRoute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := queueEnv(t, nil, 1)
+		route(t, e, &Request{ID: "busy", Tokens: tokens(0, 2, 4)})
+		first := submit(e, &Request{ID: "r", Tokens: tokens(100, 2, 4)})
+		other := submit(e, &Request{ID: "o", Tokens: tokens(200, 2, 4)})
+		retry := submit(e, &Request{ID: "r", Tokens: tokens(100, 2, 4), Retry: true})
+		if p := e.r.Pending(); p.Requests != 3 {
+			t.Fatalf("pending %+v, want the three waiting", p)
+		}
+		e.r.Free("busy", -1)
+		var workers []indexer.Worker
+		for _, x := range []*outcome{first, retry} {
+			done, d, err := x.get()
+			if !done || err != nil || d.RequestID != "r" {
+				t.Fatalf("after release: done %v, %+v, %v", done, d, err)
+			}
+			workers = append(workers, d.Worker)
+		}
+		if workers[0] != workers[1] {
+			t.Errorf("the route went to %v and its retry was answered %v", workers[0], workers[1])
+		}
+		// o, between them, still waits: the worker is busy with r.
+		if done, _, _ := other.get(); done || e.r.Pending().Requests != 1 {
+			t.Errorf("o answered %v, pending %+v; want o alone still waiting", done, e.r.Pending())
+		}
+		if n := e.r.Active(); n != 1 {
+			t.Errorf("%d requests active, want the one booking", n)
+		}
+	})
+}
+
 func TestQueueRejections(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := queueEnv(t, func(c *Config) { c.QueueCapacity = 1 }, 1)

@@ -231,10 +231,6 @@ func (r *Router) route(req *Request, done func(Decision, error)) (Decision, *wai
 		r.mu.Unlock()
 		return Decision{}, nil, ErrClosed
 	}
-	if !req.QueryOnly && req.ID != "" && r.seqs.Has(req.ID) {
-		r.mu.Unlock()
-		return Decision{}, nil, fmt.Errorf("%w: request_id %q is already active", ErrBadRequest, req.ID)
-	}
 	d, wait, err := r.attemptLocked(req, s, &p, now, !req.QueryOnly)
 	var w *waiter
 	if wait {
@@ -385,6 +381,10 @@ func (r *Router) resolve(t WorkerType) plan {
 // request is query-only, and reports wait when every eligible rank is busy
 // and the request may wait. mu is held.
 func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Time, canWait bool) (Decision, bool, error) {
+	if r.activeLocked(req) {
+		d, err := r.bookedLocked(req, p)
+		return d, false, err
+	}
 	cp := r.cfg.params(req.Override)
 	pl := r.resolve(req.Type)
 	first, busy, err := r.chooseLocked(s, p, pl.kind, pl.byLoad, cp, false)
@@ -404,6 +404,7 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 	d := Decision{Choice: first, NumBlocks: p.numBlocks, Type: pl.typ}
 	places := [2]active.Placement{{
 		Worker: first.Worker, Prefill: pl.kind == KindPrefill, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks,
+		Overlap: first.OverlapBlocks,
 	}}
 	if !pl.byLoad {
 		places[0].PrefillTokens = prefillTokens(p.isl, first.OverlapBlocks, r.cfg.BlockSize)
@@ -417,7 +418,7 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 			return Decision{}, false, err
 		}
 		d.Prefill, d.Decode = first, second
-		places[1] = active.Placement{Worker: second.Worker, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks}
+		places[1] = active.Placement{Worker: second.Worker, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks, Overlap: second.OverlapBlocks}
 		n = 2
 	}
 	if req.QueryOnly {
@@ -453,6 +454,36 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 		r.m.KVHitRate.Observe(rate)
 	}
 	return d, false, nil
+}
+
+// bookedLocked answers a request whose id is active already. A retry
+// (Request.Retry) gets the decision of the booking it finds, which books
+// nothing: request_id, the booked rank as the worker, with the overlap it
+// had when booked, num_blocks of the retry's prompt, and, for a booking
+// on two ranks, both halves as a disaggregated decision. The booking does
+// not record the decision's serving mode: a booking on one rank is a
+// prefill decision on a prefill rank, a decode decision when the retry
+// asks for decode, and aggregated otherwise, which is also what a
+// disaggregated booking already marked prefilled (its prefill rank let go)
+// is answered as. Anything else is a bad request. mu is held.
+func (r *Router) bookedLocked(req *Request, p *prompt) (Decision, error) {
+	if !req.Retry {
+		return Decision{}, fmt.Errorf("%w: request_id %q is already active", ErrBadRequest, req.ID)
+	}
+	places, n := r.seqs.Booking(req.ID)
+	first := Choice{Worker: places[0].Worker, OverlapBlocks: places[0].Overlap}
+	d := Decision{RequestID: req.ID, Choice: first, NumBlocks: p.numBlocks, Type: WorkerTypeAggregated}
+	switch {
+	case n == 2:
+		d.Type, d.Prefill = WorkerTypeDisaggregated, first
+		d.Decode = Choice{Worker: places[1].Worker, OverlapBlocks: places[1].Overlap}
+	case places[0].Prefill:
+		d.Type = WorkerTypePrefill
+	case req.Type == WorkerTypeDecode:
+		d.Type = WorkerTypeDecode
+	}
+	r.log.Debug("route retry answered from its booking", "request_id", req.ID, "worker_id", first.Worker.ID, "dp_rank", first.Worker.DPRank)
+	return d, nil
 }
 
 // overlapOf returns the overlap of a decision's i-th placement.

@@ -294,6 +294,16 @@ func TestDisaggregated(t *testing.T) {
 			if diff := gocmp.Diff(tt.want, d); diff != "" {
 				t.Fatalf("decision (-want +got):\n%s", diff)
 			}
+			// A retry of the booked id is answered from the booking, and
+			// books nothing more.
+			before := busyLoads(e)
+			again := route(t, e, &Request{ID: "r", Tokens: p, Type: tt.typ, Retry: true})
+			if diff := gocmp.Diff(tt.want, again); diff != "" {
+				t.Errorf("retry's decision (-want +got):\n%s", diff)
+			}
+			if diff := gocmp.Diff(before, busyLoads(e)); diff != "" {
+				t.Errorf("a retry changed the loads (-before +after):\n%s", diff)
+			}
 		})
 	}
 }

@@ -166,6 +166,11 @@ type Request struct {
 	AllowedWorkerIDs []indexer.WorkerID
 	// Override changes the cost parameters; nil keeps the configuration's.
 	Override *Override
+	// Retry says the request is a client's retry of a route whose reply it
+	// did not get (the wire's "retry": true): when ID is active already,
+	// the router answers with the decision of that booking instead of
+	// refusing the id as a duplicate.
+	Retry bool
 }
 
 // Choice is one chosen rank.

@@ -66,7 +66,10 @@ func (r *Router) releaseLocked(now time.Time) []released {
 	var stopped [numKinds]bool
 	var changed [numKinds]bool
 	for _, w := range r.queue.Order(now) {
-		if stopped[w.kind] {
+		// A retry whose id was booked meanwhile (by the route it retries)
+		// needs no capacity: it is answered from the booking at once. Only
+		// retries are looked up, so that a long queue costs no lookups.
+		if stopped[w.kind] && !(w.req.Retry && r.activeLocked(w.req)) {
 			continue
 		}
 		p := prompt{locals: w.locals, seqHashes: w.seqHashes, numBlocks: w.numBlocks, isl: w.isl}
@@ -94,6 +97,12 @@ func (r *Router) releaseLocked(now time.Time) []released {
 		}
 	}
 	return out
+}
+
+// activeLocked reports whether req would book an id that is active
+// already. mu is held.
+func (r *Router) activeLocked(req *Request) bool {
+	return !req.QueryOnly && req.ID != "" && r.seqs.Has(req.ID)
 }
 
 // finishAll tells released requests their decisions; mu is not held.

@@ -240,7 +240,7 @@ func BenchmarkHandlerPath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			buf = appendDecision(buf[:0], d)
+			buf = appendDecision(buf[:0], d, 42)
 		})
 		r.Free("r", -1)
 	}

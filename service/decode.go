@@ -131,6 +131,7 @@ const (
 var requestFields = [...]string{
 	"token_ids", "block_hashes", "isl", "lora_name",
 	"request_id", "worker_type", "book", "priority_jump", "do_not_queue", "allowed_worker_ids", "router_config_override",
+	"retry",
 }
 
 // The bits of the two prompt fields.
@@ -262,6 +263,8 @@ func (r *request) decodeFields(s *jsonscan.Scanner, f fields, blockSize int) (gi
 			if err = decodeOverride(s, &r.override); err == nil {
 				q.Override = &r.override
 			}
+		case "retry":
+			q.Retry, err = s.Bool("retry")
 		}
 		if err != nil {
 			return 0, err
@@ -377,6 +380,9 @@ type markRequest struct {
 	id string
 	// outputTokens is −1 when absent (mark_free only).
 	outputTokens int
+	// routerID is the replica that booked the request, as its route reply
+	// named it; 0 when absent.
+	routerID uint64
 }
 
 // decodeMark decodes a mark_prefill (free false) or mark_free request.
@@ -399,13 +405,13 @@ func decodeMark(data []byte, free bool) (markRequest, error) {
 	return m, nil
 }
 
-// decode reads the fields of a mark request: request_id, and output_tokens
-// for mark_free.
+// decode reads the fields of a mark request: request_id, router_id, and
+// output_tokens for mark_free.
 func (m *markRequest) decode(s *jsonscan.Scanner, free bool) error {
 	if err := s.Object("", "an object"); err != nil {
 		return err
 	}
-	var seenID, seenOutput bool
+	var seenID, seenOutput, seenRouter bool
 	for first := true; ; first = false {
 		key, ok, err := s.Key("", first)
 		if err != nil || !ok {
@@ -427,6 +433,14 @@ func (m *markRequest) decode(s *jsonscan.Scanner, free bool) error {
 				var v uint64
 				v, err = s.Uint("output_tokens", MaxOutputTokens)
 				m.outputTokens = int(v)
+			}
+		case string(key) == "router_id":
+			if seenRouter {
+				return badRequest(metrics.BadRequestMalformed, "field router_id appears twice")
+			}
+			seenRouter = true
+			if !s.Null() {
+				m.routerID, err = s.Uint("router_id", math.MaxUint64)
 			}
 		default:
 			return badRequest(metrics.BadRequestMalformed, "unknown field %q", key)

@@ -37,6 +37,8 @@ func TestDecodeRoute(t *testing.T) {
 		{name: "empty prompt", in: `{"token_ids":[]}`, want: scheduler.Request{Tokens: []uint32{}}},
 		{name: "escapes", in: `{"request_id":"a\"b\\c\u00e9\ud83d\ude00","token_ids":[1]}`, want: scheduler.Request{ID: "a\"b\\cé😀", Tokens: []uint32{1}}},
 		{name: "white space", in: " \n{ \"token_ids\" : [ 1 , 2 ] }\t", want: scheduler.Request{Tokens: []uint32{1, 2}}},
+		{name: "retry", in: `{"request_id":"r","token_ids":[1],"retry":true}`, want: scheduler.Request{ID: "r", Tokens: []uint32{1}, Retry: true}},
+		{name: "retry null", in: `{"token_ids":[1],"retry":null}`, want: scheduler.Request{Tokens: []uint32{1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +82,7 @@ func TestDecodeRouteRejects(t *testing.T) {
 		{"absurd priority_jump", `{"token_ids":[1],"priority_jump":1e300}`, metrics.BadRequestOutOfRange, "priority_jump"},
 		{"empty allowed", `{"token_ids":[1],"allowed_worker_ids":[]}`, metrics.BadRequestMalformed, "allowed_worker_ids: empty"},
 		{"book not bool", `{"token_ids":[1],"book":1}`, metrics.BadRequestMalformed, "book: expected true or false, found a number"},
+		{"retry not bool", `{"token_ids":[1],"retry":"yes"}`, metrics.BadRequestMalformed, "retry: expected true or false, found a string"},
 		{"empty request_id", `{"token_ids":[1],"request_id":""}`, metrics.BadRequestMalformed, "request_id: empty"},
 		{"long request_id", `{"token_ids":[1],"request_id":"` + strings.Repeat("x", 300) + `"}`, metrics.BadRequestTooLarge, "request_id: 300 bytes"},
 		{"credit over 1", `{"token_ids":[1],"router_config_override":{"overlap_score_credit":2}}`, metrics.BadRequestOutOfRange, "router_config_override.overlap_score_credit"},
@@ -125,6 +128,12 @@ func TestDecodeMark(t *testing.T) {
 		{name: "output tokens on prefill", in: `{"request_id":"r-1","output_tokens":1}`, err: `unknown field "output_tokens"`},
 		{name: "missing id", in: `{}`, free: true, err: "request_id: missing"},
 		{name: "negative output", in: `{"request_id":"r","output_tokens":-3}`, free: true, err: "output_tokens: expected an unsigned integer, found -3"},
+		{name: "router id", in: `{"request_id":"r","router_id":18446744073709551615}`, want: markRequest{id: "r", outputTokens: -1, routerID: math.MaxUint64}},
+		{name: "router id on free", in: `{"router_id":42,"request_id":"r","output_tokens":1}`, free: true, want: markRequest{id: "r", outputTokens: 1, routerID: 42}},
+		{name: "router id null", in: `{"request_id":"r","router_id":null}`, want: markRequest{id: "r", outputTokens: -1}},
+		{name: "router id twice", in: `{"request_id":"r","router_id":1,"router_id":2}`, err: "router_id appears twice"},
+		{name: "router id as string", in: `{"request_id":"r","router_id":"2a"}`, err: "router_id: expected an integer, found a string"},
+		{name: "negative router id", in: `{"request_id":"r","router_id":-1}`, err: "router_id: expected an unsigned integer, found -1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +176,7 @@ func FuzzDecodeRoute(f *testing.F) {
 		`{"token_ids":[1],"lora_name":"a\u00e9"}`,
 		`{"token_ids":[1e2]}`, `{"token_ids":[-0]}`, `{}`, `[`, `{"token_ids":[01]}`,
 		`{"token_ids":[ 1 ,4294967295,0, 22 ] }`, `{"token_ids":[1,-2]}`,
+		`{"request_id":"r","token_ids":[1],"retry":true}`, `{"token_ids":[1],"retry":null}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -188,13 +198,15 @@ func FuzzDecodeRoute(f *testing.F) {
 			ISL       *int             `json:"isl"`
 			LoRAName  *string          `json:"lora_name"`
 			Override  *json.RawMessage `json:"router_config_override"`
+			Retry     *bool            `json:"retry"`
 		}
 		if err := json.Unmarshal(data, &ref); err != nil {
 			t.Fatalf("accepted %q, which encoding/json refuses: %v", data, err)
 		}
 		q := r.sched
 		if ref.RequestID != nil && *ref.RequestID != q.ID || ref.LoRAName != nil && *ref.LoRAName != q.LoRAName ||
-			ref.ISL != nil && *ref.ISL != q.ISL || !cmp.Equal(ref.TokenIDs, q.Tokens, cmpopts.EquateEmpty()) {
+			ref.ISL != nil && *ref.ISL != q.ISL || !cmp.Equal(ref.TokenIDs, q.Tokens, cmpopts.EquateEmpty()) ||
+			ref.Retry != nil && *ref.Retry != q.Retry {
 			t.Fatalf("encoding/json reads %q differently: %+v vs %+v", data, ref, q)
 		}
 		// Round trip through a canonical encoding.
@@ -209,9 +221,54 @@ func FuzzDecodeRoute(f *testing.F) {
 	})
 }
 
+// FuzzDecodeMark feeds the mark decoders arbitrary bytes. They must never
+// panic; what they accept must be valid JSON that encoding/json reads to
+// the same fields, into the client's types, which hold no other field.
+func FuzzDecodeMark(f *testing.F) {
+	for _, s := range []string{
+		`{"request_id":"r-1"}`, `{"request_id":"r-1","output_tokens":120,"router_id":42}`,
+		`{"request_id":"r","router_id":18446744073709551615}`, `{"request_id":"r","router_id":null}`,
+		`{"request_id":"r","router_id":-1}`, `{"request_id":"\u00e9","output_tokens":null}`, `{}`, `[`,
+	} {
+		f.Add([]byte(s), true)
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, free bool) {
+		m, err := decodeMark(data, free)
+		if err != nil {
+			var re *requestError
+			if !errors.As(err, &re) || re.msg == "" {
+				t.Fatalf("error %v is not a request error with a message", err)
+			}
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		var ref struct {
+			RequestID    string  `json:"request_id"`
+			OutputTokens *int    `json:"output_tokens"`
+			RouterID     *uint64 `json:"router_id"`
+		}
+		if err := json.Unmarshal(data, &ref); err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", data, err)
+		}
+		want := markRequest{id: ref.RequestID, outputTokens: -1}
+		if ref.OutputTokens != nil {
+			want.outputTokens = *ref.OutputTokens
+		}
+		if ref.RouterID != nil {
+			want.routerID = *ref.RouterID
+		}
+		if m != want || !free && ref.OutputTokens != nil {
+			t.Fatalf("encoding/json reads %q as %+v, the decoder as %+v", data, want, m)
+		}
+	})
+}
+
 // encodeRequest writes a request as a client would, with encoding/json.
 func encodeRequest(q scheduler.Request) []byte {
-	m := map[string]any{"book": !q.QueryOnly, "priority_jump": q.PriorityJump, "do_not_queue": q.DoNotQueue, "worker_type": q.Type.String(), "isl": q.ISL}
+	m := map[string]any{"book": !q.QueryOnly, "priority_jump": q.PriorityJump, "do_not_queue": q.DoNotQueue, "worker_type": q.Type.String(), "isl": q.ISL, "retry": q.Retry}
 	if q.ID != "" {
 		m["request_id"] = q.ID
 	}

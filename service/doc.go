@@ -9,7 +9,25 @@
 //
 // Each endpoint answers on namespace.{ns}.component.{router}.{endpoint}
 // in the queue group {router}, so that router replicas share the load:
-// route, mark_prefill, mark_free, overlap_scores, potential_loads.
+// route, mark_prefill, mark_free, overlap_scores, potential_loads. A
+// service with a RouterID also answers mark_prefill and mark_free on its
+// own subjects, ReplicaSubject (the endpoint's subject and the id in
+// lower-case hex), with as many subscriptions, in the queue group too.
+// Route replies carry the RouterID as router_id, so that a request's marks
+// can find the replica that booked it.
+//
+// # Several replicas
+//
+// A mark whose router_id names another replica, for a request id this
+// replica does not know, is forwarded once to that replica's subject with
+// the header HeaderForwarded, and answered with its answer (forward.go);
+// a forwarded mark is never forwarded again. Over NATS the forward runs on
+// a goroutine of its own, at most maxForwarding at once and past that on
+// the handler's, bounded by ForwardTimeout; over HTTP (Handler.Serve) on
+// the caller's. A mark nobody knew is counted in
+// dynamo_router_marks_unknown_total and logged at debug level. A route
+// with "retry": true whose request_id is booked is answered from the
+// booking (scheduler.Request.Retry).
 // Requests and replies are JSON exactly as docs/api.md §3 shows them;
 // an error is {"error":{"code","message"}} with one of the codes
 // bad_request, no_workers, overloaded, queue_full, queue_rejected, timeout,
@@ -72,7 +90,8 @@
 // docs/metrics.md): for each endpoint, dynamo_component_requests_total,
 // _inflight_requests, _request_bytes_total, _response_bytes_total,
 // _errors_total (by error_type), _request_duration_seconds, and ours,
-// dynamo_component_router_bad_requests_total (by reason).
+// dynamo_component_router_bad_requests_total (by reason); and, unscoped,
+// dynamo_router_marks_unknown_total (by endpoint).
 //
 // # Goroutines and shutdown
 //
@@ -80,11 +99,13 @@
 // Config.Handlers subscriptions per endpoint set how many requests are
 // handled at once. A route request that must wait in the scheduler's queue
 // does not hold a handler: it is answered from the goroutine that releases
-// it. Run owns one goroutine, the replica batch sender. When Run's context
-// ends it drains the subscriptions (requests received are answered), closes
-// the router (requests still waiting in its queue get an internal error
-// saying the router is shutting down), waits for every answer, flushes the
-// connection and returns. The caller owns the NATS connection and closes it
+// it. Run owns one goroutine, the replica batch sender, and the goroutines
+// of marks being forwarded, which it counts with the routes it has handed
+// over. When Run's context ends it drains the subscriptions (requests
+// received are answered), closes the router (requests still waiting in its
+// queue get an internal error saying the router is shutting down), waits
+// for every answer, forwarded marks included (each within ForwardTimeout),
+// flushes the connection and returns. The caller owns the NATS connection and closes it
 // after Run returns. Handler starts no goroutine: Serve runs on its
 // caller's, and is safe to call from many at once.
 package service

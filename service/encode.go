@@ -12,10 +12,11 @@ import (
 // to a buffer: a route reply costs no reflection and, with a pooled
 // buffer, no allocation.
 
-// appendDecision appends a route reply. Its worker_type is the decision's
-// serving mode (aggregated, disaggregated, prefill or decode), not the type
-// of the worker named, which logs and metrics give (docs/api.md §3).
-func appendDecision(b []byte, d scheduler.Decision) []byte {
+// appendDecision appends a route reply of replica routerID (its router_id,
+// left out when 0). Its worker_type is the decision's serving mode
+// (aggregated, disaggregated, prefill or decode), not the type of the
+// worker named, which logs and metrics give (docs/api.md §3).
+func appendDecision(b []byte, d scheduler.Decision, routerID uint64) []byte {
 	b = append(b, '{')
 	if d.RequestID != "" {
 		b = append(b, `"request_id":`...)
@@ -37,6 +38,10 @@ func appendDecision(b []byte, d scheduler.Decision) []byte {
 		b = append(b, `},"decode":{`...)
 		b = appendWorker(b, d.Decode.Worker)
 		b = append(b, '}')
+	}
+	if routerID != 0 {
+		b = append(b, `,"router_id":`...)
+		b = strconv.AppendUint(b, routerID, 10)
 	}
 	return append(b, '}')
 }

@@ -49,14 +49,27 @@ type Handler struct {
 	r   *scheduler.Router
 	m   *Metrics
 	log *slog.Logger
+	// routerID is the replica's id, the router_id of its route replies (0:
+	// none).
+	routerID uint64
+	// fwd forwards marks that name another replica; nil forwards nothing.
+	fwd *forwarder
 
 	requests sync.Pool // *request
 	buffers  sync.Pool // *[]byte
 }
 
 // NewHandler returns a handler of r's endpoints that records their
-// families (Metrics) in m. It starts nothing.
+// families (Metrics) in m. It starts nothing. Its route replies carry no
+// router_id and it forwards no mark: the Service's handler (Service.Handler)
+// does both.
 func NewHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Handler, error) {
+	return newHandler(r, m, log, 0, nil)
+}
+
+// newHandler returns a handler of replica routerID that forwards marks
+// with fwd (nil: none).
+func newHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger, routerID uint64, fwd *forwarder) (*Handler, error) {
 	if r == nil || m == nil {
 		return nil, errors.New("router endpoints: nil router or metrics")
 	}
@@ -67,7 +80,7 @@ func NewHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Hand
 	if err != nil {
 		return nil, fmt.Errorf("router endpoints: %w", err)
 	}
-	h := &Handler{r: r, m: sm, log: log}
+	h := &Handler{r: r, m: sm, log: log, routerID: routerID, fwd: fwd}
 	h.requests.New = func() any {
 		req := &request{}
 		req.reply.done = req.answer
@@ -83,16 +96,18 @@ func NewHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Hand
 // the queue releases it, until its queue timeout, until the router closes,
 // or until ctx ends: then the request leaves the queue unrouted and is
 // answered with the internal code. The other endpoints never wait and
-// ignore ctx. body is not kept after Serve returns. An unknown endpoint is
-// ErrUnknownEndpoint, and nothing is sent.
+// ignore ctx, but for a mark forwarded to the replica it names (see
+// forward.go), which waits for that replica's answer at most
+// ForwardTimeout, or until ctx ends. body is not kept after Serve returns.
+// An unknown endpoint is ErrUnknownEndpoint, and nothing is sent.
 func (h *Handler) Serve(ctx context.Context, endpoint string, body []byte, to Sender) error {
 	switch endpoint {
 	case metrics.EndpointRoute:
 		h.route(ctx, body, to)
 	case metrics.EndpointMarkPrefill:
-		h.mark(h.m.MarkPrefill, false, body, to)
+		h.mark(ctx, h.m.MarkPrefill, false, body, to, false, nil)
 	case metrics.EndpointMarkFree:
-		h.mark(h.m.MarkFree, true, body, to)
+		h.mark(ctx, h.m.MarkFree, true, body, to, false, nil)
 	case metrics.EndpointOverlapScores:
 		h.overlapScores(body, to)
 	case metrics.EndpointPotentialLoads:
@@ -155,7 +170,7 @@ func (h *Handler) decided(to Sender, start time.Time, size int, d scheduler.Deci
 		return
 	}
 	b := h.buffer()
-	*b = appendDecision((*b)[:0], d)
+	*b = appendDecision((*b)[:0], d, h.routerID)
 	h.respond(ep, to, start, size, *b, "")
 	h.buffers.Put(b)
 }
@@ -201,8 +216,13 @@ func (r *request) answer(d scheduler.Decision, err error) {
 	h.decided(rp.to, rp.start, rp.size, d, err)
 }
 
-// mark answers mark_prefill (free false) or mark_free.
-func (h *Handler) mark(ep *Endpoint, free bool, body []byte, to Sender) {
+// mark answers mark_prefill (free false) or mark_free. A mark of an id
+// this replica does not know, naming another replica by router_id, is
+// forwarded there once (forward.go), unless it was forwarded here
+// (forwarded): with pending set (the NATS transport) on a goroutine that
+// pending counts, else before mark returns. A mark nobody knew is counted
+// and logged (unknown).
+func (h *Handler) mark(ctx context.Context, ep *Endpoint, free bool, body []byte, to Sender, forwarded bool, pending *sync.WaitGroup) {
 	start := time.Now()
 	ep.Inflight.Inc()
 	m, err := decodeMark(body, free)
@@ -216,10 +236,35 @@ func (h *Handler) mark(ep *Endpoint, free bool, body []byte, to Sender) {
 	} else {
 		ok = h.r.MarkPrefill(m.id)
 	}
+	if !ok && !forwarded && h.fwd.owns(m.routerID, h.routerID) {
+		h.forwardMark(ctx, ep, m, body, to, start, pending)
+		return
+	}
+	if !ok && !forwarded {
+		h.unknown(ep, m, "")
+	}
+	h.answerMark(ep, to, start, len(body), ok)
+}
+
+// answerMark sends a mark's reply and records it.
+func (h *Handler) answerMark(ep *Endpoint, to Sender, start time.Time, size int, ok bool) {
 	b := h.buffer()
 	*b = appendSuccess((*b)[:0], ok)
-	h.respond(ep, to, start, len(body), *b, "")
+	h.respond(ep, to, start, size, *b, "")
 	h.buffers.Put(b)
+}
+
+// unknown counts and logs a mark of a request nobody knew; why, when not
+// empty, says what forwarding it found.
+func (h *Handler) unknown(ep *Endpoint, m markRequest, why string) {
+	ep.UnknownMarks.Inc()
+	if h.log.Enabled(context.Background(), slog.LevelDebug) {
+		args := []any{"endpoint", ep.Name, "request_id", m.id, "router_id", m.routerID}
+		if why != "" {
+			args = append(args, "forwarded", why)
+		}
+		h.log.Debug("mark of an unknown request", args...)
+	}
 }
 
 // overlapScores answers overlap_scores.

@@ -17,6 +17,11 @@ import (
 // dynamo_endpoint label (names in metrics/names.go; docs/metrics.md).
 // Safe for concurrent use; building it twice from one metrics.Router
 // returns the same collectors.
+//
+// Ours besides: dynamo_router_marks_unknown_total{endpoint}, the marks
+// answered {"success":false} (Endpoint.UnknownMarks of the two mark
+// endpoints), unscoped with the router_id label like the router's other
+// families of its own, both series created with the family.
 type Metrics struct {
 	Route          *Endpoint
 	MarkPrefill    *Endpoint
@@ -36,6 +41,10 @@ type Endpoint struct {
 	Errors        *prometheus.CounterVec // error_type
 	Duration      prometheus.Histogram   // seconds
 	BadRequests   *prometheus.CounterVec // reason (ours)
+	// UnknownMarks counts the endpoint's marks of request ids nobody knew
+	// (ours; dynamo_router_marks_unknown_total); nil for the endpoints that
+	// are not marks.
+	UnknownMarks prometheus.Counter
 }
 
 // NewMetrics creates the endpoints' families below m's component scope, or
@@ -50,9 +59,15 @@ func NewMetrics(m *metrics.Router) (*Metrics, error) {
 		OverlapScores:  ep(metrics.EndpointOverlapScores),
 		PotentialLoads: ep(metrics.EndpointPotentialLoads),
 	}
+	unknown := b.CounterVec(m.Unscoped(), metrics.Opts{
+		Name: metrics.NameMarksUnknownTotal, Help: "Total number of marks of request ids that neither the replica that took them nor the replica they named knew",
+		ConstLabels: m.RouterID(), Labels: []string{metrics.LabelMarkEndpoint},
+	})
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("router service metrics: %w", err)
 	}
+	s.MarkPrefill.UnknownMarks = unknown.WithLabelValues(metrics.EndpointMarkPrefill)
+	s.MarkFree.UnknownMarks = unknown.WithLabelValues(metrics.EndpointMarkFree)
 	return s, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,7 +38,10 @@ type Config struct {
 	// subjects' component and the queue group.
 	Component string
 	// RouterID is this replica's instance id: the router_id of its replica
-	// events, so that it can ignore its own echo.
+	// events, so that it can ignore its own echo, and of its route replies,
+	// and the last token of its own mark subjects (ReplicaSubject). 0 (in
+	// process tests, `router compare`) serves no subjects of its own and
+	// leaves router_id out of route replies.
 	RouterID uint64
 	// Handlers is the number of subscriptions per endpoint in the queue
 	// group (--router-handlers, ours; 0 means GOMAXPROCS). NATS runs each
@@ -80,6 +84,16 @@ func Subject(namespace, component, endpoint string) string {
 	return "namespace." + namespace + ".component." + component + "." + endpoint
 }
 
+// ReplicaSubject returns the subject on which replica routerID alone
+// answers one of the mark endpoints:
+// namespace.{ns}.component.{component}.{endpoint}.{routerID in lower-case
+// hex}, the hex of the etcd instance keys (docs/api.md §1, §3). The
+// client's Client.ReplicaSubject is the same function; a test holds them
+// equal.
+func ReplicaSubject(namespace, component, endpoint string, routerID uint64) string {
+	return Subject(namespace, component, endpoint) + "." + strconv.FormatUint(routerID, 16)
+}
+
 // Service answers the router's NATS endpoints (docs/api.md §3) with a
 // scheduler.Router, and carries its replica-sync events when the router's
 // configuration turns replica sync on. Its Handler does each endpoint's
@@ -93,8 +107,8 @@ type Service struct {
 	// pub is the replica-sync publisher (nil without replica sync).
 	pub *SyncPublisher
 
-	// pending counts route requests handed to the router and not yet
-	// answered.
+	// pending counts route requests handed to the router and marks
+	// forwarded to another replica, not yet answered.
 	pending sync.WaitGroup
 	// ready is closed once Run's subscriptions are live (tests wait on it).
 	ready chan struct{}
@@ -122,7 +136,7 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *
 	if cfg.Handlers == 0 {
 		cfg.Handlers = runtime.GOMAXPROCS(0)
 	}
-	h, err := NewHandler(r, m, log)
+	h, err := newHandler(r, m, log, cfg.RouterID, newForwarder(nc, cfg.Namespace, cfg.Component))
 	if err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
 	}
@@ -130,12 +144,14 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *
 }
 
 // Handler returns the handler the service answers with, for another
-// transport of the same endpoints (the HTTP API).
+// transport of the same endpoints (the HTTP API). Its route replies carry
+// the service's RouterID, and it forwards marks that name another replica
+// over the service's NATS connection.
 func (s *Service) Handler() *Handler { return s.h }
 
-// endpoint is one served endpoint.
+// endpoint is one served subject.
 type endpoint struct {
-	name    string
+	subject string
 	handler nats.MsgHandler
 }
 
@@ -150,16 +166,26 @@ type endpoint struct {
 // ended with, if sooner. A subscription that cannot be made is an error
 // returned at once.
 func (s *Service) Run(ctx context.Context) error {
+	subject := func(name string) string { return Subject(s.cfg.Namespace, s.cfg.Component, name) }
+	markPrefill, markFree := s.handleMark(s.h.m.MarkPrefill, false), s.handleMark(s.h.m.MarkFree, true)
 	eps := []endpoint{
-		{metrics.EndpointRoute, s.handleRoute},
-		{metrics.EndpointMarkPrefill, s.handleMark(s.h.m.MarkPrefill, false)},
-		{metrics.EndpointMarkFree, s.handleMark(s.h.m.MarkFree, true)},
-		{metrics.EndpointOverlapScores, s.handleOverlapScores},
-		{metrics.EndpointPotentialLoads, s.handlePotentialLoads},
+		{subject(metrics.EndpointRoute), s.handleRoute},
+		{subject(metrics.EndpointMarkPrefill), markPrefill},
+		{subject(metrics.EndpointMarkFree), markFree},
+		{subject(metrics.EndpointOverlapScores), s.handleOverlapScores},
+		{subject(metrics.EndpointPotentialLoads), s.handlePotentialLoads},
+	}
+	if id := s.cfg.RouterID; id != 0 {
+		// This replica's own mark subjects, for the marks of the requests
+		// it booked (docs/api.md §3): in the queue group too, so that each
+		// mark is handled once by one of its subscriptions.
+		eps = append(eps,
+			endpoint{ReplicaSubject(s.cfg.Namespace, s.cfg.Component, metrics.EndpointMarkPrefill, id), markPrefill},
+			endpoint{ReplicaSubject(s.cfg.Namespace, s.cfg.Component, metrics.EndpointMarkFree, id), markFree})
 	}
 	var subs []*nats.Subscription
 	for _, ep := range eps {
-		subject := Subject(s.cfg.Namespace, s.cfg.Component, ep.name)
+		subject := ep.subject
 		for range s.cfg.Handlers {
 			sub, err := s.nc.QueueSubscribe(subject, s.cfg.Component, ep.handler)
 			if err == nil {
@@ -195,7 +221,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	close(s.ready)
 	s.log.Info("router service listening", "subjects", Subject(s.cfg.Namespace, s.cfg.Component, "*"),
-		"queue_group", s.cfg.Component, "handlers", s.cfg.Handlers, "replica_sync", s.pub != nil)
+		"queue_group", s.cfg.Component, "handlers", s.cfg.Handlers, "replica_sync", s.pub != nil,
+		"router_id", s.cfg.RouterID)
 
 	<-ctx.Done()
 	dctx, cancel := shutdown.DrainContext(ctx, s.cfg.DrainTimeout)
@@ -259,9 +286,13 @@ func (s *Service) handleRoute(msg *nats.Msg) {
 	s.h.submit(msg.Data, (*natsReply)(msg), &s.pending)
 }
 
-// handleMark answers mark_prefill (free false) or mark_free.
+// handleMark answers mark_prefill (free false) or mark_free, on the queue
+// group's subject or this replica's own. A mark to forward is forwarded
+// on a goroutine that pending counts, so that Run waits for its answer.
 func (s *Service) handleMark(ep *Endpoint, free bool) nats.MsgHandler {
-	return func(msg *nats.Msg) { s.h.mark(ep, free, msg.Data, (*natsReply)(msg)) }
+	return func(msg *nats.Msg) {
+		s.h.mark(context.Background(), ep, free, msg.Data, (*natsReply)(msg), isForwarded(msg), &s.pending)
+	}
 }
 
 // handleOverlapScores answers overlap_scores.

@@ -45,14 +45,14 @@ func TestEndpoints(t *testing.T) {
 
 	t.Run("route", func(t *testing.T) {
 		got := rt.request(t, "route", `{"request_id":"r-1","token_ids":`+tokensJSON(prompt)+`}`)
-		jsonEqual(t, `{"request_id":"r-1","worker_id":9,"dp_rank":0,"overlap_blocks":3,"num_blocks":4,"worker_type":"aggregated"}`, got)
+		jsonEqual(t, `{"request_id":"r-1","worker_id":9,"dp_rank":0,"overlap_blocks":3,"num_blocks":4,"worker_type":"aggregated","router_id":42}`, got)
 	})
 	t.Run("route by block hashes, query only", func(t *testing.T) {
 		h := localHashesJSON(t, prompt)
 		got := rt.request(t, "route", `{"block_hashes":`+h+`,"book":false}`)
 		// Worker 9 now has r-1's 4 blocks active and 4 prefill tokens: cost
 		// (4 + 16) / 4 − 3 + 4 + 0 = 6 against worker 7's 16 / 4 + 4 = 8.
-		jsonEqual(t, `{"worker_id":9,"dp_rank":0,"overlap_blocks":3,"num_blocks":4,"worker_type":"aggregated"}`, got)
+		jsonEqual(t, `{"worker_id":9,"dp_rank":0,"overlap_blocks":3,"num_blocks":4,"worker_type":"aggregated","router_id":42}`, got)
 	})
 	t.Run("route generates an id", func(t *testing.T) {
 		var d struct {
@@ -225,7 +225,7 @@ func TestDisaggregatedOverNATS(t *testing.T) {
 	rt.request(t, "route", `{"request_id":"load","token_ids":[50,51,52,53],"worker_type":"decode","allowed_worker_ids":[8]}`)
 	got := rt.request(t, "route", `{"request_id":"d","token_ids":`+tokensJSON(prompt)+`}`)
 	jsonEqual(t, `{"request_id":"d","worker_id":12,"dp_rank":0,"overlap_blocks":3,"num_blocks":3,"worker_type":"disaggregated",
-		"prefill":{"worker_id":12,"dp_rank":0,"overlap_blocks":3},"decode":{"worker_id":7,"dp_rank":0}}`, got)
+		"prefill":{"worker_id":12,"dp_rank":0,"overlap_blocks":3},"decode":{"worker_id":7,"dp_rank":0},"router_id":42}`, got)
 	got = rt.request(t, "overlap_scores", `{"token_ids":`+tokensJSON(prompt)+`}`)
 	jsonEqual(t, `{"block_size":4,"num_blocks":3,"workers":[
 		{"worker_id":8,"dp_rank":0,"overlap_blocks":3,"worker_type":"decode"},

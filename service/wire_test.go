@@ -44,8 +44,8 @@ func TestWireRequestFieldsMatchDecoder(t *testing.T) {
 		{"route", client.RouteRequest{}, requestFields[:]},
 		{"prompt", client.Prompt{}, requestFields[:4]},
 		{"router_config_override", client.RouterConfigOverride{}, override},
-		{"mark_prefill", client.MarkPrefillRequest{}, []string{"request_id"}},
-		{"mark_free", client.MarkFreeRequest{}, []string{"request_id", "output_tokens"}},
+		{"mark_prefill", client.MarkPrefillRequest{}, []string{"request_id", "router_id"}},
+		{"mark_free", client.MarkFreeRequest{}, []string{"request_id", "output_tokens", "router_id"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,6 +66,7 @@ func TestWireRequestsDecode(t *testing.T) {
 				RequestID: "r-1", Prompt: client.Prompt{ISL: 12, LoRAName: "a"}, WorkerType: client.WorkerTypeDisaggregated, Book: ptr(false),
 				PriorityJump: 1.5, DoNotQueue: true, AllowedWorkerIDs: []client.WorkerID{7, 9},
 				RouterConfigOverride: &client.RouterConfigOverride{OverlapScoreWeight: ptr(1.0), OverlapScoreCredit: ptr(0.5), PrefillLoadScale: ptr(2.0), RouterTemperature: ptr(0.1)},
+				Retry:                true,
 			}
 			if prompt == "token_ids" {
 				in.TokenIDs = []uint32{1, 2, 3, 4}
@@ -85,6 +86,7 @@ func TestWireRequestsDecode(t *testing.T) {
 				ID: "r-1", ISL: 12, LoRAName: "a", Type: scheduler.WorkerTypeDisaggregated, QueryOnly: true,
 				PriorityJump: 1.5, DoNotQueue: true, AllowedWorkerIDs: []indexer.WorkerID{7, 9},
 				Override: &scheduler.Override{OverlapScoreWeight: ptr(1.0), OverlapScoreCredit: ptr(0.5), PrefillLoadScale: ptr(2.0), Temperature: ptr(0.1)},
+				Retry:    true,
 			}
 			if prompt == "token_ids" {
 				want.Tokens = []uint32{1, 2, 3, 4}
@@ -107,13 +109,13 @@ func TestWireRequestsDecode(t *testing.T) {
 		}
 	})
 	t.Run("marks", func(t *testing.T) {
-		body, _ := json.Marshal(client.MarkFreeRequest{RequestID: "r", OutputTokens: ptr(12)})
+		body, _ := json.Marshal(client.MarkFreeRequest{RequestID: "r", OutputTokens: ptr(12), RouterID: 1 << 63})
 		m, err := decodeMark(body, true)
-		if err != nil || m != (markRequest{id: "r", outputTokens: 12}) {
+		if err != nil || m != (markRequest{id: "r", outputTokens: 12, routerID: 1 << 63}) {
 			t.Errorf("mark_free %s = %+v, %v", body, m, err)
 		}
-		body, _ = json.Marshal(client.MarkPrefillRequest{RequestID: "r"})
-		if m, err = decodeMark(body, false); err != nil || m.id != "r" {
+		body, _ = json.Marshal(client.MarkPrefillRequest{RequestID: "r", RouterID: 0xabc})
+		if m, err = decodeMark(body, false); err != nil || m != (markRequest{id: "r", outputTokens: -1, routerID: 0xabc}) {
 			t.Errorf("mark_prefill %s = %+v, %v", body, m, err)
 		}
 		// mark_prefill has no output_tokens, as its type has none.
@@ -136,9 +138,9 @@ func TestWireRepliesMatchEncoder(t *testing.T) {
 		samples [][]byte
 	}{
 		{"route", reflect.TypeFor[client.Decision](), [][]byte{
-			appendDecision(nil, scheduler.Decision{RequestID: "r", Choice: scheduler.Choice{Worker: w(7, 1), OverlapBlocks: 2}, NumBlocks: 4, Type: scheduler.WorkerTypeAggregated}),
+			appendDecision(nil, scheduler.Decision{RequestID: "r", Choice: scheduler.Choice{Worker: w(7, 1), OverlapBlocks: 2}, NumBlocks: 4, Type: scheduler.WorkerTypeAggregated}, 0xabc),
 			appendDecision(nil, scheduler.Decision{Choice: scheduler.Choice{Worker: w(11, 0), OverlapBlocks: 3}, NumBlocks: 4, Type: scheduler.WorkerTypeDisaggregated,
-				Prefill: scheduler.Choice{Worker: w(11, 0), OverlapBlocks: 3}, Decode: scheduler.Choice{Worker: w(7, 2)}}),
+				Prefill: scheduler.Choice{Worker: w(11, 0), OverlapBlocks: 3}, Decode: scheduler.Choice{Worker: w(7, 2)}}, 0),
 		}},
 		{"mark", reflect.TypeFor[client.MarkReply](), [][]byte{appendSuccess(nil, true), appendSuccess(nil, false)}},
 		{"overlap_scores", reflect.TypeFor[client.Overlaps](), [][]byte{

@@ -136,6 +136,7 @@ var families = []family{
 	{name: "dynamo_router_bookings_expired_total", typ: dto.MetricType_COUNTER, labels: []string{"reason", "router_id"}, owner: "scheduler"},
 	{name: "dynamo_component_router_bad_requests_total", typ: dto.MetricType_COUNTER, owner: "service",
 		labels: []string{"dynamo_component", "dynamo_endpoint", "dynamo_namespace", "reason"}},
+	{name: "dynamo_router_marks_unknown_total", typ: dto.MetricType_COUNTER, labels: []string{"endpoint", "router_id"}, owner: "service"},
 	// The HTTP API's share of the endpoints' requests: separate families,
 	// not a transport label on Dynamo's endpoint families, whose label set
 	// Dynamo fixes.
@@ -290,6 +291,7 @@ func (o owned) touchAll() {
 	r.Route.Observe(time.Millisecond, 20, 90, metrics.ErrorTypeBadRequest)
 	r.Route.BadRequests.WithLabelValues(metrics.BadRequestNoTokens).Inc()
 	r.MarkFree.Observe(time.Millisecond, 30, 16, metrics.ErrorTypeInternal)
+	r.MarkFree.UnknownMarks.Add(2)
 }
 
 // touchHTTP observes one series of each HTTP family. touchAll leaves them

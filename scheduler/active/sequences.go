@@ -3,6 +3,7 @@ package active
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/kvrouter/router/indexer"
@@ -98,6 +99,8 @@ type placement struct {
 	// 0 if none); blocks the blocks it counts without the tree.
 	node   int32
 	blocks int
+	// overlap is Placement.Overlap, kept for Booking.
+	overlap int32
 }
 
 // Placement describes one booking of a request, for Add.
@@ -112,6 +115,18 @@ type Placement struct {
 	// reuse off, or when nil, NumBlocks blocks are counted instead.
 	SeqHashes []uint64
 	NumBlocks int
+	// Overlap is the number of the prompt's leading blocks the rank held
+	// when the request was booked. It is not counted in any load: it is
+	// kept so that Booking can describe the placement.
+	Overlap int
+}
+
+// Booked describes one placement of an active request (Booking).
+type Booked struct {
+	Worker indexer.Worker
+	// Prefill and Overlap are the placement's, as given to Add.
+	Prefill bool
+	Overlap int
 }
 
 // Load is one rank's predicted load.
@@ -230,6 +245,26 @@ func (s *Sequences) Has(id string) bool {
 	return ok
 }
 
+// Booking returns the placements of active request id, the prefill rank
+// of a disaggregated request first, and n, how many there are (1 or 2); n
+// is 0 for a request that is not active. A disaggregated request marked
+// prefilled has only its decode placement left.
+func (s *Sequences) Booking(id string) (places [2]Booked, n int) {
+	a, ok := s.requests[id]
+	if !ok {
+		return places, 0
+	}
+	for i := 0; i < a.n; i++ {
+		pl := &a.places[i]
+		places[i] = Booked{Worker: s.workers[pl.rank], Prefill: pl.prefill, Overlap: int(pl.overlap)}
+	}
+	return places, a.n
+}
+
+// clampOverlap fits an overlap in a placement's int32; a prompt has at
+// most a few million blocks.
+func clampOverlap(n int) int32 { return int32(min(max(n, 0), math.MaxInt32)) }
+
 // Len returns the number of active requests.
 func (s *Sequences) Len() int { return len(s.requests) }
 
@@ -249,7 +284,7 @@ func (s *Sequences) Add(id string, now time.Time, isl int, local bool, places ..
 		if !ok {
 			return fmt.Errorf("%w: worker %d dp_rank %d", ErrUnknownRank, p.Worker.ID, p.Worker.DPRank)
 		}
-		a.places[a.n] = placement{rank: r, prefill: p.Prefill}
+		a.places[a.n] = placement{rank: r, prefill: p.Prefill, overlap: clampOverlap(p.Overlap)}
 		a.n++
 	}
 	for i, p := range places {
@@ -283,7 +318,7 @@ func (s *Sequences) AddPlacement(id string, p Placement) error {
 		p.PrefillTokens = 0
 	}
 	pl := &a.places[1]
-	*pl = placement{rank: r, prefill: p.Prefill}
+	*pl = placement{rank: r, prefill: p.Prefill, overlap: clampOverlap(p.Overlap)}
 	a.n = 2
 	s.book(pl, p)
 	if p.Prefill && !a.places[0].prefill {
