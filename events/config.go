@@ -27,12 +27,19 @@ const (
 	// DefaultSnapshotInterval is how often a durable subscriber checks the
 	// size of its stream (Dynamo checks every second).
 	DefaultSnapshotInterval = time.Second
+	// DefaultWarmStartTimeout bounds a joining replica's wait for a peer's
+	// index snapshot (ours; see WarmStartTimeout).
+	DefaultWarmStartTimeout = 10 * time.Second
 )
 
 // Limits of Config.
 const (
 	maxEventThreads  = 1024
 	maxQueueCapacity = 1 << 24
+	// MaxWarmStartTimeout is the longest WarmStartTimeout: a router that
+	// is notready for longer than this only to load an index is better off
+	// starting cold and saying so.
+	MaxWarmStartTimeout = 5 * time.Minute
 )
 
 // Config says which subjects a Subscriber listens to and how it applies what
@@ -84,10 +91,18 @@ type Config struct {
 	// ResetStates starts clean (flag --router-reset-states): the stream is
 	// purged and the snapshot deleted instead of loaded (durable mode only).
 	ResetStates bool
+
+	// WarmStartTimeout bounds how long a router joining a running group
+	// waits for a peer's index snapshot before it starts from the live
+	// events alone (flag --router-warm-start-timeout, ours; 0 turns the
+	// warm start off). Durable mode ignores it: it rebuilds the index from
+	// JetStream instead. See package warmstart.
+	WarmStartTimeout time.Duration
 }
 
 // DefaultConfig returns Dynamo's defaults: plain subscriptions, 4 event
-// threads, snapshots past 1,000,000 stream messages.
+// threads, snapshots past 1,000,000 stream messages; and ours: a warm start
+// from a peer within 10 s.
 func DefaultConfig() Config {
 	return Config{
 		Namespace:         DefaultNamespace,
@@ -99,6 +114,7 @@ func DefaultConfig() Config {
 		ClearOnLoss:       true,
 		SnapshotThreshold: DefaultSnapshotThreshold,
 		SnapshotInterval:  DefaultSnapshotInterval,
+		WarmStartTimeout:  DefaultWarmStartTimeout,
 	}
 }
 
@@ -129,6 +145,10 @@ func (c Config) Validate() error {
 	}
 	if c.QueueCapacity < 1 || c.QueueCapacity > maxQueueCapacity {
 		bad("--router-event-queue-capacity: %d is out of range (allowed 1..%d)", c.QueueCapacity, maxQueueCapacity)
+	}
+	if c.WarmStartTimeout < 0 || c.WarmStartTimeout > MaxWarmStartTimeout {
+		bad("--router-warm-start-timeout: %v is out of range (allowed 0 to %s; 0 turns the warm start off)", c.WarmStartTimeout,
+			strings.TrimSuffix(MaxWarmStartTimeout.String(), "0s"))
 	}
 	if c.Durable {
 		if err := checkConsumerName(c.RouterID); err != nil {

@@ -3,6 +3,7 @@ package events
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -32,6 +33,11 @@ func TestConfigValidate(t *testing.T) {
 		{"durable with a dotted id", func(c *Config) { c.Durable, c.RouterID = true, "a.b" }, "router instance id"},
 		{"durable, zero threshold", func(c *Config) { c.Durable, c.RouterID, c.SnapshotThreshold = true, "r", 0 }, "--router-snapshot-threshold"},
 		{"durable, zero interval", func(c *Config) { c.Durable, c.RouterID, c.SnapshotInterval = true, "r", 0 }, "snapshot interval"},
+		{"warm start off", func(c *Config) { c.WarmStartTimeout = 0 }, ""},
+		{"warm start at its maximum", func(c *Config) { c.WarmStartTimeout = MaxWarmStartTimeout }, ""},
+		{"negative warm start", func(c *Config) { c.WarmStartTimeout = -time.Second },
+			"--router-warm-start-timeout: -1s is out of range (allowed 0 to 5m; 0 turns the warm start off)"},
+		{"warm start too long", func(c *Config) { c.WarmStartTimeout = MaxWarmStartTimeout + 1 }, "--router-warm-start-timeout"},
 		{"several problems, the last reported too", func(c *Config) { c.Namespace, c.EventThreads, c.QueueCapacity = "", 0, 0 }, "--router-event-queue-capacity: 0 is out of range (allowed 1..16777216)"},
 	}
 	for _, tt := range tests {

@@ -150,6 +150,36 @@
 // stream order, so a restarted router ends with the index a never-stopped
 // one holds (an index with a capacity cap may evict differently).
 //
+// # Warm start
+//
+// A router joining running replicas loads a peer's index before it applies
+// the live events (package warmstart drives it). Writer.Hold, before the
+// transports start, makes the Writer buffer their events in arrival order
+// (at most HoldCapacity; past it an event is dropped, counted with
+// reason="warm_start_overflow", and a marker in the buffer clears its rank
+// in order after the release, unless the snapshot covers everything it
+// lost). Writer.LoadSnapshot decodes a peer's snapshot whole, then submits
+// it ahead of the held events, each rank's event_id becoming its baseline.
+// Writer.Release queues the held events behind it; a shard skips an event
+// below its rank's baseline (already in the snapshot; counted with
+// reason="duplicate") until one at or above it arrives, and checks
+// event_ids as usual from there, so a gap between snapshot and live events
+// clears the rank. Events arriving during the release are held behind the
+// ones being queued, and the hold ends under its lock once none is left.
+//
+// The serving side is Subscriber.Snapshot, a consistent cut: every message
+// the connection received before the request handed to the Writer (a NATS
+// barrier), the baselines read through every shard, then the dump; export.go
+// argues why a joiner that subscribed first misses nothing.
+//
+// # Diverging index
+//
+// The Writer counts, over the last DivergenceWindow, the live stored events
+// it applied and those rejected for an unknown parent; at DivergenceShare of
+// at least DivergenceMinStored, the index is diverging
+// (dynamo_router_index_diverging, Writer.Divergence for /health), logged
+// once when an episode starts and once when it ends.
+//
 // # Concurrency
 //
 // NewWriter and NewSubscriber start nothing; each Run may be called once.
@@ -169,7 +199,7 @@
 // dynamo_component_kv_event_id_resets_total,
 // dynamo_component_kv_event_apply_lag_seconds, and the index's
 // dynamo_component_kv_index_entries, _nodes, _workers and
-// _evictions_total. The Writer, the index's one writer, is the one owner of
+// _evictions_total, and dynamo_router_index_diverging. The Writer, the index's one writer, is the one owner of
 // the index gauges: it sets them after every batch it applies. It also
 // times each batch into dynamo_router_event_apply_seconds, a histogram of
 // package overhead.

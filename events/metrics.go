@@ -12,7 +12,7 @@ import (
 // scope (names in metrics/names.go; docs/metrics.md): the KV events applied,
 // rejected, dropped and missed, their queue and lag, the event_id resets,
 // and the index's size gauges and evictions, which the Writer, the index's
-// one writer, alone sets. The Writer and the Subscriber each build them
+// one writer, alone sets; and, unscoped, whether the index is diverging. The Writer and the Subscriber each build them
 // with NewMetrics and share the collectors.
 type Metrics struct {
 	Applied      *prometheus.CounterVec // event_type, status (Dynamo)
@@ -27,6 +27,9 @@ type Metrics struct {
 	IndexNodes     prometheus.Gauge
 	IndexWorkers   prometheus.Gauge
 	IndexEvictions *prometheus.CounterVec // reason
+	// IndexDiverging is dynamo_router_index_diverging (unscoped, constant
+	// label router_id): 1 while the Writer finds the index diverging.
+	IndexDiverging prometheus.Gauge
 }
 
 // NewMetrics creates the package's families in m's component scope, or
@@ -52,6 +55,8 @@ func NewMetrics(m *metrics.Router) (*Metrics, error) {
 		IndexNodes:     b.Gauge(comp, opts(metrics.NameKVIndexNodes, "Number of nodes in the KV index radix tree")),
 		IndexWorkers:   b.Gauge(comp, opts(metrics.NameKVIndexWorkers, "Number of worker ranks holding blocks in the KV index")),
 		IndexEvictions: b.CounterVec(comp, opts(metrics.NameKVIndexEvictionsTotal, "Total number of KV index entries evicted by the router itself", metrics.LabelReason)),
+		IndexDiverging: b.Gauge(m.Unscoped(), metrics.Opts{Name: metrics.NameIndexDiverging, ConstLabels: m.RouterID(),
+			Help: "1 while at least 10% of the stored KV events of the last 10 s named a parent block the index does not hold, else 0"}),
 	}
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("kv events metrics: %w", err)

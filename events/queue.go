@@ -18,10 +18,14 @@ type item struct {
 	kind itemKind
 	// ev is the event, or names the worker or rank of a command.
 	ev indexer.Event
-	// id is the event's event_id (itemEvent), or the baseline to seed
-	// (itemRestore with seed).
+	// id is the event's event_id (itemEvent), the baseline to seed
+	// (itemRestore with seed), or the last event_id a rank lost (cmdLost).
 	id   uint64
 	seed bool
+	// warm, with seed, says the baseline is a warm start's: the rank's
+	// events below it are in the index already and are skipped until one
+	// at or above it arrives.
+	warm bool
 	// recv is when the message arrived, in nanoseconds of the writer's
 	// monotonic clock (for the apply lag).
 	recv int64

@@ -34,6 +34,9 @@ const (
 	cmdLeave
 	cmdClearRank
 	cmdDropUnregistered
+	// cmdLost marks where a rank lost events to the full buffer of a warm
+	// start (hold.go); id is the last event_id lost.
+	cmdLost
 	// itemControl is a request answered between two items (ctl).
 	itemControl
 )
@@ -57,6 +60,11 @@ type rankState struct {
 	// resync says events of the rank were dropped (full queue) and already
 	// accounted for: the next event_id sets a new baseline.
 	resync bool
+	// warm says last is a warm start's baseline and no event at or above
+	// it has arrived yet: events below it are in the index already.
+	// skipped is the event_id of the last event skipped so.
+	warm    bool
+	skipped uint64
 }
 
 // workerState is what a shard knows of a worker: whether the registry said
@@ -123,6 +131,9 @@ func (sh *shard) process(batch []item) {
 		it := &batch[i]
 		switch it.kind {
 		case itemEvent:
+			if sh.covered(it) {
+				continue
+			}
 			if sh.track(it) {
 				sh.add(indexer.Event{Worker: it.ev.Worker, Kind: indexer.KindCleared}, nil)
 			}
@@ -130,7 +141,8 @@ func (sh *shard) process(batch []item) {
 			sh.add(it.ev, it)
 		case itemRestore:
 			if it.seed {
-				sh.rank(it.ev.Worker).last = it.id
+				rs := sh.rank(it.ev.Worker)
+				rs.last, rs.warm, rs.skipped = it.id, it.warm, 0
 			}
 			sh.seen(it.ev.Worker.ID, false)
 			sh.add(it.ev, it)
@@ -149,6 +161,8 @@ func (sh *shard) process(batch []item) {
 			delete(sh.ranks, it.ev.Worker)
 		case cmdDropUnregistered:
 			sh.dropUnregistered(it.ev.Worker.ID)
+		case cmdLost:
+			sh.lostHeld(it)
 		case itemControl:
 			sh.flush()
 			if it.ctl.synced != nil {
@@ -270,6 +284,47 @@ func (sh *shard) track(it *item) (clearFirst bool) {
 	return w.cfg.ClearOnLoss
 }
 
+// covered reports whether an event is already in the index because a warm
+// start's snapshot holds it (its event_id is below the rank's baseline from
+// the snapshot), counting it as a duplicate. The first event at or above the
+// baseline ends the skipping, and so does one whose event_id goes back
+// below the last one skipped (its publisher restarted after the cut); from
+// then on event_ids are checked as usual, so that restart is a reset. A
+// publisher that restarted with the same worker id after the cut but before
+// the joiner held any of its older events cannot be told from those older
+// events: its first events are skipped until its ids pass the baseline (or
+// the rank is cleared) — Dynamo's workers take a new instance id when they
+// restart, so this needs a fixed id and a restart within the warm start.
+func (sh *shard) covered(it *item) bool {
+	rs := sh.ranks[it.ev.Worker]
+	if rs == nil || !rs.warm {
+		return false
+	}
+	if it.id < rs.last && it.id >= rs.skipped {
+		rs.skipped = it.id
+		sh.w.dropDuplicate.get().Inc()
+		sh.w.stats.dropped.Add(1)
+		return true
+	}
+	rs.warm = false
+	return false
+}
+
+// lostHeld handles a rank that lost events to the full buffer of a warm
+// start, in order after the events it held before the loss. When the
+// rank's warm baseline is above every event_id lost, the snapshot loaded
+// holds them all and nothing is cleared; otherwise it is a loss like a full
+// queue's.
+func (sh *shard) lostHeld(it *item) {
+	if rs := sh.ranks[it.ev.Worker]; rs != nil && rs.warm && it.id < rs.last {
+		return
+	}
+	if rs := sh.ranks[it.ev.Worker]; rs != nil {
+		rs.warm = false
+	}
+	sh.lost([]indexer.Worker{it.ev.Worker})
+}
+
 // warn logs a loss of a rank at most once per warnEvery.
 func (sh *shard) warn(rs *rankState, msg string, rank indexer.Worker, attrs ...slog.Attr) {
 	now := sh.w.now()
@@ -320,9 +375,10 @@ func (sh *shard) flush() {
 	w.apply.Since(start)
 	now := w.now()
 	var (
-		counts  [3][4]int
-		evicted int
-		clears  uint64
+		counts         [3][4]int
+		evicted        int
+		clears         uint64
+		stored, orphan uint64 // live stored events, and those with an unknown parent
 	)
 	for i := range n {
 		r := sh.results[i]
@@ -340,6 +396,12 @@ func (sh *shard) flush() {
 		}
 		if it.kind == itemEvent {
 			w.m.ApplyLag.Observe(float64(now-it.recv) / float64(time.Second))
+			if sh.evs[i].Kind == indexer.KindStored {
+				stored++
+				if r.Status == indexer.StatusParentNotFound {
+					orphan++
+				}
+			}
 		}
 		if it.done != nil {
 			it.done.Done()
@@ -356,6 +418,7 @@ func (sh *shard) flush() {
 	}
 	w.stats.applied.Add(applied)
 	w.stats.clears.Add(clears)
+	w.countStored(stored, orphan)
 	if evicted > 0 {
 		w.evictCapacity.get().Add(float64(evicted))
 	}

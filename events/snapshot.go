@@ -32,18 +32,25 @@ const (
 	metaEvents = "events"
 )
 
-// encodeSnapshot writes the part of the index that belongs to workers as a
-// JSON list of RouterEvents, the shape Dynamo's routers read: first, for
-// every rank of those workers whose event_ids the shards track, a "cleared"
-// event carrying the rank's last event_id (a no-op on an empty index, and
-// how the event_id baselines survive a restart even for ranks holding
-// nothing); then the index dump, one single-block stored event per (block,
-// rank), parents first, each with its rank's last event_id. It returns the
-// bytes and the number of events.
+// encodeSnapshot writes the part of the index that belongs to workers (nil:
+// every worker) as a JSON list of RouterEvents, the shape Dynamo's routers
+// read: first, for every rank of those workers whose event_ids the shards
+// track, a "cleared" event carrying the rank's last event_id (a no-op on an
+// empty index, and how the event_id baselines survive a restart even for
+// ranks holding nothing); then the index dump, one single-block stored event
+// per (block, rank), parents first, each with its rank's last event_id. It
+// returns the bytes and the number of events.
 func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, workers map[indexer.WorkerID]struct{}) ([]byte, int) {
+	keep := func(id indexer.WorkerID) bool {
+		if workers == nil {
+			return true
+		}
+		_, ok := workers[id]
+		return ok
+	}
 	ranks := make([]indexer.Worker, 0, len(baselines))
 	for w := range baselines {
-		if _, ok := workers[w.ID]; ok {
+		if keep(w.ID) {
 			ranks = append(ranks, w)
 		}
 	}
@@ -64,7 +71,7 @@ func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, w
 		buf = codec.AppendJSON(buf, indexer.Event{Worker: w, Kind: indexer.KindCleared}, codec.Meta{EventID: baselines[w]})
 	}
 	for _, ev := range dump {
-		if _, ok := workers[ev.Worker.ID]; !ok {
+		if !keep(ev.Worker.ID) {
 			continue
 		}
 		sep()

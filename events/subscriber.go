@@ -98,6 +98,8 @@ type Subscriber struct {
 	started  atomic.Bool
 	live     atomic.Bool
 	durables []*durableStream
+	// subscribed is closed once the subscriptions are live (Subscribed).
+	subscribed chan struct{}
 
 	// lastWarn and suppressed rate-limit warnings about rejected and dropped
 	// messages (writer clock, ns).
@@ -137,6 +139,7 @@ func NewSubscriber(cfg Config, nc *nats.Conn, w *Writer, m *metrics.Router, log 
 		dropTier:      lazy(em.Dropped, metrics.DropStorageTier),
 		dropDuplicate: lazy(em.Dropped, metrics.DropDuplicate),
 		decodeErrs:    make(map[string]*lazyCounter),
+		subscribed:    make(chan struct{}),
 	}
 	for _, r := range []string{metrics.DecodeJSON, metrics.DecodeMsgpack, metrics.DecodeSchema, metrics.DecodeTooLarge} {
 		s.decodeErrs[r] = lazy(em.DecodeErrors, r)
@@ -190,6 +193,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		})
 	}
 	s.live.Store(true)
+	close(s.subscribed)
 	s.log.Info("kv events: subscribed", slog.Bool("durable", s.cfg.Durable), slog.Any("components", s.cfg.components()),
 		slog.Int("event_threads", len(s.w.shards)))
 
@@ -218,6 +222,13 @@ func (s *Subscriber) Ready() bool {
 	}
 	return true
 }
+
+// Subscribed is closed once Run's subscriptions are registered with the
+// server (in durable mode, once the consumers are created): from then on
+// every event published reaches the Writer, held or queued. A warm start
+// asks a peer for its snapshot only then, so that every event missing from
+// the snapshot reaches this router live.
+func (s *Subscriber) Subscribed() <-chan struct{} { return s.subscribed }
 
 // Stats returns the counts so far. Safe for concurrent use.
 func (s *Subscriber) Stats() Stats {

@@ -66,8 +66,16 @@ type Writer struct {
 	evictCapacity *lazyCounter
 	dropQueueFull *lazyCounter
 	dropUnknown   *lazyCounter
+	dropDuplicate *lazyCounter // held events a warm start's snapshot holds
+	dropOverflow  *lazyCounter // events past HoldCapacity
 
 	stats writerCounters
+
+	// hold buffers the transports' events during a warm start (hold.go).
+	hold hold
+	// div is the window of stored events that decides whether the index
+	// is diverging (divergence.go).
+	div divergence
 
 	// lastWarn and suppressed rate-limit warnings about dropped events
 	// (writer clock, ns).
@@ -107,7 +115,10 @@ func NewWriter(cfg Config, idx Applier, m *metrics.Router, log *slog.Logger) (*W
 		evictCapacity: lazy(em.IndexEvictions, metrics.EvictCapacity),
 		dropQueueFull: lazy(em.Dropped, metrics.DropQueueFull),
 		dropUnknown:   lazy(em.Dropped, metrics.DropUnknownWorker),
+		dropDuplicate: lazy(em.Dropped, metrics.DropDuplicate),
+		dropOverflow:  lazy(em.Dropped, metrics.DropWarmStartOverflow),
 	}
+	w.div.gauge = em.IndexDiverging
 	for k := range w.applied {
 		for st := range w.applied[k] {
 			w.applied[k][st] = lazy(em.Applied, indexer.Kind(k+1).String(), indexer.Status(st).String())
@@ -124,6 +135,10 @@ func NewWriter(cfg Config, idx Applier, m *metrics.Router, log *slog.Logger) (*W
 // returns once every shard goroutine has exited. Submissions after that are
 // dropped. Stop the transports first: what they submit while the writer
 // stops may be lost. It may be called once.
+//
+// Beside the shards it re-evaluates every second whether the index is
+// diverging (Divergence), so that an episode ends when the stored events
+// that made it stop coming.
 func (w *Writer) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("kv events: writer: Run called twice")
@@ -132,6 +147,18 @@ func (w *Writer) Run(ctx context.Context) error {
 	for _, sh := range w.shards {
 		wg.Go(sh.run)
 	}
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				w.Divergence()
+			}
+		}
+	})
 	<-ctx.Done()
 	for _, sh := range w.shards {
 		sh.q.close()
@@ -218,9 +245,12 @@ func (w *Writer) command(it item) {
 	_ = w.shardOf(it.ev.Worker.ID).q.force(it) // refused only after Run returned
 }
 
-// offer queues a transport's event without waiting; a full queue drops it,
-// counted, and clears its rank.
+// offer queues a transport's event without waiting, or holds it during a
+// warm start; a full queue drops it, counted, and clears its rank.
 func (w *Writer) offer(it item) {
+	if w.hold.on.Load() && w.hold.add(w, it) {
+		return
+	}
 	if err := w.shardOf(it.ev.Worker.ID).q.tryPush(it); errors.Is(err, ErrQueueFull) {
 		w.lostOne(it.ev.Worker)
 	}

@@ -72,6 +72,8 @@ const (
 	// mark_free, on our mark families. Not dynamo_endpoint, for the reason
 	// LabelHTTPEndpoint gives; the same name.
 	LabelMarkEndpoint = "endpoint"
+	// LabelResult is how a warm start ended (WarmStartLoaded, ...).
+	LabelResult = "result"
 )
 
 // Routing overhead histograms (Dynamo; unscoped; constant label router_id;
@@ -132,6 +134,24 @@ const (
 	// NameHTTPRequestDurationSeconds is the time from an HTTP request's
 	// arrival at the handler to its reply written (label endpoint).
 	NameHTTPRequestDurationSeconds = "dynamo_router_http_request_duration_seconds"
+)
+
+// Warm start and the index's health (ours; unscoped like the overhead
+// histograms; constant label router_id).
+const (
+	// NameIndexDiverging is 1 while the share of stored KV events rejected
+	// for an unknown parent is high (the index lacks prefixes its workers
+	// hold: a cold start, or lost events), else 0.
+	NameIndexDiverging = "dynamo_router_index_diverging"
+	// NameWarmStartTotal counts the router's warm starts by result (label
+	// result): one at each start.
+	NameWarmStartTotal = "dynamo_router_warm_start_total"
+	// NameWarmStartEvents is the number of events the last warm start
+	// loaded from a peer's snapshot (0 unless it loaded one).
+	NameWarmStartEvents = "dynamo_router_warm_start_events"
+	// NameWarmStartSeconds is how long the last warm start took, from the
+	// request for a snapshot to the release of the events held meanwhile.
+	NameWarmStartSeconds = "dynamo_router_warm_start_seconds"
 )
 
 // Per-worker gauges (Dynamo; unscoped; labels worker_id, dp_rank,
@@ -402,8 +422,34 @@ const (
 	// worker's: the device index does not hold it.
 	DropStorageTier = "storage_tier"
 	// DropDuplicate means a JetStream message delivered again after it was
-	// applied (durable mode).
+	// applied (durable mode), or an event held during a warm start that the
+	// peer's snapshot already holds (its event_id is below the snapshot's
+	// for its rank).
 	DropDuplicate = "duplicate"
+	// DropWarmStartOverflow means an event that arrived during a warm start
+	// when the bounded buffer of held events was full; its rank is cleared
+	// unless the snapshot covers what was dropped.
+	DropWarmStartOverflow = "warm_start_overflow"
+)
+
+// Values of result on dynamo_router_warm_start_total.
+const (
+	// WarmStartLoaded means a peer's snapshot was loaded.
+	WarmStartLoaded = "loaded"
+	// WarmStartNoPeer means no ready replica answered (NATS no responders):
+	// the router started from the live events alone.
+	WarmStartNoPeer = "no_peer"
+	// WarmStartFailed means a peer answered with an error or a snapshot that
+	// was incomplete or did not decode: the router started from the live
+	// events alone.
+	WarmStartFailed = "failed"
+	// WarmStartTimeout means the snapshot did not arrive whole within
+	// --router-warm-start-timeout: the router started from the live events
+	// alone.
+	WarmStartTimeout = "timeout"
+	// WarmStartDisabled means no warm start was tried: timeout 0, durable
+	// mode (which rebuilds from JetStream) or approximate mode.
+	WarmStartDisabled = "disabled"
 )
 
 // Values of reason on dynamo_component_router_worker_load_rejected_total.

@@ -7,14 +7,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/workers"
 )
 
 // addChecks registers the router's readiness checks (docs/api.md §5):
 // notready while NATS is down, the workers are not listed or too stale, or
-// the KV events are not live; an etcd outage alone and block-size
-// mismatches are degraded, /health stays 200 and says so.
+// the KV events are not live (warm start included); an etcd outage alone,
+// block-size mismatches and a diverging index are degraded, /health stays
+// 200 and says so.
 func (s *Stack) addChecks(srv *status.Server, nc *nats.Conn, blockSize int) {
 	srv.AddCheck("nats", func() (status.State, string) { return natsHealth(nc.Status()) })
 	srv.AddCheck("etcd", func() (status.State, string) { return etcdHealth(s.reg.Status()) })
@@ -36,11 +38,28 @@ func (s *Stack) addChecks(srv *status.Server, nc *nats.Conn, blockSize int) {
 		return status.Degraded, fmt.Sprintf("%d worker(s) with a KV block size other than the router's %d: %s", len(mm), blockSize, strings.Join(parts, "; "))
 	})
 	srv.AddCheck("kv_events", func() (status.State, string) {
-		if s.EventsReady() {
+		switch {
+		case s.EventsReady():
 			return status.OK, ""
+		case s.sub.Ready() && s.WarmStarting():
+			return status.Failed, "warm start: loading the index from a peer"
 		}
 		return status.Failed, "KV event subscriptions not live yet (durable mode: replaying)"
 	})
+	srv.AddCheck("index", func() (status.State, string) { return indexHealth(s.Divergence()) })
+}
+
+// indexHealth reports a diverging index as degraded, not failed: routing
+// still works, every decision just predicts fewer hits than the workers
+// have, and taking the router out of its load balancer would not make its
+// index any warmer (it warms as the workers store again); the operator sees
+// it and the figures.
+func indexHealth(d events.Divergence) (status.State, string) {
+	if !d.Diverging {
+		return status.OK, ""
+	}
+	return status.Degraded, "diverging: " + d.String() +
+		"; routing predicts fewer cache hits than the workers have (a start without a warm start, or lost events)"
 }
 
 // natsHealth fails unless the connection is up: without NATS the router

@@ -22,6 +22,7 @@ import (
 	"github.com/kvrouter/router/overhead"
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
+	"github.com/kvrouter/router/warmstart"
 	"github.com/kvrouter/router/workers"
 )
 
@@ -134,6 +135,11 @@ var families = []family{
 	{name: "dynamo_component_router_etcd_reachable", typ: dto.MetricType_GAUGE, labels: compLabels, owner: "workers"},
 	{name: "dynamo_component_router_workers_staleness_seconds", typ: dto.MetricType_GAUGE, labels: compLabels, owner: "workers"},
 	{name: "dynamo_router_bookings_expired_total", typ: dto.MetricType_COUNTER, labels: []string{"reason", "router_id"}, owner: "scheduler"},
+	// The index's health and the warm start from a peer.
+	{name: "dynamo_router_index_diverging", typ: dto.MetricType_GAUGE, labels: []string{"router_id"}, owner: "events"},
+	{name: "dynamo_router_warm_start_total", typ: dto.MetricType_COUNTER, labels: []string{"result", "router_id"}, owner: "warmstart"},
+	{name: "dynamo_router_warm_start_events", typ: dto.MetricType_GAUGE, labels: []string{"router_id"}, owner: "warmstart"},
+	{name: "dynamo_router_warm_start_seconds", typ: dto.MetricType_GAUGE, labels: []string{"router_id"}, owner: "warmstart"},
 	{name: "dynamo_component_router_bad_requests_total", typ: dto.MetricType_COUNTER, owner: "service",
 		labels: []string{"dynamo_component", "dynamo_endpoint", "dynamo_namespace", "reason"}},
 	{name: "dynamo_router_marks_unknown_total", typ: dto.MetricType_COUNTER, labels: []string{"endpoint", "router_id"}, owner: "service"},
@@ -198,6 +204,7 @@ type owned struct {
 	events  *events.Metrics
 	service *service.Metrics
 	http    *httpapi.Metrics
+	warm    *warmstart.Metrics
 }
 
 func (f *freshRouter) owned(t *testing.T) owned {
@@ -225,6 +232,8 @@ func (f *freshRouter) owned(t *testing.T) owned {
 	o.service, err = service.NewMetrics(f.m)
 	check(err)
 	o.http, err = httpapi.NewMetrics(f.m)
+	check(err)
+	o.warm, err = warmstart.NewMetrics(f.m)
 	check(err)
 	return o
 }
@@ -280,6 +289,11 @@ func (o owned) touchAll() {
 	e.IndexNodes.Set(1000)
 	e.IndexWorkers.Set(3)
 	e.IndexEvictions.WithLabelValues(metrics.EvictCapacity).Add(4)
+	e.IndexDiverging.Set(1)
+
+	o.warm.Total.WithLabelValues(metrics.WarmStartLoaded).Inc()
+	o.warm.Events.Set(31820)
+	o.warm.Seconds.Set(0.75)
 
 	o.workers.BlockSizeMismatches.Inc()
 	o.workers.DiscoveryMalformed.WithLabelValues(metrics.DiscoveryModelCard).Inc()

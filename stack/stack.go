@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,7 @@ import (
 	"github.com/kvrouter/router/scheduler"
 	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/status"
+	"github.com/kvrouter/router/warmstart"
 	"github.com/kvrouter/router/workers"
 )
 
@@ -47,6 +49,10 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Rand seeds the scheduler's choices; nil means from entropy.
 	Rand *rand.Rand
+	// WarmStartChunkSize is the most snapshot bytes this router sends a
+	// joiner per message; 0 means the NATS maximum payload less a margin
+	// (warmstart.Config.ChunkSize). Tests set it small.
+	WarmStartChunkSize int
 }
 
 // Stack is the whole router, built and not yet running.
@@ -61,6 +67,17 @@ type Stack struct {
 	svc    *service.Service
 	http   *httpapi.Server // nil without Config.HTTP
 	status *status.Server  // nil without Config.Status
+
+	// joiner runs the warm start; warm says whether Run tries one (KV
+	// events on, not durable, a timeout set). snap serves this router's
+	// snapshots to joiners once its own warm start is over (nil in
+	// approximate and durable mode).
+	joiner *warmstart.Joiner
+	warm   bool
+	snap   *warmstart.Server
+	// warmDone is set once the warm start has finished (or was not
+	// tried): the service answers and kv_events is ready only then.
+	warmDone atomic.Bool
 }
 
 // Names of the servers of a ListenError.
@@ -123,6 +140,21 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 			return nil, fmt.Errorf("kv events: %w", err)
 		}
 	}
+	// The warm start's families exist in every mode, as every family does.
+	wcfg := warmstart.Config{Namespace: cfg.Service.Namespace, Component: cfg.Service.Component, RouterID: cfg.RouterID,
+		Timeout: cfg.Events.WarmStartTimeout, ChunkSize: cfg.WarmStartChunkSize}
+	if s.joiner, err = warmstart.NewJoiner(wcfg, nc, m, log); err != nil {
+		return nil, err
+	}
+	// Durable mode rebuilds the index from JetStream (its snapshot and
+	// stream) and its event_ids follow its consumer, not the live
+	// subjects: it neither asks for nor serves peers' snapshots.
+	if cfg.KVEvents && !cfg.Events.Durable {
+		s.warm = cfg.Events.WarmStartTimeout > 0
+		if s.snap, err = warmstart.NewServer(wcfg, nc, s.sub, log); err != nil {
+			return nil, err
+		}
+	}
 	if s.svc, err = service.New(cfg.Service, nc, s.router, pub, m, log); err != nil {
 		return nil, fmt.Errorf("routing service: %w", err)
 	}
@@ -162,7 +194,21 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 // Run runs every part until ctx ends or one fails, and returns after all
 // have stopped: the transports and the service first, then the index
 // writer, once it has applied what they submitted.
+//
+// Start-up order: the writer, the registry, discovery, the load and KV-event
+// subscribers, the scheduler and the status server start at once. With a
+// warm start, the writer holds the KV events from the first one on, and
+// once the subscriptions are live the joiner loads a peer's snapshot and
+// releases them (package warmstart). Only then do the service, the HTTP API
+// and the snapshot server start, and kv_events turns ready: a router
+// answers routes, and serves its index to other joiners, only with its
+// index loaded.
 func (s *Stack) Run(ctx context.Context) error {
+	if s.warm {
+		if err := s.writer.Hold(); err != nil {
+			return err
+		}
+	}
 	wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWriter()
 	werr := make(chan error, 1)
@@ -176,13 +222,10 @@ func (s *Stack) Run(ctx context.Context) error {
 		g.Go(func() error { return s.sub.Run(gctx) })
 	}
 	g.Go(func() error { return s.router.Run(gctx) })
-	g.Go(func() error { return s.svc.Run(gctx) })
-	if s.http != nil {
-		g.Go(func() error { return s.http.Run(gctx) })
-	}
 	if s.status != nil {
 		g.Go(func() error { return s.status.Run(gctx) })
 	}
+	g.Go(func() error { return s.serve(gctx) })
 	err := g.Wait()
 	stopWriter()
 	if e := <-werr; err == nil {
@@ -194,10 +237,59 @@ func (s *Stack) Run(ctx context.Context) error {
 	return err
 }
 
+// serve runs the warm start, then the parts that answer requests: the
+// service, the HTTP API and the snapshot server. If ctx ends first, it
+// closes the HTTP API's listener, which New bound.
+func (s *Stack) serve(ctx context.Context) error {
+	if err := s.warmStart(ctx); err != nil {
+		if s.http != nil {
+			_ = s.http.Close()
+		}
+		return nil // ctx ended
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.svc.Run(gctx) })
+	if s.http != nil {
+		g.Go(func() error { return s.http.Run(gctx) })
+	}
+	if s.snap != nil {
+		g.Go(func() error { return s.snap.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// warmStart loads a peer's snapshot once the KV-event subscriptions are
+// live (see Run), or records that none was tried. It returns an error only
+// when ctx ended first.
+func (s *Stack) warmStart(ctx context.Context) error {
+	if !s.warm {
+		s.joiner.Disabled()
+		s.warmDone.Store(true)
+		return nil
+	}
+	select {
+	case <-s.sub.Subscribed():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if _, err := s.joiner.Join(ctx, s.writer); err != nil {
+		return err
+	}
+	s.warmDone.Store(true)
+	return nil
+}
+
 // EventsReady reports whether the KV events are live (always, in
-// approximate mode): subscriptions registered and, in durable mode, the
-// stream replayed.
-func (s *Stack) EventsReady() bool { return s.sub == nil || s.sub.Ready() }
+// approximate mode): subscriptions registered, the warm start over and, in
+// durable mode, the stream replayed.
+func (s *Stack) EventsReady() bool { return s.sub == nil || (s.sub.Ready() && s.warmDone.Load()) }
+
+// WarmStarting reports whether the warm start is still loading the index.
+func (s *Stack) WarmStarting() bool { return s.sub != nil && !s.warmDone.Load() }
+
+// Divergence returns whether the index is diverging, with the figures of
+// the window (events.Writer.Divergence).
+func (s *Stack) Divergence() events.Divergence { return s.writer.Divergence() }
 
 // EventStats returns the KV event counts (zero in approximate mode).
 func (s *Stack) EventStats() events.Stats {

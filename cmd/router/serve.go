@@ -115,6 +115,7 @@ func serveFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "router-durable-kv-events", EnvVars: []string{"DYN_ROUTER_DURABLE_KV_EVENTS"}, Usage: "read KV events from JetStream with a durable consumer, snapshot the index to the object store, and recover it at start"},
 		&cli.Uint64Flag{Name: "router-snapshot-threshold", Value: events.DefaultSnapshotThreshold, EnvVars: []string{"DYN_ROUTER_SNAPSHOT_THRESHOLD"}, Usage: "durable mode: snapshot the index and purge the stream past this many messages"},
 		&cli.BoolFlag{Name: "router-reset-states", EnvVars: []string{"DYN_ROUTER_RESET_STATES"}, Usage: "durable mode: start clean, purging the stream and deleting the snapshot"},
+		&cli.DurationFlag{Name: "router-warm-start-timeout", Value: events.DefaultWarmStartTimeout, EnvVars: []string{"DYN_ROUTER_WARM_START_TIMEOUT"}, Usage: "how long a router joining running replicas may wait for a peer's snapshot of the index (notready meanwhile) before it starts from the live KV events alone; 0 turns the warm start off; durable mode never uses it (0.." + shortDuration(events.MaxWarmStartTimeout) + ")"},
 		&cli.DurationFlag{Name: "router-unknown-worker-grace", Value: workers.DefaultUnknownWorkerGrace, EnvVars: []string{"DYN_ROUTER_UNKNOWN_WORKER_GRACE"}, Usage: "how long a worker that sends KV events may stay unregistered in etcd before its blocks are dropped"},
 		&cli.IntFlag{Name: "worker-default-total-kv-blocks", EnvVars: []string{"DYN_WORKER_DEFAULT_TOTAL_KV_BLOCKS"}, Usage: "KV cache size assumed for workers whose model card does not state it; 0 means unknown (no limit)"},
 		&cli.IntFlag{Name: "worker-default-max-num-seqs", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_SEQS"}, Usage: "batch size assumed for workers whose model card does not state it; 0 means unknown"},
@@ -205,6 +206,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		SnapshotThreshold: c.Uint64("router-snapshot-threshold"),
 		SnapshotInterval:  events.DefaultSnapshotInterval,
 		ResetStates:       c.Bool("router-reset-states"),
+		WarmStartTimeout:  c.Duration("router-warm-start-timeout"),
 		RouterID:          "pending", // the router's lease id, set at start
 	}
 	cfg.Workers = workers.Config{

@@ -35,6 +35,9 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		{"http host", []string{"--http-port", "0", "--http-host", "local host"}, []string{`--http-host: "local host" is not a host name or an IP address`}},
 		{"http and status on one port", []string{"--http-port", "8081", "--system-port", "8081"}, []string{"--http-port: 8081 is also --system-port"}},
 		{"stray argument", []string{"extra"}, []string{`unexpected argument "extra"`}},
+		{"warm start timeout", []string{"--router-warm-start-timeout", "-1s"},
+			[]string{"--router-warm-start-timeout: -1s is out of range (allowed 0 to 5m; 0 turns the warm start off)"}},
+		{"warm start timeout too long", []string{"--router-warm-start-timeout", "1h"}, []string{"--router-warm-start-timeout: 1h0m0s is out of range"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

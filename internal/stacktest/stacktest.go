@@ -117,16 +117,28 @@ func NewKVEvents(t testing.TB, nc *nats.Conn, blockSize int) *KVEvents {
 // does not wait for the router to index them.
 func (k *KVEvents) Stored(ns string, id uint64, toks []uint32) int {
 	k.t.Helper()
+	return k.Extended(ns, id, toks, 0)
+}
+
+// Extended publishes, in namespace ns, the event that worker id (rank 0)
+// stores the full blocks of toks from block from on, under block from−1,
+// which it stored before (from 0: from the root), as an engine does when a
+// conversation grows; it returns how many blocks it stores.
+func (k *KVEvents) Extended(ns string, id uint64, toks []uint32, from int) int {
+	k.t.Helper()
 	locals := k.h.LocalHashes(nil, toks)
 	seqs := k.h.SequenceHashes(nil, locals)
 	rank := indexer.Worker{ID: indexer.WorkerID(id)}
 	ev := indexer.Event{Worker: rank, Kind: indexer.KindStored}
-	for i := range locals {
+	if from > 0 {
+		ev.HasParent, ev.Parent = true, indexer.BlockHash(seqs[from-1])
+	}
+	for i := from; i < len(locals); i++ {
 		ev.Blocks = append(ev.Blocks, indexer.Block{Hash: indexer.BlockHash(seqs[i]), Tokens: indexer.LocalHash(locals[i])})
 	}
 	k.ids[rank]++
 	if err := k.nc.Publish(events.Subjects(ns, events.DefaultComponent)[0], codec.AppendJSON(nil, ev, codec.Meta{EventID: k.ids[rank]})); err != nil {
 		k.t.Fatal(err)
 	}
-	return len(locals)
+	return len(ev.Blocks)
 }
