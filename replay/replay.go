@@ -36,6 +36,10 @@ type Config struct {
 	Speedup float64
 	// RouterTimeout bounds each call to the router.
 	RouterTimeout time.Duration
+	// RouteRetry sends a route again, with the same request id, when an
+	// attempt got no reply within it (client.WithRouteRetry): how a replay
+	// rides out a router replica killed mid-load. 0 sends each route once.
+	RouteRetry time.Duration
 	// GenerateTimeout bounds the wait for a worker to accept a request
 	// (lockstep) and, in real-time mode, the wait for the last requests to
 	// finish after the last arrival, in wall time.
@@ -70,6 +74,9 @@ func (c Config) Validate() error {
 	}
 	if c.RouterTimeout <= 0 || c.GenerateTimeout <= 0 {
 		errs = append(errs, errors.New("--router-timeout and --generate-timeout must be positive"))
+	}
+	if c.RouteRetry < 0 || c.RouteRetry > c.RouterTimeout {
+		errs = append(errs, fmt.Errorf("--route-retry: %v is outside 0..--router-timeout (%v)", c.RouteRetry, c.RouterTimeout))
 	}
 	if c.ProgressInterval < 0 {
 		errs = append(errs, fmt.Errorf("--progress-interval: %v is negative", c.ProgressInterval))
@@ -166,7 +173,7 @@ func New(cfg Config, nc *nats.Conn, wl *Workload, opts Options) (*Replayer, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	router, err := client.New(nc, client.WithNamespace(cfg.Namespace), client.WithRouterComponent(cfg.RouterComponent),
-		client.WithTimeout(cfg.RouterTimeout))
+		client.WithTimeout(cfg.RouterTimeout), client.WithRouteRetry(cfg.RouteRetry))
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}

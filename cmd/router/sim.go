@@ -295,6 +295,7 @@ func replayCommand() *cli.Command {
 		&cli.StringFlag{Name: "mode", Value: "kv", Usage: "the router's --router-mode, to label the results"},
 		&cli.Float64Flag{Name: "speedup", Value: 1, Usage: "simulated seconds per wall second; the workers' --speedup"},
 		&cli.DurationFlag{Name: "router-timeout", Value: 10 * time.Second, Usage: "bound on each call to the router"},
+		&cli.DurationFlag{Name: "route-retry", Value: 0, DefaultText: "0 (off)", Usage: "send a route again, with the same request id, after no reply within this (rides out a router replica killed mid-load; at most --router-timeout)"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Minute, Usage: "how long to wait for the last requests after the last arrival (wall time)"},
 		&cli.StringFlag{Name: "router-metrics-url", Usage: "the router's /metrics, to report its own decision time (optional)"},
 		&cli.StringFlag{Name: "out", Usage: "write the report (report.md, report.txt, results.json, SVG plots) into this directory"},
@@ -323,6 +324,7 @@ func runReplayCommand(c *cli.Context) error {
 	cfg.Namespace, cfg.WorkerComponent, cfg.RouterComponent = c.String("namespace"), c.String("component"), c.String("router-component")
 	cfg.Mode, cfg.Speedup = c.String("mode"), c.Float64("speedup")
 	cfg.RouterTimeout, cfg.GenerateTimeout = c.Duration("router-timeout"), c.Duration("drain-timeout")
+	cfg.RouteRetry = c.Duration("route-retry")
 	if err := cfg.Validate(); err != nil {
 		return usageError("replay: %v", err)
 	}
@@ -585,7 +587,7 @@ func (g *generator) run(ctx context.Context, namespace, component, id string, to
 	freed := false
 	defer func() {
 		if !freed {
-			_ = g.call(context.WithoutCancel(ctx), client.EndpointMarkFree, client.MarkFreeRequest{RequestID: choice.RequestID}, nil)
+			_ = g.call(context.WithoutCancel(ctx), client.EndpointMarkFree, client.MarkFreeRequest{RequestID: choice.RequestID, RouterID: choice.RouterID}, nil)
 		}
 	}()
 	subject := sim.GenerateSubject(namespace, component, uint64(choice.WorkerID))
@@ -623,13 +625,13 @@ func (g *generator) run(ctx context.Context, namespace, component, id string, to
 		case sim.ReplyFirstToken:
 			fmt.Fprintf(g.out, "%-12s worker %d: %d prompt blocks, %d of them from its prefix cache; first token after %.3f s\n",
 				"first_token", choice.WorkerID, rep.PromptBlocks, rep.CachedBlocks, rep.FirstTokenAt-rep.ReceivedAt)
-			if err := g.call(ctx, client.EndpointMarkPrefill, client.MarkPrefillRequest{RequestID: choice.RequestID}, nil); err != nil {
+			if err := g.call(ctx, client.EndpointMarkPrefill, client.MarkPrefillRequest{RequestID: choice.RequestID, RouterID: choice.RouterID}, nil); err != nil {
 				return err
 			}
 		case sim.ReplyDone:
 			fmt.Fprintf(g.out, "%-12s worker %d: %d tokens after %.3f s\n", "done", choice.WorkerID, rep.OutputTokens, rep.DoneAt-rep.ReceivedAt)
 			freed = true
-			return g.call(ctx, client.EndpointMarkFree, client.MarkFreeRequest{RequestID: choice.RequestID, OutputTokens: &rep.OutputTokens}, nil)
+			return g.call(ctx, client.EndpointMarkFree, client.MarkFreeRequest{RequestID: choice.RequestID, RouterID: choice.RouterID, OutputTokens: &rep.OutputTokens}, nil)
 		}
 	}
 }
