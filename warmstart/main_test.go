@@ -26,7 +26,7 @@ const testNS = "test"
 // node is one router's KV-event path on its own NATS connection: an index,
 // its writer and a subscriber, running until the test ends.
 type node struct {
-	t   *testing.T
+	t   testing.TB
 	nc  *nats.Conn
 	idx *indexer.Index
 	m   *metrics.Router
@@ -38,7 +38,7 @@ type node struct {
 
 // newNode starts a node on the server at url; with hold, its writer holds
 // the events from the start, as a joiner's does.
-func newNode(t *testing.T, url string, hold bool) *node {
+func newNode(t testing.TB, url string, hold bool) *node {
 	t.Helper()
 	n := &node{t: t, nc: testutil.NATSConn(t, url), idx: indexer.NewIndex(indexer.Config{}), reg: prometheus.NewRegistry(), log: &testutil.Buffer{}}
 	var err error
@@ -107,7 +107,7 @@ func (n *node) serve(id uint64, chunkSize int) {
 }
 
 // runUntilCleanup runs run until the test ends, and checks it returned nil.
-func runUntilCleanup(t *testing.T, run func(context.Context) error) {
+func runUntilCleanup(t testing.TB, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
@@ -134,13 +134,13 @@ func (n *node) dump() []string {
 // publisher plays the workers: each rank stores one chain of blocks, one
 // block per event, each under the previous one, with event_ids from 1.
 type publisher struct {
-	t     *testing.T
+	t     testing.TB
 	nc    *nats.Conn
 	ranks []indexer.Worker
 	next  []uint64 // next block (and event_id) per rank
 }
 
-func newPublisher(t *testing.T, url string, ranks ...indexer.Worker) *publisher {
+func newPublisher(t testing.TB, url string, ranks ...indexer.Worker) *publisher {
 	return &publisher{t: t, nc: testutil.NATSConn(t, url), ranks: ranks, next: make([]uint64, len(ranks))}
 }
 
