@@ -89,7 +89,7 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 	cfg := replay.DefaultConfig()
 	cfg.ProgressInterval = 0
 	cfg.RouterTimeout = 20 * time.Second
-	cfg.RouteRetry = 2 * time.Second
+	cfg.RouteRetry = 5 * time.Second
 	nc := testutil.NATSConn(t, s.natsURL())
 	rp, err := replay.New(cfg, nc, wl, replay.Options{})
 	if err != nil {
@@ -168,8 +168,10 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 		}, "router %s still holds load after the drain:\n%s", r.statusBase, activeLoad(r.mustScrape()))
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool {
-		return total(a.mustScrape(), "dynamo_component_kv_index_entries") == total(b.mustScrape(), "dynamo_component_kv_index_entries")
-	}, "after the drain, a and b hold different numbers of index entries")
+		entriesA = total(a.mustScrape(), "dynamo_component_kv_index_entries")
+		entriesB = total(b.mustScrape(), "dynamo_component_kv_index_entries")
+		return entriesA == entriesB
+	}, "after the drain, a holds %v index entries and b %v; b's output:\n%s", entriesA, entriesB, b.router.Output())
 	for i := 0; i < len(wl.Requests); i += 45 {
 		tokens := wl.Tokens(&wl.Requests[i], nil)
 		oa, ob := overlapScores(t, a, tokens), overlapScores(t, b, tokens)

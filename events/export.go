@@ -10,7 +10,7 @@ import (
 
 // cutWait bounds how long Snapshot waits for the connection's subscriptions
 // to hand over what NATS delivered before the request.
-const cutWait = time.Second
+const cutWait = 5 * time.Second
 
 // ErrDurable is returned by Snapshot in durable mode: a durable router's
 // index follows its JetStream consumer, not the live subjects a joining

@@ -71,14 +71,16 @@
 //
 // The registry is the one owner of each worker's life: every consequence
 // of a change goes out from it, in order, while it holds its lock, to sinks
-// it was given at construction (Sinks). Before the new snapshot is
-// published, the FleetListener (the scheduler) gets it, so whoever sees a
-// worker registered can route to it, and the scheduler has let go of a
-// departed rank before its series are deleted. Then, comparing the new
-// workers with the old, it:
+// it was given at construction (Sinks). What arrives is announced first,
+// then the FleetListener (the scheduler) gets the new snapshot, then the
+// snapshot is published, then what left is deleted: whoever sees a worker
+// registered, or is routed to it, can route to it and finds its series, and
+// the scheduler has let go of a departed rank before its series are
+// deleted. Comparing the new workers with the old, it:
 //
-//   - for a new worker: tells the index writer (IndexWriter.WorkerJoined)
-//     and sets dynamo_component_router_worker_registered for each rank;
+//   - for a new worker, before publishing: tells the index writer
+//     (IndexWriter.WorkerJoined) and sets
+//     dynamo_component_router_worker_registered for each rank;
 //   - for a removed worker: commands the removal of its blocks
 //     (IndexWriter.WorkerLeft, applied after the events it sent before),
 //     deletes the per-worker series this package owns (Metrics.DeleteWorker:
@@ -86,8 +88,10 @@
 //     dynamo_component_kvstats_*) and forgets its loads and everything it
 //     said about the worker; nothing of it is kept, so the same id can
 //     register again at any time and starts afresh;
-//   - for a worker whose type or ranks changed: deletes its series and sets
-//     them anew, and forgets the loads and blocks of the ranks it lost
+//   - for a worker whose type or ranks changed: sets the registered series
+//     of its new ranks or type before publishing, then deletes those of
+//     the ranks or type it lost and its dynamo_component_kvstats_* series,
+//     and forgets the loads and blocks of the ranks it lost
 //     (IndexWriter.ClearRank).
 //
 // Readiness (Status, Ready) needs a first listing, once

@@ -114,18 +114,31 @@ func (e *env) size(t testing.TB, w indexer.Worker) int {
 	return e.idx.Size(w)
 }
 
-// fleetRecorder keeps the last snapshot the registry handed its listener.
+// fleetRecorder keeps the last snapshot the registry handed its listener,
+// and calls onChange, when set, with each.
 type fleetRecorder struct {
-	mu   sync.Mutex
-	snap *Snapshot
-	n    int
+	mu       sync.Mutex
+	snap     *Snapshot
+	n        int
+	onChange func(*Snapshot)
 }
 
 func (f *fleetRecorder) FleetChanged(s *Snapshot) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.snap = s
 	f.n++
+	onChange := f.onChange
+	f.mu.Unlock()
+	if onChange != nil {
+		onChange(s)
+	}
+}
+
+// setOnChange sets the function FleetChanged calls.
+func (f *fleetRecorder) setOnChange(fn func(*Snapshot)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onChange = fn
 }
 
 func (f *fleetRecorder) last() *Snapshot {

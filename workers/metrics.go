@@ -129,10 +129,22 @@ func (w *Metrics) SetKVStats(workerID uint64, dpRank uint32, s KVStats) {
 // dynamo_frontend_worker_* series itself, when the worker stops being a
 // candidate.
 func (w *Metrics) DeleteWorker(id uint64) int {
-	v := strconv.FormatUint(id, 10)
-	n := w.Registered.DeletePartialMatch(prometheus.Labels{metrics.LabelRouterWorkerID: v})
+	n := w.Registered.DeletePartialMatch(prometheus.Labels{metrics.LabelRouterWorkerID: strconv.FormatUint(id, 10)})
+	return n + w.DeleteKVStats(id)
+}
+
+// DeleteRegistered removes the registered series of one worker rank of one
+// type, and reports whether it existed.
+func (w *Metrics) DeleteRegistered(rank metrics.Worker) bool {
+	return w.Registered.DeleteLabelValues(rank.Values()...)
+}
+
+// DeleteKVStats removes the dynamo_component_kvstats_* series of every rank
+// of the worker id, and returns how many it removed.
+func (w *Metrics) DeleteKVStats(id uint64) int {
+	n := 0
 	for _, g := range w.stats {
-		n += g.DeletePartialMatch(prometheus.Labels{metrics.LabelWorkerID: v})
+		n += g.DeletePartialMatch(prometheus.Labels{metrics.LabelWorkerID: strconv.FormatUint(id, 10)})
 	}
 	return n
 }

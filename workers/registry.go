@@ -37,7 +37,7 @@ type IndexWriter interface {
 
 // FleetListener learns every new set of workers, in order: the scheduler,
 // which chooses among them (through an adapter that makes its candidates).
-// FleetChanged is called while the registry holds its lock, right after the
+// FleetChanged is called while the registry holds its lock, right before the
 // snapshot is published; it must return quickly and never call back into
 // the Registry.
 type FleetListener interface {
@@ -396,10 +396,17 @@ func (r *Registry) rebuildLocked() {
 	if !slices.Equal(old.Workers(), next) {
 		r.version++
 		snap := newSnapshot(r.version, next)
-		// The scheduler hears first: whoever sees the new snapshot can route
+		// What arrives is announced before the snapshot is published: whoever
+		// sees a worker or rank in it, or is routed to it, finds the index
+		// writer told and its registered series set.
+		for _, w := range next {
+			prev, existed := old.Get(w.ID)
+			r.joinLocked(prev, existed, w)
+		}
+		// The scheduler hears next: whoever sees the new snapshot can route
 		// to its workers. It lets go of departed ranks, and deletes their
 		// dynamo_frontend_worker_* series itself; this package deletes its
-		// own series of them below.
+		// own series of them below, once nobody routes to them.
 		if r.fleet != nil {
 			r.fleet.FleetChanged(snap)
 		}
@@ -501,8 +508,32 @@ func (r *Registry) worker(k key, t Type, c *card) Worker {
 	return w
 }
 
+// joinLocked announces what w, which was prev (if existed) before, brings,
+// before the snapshot holding w is published: a new worker to the index
+// writer, and the registered series of each rank of a new worker or of a
+// worker whose ranks or type changed. reconcileLocked does the rest once
+// the snapshot is published.
+func (r *Registry) joinLocked(prev Worker, existed bool, w Worker) {
+	switch {
+	case !existed:
+		r.idx.WorkerJoined(w.ID)
+		r.registerMetricsLocked(w)
+	case ranksChanged(prev, w):
+		// Sets the new ranks' (or type's) series; the kept ones are set
+		// already. The lost ones go in reconcileLocked.
+		r.registerMetricsLocked(w)
+	}
+}
+
+// ranksChanged reports whether the worker's ranks or type, which label its
+// series, differ between prev and w.
+func ranksChanged(prev, w Worker) bool {
+	return prev.Type != w.Type || prev.DPStart != w.DPStart || prev.DPSize != w.DPSize
+}
+
 // reconcileLocked brings metrics, loads, grace timers and logs in step with
-// w, which was prev (if existed) before.
+// w, which was prev (if existed) before, once the snapshot holding w is
+// published (joinLocked came before).
 func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
 	if p := r.pending[w.ID]; p != nil {
 		p.timer.Stop()
@@ -519,14 +550,18 @@ func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
 		"max_num_batched_tokens", w.MaxNumBatchedTokens, "model", w.Model}
 	switch {
 	case !existed:
-		r.idx.WorkerJoined(w.ID)
-		r.registerMetricsLocked(w)
 		r.log.Info("worker registered", attrs...)
-	case prev.Type != w.Type || prev.DPStart != w.DPStart || prev.DPSize != w.DPSize:
-		// The worker's series change labels or ranks: start them afresh,
-		// and forget the ranks it lost.
-		r.m.DeleteWorker(uint64(w.ID))
-		r.registerMetricsLocked(w)
+	case ranksChanged(prev, w):
+		// The worker's series change labels or ranks: those of what it has
+		// now were set before publication (joinLocked); delete those of the
+		// ranks or type it lost, start its KV stats afresh, and forget the
+		// ranks it lost.
+		for _, rank := range prev.Ranks() {
+			if prev.Type != w.Type || !w.HasRank(rank.DPRank) {
+				r.m.DeleteRegistered(prev.metricsWorker(rank.DPRank))
+			}
+		}
+		r.m.DeleteKVStats(uint64(w.ID))
 		r.dropLoadsLocked(prev, w)
 		r.clearLostRanksLocked(prev, w)
 		r.log.Info("worker changed ranks or type", attrs...)

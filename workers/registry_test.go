@@ -137,6 +137,81 @@ func TestRegistryCardUpdates(t *testing.T) {
 	}
 }
 
+// The registered series of a worker's ranks exist before the scheduler
+// hears of the worker and before the snapshot holding it is published, so
+// whoever sees it registered, or is routed to it, finds them; the series
+// of what left go only after the scheduler let go of it.
+func TestRegistrySeriesAroundPublication(t *testing.T) {
+	backend := func(dpSize int) []change {
+		return puts(
+			instanceKey("dynamo", "backend", 7), instanceValue("dynamo", "backend", 7),
+			cardKey("dynamo", "backend", 7), cardValue("dynamo", "backend", 7, cardSpec{blockSize: 128, dpSize: dpSize}),
+		)
+	}
+	d0, d1, d2 := registeredLabels(7, 0, "decode"), registeredLabels(7, 1, "decode"), registeredLabels(7, 2, "decode")
+	p0 := registeredLabels(7, 0, "prefill")
+	tests := []struct {
+		name           string
+		before, change []change
+		// atFleet is what the listener sees when it hears of the change;
+		// after, what is left once the change is applied.
+		atFleet, after map[string]float64
+	}{
+		{
+			name:    "new worker",
+			change:  backend(2),
+			atFleet: map[string]float64{d0: 1, d1: 1},
+			after:   map[string]float64{d0: 1, d1: 1},
+		},
+		{
+			name:    "ranks grow",
+			before:  backend(1),
+			change:  backend(3),
+			atFleet: map[string]float64{d0: 1, d1: 1, d2: 1},
+			after:   map[string]float64{d0: 1, d1: 1, d2: 1},
+		},
+		{
+			name:    "ranks shrink",
+			before:  backend(2),
+			change:  backend(1),
+			atFleet: map[string]float64{d0: 1, d1: 1},
+			after:   map[string]float64{d0: 1},
+		},
+		{
+			name:    "type changes",
+			before:  puts(instanceKey("dynamo", "prefill", 7), instanceValue("dynamo", "prefill", 7)),
+			change:  puts(instanceKey("dynamo", "backend", 7), instanceValue("dynamo", "backend", 7)),
+			atFleet: map[string]float64{p0: 1, d0: 1},
+			after:   map[string]float64{d0: 1},
+		},
+		{
+			name:    "worker leaves",
+			before:  puts(instanceKey("dynamo", "backend", 7), instanceValue("dynamo", "backend", 7)),
+			change:  []change{{key: instanceKey("dynamo", "backend", 7), deleted: true}},
+			atFleet: map[string]float64{d0: 1},
+			after:   map[string]float64{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, DefaultConfig())
+			e.reg.replace(tt.before)
+			var atFleet map[string]float64
+			e.fleet.setOnChange(func(*Snapshot) { atFleet = e.series(t, nameRegistered) })
+			e.reg.apply(tt.change)
+			if atFleet == nil {
+				t.Fatal("the fleet listener did not hear of the change")
+			}
+			if diff := cmp.Diff(tt.atFleet, atFleet); diff != "" {
+				t.Errorf("%s when the listener heard of the change (-want +got):\n%s", nameRegistered, diff)
+			}
+			if diff := cmp.Diff(tt.after, e.series(t, nameRegistered)); diff != "" {
+				t.Errorf("%s after the change (-want +got):\n%s", nameRegistered, diff)
+			}
+		})
+	}
+}
+
 func TestRegistryRemovalDropsBlocksSeriesAndLoads(t *testing.T) {
 	e := newEnv(t, DefaultConfig())
 	e.reg.replace(puts(
