@@ -28,7 +28,8 @@ import (
 // sync:
 //
 //   - a router restarted mid-load is, within 5 s of turning ready, at 99% or
-//     more of another's index entries (it loaded the index from a peer);
+//     more of another's index entries and answers overlap_scores alike (it
+//     loaded the index from a peer);
 //   - a router killed mid-load (SIGKILL) costs the frontend no failed
 //     route: routes retried after no reply land on the survivors;
 //   - after the drain, every surviving router holds no load on any worker
@@ -128,9 +129,20 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 		entriesA = total(a.mustScrape(), "dynamo_component_kv_index_entries")
 		entriesB = total(b.mustScrape(), "dynamo_component_kv_index_entries")
 		return entriesA > 0 && entriesB >= 0.99*entriesA
-	}, "restarted router b: %v index entries against a's %v, 5 s after it turned ready; b's output:\n%s",
-		entriesB, entriesA, b.router.Output())
-	t.Logf("restarted router: %v entries against %v, %v after ready", entriesB, entriesA, time.Since(ready).Round(time.Millisecond))
+	}, "restarted router b, 5 s after it turned ready: %v; b's output:\n%s",
+		later(func() string { return fmt.Sprintf("%v index entries against a's %v", entriesB, entriesA) }), later(b.router.Output))
+	// The same overlap_scores for the prompts seen so far (an answer pair
+	// may straddle an event, so the pair is asked again until it agrees).
+	for i := 0; i < 200; i += 25 {
+		tokens := wl.Tokens(&wl.Requests[i], nil)
+		var oa, ob []client.WorkerOverlap
+		testutil.Eventually(t, time.Until(ready.Add(5*time.Second)), func() bool {
+			oa, ob = overlapScores(t, a, tokens), overlapScores(t, b, tokens)
+			return slices.Equal(oa, ob)
+		}, "restarted router b: overlap_scores of prompt %d: %v", i,
+			later(func() string { return fmt.Sprintf("a %v, b %v", oa, ob) }))
+	}
+	t.Logf("restarted router: %v entries against %v, same overlap_scores, %v after ready", entriesB, entriesA, time.Since(ready).Round(time.Millisecond))
 	if d := total(b.mustScrape(), "dynamo_router_index_diverging"); d != 0 {
 		t.Errorf("restarted router b says its index diverges (%v)", d)
 	}
@@ -171,7 +183,8 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 		entriesA = total(a.mustScrape(), "dynamo_component_kv_index_entries")
 		entriesB = total(b.mustScrape(), "dynamo_component_kv_index_entries")
 		return entriesA == entriesB
-	}, "after the drain, a holds %v index entries and b %v; b's output:\n%s", entriesA, entriesB, b.router.Output())
+	}, "after the drain, %v; b's output:\n%s",
+		later(func() string { return fmt.Sprintf("a holds %v index entries and b %v", entriesA, entriesB) }), later(b.router.Output))
 	for i := 0; i < len(wl.Requests); i += 45 {
 		tokens := wl.Tokens(&wl.Requests[i], nil)
 		oa, ob := overlapScores(t, a, tokens), overlapScores(t, b, tokens)
@@ -182,6 +195,12 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 	sim.Signal(syscall.SIGTERM)
 	sim.Wait(30 * time.Second)
 }
+
+// later prints what its function returns when the message is formatted:
+// the values a poll saw last, not those before it began.
+type later func() string
+
+func (f later) String() string { return f() }
 
 // total adds up the samples of a counter or gauge family.
 func total(fams map[string]*dto.MetricFamily, name string) float64 {
