@@ -36,6 +36,9 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 	if v == nil {
 		return Choice{}, false, fmt.Errorf("%w: no %s workers registered", ErrNoWorkers, kind)
 	}
+	if r.cfg.Mode.peer() {
+		return r.choosePeerLocked(s, p, v, kind, byLoad, cp, ignoreQueue)
+	}
 	cands := v.cands
 	n := len(cands)
 	kv := r.cfg.Mode == ModeKV
@@ -102,64 +105,83 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 		clear(costs)
 	}
 
-	eligible, fit, free := n, n, n
 	if filtered {
-		inf := math.Inf(1)
-		for i := range cands {
-			c := &cands[i]
-			switch {
-			case s.allowed != nil && !containsID(s.allowed, c.Worker.ID):
-				eligible--
-			case r.thresholds && r.overloaded(c, v.prefill[i], v.blocks[i]):
-			case queue && r.queueBusy(c, v.prefill[i]):
-				costs[i] = inf
-				free--
-				continue
-			default:
-				continue
-			}
-			costs[i] = inf
-			fit--
-			free--
+		if busy, err := r.filterLocked(s, v, kind, costs, queue); busy || err != nil {
+			return Choice{}, busy, err
 		}
+	}
+	i := r.pickLocked(s, costs, cp.temperature)
+	return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+}
+
+// filterLocked sets to +Inf the cost of every candidate the request may not
+// have now: outside its allowed_worker_ids, over a busy threshold, or, with
+// queue, busy for the queue. It fails with ErrNoWorkers when no candidate
+// is allowed and ErrOverloaded when every allowed one is over a threshold,
+// and reports busy when every remaining one is busy for the queue. mu is
+// held.
+func (r *Router) filterLocked(s *scratch, v *view, kind Kind, costs []float64, queue bool) (busy bool, err error) {
+	n := len(v.cands)
+	eligible, fit, free := n, n, n
+	inf := math.Inf(1)
+	for i := range v.cands {
+		c := &v.cands[i]
+		switch {
+		case s.allowed != nil && !containsID(s.allowed, c.Worker.ID):
+			eligible--
+		case r.thresholds && r.overloaded(c, v.prefill[i], v.blocks[i]):
+		case queue && r.queueBusy(c, v.prefill[i]):
+			costs[i] = inf
+			free--
+			continue
+		default:
+			continue
+		}
+		costs[i] = inf
+		fit--
+		free--
 	}
 	switch {
 	case eligible == 0:
-		return Choice{}, false, fmt.Errorf("%w: no %s worker among allowed_worker_ids", ErrNoWorkers, kind)
+		return false, fmt.Errorf("%w: no %s worker among allowed_worker_ids", ErrNoWorkers, kind)
 	case fit == 0:
-		return Choice{}, false, fmt.Errorf("%w: all %d %s workers are over a busy threshold", ErrOverloaded, eligible, kind)
-	case free == 0:
-		return Choice{}, true, nil
+		return false, fmt.Errorf("%w: all %d %s workers are over a busy threshold", ErrOverloaded, eligible, kind)
 	}
+	return free == 0, nil
+}
 
-	var i int
-	switch {
-	case r.cfg.Mode == ModeKV && cp.temperature == 0:
-		i, s.ties = pickMin(costs, s.ties, r.rng)
-	default:
-		// Round-robin, random and softmax choose among the finite costs.
-		elig, finite := s.elig[:0], s.finite[:0]
-		for j, c := range costs {
-			if !math.IsInf(c, 1) {
-				elig = append(elig, int32(j))
-				finite = append(finite, c)
-			}
-		}
-		s.elig, s.finite = elig, finite
-		var k int
-		switch r.cfg.Mode {
-		case ModeRoundRobin:
-			k = int(r.rr % uint64(len(elig)))
-			r.rr++
-		case ModeRandom:
-			k = r.rng.IntN(len(elig))
-		default:
-			s.weights = grownFloats(s.weights, len(finite))
-			k = pickSoftmax(finite, s.weights, cp.temperature, r.rng)
-		}
-		i = int(elig[k])
+// pickLocked chooses among the finite costs as the mode says: the least,
+// uniformly at random among exact ties, for the modes that score at
+// temperature 0; a softmax sample for those at a temperature above 0; the
+// next in turn for round-robin; uniformly at random for random. At least
+// one cost is finite. mu is held.
+func (r *Router) pickLocked(s *scratch, costs []float64, temperature float64) int {
+	if r.cfg.Mode.usesIndex() && temperature == 0 {
+		i, ties := pickMin(costs, s.ties, r.rng)
+		s.ties = ties
+		return i
 	}
-	return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+	// Round-robin, random and softmax choose among the finite costs.
+	elig, finite := s.elig[:0], s.finite[:0]
+	for j, c := range costs {
+		if !math.IsInf(c, 1) {
+			elig = append(elig, int32(j))
+			finite = append(finite, c)
+		}
+	}
+	s.elig, s.finite = elig, finite
+	var k int
+	switch r.cfg.Mode {
+	case ModeRoundRobin:
+		k = int(r.rr % uint64(len(elig)))
+		r.rr++
+	case ModeRandom:
+		k = r.rng.IntN(len(elig))
+	default:
+		s.weights = grownFloats(s.weights, len(finite))
+		k = pickSoftmax(finite, s.weights, temperature, r.rng)
+	}
+	return int(elig[k])
 }
 
 // fusedMin returns the position of the least cost, ties broken as pickMin

@@ -21,7 +21,35 @@ const (
 	ModeRoundRobin
 	// ModeRandom takes an eligible rank uniformly at random.
 	ModeRandom
+	// ModeLLMDPrecisePrefix scores as llm-d's precise-prefix-cache
+	// scheduling profile does: 2 × prefix + 1 × KV utilisation + 1 × queue,
+	// each in [0, 1], highest wins (peer.go).
+	ModeLLMDPrecisePrefix
+	// ModeDynamoCurrent is Dynamo's current cost: ModeKV's with the credit
+	// decay, the per-request decode weight and a credit above 1 (peer.go).
+	ModeDynamoCurrent
 )
+
+// modeNames lists the modes for error messages, in flag order.
+const modeNames = "kv, round-robin, random, llmd-precise-prefix, dynamo-current"
+
+// usesIndex reports whether the mode scores prompts against the KV index:
+// it hashes them, looks them up and times the decision.
+func (m Mode) usesIndex() bool { return m != ModeRoundRobin && m != ModeRandom }
+
+// peer reports whether the mode is one of the peers' policies (peer.go),
+// which are scored outside kv's path.
+func (m Mode) peer() bool { return m == ModeLLMDPrecisePrefix || m == ModeDynamoCurrent }
+
+// maxCredit is the largest overlap score credit the mode accepts: 1, as
+// Dynamo accepted until it allowed any finite credit ≥ 0 (more credit than
+// the block's own prefill), which ModeDynamoCurrent follows.
+func (m Mode) maxCredit() float64 {
+	if m == ModeDynamoCurrent {
+		return maxWeight
+	}
+	return 1
+}
 
 // String returns the flag value of the mode.
 func (m Mode) String() string {
@@ -32,6 +60,10 @@ func (m Mode) String() string {
 		return "round-robin"
 	case ModeRandom:
 		return "random"
+	case ModeLLMDPrecisePrefix:
+		return "llmd-precise-prefix"
+	case ModeDynamoCurrent:
+		return "dynamo-current"
 	}
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
@@ -46,8 +78,12 @@ func ParseMode(s string) (Mode, error) {
 		return ModeRoundRobin, nil
 	case "random":
 		return ModeRandom, nil
+	case "llmd-precise-prefix":
+		return ModeLLMDPrecisePrefix, nil
+	case "dynamo-current":
+		return ModeDynamoCurrent, nil
 	}
-	return 0, fmt.Errorf("%q is not a mode (allowed kv, round-robin, random)", s)
+	return 0, fmt.Errorf("%q is not a mode (allowed %s)", s, modeNames)
 }
 
 // QueuePolicy orders the requests that wait in the threshold queue (flag
@@ -146,7 +182,8 @@ type Config struct {
 	// BlockSize is the KV block size in tokens (--router-block-size,
 	// DYN_ROUTER_BLOCK_SIZE). It must equal the engines'.
 	BlockSize int
-	// Mode chooses among eligible ranks (--router-mode kv|round-robin|random).
+	// Mode chooses among eligible ranks (--router-mode kv, round-robin,
+	// random, llmd-precise-prefix or dynamo-current).
 	Mode Mode
 
 	// OverlapScoreWeight is Dynamo's legacy cost weight
@@ -156,14 +193,27 @@ type Config struct {
 	// if the weight is 0.
 	OverlapScoreWeight *float64
 	// OverlapScoreCredit is the credit, in blocks of prefill, of each block
-	// already cached (--router-kv-overlap-score-credit, in [0, 1]).
+	// already cached (--router-kv-overlap-score-credit, in [0, 1]; any
+	// value ≥ 0 with ModeDynamoCurrent, as current Dynamo allows).
 	OverlapScoreCredit float64
 	// PrefillLoadScale weighs prefill blocks against decode blocks
 	// (--router-prefill-load-scale, ≥ 0).
 	PrefillLoadScale float64
 	// Temperature is 0 for the cheapest rank, or the softmax temperature
 	// over normalised costs (--router-temperature, DYN_ROUTER_TEMPERATURE).
+	// ModeLLMDPrecisePrefix ignores it: its picker takes the highest score.
 	Temperature float64
+	// OverlapScoreCreditDecay fades a rank's overlap credit as its active
+	// prefill tokens exceed the least loaded eligible rank's
+	// (--router-kv-overlap-score-credit-decay,
+	// DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY, ≥ 0, ModeDynamoCurrent
+	// only; 0, Dynamo's default, is off).
+	OverlapScoreCreditDecay float64
+	// DecodeActiveRequestWeight adds this many blocks of cost per request
+	// active on a rank (--router-decode-active-request-weight,
+	// DYN_ROUTER_DECODE_ACTIVE_REQUEST_WEIGHT, ≥ 0, ModeDynamoCurrent only;
+	// 0, Dynamo's default, is off).
+	DecodeActiveRequestWeight float64
 
 	// UseKVEvents is true when workers publish KV events
 	// (--router-kv-events / --no-router-kv-events, DYN_ROUTER_USE_KV_EVENTS).
@@ -268,13 +318,26 @@ func (c Config) Validate() error {
 	if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
 		add(fmt.Errorf("--router-block-size: %d is out of range (allowed 1..%d)", c.BlockSize, MaxBlockSize))
 	}
-	if c.Mode > ModeRandom {
-		add(fmt.Errorf("--router-mode: %v is not a mode (allowed kv, round-robin, random)", c.Mode))
+	if c.Mode > ModeDynamoCurrent {
+		add(fmt.Errorf("--router-mode: %v is not a mode (allowed %s)", c.Mode, modeNames))
 	}
 	if w := c.OverlapScoreWeight; w != nil {
 		add(checkRange("--router-kv-overlap-score-weight", *w, 0, maxWeight))
 	}
-	add(checkRange("--router-kv-overlap-score-credit", c.OverlapScoreCredit, 0, 1))
+	add(checkRange("--router-kv-overlap-score-credit", c.OverlapScoreCredit, 0, c.Mode.maxCredit()))
+	for _, f := range []struct {
+		flag string
+		v    float64
+	}{
+		{"--router-kv-overlap-score-credit-decay", c.OverlapScoreCreditDecay},
+		{"--router-decode-active-request-weight", c.DecodeActiveRequestWeight},
+	} {
+		if err := checkRange(f.flag, f.v, 0, maxWeight); err != nil {
+			add(err)
+		} else if f.v != 0 && c.Mode != ModeDynamoCurrent {
+			add(fmt.Errorf("%s: %v applies only with --router-mode dynamo-current (allowed 0 with --router-mode %v)", f.flag, f.v, c.Mode))
+		}
+	}
 	add(checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight))
 	add(checkRange("--router-temperature", c.Temperature, 0, maxWeight))
 	add(checkDuration("--router-ttl-secs", c.TTL))

@@ -41,6 +41,30 @@
 // differently among the eligible ranks, and skip the hashing and the index
 // (their overhead histograms stay empty).
 //
+// # The peers' policies
+//
+// Two more modes reproduce the policies users compare a router with, fed
+// by the same index, loads and filters (peer.go; sources and mappings in
+// docs/replay.md). llmd-precise-prefix is llm-d's precise-prefix-cache
+// scheduling profile: each eligible rank scores
+//
+//	2 × overlap / prompt_blocks + 1 × (1 − active_blocks / total_kv_blocks) + 1 × (q_max − q) / (q_max − q_min)
+//
+// q being the rank's active requests (each term clamped to [0, 1], the
+// last 1 when every q is equal), and the highest score wins, uniformly at
+// random among exact ties; --router-temperature does not apply.
+// dynamo-current is Dynamo's current cost:
+//
+//	scale × max(0, (active_prefill_tokens + isl) / block_size − credit × decay × overlap) + decode_blocks + w × active_requests
+//
+// decay = 1 / (1 + d × excess_prefill_blocks / prompt_blocks), the excess
+// over the least loaded eligible rank, d being
+// --router-kv-overlap-score-credit-decay and w
+// --router-decode-active-request-weight, both 0 by default as in Dynamo;
+// the credit may exceed 1. At the defaults it is kv's cost to the bit and
+// chooses as kv does. Both modes are scored apart from kv's fast path:
+// kv pays one comparison of the mode for them.
+//
 // Bookings nobody ends expire. One never marked prefilled is freed
 // --router-prefill-timeout (5 minutes) after it was routed: the frontend
 // that routed it crashed or lost it, and a first token takes seconds. Any

@@ -123,7 +123,8 @@ type prompt struct {
 
 // New returns a Router with no candidates (see SetCandidates), counting in
 // its families (Metrics), which it builds from m. idx and m are required;
-// w is required in approximate mode (cfg.UseKVEvents false with mode kv),
+// w is required in approximate mode (cfg.UseKVEvents false with a mode that
+// reads the index: kv, llmd-precise-prefix, dynamo-current),
 // where the router indexes its own decisions through it, and unused
 // otherwise (it may be nil). It starts nothing: Run runs its maintenance.
 func New(cfg Config, idx Index, w IndexWriter, m *metrics.Router, opts Options) (*Router, error) {
@@ -133,7 +134,7 @@ func New(cfg Config, idx Index, w IndexWriter, m *metrics.Router, opts Options) 
 	if idx == nil || m == nil {
 		return nil, errors.New("scheduler: nil index or metrics")
 	}
-	approximate := !cfg.UseKVEvents && cfg.Mode == ModeKV
+	approximate := !cfg.UseKVEvents && cfg.Mode.usesIndex()
 	if approximate && w == nil {
 		return nil, errors.New("scheduler: approximate mode (--no-router-kv-events) needs an index writer, and none was given")
 	}
@@ -217,12 +218,12 @@ func (r *Router) route(req *Request, done func(Decision, error)) (Decision, *wai
 	}
 	s := r.pool.Get().(*scratch)
 	defer r.pool.Put(s)
-	kv := r.cfg.Mode == ModeKV
+	lookup := r.cfg.Mode.usesIndex()
 	var t overhead.Timer
-	if kv {
+	if lookup {
 		t = overhead.Start()
 	}
-	p := r.prepare(req, s, &t, kv)
+	p := r.prepare(req, s, &t, lookup)
 	s.allowed = sortedIDs(s.allowed, req.AllowedWorkerIDs)
 	now := time.Now()
 
@@ -241,7 +242,7 @@ func (r *Router) route(req *Request, done func(Decision, error)) (Decision, *wai
 	if err != nil {
 		return Decision{}, nil, err
 	}
-	if kv {
+	if lookup {
 		r.m.Route.Observe(t.Done())
 	}
 	if w != nil {
@@ -280,7 +281,7 @@ func (r *Router) check(req *Request) error {
 			lo, hi float64
 		}{
 			{"overlap_score_weight", o.OverlapScoreWeight, 0, maxWeight},
-			{"overlap_score_credit", o.OverlapScoreCredit, 0, 1},
+			{"overlap_score_credit", o.OverlapScoreCredit, 0, r.cfg.Mode.maxCredit()},
 			{"prefill_load_scale", o.PrefillLoadScale, 0, maxWeight},
 			{"router_temperature", o.Temperature, 0, maxWeight},
 		} {
@@ -446,7 +447,7 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 	r.syncLocked()
 	r.m.RequestsTotal.Inc()
 	r.m.InputSequenceTokens.Observe(float64(p.isl))
-	if r.cfg.Mode == ModeKV {
+	if r.cfg.Mode.usesIndex() {
 		rate := 0.0
 		if p.numBlocks > 0 {
 			rate = float64(first.OverlapBlocks) / float64(p.numBlocks)

@@ -394,10 +394,15 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestParseNames(t *testing.T) {
-	for _, s := range []string{"kv", "round-robin", "random"} {
+	for _, s := range []string{"kv", "round-robin", "random", "llmd-precise-prefix", "dynamo-current"} {
 		m, err := ParseMode(s)
 		if err != nil || m.String() != s {
 			t.Errorf("ParseMode(%q) = %v, %v", s, m, err)
+		}
+	}
+	for m := ModeKV; m <= ModeDynamoCurrent; m++ {
+		if got, err := ParseMode(m.String()); err != nil || got != m {
+			t.Errorf("ParseMode(%v.String()) = %v, %v", m, got, err)
 		}
 	}
 	if _, err := ParseMode("least-loaded"); err == nil {

@@ -73,7 +73,7 @@ func (r *Router) releaseLocked(now time.Time) []released {
 			continue
 		}
 		p := prompt{locals: w.locals, seqHashes: w.seqHashes, numBlocks: w.numBlocks, isl: w.isl}
-		if r.cfg.Mode == ModeKV {
+		if r.cfg.Mode.usesIndex() {
 			r.match(s, w.locals)
 			p.matches = s.matches
 		}

@@ -121,10 +121,12 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "worker-default-max-num-seqs", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_SEQS"}, Usage: "batch size assumed for workers whose model card does not state it; 0 means unknown"},
 		&cli.IntFlag{Name: "worker-default-max-num-batched-tokens", EnvVars: []string{"DYN_WORKER_DEFAULT_MAX_NUM_BATCHED_TOKENS"}, Usage: "token budget per forward pass assumed for workers whose card does not state it; 0 means unknown"},
 		&cli.DurationFlag{Name: "etcd-timeout", Value: workers.DefaultEtcdTimeout, EnvVars: []string{"DYN_ETCD_TIMEOUT"}, Usage: "bound on each etcd request of worker discovery"},
-		&cli.StringFlag{Name: "router-mode", Value: "kv", EnvVars: []string{"DYN_ROUTER_MODE"}, Usage: "kv (KV-aware), round-robin or random: the baselines share the bookkeeping and metrics"},
+		&cli.StringFlag{Name: "router-mode", Value: "kv", EnvVars: []string{"DYN_ROUTER_MODE"}, Usage: "kv (KV-aware), round-robin, random, llmd-precise-prefix (llm-d's precise-prefix scoring profile) or dynamo-current (Dynamo's current cost): the baselines share the bookkeeping and metrics"},
 		&cli.Float64Flag{Name: "router-kv-overlap-score-weight", DefaultText: "unset", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT"}, Usage: "legacy cost weight of prefill against decode load; when set, replaces the credit form (Dynamo's older formula)"},
-		&cli.Float64Flag{Name: "router-kv-overlap-score-credit", Value: scheduler.DefaultOverlapScoreCredit, EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT"}, Usage: "blocks of prefill credited per cached block (current cost formula)"},
+		&cli.Float64Flag{Name: "router-kv-overlap-score-credit", Value: scheduler.DefaultOverlapScoreCredit, EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT"}, Usage: "blocks of prefill credited per cached block (current cost formula): 0..1, or any value ≥ 0 with --router-mode dynamo-current"},
 		&cli.Float64Flag{Name: "router-prefill-load-scale", Value: scheduler.DefaultPrefillLoadScale, EnvVars: []string{"DYN_ROUTER_PREFILL_LOAD_SCALE"}, Usage: "weight of prefill blocks against decode blocks (current cost formula)"},
+		&cli.Float64Flag{Name: "router-kv-overlap-score-credit-decay", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY"}, Usage: "with --router-mode dynamo-current: fades the overlap credit of a worker as its prefill backlog exceeds the least loaded one's; 0 is off"},
+		&cli.Float64Flag{Name: "router-decode-active-request-weight", EnvVars: []string{"DYN_ROUTER_DECODE_ACTIVE_REQUEST_WEIGHT"}, Usage: "with --router-mode dynamo-current: blocks of cost added per request active on a worker; 0 is off"},
 		&cli.Float64Flag{Name: "router-temperature", EnvVars: []string{"DYN_ROUTER_TEMPERATURE"}, Usage: "0 picks the cheapest worker (random among ties); above 0 samples a softmax over normalised costs"},
 		&cli.IntFlag{Name: "router-ttl-secs", Value: int(scheduler.DefaultTTL / time.Second), EnvVars: []string{"DYN_ROUTER_TTL_SECS"}, Usage: "approximate mode: seconds a routed prompt stays indexed (re-use refreshes it)"},
 		&cli.IntFlag{Name: "router-approx-max-entries", Value: scheduler.DefaultApproxMaxEntries, EnvVars: []string{"DYN_ROUTER_APPROX_MAX_ENTRIES"}, Usage: "approximate mode: cap on indexed blocks, pruned to 80% past it"},
@@ -240,6 +242,8 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 	sc.OverlapScoreCredit = c.Float64("router-kv-overlap-score-credit")
 	sc.PrefillLoadScale = c.Float64("router-prefill-load-scale")
 	sc.Temperature = c.Float64("router-temperature")
+	sc.OverlapScoreCreditDecay = c.Float64("router-kv-overlap-score-credit-decay")
+	sc.DecodeActiveRequestWeight = c.Float64("router-decode-active-request-weight")
 	sc.UseKVEvents = cfg.KVEvents
 	sc.TTL = time.Duration(c.Int("router-ttl-secs")) * time.Second
 	sc.ApproxMaxEntries = c.Int("router-approx-max-entries")

@@ -70,7 +70,7 @@ func TestServeListsEveryProblem(t *testing.T) {
 		{name: "ranges of several components",
 			args: []string{"--router-mode", "fastest", "--router-block-size", "0", "--router-event-threads", "0", "--router-handlers", "-1", "--etcd-timeout", "0s"},
 			want: []string{
-				`--router-mode: "fastest" is not a mode (allowed kv, round-robin, random)`,
+				`--router-mode: "fastest" is not a mode (allowed kv, round-robin, random, llmd-precise-prefix, dynamo-current)`,
 				"--router-event-threads: 0 is out of range (allowed 1..1024)",
 				blockSize0,
 				"--etcd-timeout: 0s is out of range (allowed > 0 and ≤ 5m)",
