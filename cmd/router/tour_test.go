@@ -112,6 +112,14 @@ func TestQuickTour(t *testing.T) {
 		return strings.Contains(simOut.String(), "2 simulated workers ready (block size 128)")
 	}, "workers not ready; stdout:\n%s\nstderr:\n%s", &simOut, &simErr)
 
+	// The router learns of the workers through etcd's watch, a moment after
+	// they say they are ready; a person typing the next command gives it
+	// that time.
+	loadsArgs := dropFlag(append(append([]string{}, routeArgs[:len(routeArgs)-1]...), "potential_loads"), "--request-id")
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return strings.Count(runCmd(loadsArgs), `"worker_id"`) == 2
+	}, "the router never listed the 2 workers")
+
 	// Served once: routed to some worker, which computes and caches it.
 	gen := runCmd(generateArgs)
 	first := regexp.MustCompile(`(?m)^route\s+(\{.*\})$`).FindStringSubmatch(gen)
