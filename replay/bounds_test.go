@@ -62,3 +62,42 @@ func TestComputeBoundsOrdered(t *testing.T) {
 		t.Fatalf("the infinite cache depends on the capacity: %v, %v", small.Infinite, big.Infinite)
 	}
 }
+
+// TestBoundsDoNotDependOnTheRate: the references of a workload are the
+// same at any rate scale (the same requests in the same order), which is
+// why a sweep computes them once: for a trace's excerpt at two scales, and
+// for a synthetic workload at two rates.
+func TestBoundsDoNotDependOnTheRate(t *testing.T) {
+	s := DefaultSyntheticConfig()
+	s.Requests = 200
+	tests := []struct {
+		name string
+		at   func(scale float64) (*Workload, error)
+	}{
+		{"trace", func(scale float64) (*Workload, error) { return excerpt(t, 200, scale), nil }},
+		{"synthetic", func(scale float64) (*Workload, error) {
+			c := s
+			c.Rate *= scale
+			return Synthetic(c)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []Bounds
+			for _, scale := range []float64{1, 2.5} {
+				wl, err := tt.at(scale)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := ComputeBounds(wl, 64, 512)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, b)
+			}
+			if got[0] != got[1] || got[0].Infinite == 0 {
+				t.Fatalf("bounds at ×1 %+v, at ×2.5 %+v: want equal and some hits", got[0], got[1])
+			}
+		})
+	}
+}

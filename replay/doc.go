@@ -31,5 +31,6 @@
 // Run owns the replay's goroutines and returns after they stop: the NATS
 // handler of the reply inbox, which handles replies one at a time in
 // arrival order and sends the marks, and the progress writer (one line a
-// ProgressInterval). Report, Summary and the workload functions are pure.
+// ProgressInterval). Report, Sweep, Summary, ComputeBounds and the workload
+// functions are pure.
 package replay

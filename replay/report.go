@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/kvrouter/router/scheduler"
 )
 
 // Report compares replays of one workload under several router modes.
@@ -139,19 +141,8 @@ func (rp *Report) Markdown() string {
 	if rp.Command != "" {
 		fmt.Fprintf(&b, "Made with:\n\n```sh\n%s\n```\n\n", rp.Command)
 	}
-	heads := make([]string, len(columns))
-	seps := make([]string, len(columns))
-	for i, c := range columns {
-		heads[i], seps[i] = c.head, "---"
-	}
-	fmt.Fprintf(&b, "| %s |\n| %s |\n", strings.Join(heads, " | "), strings.Join(seps, " | "))
-	for _, s := range sums {
-		cells := make([]string, len(columns))
-		for i, c := range columns {
-			cells[i] = c.cell(s)
-		}
-		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
-	}
+	heads, rows := cells(columns, sums)
+	writeMarkdownTable(&b, heads, rows)
 	for _, n := range rp.notes(sums) {
 		fmt.Fprintf(&b, "\n%s\n", n)
 	}
@@ -249,18 +240,50 @@ func failures(sums []Summary) string {
 
 // writeTable writes the columns of sums, aligned right.
 func writeTable(w io.Writer, cols []column, sums []Summary) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	for _, c := range cols {
-		fmt.Fprintf(tw, "%s\t", c.head)
+	heads, rows := cells(cols, sums)
+	writeAlignedTable(w, heads, rows)
+}
+
+// cells returns the heads of cols and, for each summary, its row.
+func cells(cols []column, sums []Summary) (heads []string, rows [][]string) {
+	heads = make([]string, len(cols))
+	for i, c := range cols {
+		heads[i] = c.head
 	}
-	fmt.Fprintln(tw)
 	for _, s := range sums {
-		for _, c := range cols {
-			fmt.Fprintf(tw, "%s\t", c.cell(s))
+		row := make([]string, len(cols))
+		for i, c := range cols {
+			row[i] = c.cell(s)
+		}
+		rows = append(rows, row)
+	}
+	return heads, rows
+}
+
+// writeAlignedTable writes a table as plain text, each column aligned
+// right: the one way the text reports lay out a table.
+func writeAlignedTable(w io.Writer, heads []string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, row := range append([][]string{heads}, rows...) {
+		for _, cell := range row {
+			fmt.Fprintf(tw, "%s\t", cell)
 		}
 		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
+}
+
+// writeMarkdownTable writes a table as Markdown: the one way the Markdown
+// reports lay out a table.
+func writeMarkdownTable(b *strings.Builder, heads []string, rows [][]string) {
+	seps := make([]string, len(heads))
+	for i := range seps {
+		seps[i] = "---"
+	}
+	fmt.Fprintf(b, "| %s |\n| %s |\n", strings.Join(heads, " | "), strings.Join(seps, " | "))
+	for _, row := range rows {
+		fmt.Fprintf(b, "| %s |\n", strings.Join(row, " | "))
+	}
 }
 
 // wrap breaks s at spaces into lines of at most width runes (a word longer
@@ -288,21 +311,27 @@ func wrap(s string, width int) string {
 // comparison states the kv mode's TTFT p90 and hit rate against
 // round-robin's, when both ran.
 func comparison(sums []Summary) string {
-	var kv, rr *Summary
-	for i := range sums {
-		switch sums[i].Mode {
-		case "kv":
-			kv = &sums[i]
-		case "round-robin":
-			rr = &sums[i]
-		}
-	}
+	kv, rr := kvAndRoundRobin(sums)
 	if kv == nil || rr == nil || kv.TTFT.P90 <= 0 || rr.HitRate <= 0 {
 		return ""
 	}
 	return fmt.Sprintf("kv vs round-robin: TTFT p90 %.2f× lower (%.3f s vs %.3f s), prefix hit rate %.2f× (%.1f%% vs %.1f%%).",
 		rr.TTFT.P90.Seconds()/kv.TTFT.P90.Seconds(), kv.TTFT.P90.Seconds(), rr.TTFT.P90.Seconds(),
 		kv.HitRate/rr.HitRate, 100*kv.HitRate, 100*rr.HitRate)
+}
+
+// kvAndRoundRobin returns the summaries of the kv and round-robin modes,
+// nil for one that did not run.
+func kvAndRoundRobin(sums []Summary) (kv, rr *Summary) {
+	for i := range sums {
+		switch sums[i].Mode {
+		case scheduler.ModeKV.String():
+			kv = &sums[i]
+		case scheduler.ModeRoundRobin.String():
+			rr = &sums[i]
+		}
+	}
+	return kv, rr
 }
 
 // JSON returns the summaries and the per-request records.
@@ -327,14 +356,10 @@ func (rp *Report) JSON() ([]byte, error) {
 	return json.MarshalIndent(out, "", " ")
 }
 
-// Colours of the modes in the plots (colour-blind safe).
-var palette = []string{"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"}
-
 // TTFTPlot draws the TTFT distribution of each mode as a CDF on a log time
 // axis, as SVG.
 func (rp *Report) TTFTPlot() string {
 	const W, H, left, right, top, bottom = 780, 440, 70, 210, 40, 60
-	pw, ph := float64(W-left-right), float64(H-top-bottom)
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, r := range rp.Results {
 		for _, d := range r.TTFTs() {
@@ -343,55 +368,32 @@ func (rp *Report) TTFTPlot() string {
 			}
 		}
 	}
-	if math.IsInf(lo, 0) {
-		lo, hi = 0.01, 1
-	}
-	lo = math.Pow(10, math.Floor(math.Log10(lo)))
-	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
-	if hi <= lo {
-		hi = lo * 10
-	}
-	x := func(s float64) float64 {
-		s = math.Max(s, lo)
-		return float64(left) + pw*(math.Log10(s)-math.Log10(lo))/(math.Log10(hi)-math.Log10(lo))
-	}
-	y := func(p float64) float64 { return float64(top) + ph*(1-p) }
+	x := logAxis(lo, hi, []float64{1}, fmtSeconds).along(left, W-left-right, false)
+	y := axis{lo: 0, hi: 1, ticks: []float64{0, 0.25, 0.5, 0.75, 0.9, 1}, label: func(p float64) string { return fmt.Sprintf("%.2f", p) }}.
+		along(top, H-top-bottom, true)
 	var b strings.Builder
 	svgOpen(&b, W, H, "Time to first token, cumulative distribution")
-	// Grid and axes.
-	for e := math.Log10(lo); e <= math.Log10(hi)+1e-9; e++ {
-		v := math.Pow(10, e)
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", x(v), top, x(v), H-bottom)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x(v), H-bottom+18, fmtSeconds(v))
-	}
-	for _, p := range []float64{0, 0.25, 0.5, 0.75, 0.9, 1} {
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", left, y(p), W-right, y(p))
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%.2f</text>`+"\n", left-6, y(p)+4, p)
-	}
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">TTFT (simulated seconds, log scale)</text>`+"\n", float64(left)+pw/2, H-18)
-	fmt.Fprintf(&b, `<text x="16" y="%.1f" text-anchor="middle" transform="rotate(-90 16 %.1f)">fraction of requests</text>`+"\n",
-		float64(top)+ph/2, float64(top)+ph/2)
-	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#444"/>`+"\n", left, top, pw, ph)
+	x.draw(&b, top, H-bottom)
+	y.draw(&b, left, W-right)
+	axisTitles(&b, x, y, H, "TTFT (simulated seconds, log scale)", "fraction of requests")
+	frame(&b, x, y)
 	for i, r := range rp.Results {
 		ts := r.TTFTs()
 		if len(ts) == 0 {
 			continue
 		}
-		col := palette[i%len(palette)]
-		var pts strings.Builder
+		col := colour(i)
 		// Step curve, thinned to at most ~600 points.
 		stride := max(1, len(ts)/600)
-		fmt.Fprintf(&pts, "%.1f,%.1f ", x(ts[0].Seconds()), y(0))
+		pts := [][2]float64{{x.pos(ts[0].Seconds()), y.pos(0)}}
 		for j := 0; j < len(ts); j += stride {
-			fmt.Fprintf(&pts, "%.1f,%.1f ", x(ts[j].Seconds()), y(float64(j+1)/float64(len(ts))))
+			pts = append(pts, [2]float64{x.pos(ts[j].Seconds()), y.pos(float64(j+1) / float64(len(ts)))})
 		}
-		fmt.Fprintf(&pts, "%.1f,%.1f", x(ts[len(ts)-1].Seconds()), y(1))
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", col, pts.String())
+		pts = append(pts, [2]float64{x.pos(ts[len(ts)-1].Seconds()), y.pos(1)})
+		polyline(&b, pts, col, false)
 		p90 := quantile(ts, 0.9).Seconds()
-		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>`+"\n", x(p90), y(0.9), col)
-		ly := top + 20 + 22*i
-		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", W-right+12, ly, W-right+32, ly, col)
-		fmt.Fprintf(&b, `<text x="%d" y="%d">%s (p90 %s)</text>`+"\n", W-right+38, ly+4, html.EscapeString(r.Mode), fmtSeconds(p90))
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>`+"\n", x.pos(p90), y.pos(0.9), col)
+		legendEntry(&b, W-right+12, top, i, col, fmt.Sprintf("%s (p90 %s)", r.Mode, fmtSeconds(p90)))
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
@@ -401,7 +403,6 @@ func (rp *Report) TTFTPlot() string {
 func (rp *Report) HitRatePlot() string {
 	const W, H, left, top, bottom = 520, 360, 70, 40, 60
 	sums := rp.summaries()
-	ph := float64(H - top - bottom)
 	maxRate := 0.0
 	for _, s := range sums {
 		maxRate = math.Max(maxRate, s.HitRate)
@@ -409,49 +410,20 @@ func (rp *Report) HitRatePlot() string {
 	if rp.Bounds != nil {
 		maxRate = math.Max(maxRate, math.Max(rp.Bounds.PooledLRU, rp.Bounds.Infinite))
 	}
-	scale := math.Max(0.1, math.Ceil(maxRate*10)/10)
-	y := func(v float64) float64 { return float64(top) + ph*(1-v/scale) }
+	y := percentAxis(maxRate).along(top, H-top-bottom, true)
 	var b strings.Builder
 	svgOpen(&b, W, H, "Prefix cache hit rate measured by the workers")
-	for v := 0.0; v <= scale+1e-9; v += scale / 5 {
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", left, y(v), W-20, y(v))
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%.0f%%</text>`+"\n", left-6, y(v)+4, 100*v)
-	}
+	y.draw(&b, left, W-20)
 	n := max(len(sums), 1)
 	slot := float64(W-left-20) / float64(n)
 	for i, s := range sums {
-		col := palette[i%len(palette)]
 		bx := float64(left) + slot*float64(i) + slot*0.2
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", bx, y(s.HitRate), slot*0.6, y(0)-y(s.HitRate), col)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%.1f%%</text>`+"\n", bx+slot*0.3, y(s.HitRate)-6, 100*s.HitRate)
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", bx, y.pos(s.HitRate), slot*0.6, y.pos(0)-y.pos(s.HitRate), colour(i))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%.1f%%</text>`+"\n", bx+slot*0.3, y.pos(s.HitRate)-6, 100*s.HitRate)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", bx+slot*0.3, H-bottom+20, html.EscapeString(s.Mode))
 	}
-	if bd := rp.Bounds; bd != nil {
-		for _, ref := range []struct {
-			name string
-			v    float64
-		}{{"pooled LRU", bd.PooledLRU}, {"never evicts", bd.Infinite}} {
-			fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444" stroke-dasharray="6 4"/>`+"\n", left, y(ref.v), W-20, y(ref.v))
-			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s %.1f%%</text>`+"\n", W-22, y(ref.v)-4, ref.name, 100*ref.v)
-		}
-	}
-	fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444"/>`+"\n", left, y(0), W-20, y(0))
+	boundLines(&b, rp.Bounds, y, left, W-20, true)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444"/>`+"\n", left, y.pos(0), W-20, y.pos(0))
 	b.WriteString("</svg>\n")
 	return b.String()
-}
-
-func svgOpen(b *strings.Builder, w, h int, title string) {
-	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
-	fmt.Fprintf(b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(b, `<text x="%d" y="22" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", w/2, html.EscapeString(title))
-}
-
-func fmtSeconds(s float64) string {
-	switch {
-	case s >= 1:
-		return fmt.Sprintf("%gs", math.Round(s*100)/100)
-	case s >= 0.001:
-		return fmt.Sprintf("%gms", math.Round(s*1e5)/100)
-	}
-	return fmt.Sprintf("%gs", s)
 }

@@ -43,10 +43,16 @@ func golden(t *testing.T, name, got string) {
 // fixedResult is a made-up replay: request i arrives at i s, waits
 // (i+1)·k00 ms for its first token, and hits i of 10 blocks.
 func fixedResult(mode string, k time.Duration) *Result {
+	return fixedResultAt(mode, k, 1)
+}
+
+// fixedResultAt is fixedResult with the arrivals brought closer by scale:
+// request i arrives at i/scale s.
+func fixedResultAt(mode string, k time.Duration, scale float64) *Result {
 	r := &Result{Mode: mode, Workload: "w", Lockstep: true, RouterOverheadMs: math.NaN()}
 	for i := range 10 {
 		r.Records = append(r.Records, Record{
-			Index: i, Arrival: time.Duration(i) * time.Second, WorkerID: uint64(i % 2), WorkerIndex: i % 2,
+			Index: i, Arrival: time.Duration(float64(i) * float64(time.Second) / scale), WorkerID: uint64(i % 2), WorkerIndex: i % 2,
 			OverlapBlocks: i, RouterBlocks: 10, PromptBlocks: 10, CachedBlocks: i,
 			TTFT: time.Duration(i+1) * k, E2E: time.Duration(i+1)*k + time.Second, ITL: 10 * time.Millisecond,
 			OutputTokens: 101, RouteRTT: time.Millisecond, Done: true,

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -130,24 +131,48 @@ func workloadFlags() []cli.Flag {
 	}
 }
 
-// loadWorkload reads or makes the workload the flags describe.
+// loadWorkload reads or makes the workload the flags describe: the trace
+// at --rate-scale, or the synthetic workload (which has its own --rate).
 func loadWorkload(c *cli.Context) (*replay.Workload, error) {
+	scale := 1.0
+	if !c.Bool("synthetic") {
+		scale = c.Float64("rate-scale")
+		if !(scale > 0 && scale <= 1e6) {
+			return nil, usageError("%s: --rate-scale: %g is outside (0, 1e6]", c.Command.Name, scale)
+		}
+	}
+	src, err := newWorkloadSource(c)
+	if err != nil {
+		return nil, err
+	}
+	return src.at(c, scale)
+}
+
+// workloadSource is the workload the flags describe, at any rate scale:
+// a trace is read once, and cut and scaled for each.
+type workloadSource struct {
+	// synth is the synthetic workload's configuration, nil for a trace.
+	synth *replay.SyntheticConfig
+	// name, reqs and opts are the trace's (opts.RateScale unset).
+	name string
+	reqs []traces.Request
+	opts replay.TraceOptions
+}
+
+// newWorkloadSource checks the workload flags and reads the trace.
+func newWorkloadSource(c *cli.Context) (*workloadSource, error) {
 	if c.Bool("synthetic") {
 		s := replay.DefaultSyntheticConfig()
 		s.Seed = c.Uint64("seed")
 		s.Requests, s.Rate, s.Users = c.Int("requests"), c.Float64("rate"), c.Int("users")
 		s.SystemPrompts, s.SystemBlocks, s.TurnBlocks = c.Int("system-prompts"), c.Int("system-blocks"), c.Int("turn-blocks")
 		s.MaxBlocks, s.OutputTokens = c.Int("max-blocks"), c.Int("output-tokens")
-		wl, err := replay.Synthetic(s)
-		if err != nil {
+		if err := s.Validate(); err != nil {
 			return nil, usageError("%s: %v", c.Command.Name, err)
 		}
-		return wl, nil
+		return &workloadSource{synth: &s}, nil
 	}
-	opts := replay.TraceOptions{RateScale: c.Float64("rate-scale"), Window: c.Duration("window"), MaxRequests: c.Int("max-requests")}
-	if !(opts.RateScale > 0 && opts.RateScale <= 1e6) {
-		return nil, usageError("%s: --rate-scale: %g is outside (0, 1e6]", c.Command.Name, opts.RateScale)
-	}
+	opts := replay.TraceOptions{Window: c.Duration("window"), MaxRequests: c.Int("max-requests")}
 	if opts.Window < 0 || opts.MaxRequests < 0 {
 		return nil, usageError("%s: --window and --max-requests must not be negative", c.Command.Name)
 	}
@@ -165,14 +190,46 @@ func loadWorkload(c *cli.Context) (*replay.Workload, error) {
 	if opts.Window > 0 {
 		name += fmt.Sprintf(", first %v", opts.Window)
 	}
-	if opts.RateScale != 1 {
-		name += fmt.Sprintf(", at %g× its rate", opts.RateScale)
+	return &workloadSource{name: name, reqs: reqs, opts: opts}, nil
+}
+
+// at makes the workload at rate scale s: the trace's arrivals at
+// timestamp / s, or the synthetic workload at s × --rate (the same
+// requests, the same draws, closer together).
+func (ws *workloadSource) at(c *cli.Context, s float64) (*replay.Workload, error) {
+	if ws.synth != nil {
+		cfg := *ws.synth
+		cfg.Rate *= s
+		wl, err := replay.Synthetic(cfg)
+		if err != nil {
+			return nil, usageError("%s: %v", c.Command.Name, err)
+		}
+		return wl, nil
 	}
-	wl, err := replay.FromTrace(name, reqs, opts)
+	opts := ws.opts
+	opts.RateScale = s
+	name := ws.name
+	if s != 1 {
+		name += fmt.Sprintf(", at %g× its rate", s)
+	}
+	wl, err := replay.FromTrace(name, ws.reqs, opts)
 	if err != nil {
 		return nil, usageError("%s: %v", c.Command.Name, err)
 	}
 	return wl, nil
+}
+
+// scaledCommandLine is the single-scale command that makes the report of
+// rate scale s of a sweep: --rate-scale s (or, for a synthetic workload,
+// --rate) in place of --rate-scales, and that report's --out.
+func (ws *workloadSource) scaledCommandLine(c *cli.Context, s float64, out string) string {
+	set := map[string]string{"rate-scales": "", "out": out}
+	if ws.synth != nil {
+		set["rate"] = strconv.FormatFloat(ws.synth.Rate*s, 'g', -1, 64)
+	} else {
+		set["rate-scale"] = strconv.FormatFloat(s, 'g', -1, 64)
+	}
+	return commandLineWith(c, set)
 }
 
 func logFlags() []cli.Flag {
@@ -380,10 +437,14 @@ func scrapeOverhead(ctx context.Context, u string, log *slog.Logger) float64 {
 func httpClient() *http.Client { return &http.Client{Timeout: 5 * time.Second} }
 
 // compareCommand is `router compare`: embedded NATS and etcd, a fleet and a
-// router per mode, the replay, the report.
+// router per mode, the replay, the report; or all of it at several rate
+// scales, and the sweep's report.
 func compareCommand() *cli.Command {
 	flags := append(workloadFlags(), fleetFlags(compareBlockSize)...)
 	flags = append(flags,
+		&cli.StringFlag{Name: "rate-scales", Usage: "sweep the load: run the whole comparison at each of these comma-separated rate scales, in order " +
+			"(instead of --rate-scale; with --synthetic each multiplies --rate), each report in a subdirectory of --out (x1.5/ for 1.5), " +
+			"and write sweep.md, sweep.txt, sweep.json and two plots (TTFT p90, hit rate against offered load) into --out"},
 		&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace of the in-process router and workers"},
 		&cli.StringFlag{Name: "modes", Value: "kv,round-robin,random", Usage: "router modes to compare, comma-separated"},
 		&cli.StringFlag{Name: "out", Value: "compare-out", Usage: "directory of the report (report.md, report.txt, results.json, SVG plots)"},
@@ -397,15 +458,56 @@ func compareCommand() *cli.Command {
 		Usage: "compare router modes on a trace: in-process NATS, etcd, simulated workers and routers; writes a report",
 		Description: "For each mode, starts a fresh fleet of simulated workers and a fresh router with that --router-mode, " +
 			"replays the workload, and finally writes a table and plots (TTFT distribution, prefix hit rate) to --out. " +
+			"With --rate-scales, does so at each rate scale and writes the sweep's tables and plots too. " +
 			"With the default --clock lockstep the results depend only on the flags: two runs give the same decisions.",
 		Flags:  flags,
 		Action: runCompareCommand,
 	}
 }
 
+// parseRateScales reads --rate-scales: positive, distinct rate scales, in
+// the order given.
+func parseRateScales(s string) ([]float64, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("--rate-scales: empty: give comma-separated rate scales, such as 1,1.5,2")
+	}
+	var out []float64
+	for i, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("--rate-scales: item %d: %q is not a number", i, f)
+		case !(v > 0 && v <= 1e6):
+			return nil, fmt.Errorf("--rate-scales: item %d: %q is outside (0, 1e6]", i, f)
+		}
+		if j := slices.Index(out, v); j >= 0 {
+			return nil, fmt.Errorf("--rate-scales: item %d: %q repeats item %d", i, f, j)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// comparison is what every comparison of one `router compare` shares: the
+// modes, the fleet, the routers' settings.
+type comparison struct {
+	cfg   replay.CompareConfig // without its workload
+	clock string
+}
+
 func runCompareCommand(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usageError("compare: unexpected argument %q", c.Args().First())
+	}
+	var scales []float64
+	if c.IsSet("rate-scales") {
+		if c.IsSet("rate-scale") {
+			return usageError("compare: --rate-scales and --rate-scale are mutually exclusive: give every scale of the sweep in --rate-scales")
+		}
+		var err error
+		if scales, err = parseRateScales(c.String("rate-scales")); err != nil {
+			return usageError("compare: %v", err)
+		}
 	}
 	var modes []scheduler.Mode
 	for _, s := range strings.Split(c.String("modes"), ",") {
@@ -431,50 +533,131 @@ func runCompareCommand(c *cli.Context) error {
 	if t := c.Float64("router-temperature"); t < 0 || t > 100 {
 		return usageError("compare: --router-temperature: %g is outside 0..100", t)
 	}
-	wl, err := loadWorkload(c)
-	if err != nil {
-		return err
-	}
 	log, err := cmdLogger(c)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.ErrWriter, "compare: %d requests of %s, %d workers, modes %s, clock %s\n",
-		len(wl.Requests), wl.Name, fcfg.Workers, c.String("modes"), c.String("clock"))
-	results, err := replay.Compare(c.Context, replay.CompareConfig{
-		Fleet: fcfg, Workload: wl, Modes: modes, Seed: c.Uint64("seed"),
-		Temperature: c.Float64("router-temperature"), Progress: c.App.ErrWriter, Log: log,
-	})
-	if err != nil {
-		return exitError("%v", err)
+	comp := &comparison{
+		cfg: replay.CompareConfig{
+			Fleet: fcfg, Modes: modes, Seed: c.Uint64("seed"),
+			Temperature: c.Float64("router-temperature"), Progress: c.App.ErrWriter, Log: log,
+		},
+		clock: "lockstep",
 	}
-	clock := "lockstep"
 	if !fcfg.Lockstep {
-		clock = fmt.Sprintf("real time at %g×", fcfg.Speedup)
+		comp.clock = fmt.Sprintf("real time at %g×", fcfg.Speedup)
 	}
-	bounds, err := replay.ComputeBounds(wl, fcfg.Worker.Engine.BlockSize, fcfg.Workers*fcfg.Worker.Engine.NumGPUBlocks)
+	if scales != nil {
+		return comp.sweep(c, scales)
+	}
+	wl, err := loadWorkload(c)
 	if err != nil {
-		return exitError("compare: %v", err)
+		return err
+	}
+	bounds, err := comp.bounds(wl)
+	if err != nil {
+		return err
+	}
+	_, err = comp.run(c, wl, &bounds, c.String("out"), commandLine(c))
+	return err
+}
+
+// bounds computes the workload's hit-rate references on the fleet.
+func (comp *comparison) bounds(wl *replay.Workload) (replay.Bounds, error) {
+	fc := comp.cfg.Fleet
+	b, err := replay.ComputeBounds(wl, fc.Worker.Engine.BlockSize, fc.Workers*fc.Worker.Engine.NumGPUBlocks)
+	if err != nil {
+		return replay.Bounds{}, exitError("compare: %v", err)
+	}
+	return b, nil
+}
+
+// run compares the modes on wl, writes the report into out and prints its
+// short table.
+func (comp *comparison) run(c *cli.Context, wl *replay.Workload, bounds *replay.Bounds, out, command string) ([]*replay.Result, error) {
+	fc := comp.cfg.Fleet
+	fmt.Fprintf(c.App.ErrWriter, "compare: %d requests of %s, %d workers, modes %s, clock %s\n",
+		len(wl.Requests), wl.Name, fc.Workers, c.String("modes"), c.String("clock"))
+	cfg := comp.cfg
+	cfg.Workload = wl
+	results, err := replay.Compare(c.Context, cfg)
+	if err != nil {
+		return nil, exitError("%v", err)
 	}
 	rep := &replay.Report{
-		Title:   fmt.Sprintf("Router modes on %s: %d simulated workers, %s clock", wl.Name, fcfg.Workers, clock),
-		Command: commandLine(c), Results: results, Bounds: &bounds,
+		Title:   fmt.Sprintf("Router modes on %s: %d simulated workers, %s clock", wl.Name, fc.Workers, comp.clock),
+		Command: command, Results: results, Bounds: bounds,
 	}
-	if err := rep.Write(c.String("out")); err != nil {
-		return exitError("compare: %v", err)
+	if err := rep.Write(out); err != nil {
+		return nil, exitError("compare: %v", err)
 	}
 	rep.WriteText(c.App.Writer)
-	fmt.Fprintf(c.App.Writer, "report: %s\n", filepath.Join(c.String("out"), replay.FileMarkdown))
+	fmt.Fprintf(c.App.Writer, "report: %s\n", filepath.Join(out, replay.FileMarkdown))
+	return results, nil
+}
+
+// sweep runs the comparison at each rate scale, in order, each report in
+// its own directory under --out, then writes the sweep's report. The
+// hit-rate references do not depend on the rate: they are computed once.
+func (comp *comparison) sweep(c *cli.Context, scales []float64) error {
+	src, err := newWorkloadSource(c)
+	if err != nil {
+		return err
+	}
+	out := c.String("out")
+	sw := &replay.Sweep{Command: commandLine(c)}
+	for _, s := range scales {
+		wl, err := src.at(c, s)
+		if err != nil {
+			return err
+		}
+		if sw.Bounds == nil {
+			b, err := comp.bounds(wl)
+			if err != nil {
+				return err
+			}
+			sw.Bounds = &b
+			name := wl.Name
+			if src.synth == nil {
+				name = src.name
+			}
+			sw.Title = fmt.Sprintf("Router modes against offered load on %s (rate scales %s): %d simulated workers, %s clock",
+				name, c.String("rate-scales"), comp.cfg.Fleet.Workers, comp.clock)
+		}
+		dir := replay.ScaleDir(s)
+		fmt.Fprintf(c.App.ErrWriter, "compare: rate scale %g (%d of %d)\n", s, len(sw.Points)+1, len(scales))
+		results, err := comp.run(c, wl, sw.Bounds, filepath.Join(out, dir), src.scaledCommandLine(c, s, filepath.Join(out, dir)))
+		if err != nil {
+			return err
+		}
+		sw.Points = append(sw.Points, replay.SweepPoint{Scale: s, Dir: dir, Results: results})
+	}
+	if err := sw.Write(out); err != nil {
+		return exitError("compare: %v", err)
+	}
+	fmt.Fprintln(c.App.Writer)
+	sw.WriteText(c.App.Writer)
+	fmt.Fprintf(c.App.Writer, "sweep report: %s\n", filepath.Join(out, replay.FileSweepMarkdown))
 	return nil
 }
 
 // commandLine renders the command as a user would type it: the command's
 // name and the flags that were set (on the command line or by environment
 // variable), in the order the command declares them.
-func commandLine(c *cli.Context) string {
+func commandLine(c *cli.Context) string { return commandLineWith(c, nil) }
+
+// commandLineWith is commandLine with the flags of set given those values
+// instead, in their place, whether set or not: "" leaves a flag out.
+func commandLineWith(c *cli.Context, set map[string]string) string {
 	args := []string{"router", c.Command.Name}
 	for _, f := range c.Command.Flags {
 		name := f.Names()[0]
+		if v, ok := set[name]; ok {
+			if v != "" {
+				args = append(args, "--"+name, quoteArg(v))
+			}
+			continue
+		}
 		if !c.IsSet(name) {
 			continue
 		}
@@ -484,13 +667,17 @@ func commandLine(c *cli.Context) string {
 			}
 			continue
 		}
-		v := fmt.Sprint(c.Value(name))
-		if strings.ContainsAny(v, " \t'\"$") || v == "" {
-			v = "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
-		}
-		args = append(args, "--"+name, v)
+		args = append(args, "--"+name, quoteArg(fmt.Sprint(c.Value(name))))
 	}
 	return strings.Join(args, " ")
+}
+
+// quoteArg quotes v for a POSIX shell when it needs quotes.
+func quoteArg(v string) string {
+	if strings.ContainsAny(v, " \t'\"$") || v == "" {
+		return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
+	}
+	return v
 }
 
 // simGenerateCommand is `router sim generate`: one prompt through the

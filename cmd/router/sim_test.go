@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvrouter/router/internal/testutil"
@@ -123,6 +127,160 @@ func TestCompareRealTime(t *testing.T) {
 	}
 }
 
+func TestParseRateScales(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     []float64
+		err      string
+	}{
+		{"one", "2", []float64{2}, ""},
+		{"sweep in order", "1, 1.5,3,2.5", []float64{1, 1.5, 3, 2.5}, ""},
+		{"small", "0.25", []float64{0.25}, ""},
+		{"empty", " ", nil, "--rate-scales: empty: give comma-separated rate scales, such as 1,1.5,2"},
+		{"not a number", "1,x", nil, `--rate-scales: item 1: "x" is not a number`},
+		{"empty item", "1,,2", nil, `--rate-scales: item 1: "" is not a number`},
+		{"zero", "0,1", nil, `--rate-scales: item 0: "0" is outside (0, 1e6]`},
+		{"negative", "1,-2", nil, `--rate-scales: item 1: "-2" is outside (0, 1e6]`},
+		{"infinite", "inf", nil, `--rate-scales: item 0: "inf" is outside (0, 1e6]`},
+		{"not a number at all", "NaN", nil, `--rate-scales: item 0: "NaN" is outside (0, 1e6]`},
+		{"too large", "2e6", nil, `--rate-scales: item 0: "2e6" is outside (0, 1e6]`},
+		{"repeated", "1,2,1.0", nil, `--rate-scales: item 2: "1.0" repeats item 0`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRateScales(tt.in)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("parseRateScales(%q) = %v, %v; want error %q", tt.in, got, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Fatalf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// sweepDigests reads each scale's decision digests from a sweep.json, by
+// scale and mode.
+func sweepDigests(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, replay.FileSweepJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Points []struct {
+			Dir  string `json:"dir"`
+			Runs []struct {
+				Summary replay.Summary `json:"summary"`
+			} `json:"runs"`
+		} `json:"points"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range doc.Points {
+		for _, r := range p.Runs {
+			if r.Summary.Completed != r.Summary.Requests || r.Summary.Requests == 0 {
+				t.Fatalf("%s %s: %d of %d requests completed", p.Dir, r.Summary.Mode, r.Summary.Completed, r.Summary.Requests)
+			}
+			out[p.Dir+" "+r.Summary.Mode] = r.Summary.Digest
+		}
+	}
+	return out
+}
+
+// TestCompareSweep runs `router compare --rate-scales` on a tiny synthetic
+// workload at two scales, twice, and each scale on its own with the
+// command its report prints: the same decisions every time, every file
+// written, the plots with one line per mode.
+func TestCompareSweep(t *testing.T) {
+	workload := []string{"--synthetic", "--requests", "30", "--users", "4", "--output-tokens", "16", "--workers", "2", "--modes", "kv,round-robin"}
+	var sweeps []map[string]string
+	for range 2 {
+		dir := t.TempDir()
+		stdout, stderr, code := runSimCmd(t, append([]string{"compare", "--rate", "4", "--rate-scales", "1,2.5", "--out", dir}, workload...)...)
+		if code != 0 {
+			t.Fatalf("compare exited %d:\n%s", code, stderr)
+		}
+		for _, want := range []string{"TTFT p90 rr/kv", "sweep report: " + filepath.Join(dir, replay.FileSweepMarkdown), "report: " + filepath.Join(dir, "x2.5", replay.FileMarkdown)} {
+			if !strings.Contains(stdout, want) {
+				t.Fatalf("no %q in stdout:\n%s", want, stdout)
+			}
+		}
+		for _, f := range []string{replay.FileSweepMarkdown, replay.FileSweepText, replay.FileSweepJSON, replay.FileSweepTTFT, replay.FileSweepHitRate,
+			"x1/" + replay.FileMarkdown, "x2.5/" + replay.FileJSON, "x2.5/" + replay.FileTTFTCDF} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range []string{replay.FileSweepTTFT, replay.FileSweepHitRate} {
+			if n := polylines(t, filepath.Join(dir, f)); n != 2 {
+				t.Errorf("%s has %d polylines, want one per mode (2)", f, n)
+			}
+		}
+		// Each scale's report says how to make it alone.
+		md, err := os.ReadFile(filepath.Join(dir, "x2.5", replay.FileMarkdown))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(md), "router compare --synthetic --requests 30 --rate 10 ") || strings.Contains(string(md), "--rate-scales") {
+			t.Fatalf("the report of ×2.5 does not give its own command:\n%s", md)
+		}
+		sweeps = append(sweeps, sweepDigests(t, dir))
+	}
+	if diff := cmp.Diff(sweeps[0], sweeps[1]); diff != "" {
+		t.Fatalf("two sweeps decided differently (-first +second):\n%s", diff)
+	}
+	if len(sweeps[0]) != 4 || sweeps[0]["x1 kv"] == sweeps[0]["x2.5 kv"] {
+		t.Fatalf("digests %v: want 4, and kv deciding differently at two loads", sweeps[0])
+	}
+	// A synthetic workload at scale s is the one at s × --rate.
+	for _, tt := range []struct{ dir, rate string }{{"x1", "4"}, {"x2.5", "10"}} {
+		dir := t.TempDir()
+		_, stderr, code := runSimCmd(t, append([]string{"compare", "--rate", tt.rate, "--out", dir}, workload...)...)
+		if code != 0 {
+			t.Fatalf("compare exited %d:\n%s", code, stderr)
+		}
+		for _, s := range summaries(t, dir) {
+			if want := sweeps[0][tt.dir+" "+s.Mode]; s.Digest != want {
+				t.Errorf("%s alone: %s decided %s, in the sweep %s", tt.dir, s.Mode, s.Digest, want)
+			}
+		}
+	}
+}
+
+// polylines counts the polylines of an SVG file, which must be well-formed
+// XML.
+func polylines(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := xml.NewDecoder(f)
+	n := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return n
+			}
+			t.Fatalf("%s is not well-formed XML: %v", path, err)
+		}
+		if el, ok := tok.(xml.StartElement); ok && el.Name.Local == "polyline" {
+			n++
+		}
+	}
+}
+
 func TestSimCommandsRejectBadFlags(t *testing.T) {
 	tests := []struct {
 		name string
@@ -136,6 +294,9 @@ func TestSimCommandsRejectBadFlags(t *testing.T) {
 		{"compare clock", []string{"compare", "--clock", "sundial"}, "--clock"},
 		{"compare rate", []string{"compare", "--rate-scale", "0"}, "--rate-scale"},
 		{"compare synthetic", []string{"compare", "--synthetic", "--users", "0"}, "--users"},
+		{"compare rate scales", []string{"compare", "--rate-scales", "1,x"}, `--rate-scales: item 1: "x" is not a number`},
+		{"compare both rate flags", []string{"compare", "--rate-scale", "2", "--rate-scales", "1,2"},
+			"--rate-scales and --rate-scale are mutually exclusive"},
 		{"generate without a prompt", []string{"sim", "generate"}, "--token-ids: missing"},
 		{"generate bad token", []string{"sim", "generate", "--token-ids", "1,x"}, `--token-ids: item 1: "x" is not a token id`},
 		{"generate max tokens", []string{"sim", "generate", "--token-ids", "1", "--max-tokens", "0"}, "--max-tokens: 0 is outside"},
