@@ -47,6 +47,10 @@ type CompareConfig struct {
 	Seed uint64
 	// Temperature is the routers' --router-temperature.
 	Temperature float64
+	// PrefillLoadScale is the kv routers' --router-prefill-load-scale, the
+	// weight of prefill work (cached blocks credited) against decode
+	// blocks; 0 means the default.
+	PrefillLoadScale float64
 	// Progress receives a line of progress now and then; nil for none.
 	Progress io.Writer
 	// Log receives the parts' logs; nil discards them.
@@ -221,6 +225,9 @@ func (c *modeRuns) router(mode scheduler.Mode) (*simRouter, error) {
 	wcfg.Namespace, wcfg.Component, wcfg.BlockSize = ns, comp, fc.Worker.Engine.BlockSize
 	scfg := scheduler.DefaultConfig()
 	scfg.BlockSize, scfg.Mode, scfg.Temperature = fc.Worker.Engine.BlockSize, mode, c.cfg.Temperature
+	if c.cfg.PrefillLoadScale != 0 {
+		scfg.PrefillLoadScale = c.cfg.PrefillLoadScale
+	}
 	// The replay may take longer in wall time than the stale and prefill
 	// timeouts; every request is marked and freed, so none should expire.
 	scfg.StaleTimeout = 24 * time.Hour

@@ -451,6 +451,7 @@ func compareCommand() *cli.Command {
 		&cli.StringFlag{Name: "clock", Value: "lockstep", Usage: "lockstep (deterministic, as fast as the machine allows) or real (wall clock, --speedup)"},
 		&cli.Float64Flag{Name: "speedup", Value: 10, Usage: "with --clock real: simulated seconds per wall second"},
 		&cli.Float64Flag{Name: "router-temperature", Usage: "the router's --router-temperature"},
+		&cli.Float64Flag{Name: "router-prefill-load-scale", Value: scheduler.DefaultPrefillLoadScale, Usage: "the kv routers' --router-prefill-load-scale: the weight of prefill work, cached blocks credited, against decode blocks (Dynamo's default 1)"},
 	)
 	flags = append(flags, logFlags()...)
 	return &cli.Command{
@@ -533,6 +534,9 @@ func runCompareCommand(c *cli.Context) error {
 	if t := c.Float64("router-temperature"); t < 0 || t > 100 {
 		return usageError("compare: --router-temperature: %g is outside 0..100", t)
 	}
+	if s := c.Float64("router-prefill-load-scale"); !(s > 0 && s <= 1000) {
+		return usageError("compare: --router-prefill-load-scale: %g is outside (0, 1000]", s)
+	}
 	log, err := cmdLogger(c)
 	if err != nil {
 		return err
@@ -540,7 +544,8 @@ func runCompareCommand(c *cli.Context) error {
 	comp := &comparison{
 		cfg: replay.CompareConfig{
 			Fleet: fcfg, Modes: modes, Seed: c.Uint64("seed"),
-			Temperature: c.Float64("router-temperature"), Progress: c.App.ErrWriter, Log: log,
+			Temperature: c.Float64("router-temperature"), PrefillLoadScale: c.Float64("router-prefill-load-scale"),
+			Progress: c.App.ErrWriter, Log: log,
 		},
 		clock: "lockstep",
 	}

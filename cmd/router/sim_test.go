@@ -292,6 +292,7 @@ func TestSimCommandsRejectBadFlags(t *testing.T) {
 		{"replay speedup", []string{"replay", "--synthetic", "--speedup", "0"}, "--speedup"},
 		{"compare mode", []string{"compare", "--modes", "kv,fastest"}, "--modes"},
 		{"compare clock", []string{"compare", "--clock", "sundial"}, "--clock"},
+		{"compare prefill load scale", []string{"compare", "--router-prefill-load-scale", "0"}, "--router-prefill-load-scale"},
 		{"compare rate", []string{"compare", "--rate-scale", "0"}, "--rate-scale"},
 		{"compare synthetic", []string{"compare", "--synthetic", "--users", "0"}, "--users"},
 		{"compare rate scales", []string{"compare", "--rate-scales", "1,x"}, `--rate-scales: item 1: "x" is not a number`},
