@@ -220,9 +220,13 @@ func (s *Service) Run(ctx context.Context) error {
 		s.log.Warn("flushing the subscriptions failed", "error", err)
 	}
 	close(s.ready)
+	marks := "none (no router id)"
+	if s.cfg.RouterID != 0 {
+		marks = ReplicaSubject(s.cfg.Namespace, s.cfg.Component, "*", s.cfg.RouterID)
+	}
 	s.log.Info("router service listening", "subjects", Subject(s.cfg.Namespace, s.cfg.Component, "*"),
 		"queue_group", s.cfg.Component, "handlers", s.cfg.Handlers, "replica_sync", s.pub != nil,
-		"router_id", s.cfg.RouterID)
+		"replica_mark_subjects", marks)
 
 	<-ctx.Done()
 	dctx, cancel := shutdown.DrainContext(ctx, s.cfg.DrainTimeout)
