@@ -2,7 +2,6 @@ package replicas
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kvrouter/router/metrics"
+	"github.com/kvrouter/router/service"
+	"github.com/kvrouter/router/workers"
 )
 
 // Endpoint is the endpoint a router replica registers under.
@@ -62,12 +63,12 @@ func (c Config) Validate() error {
 
 // Prefix returns the etcd prefix of the replicas of a router component.
 func Prefix(namespace, component string) string {
-	return "v1/instances/" + namespace + "/" + component + "/" + Endpoint + "/"
+	return workers.InstancePrefix(namespace, component, Endpoint)
 }
 
 // Key returns the etcd key of replica id.
 func Key(namespace, component string, id uint64) string {
-	return Prefix(namespace, component) + strconv.FormatUint(id, 16)
+	return workers.InstanceKey(namespace, component, Endpoint, id)
 }
 
 // Presence is one replica's presence in etcd and its view of the others.
@@ -172,27 +173,10 @@ func (p *Presence) Run(ctx context.Context) error {
 	return nil
 }
 
-// endpointRecord is the value of a replica's key, the shape of a worker's
-// instance record.
-type endpointRecord struct {
-	Type       string            `json:"type"`
-	Namespace  string            `json:"namespace"`
-	Component  string            `json:"component"`
-	Endpoint   string            `json:"endpoint"`
-	InstanceID uint64            `json:"instance_id"`
-	Transport  map[string]string `json:"transport"`
-}
-
 // register puts the replica's key on its current lease.
 func (p *Presence) register(ctx context.Context) error {
 	c := p.cfg
-	v, err := json.Marshal(endpointRecord{
-		Type: "Endpoint", Namespace: c.Namespace, Component: c.Component, Endpoint: Endpoint, InstanceID: c.RouterID,
-		Transport: map[string]string{"nats_tcp": "namespace." + c.Namespace + ".component." + c.Component + "." + Endpoint},
-	})
-	if err != nil {
-		return err
-	}
+	v := workers.InstanceValue(c.Namespace, c.Component, Endpoint, c.RouterID, service.Subject(c.Namespace, c.Component, Endpoint))
 	rctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	key := Key(c.Namespace, c.Component, c.RouterID)

@@ -146,7 +146,10 @@ func TestFleetLockstep(t *testing.T) {
 		if err != nil || len(resp.Kvs) != 1 || uint64(resp.Kvs[0].Lease) != w.ID {
 			t.Fatalf("instance key of worker %d: %v %+v", i, err, resp)
 		}
-		var inst instanceRecord
+		var inst struct {
+			InstanceID uint64            `json:"instance_id"`
+			Transport  map[string]string `json:"transport"`
+		}
 		if err := json.Unmarshal(resp.Kvs[0].Value, &inst); err != nil || inst.InstanceID != w.ID || inst.Transport["nats_tcp"] != w.Subject {
 			t.Fatalf("instance record %s: %v", resp.Kvs[0].Value, err)
 		}

@@ -106,16 +106,6 @@ func marshalLoad(workerID uint64, st EngineStats, maxNumSeqs int) []byte {
 	return b
 }
 
-// instanceRecord is the value of a worker's v1/instances key.
-type instanceRecord struct {
-	Type       string            `json:"type"`
-	Namespace  string            `json:"namespace"`
-	Component  string            `json:"component"`
-	Endpoint   string            `json:"endpoint"`
-	InstanceID uint64            `json:"instance_id"`
-	Transport  map[string]string `json:"transport"`
-}
-
 // cardRecord is the value of a worker's v1/mdc key.
 type cardRecord struct {
 	Type       string   `json:"type"`

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kvrouter/router/blockhash"
+	"github.com/kvrouter/router/workers"
 )
 
 // WorkerConfig is one simulated worker: its engine and how it presents
@@ -238,13 +239,7 @@ func (w *Worker) register(ctx context.Context, lease clientv3.LeaseID, subject s
 	id := uint64(lease)
 	hex := strconv.FormatUint(id, 16)
 	path := w.cfg.Namespace + "/" + w.cfg.Component + "/generate/" + hex
-	inst, err := json.Marshal(instanceRecord{
-		Type: "Endpoint", Namespace: w.cfg.Namespace, Component: w.cfg.Component, Endpoint: "generate",
-		InstanceID: id, Transport: map[string]string{"nats_tcp": subject},
-	})
-	if err != nil {
-		return err
-	}
+	inst := workers.InstanceValue(w.cfg.Namespace, w.cfg.Component, "generate", id, subject)
 	e := w.cfg.Engine
 	card, err := json.Marshal(cardRecord{
 		Type: "Model", Namespace: w.cfg.Namespace, Component: w.cfg.Component, Endpoint: "generate", InstanceID: id,

@@ -322,3 +322,37 @@ func unmarshal(data []byte, v any) error {
 	}
 	return nil
 }
+
+// InstancePrefix returns the etcd prefix of the instances of one endpoint
+// of a component: v1/instances/{ns}/{component}/{endpoint}/.
+func InstancePrefix(namespace, component, endpoint string) string {
+	return instancesRoot + namespace + "/" + component + "/" + endpoint + "/"
+}
+
+// InstanceKey returns the etcd key of instance id of an endpoint, the id
+// in lower-case hex as Dynamo writes it.
+func InstanceKey(namespace, component, endpoint string, id uint64) string {
+	return InstancePrefix(namespace, component, endpoint) + strconv.FormatUint(id, 16)
+}
+
+// instanceRecord is the value of an instance key, as decodeInstance reads
+// it.
+type instanceRecord struct {
+	Type       string            `json:"type"`
+	Namespace  string            `json:"namespace"`
+	Component  string            `json:"component"`
+	Endpoint   string            `json:"endpoint"`
+	InstanceID uint64            `json:"instance_id"`
+	Transport  map[string]string `json:"transport"`
+}
+
+// InstanceValue returns the value of instance id's key, as Dynamo writes
+// it, with subject as its NATS transport: what the simulated workers and
+// the router's replicas register.
+func InstanceValue(namespace, component, endpoint string, id uint64, subject string) []byte {
+	b, _ := json.Marshal(instanceRecord{ // strings and a number: cannot fail
+		Type: "Endpoint", Namespace: namespace, Component: component, Endpoint: endpoint,
+		InstanceID: id, Transport: map[string]string{"nats_tcp": subject},
+	})
+	return b
+}

@@ -208,3 +208,19 @@ func FuzzDecodeCard(f *testing.F) {
 		}
 	})
 }
+
+// What InstanceKey and InstanceValue write, the discovery decoders read
+// back as the same instance.
+func TestInstanceValueRoundTrip(t *testing.T) {
+	const id = 0x694d98147d54c0a0
+	k, err := parseKey(InstanceKey("dynamo", "router", "route", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(k.id) != id {
+		t.Fatalf("key id %x, want %x", k.id, uint64(id))
+	}
+	if err := decodeInstance(k, InstanceValue("dynamo", "router", "route", id, "namespace.dynamo.component.router.route")); err != nil {
+		t.Fatalf("decodeInstance: %v", err)
+	}
+}
