@@ -132,15 +132,21 @@ func columnsNamed(heads []string) []column {
 	return out
 }
 
+// writeHeading writes a Markdown report's title and the command that made
+// it, if known.
+func writeHeading(b *strings.Builder, title, command string) {
+	fmt.Fprintf(b, "# %s\n\n", title)
+	if command != "" {
+		fmt.Fprintf(b, "Made with:\n\n```sh\n%s\n```\n\n", command)
+	}
+}
+
 // Markdown renders the report as Markdown: the table, the comparison with
 // round-robin, the plots and the command.
 func (rp *Report) Markdown() string {
 	var b strings.Builder
 	sums := rp.summaries()
-	fmt.Fprintf(&b, "# %s\n\n", rp.Title)
-	if rp.Command != "" {
-		fmt.Fprintf(&b, "Made with:\n\n```sh\n%s\n```\n\n", rp.Command)
-	}
+	writeHeading(&b, rp.Title, rp.Command)
 	heads, rows := cells(columns, sums)
 	writeMarkdownTable(&b, heads, rows)
 	for _, n := range rp.notes(sums) {
@@ -372,11 +378,7 @@ func (rp *Report) TTFTPlot() string {
 	y := axis{lo: 0, hi: 1, ticks: []float64{0, 0.25, 0.5, 0.75, 0.9, 1}, label: func(p float64) string { return fmt.Sprintf("%.2f", p) }}.
 		along(top, H-top-bottom, true)
 	var b strings.Builder
-	svgOpen(&b, W, H, "Time to first token, cumulative distribution")
-	x.draw(&b, top, H-bottom)
-	y.draw(&b, left, W-right)
-	axisTitles(&b, x, y, H, "TTFT (simulated seconds, log scale)", "fraction of requests")
-	frame(&b, x, y)
+	plotArea(&b, W, H, "Time to first token, cumulative distribution", x, y, "TTFT (simulated seconds, log scale)", "fraction of requests")
 	for i, r := range rp.Results {
 		ts := r.TTFTs()
 		if len(ts) == 0 {

@@ -129,6 +129,17 @@ func (a axis) draw(b *strings.Builder, from, to int) {
 	}
 }
 
+// plotArea opens an SVG plot of w × h titled title and draws its area,
+// which x and y were placed over (along): both axes' grid lines and
+// labels, their titles, and the frame.
+func plotArea(b *strings.Builder, w, h int, title string, x, y axis, xTitle, yTitle string) {
+	svgOpen(b, w, h, title)
+	x.draw(b, int(y.start), int(y.start+y.length))
+	y.draw(b, int(x.start), int(x.start+x.length))
+	axisTitles(b, x, y, h, xTitle, yTitle)
+	frame(b, x, y)
+}
+
 // axisTitles writes the title of the x axis under the area of a plot of
 // height h and the title of the y axis, turned, left of it.
 func axisTitles(b *strings.Builder, x, y axis, h int, xTitle, yTitle string) {

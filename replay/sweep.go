@@ -218,10 +218,7 @@ func (sw *Sweep) boundsLine() string {
 func (sw *Sweep) Markdown() string {
 	var b strings.Builder
 	figs := sw.figures()
-	fmt.Fprintf(&b, "# %s\n\n", sw.Title)
-	if sw.Command != "" {
-		fmt.Fprintf(&b, "Made with:\n\n```sh\n%s\n```\n\n", sw.Command)
-	}
+	writeHeading(&b, sw.Title, sw.Command)
 	heads, rows := sw.modesTable(figs)
 	writeMarkdownTable(&b, heads, rows)
 	if line := sw.boundsLine(); line != "" {
@@ -398,15 +395,14 @@ func (sw *Sweep) TTFTPlot() string {
 	x := offeredAxis(figs)
 	y := logAxis(lo, hi, []float64{1, 2, 5}, fmtSeconds).along(sweepTop, sweepH-sweepTop-sweepBottom, true)
 	var b strings.Builder
-	svgOpen(&b, sweepW, sweepH, "Time to first token, p90, against offered load")
-	x.draw(&b, sweepTop, sweepH-sweepBottom)
-	y.draw(&b, sweepLeft, sweepW-sweepRight)
-	axisTitles(&b, x, y, sweepH, "offered load, requests per simulated second (rate scale)", "TTFT p90 (simulated seconds, log scale)")
-	frame(&b, x, y)
+	plotArea(&b, sweepW, sweepH, "Time to first token, p90, against offered load", x, y, offeredTitle, "TTFT p90 (simulated seconds, log scale)")
 	plotLines(&b, modes, lines, x, y)
 	b.WriteString("</svg>\n")
 	return b.String()
 }
+
+// offeredTitle is the x axis title of the sweep's plots.
+const offeredTitle = "offered load, requests per simulated second (rate scale)"
 
 // HitRatePlot draws each mode's prefix cache hit rate against offered
 // load, with the hit-rate references as dashed lines, as SVG: one line per
@@ -426,11 +422,7 @@ func (sw *Sweep) HitRatePlot() string {
 	x := offeredAxis(figs)
 	y := percentAxis(maxRate).along(sweepTop, sweepH-sweepTop-sweepBottom, true)
 	var b strings.Builder
-	svgOpen(&b, sweepW, sweepH, "Prefix cache hit rate against offered load")
-	x.draw(&b, sweepTop, sweepH-sweepBottom)
-	y.draw(&b, sweepLeft, sweepW-sweepRight)
-	axisTitles(&b, x, y, sweepH, "offered load, requests per simulated second (rate scale)", "prefix hit rate, measured by the workers")
-	frame(&b, x, y)
+	plotArea(&b, sweepW, sweepH, "Prefix cache hit rate against offered load", x, y, offeredTitle, "prefix hit rate, measured by the workers")
 	boundLines(&b, sw.Bounds, y, sweepLeft, sweepW-sweepRight, false)
 	plotLines(&b, modes, lines, x, y)
 	refLegendEntries(&b, sw.Bounds, sweepW-sweepRight+12, sweepTop, len(modes))
