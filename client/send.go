@@ -66,7 +66,6 @@ var markPolicy = policy{noResponders: true, noReply: true}
 // says until ctx ends.
 func (c *Client) send(ctx context.Context, subject string, body []byte, p policy) (reply []byte, tr trail, err error) {
 	backoff := firstBackoff
-	resent := false
 	for attempt := 1; ; attempt++ {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if p.noReply {
@@ -92,12 +91,12 @@ func (c *Client) send(ctx context.Context, subject string, body []byte, p policy
 			return nil, tr, sendError(subject, attempt, err, ctx.Err())
 		}
 		tr.lost = tr.lost || noReply
-		if noReply && p.again != nil && !resent {
+		if noReply && p.again != nil {
 			b, aerr := p.again()
 			if aerr != nil {
 				return nil, tr, fmt.Errorf("encode the retry: %w", aerr)
 			}
-			body, resent = b, true
+			body, p.again = b, nil // every later attempt sends the same retry
 		}
 		if c.onRetry != nil {
 			c.onRetry(attempt, err)

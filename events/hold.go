@@ -27,15 +27,15 @@ var ErrNotHolding = errors.New("kv events: writer is not holding events")
 
 // hold is the Writer's buffer of transport events during a warm start.
 type hold struct {
-	// on mirrors holding for offer's lock-free fast path: once it is false
-	// it stays false.
+	// on says the Writer holds: Hold sets it and Release clears it, both
+	// under mu, and add reads it under mu; offer's lock-free fast path
+	// reads it alone. Once it is false it stays false.
 	on atomic.Bool
 
 	// mu guards the fields below; a leaf lock, taken by the transports'
 	// delivery goroutines and by Release (docs/locks.md).
-	mu      sync.Mutex
-	holding bool
-	used    bool // Hold was called
+	mu   sync.Mutex
+	used bool // Hold was called
 	// capacity is HoldCapacity; tests set it smaller.
 	capacity int
 	items    []item
@@ -59,7 +59,7 @@ func (w *Writer) Hold() error {
 	if h.used {
 		return errors.New("kv events: writer: Hold called twice")
 	}
-	h.used, h.holding = true, true
+	h.used = true
 	if h.capacity == 0 {
 		h.capacity = HoldCapacity
 	}
@@ -79,13 +79,11 @@ func (w *Writer) Holding() bool { return w.hold.on.Load() }
 func (h *hold) add(w *Writer, it item) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.holding {
+	if !h.on.Load() {
 		return false
 	}
 	rank := it.ev.Worker
 	if h.events >= h.capacity {
-		w.dropOverflow.get().Inc()
-		w.stats.dropped.Add(1)
 		if i, ok := h.lost[rank]; ok {
 			h.items[i].id = it.id
 		} else {
@@ -94,8 +92,8 @@ func (h *hold) add(w *Writer, it item) bool {
 			h.lost[rank] = len(h.items)
 			h.items = append(h.items, item{kind: cmdLost, ev: indexer.Event{Worker: rank}, id: it.id})
 		}
-		w.warnf("kv events: event dropped during the warm start, buffer of held events full; its worker rank will be cleared",
-			slog.Uint64("worker_id", uint64(rank.ID)), slog.Uint64("dp_rank", uint64(rank.DPRank)), slog.Int("capacity", h.capacity))
+		w.dropped(w.dropOverflow, rank, "kv events: event dropped during the warm start, buffer of held events full; its worker rank will be cleared",
+			slog.Int("capacity", h.capacity))
 		return true
 	}
 	delete(h.lost, rank)
@@ -155,7 +153,6 @@ func (w *Writer) Release(ctx context.Context) (int, error) {
 	for {
 		h.mu.Lock()
 		if len(h.items) == 0 {
-			h.holding = false
 			h.on.Store(false)
 			h.mu.Unlock()
 			return released, nil

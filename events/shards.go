@@ -131,10 +131,11 @@ func (sh *shard) process(batch []item) {
 		it := &batch[i]
 		switch it.kind {
 		case itemEvent:
-			if sh.covered(it) {
+			skip, clearFirst := sh.track(it)
+			if skip {
 				continue
 			}
-			if sh.track(it) {
+			if clearFirst {
 				sh.add(indexer.Event{Worker: it.ev.Worker, Kind: indexer.KindCleared}, nil)
 			}
 			sh.seen(it.ev.Worker.ID, true)
@@ -246,29 +247,33 @@ func (sh *shard) dropUnregistered(id indexer.WorkerID) {
 }
 
 // track checks an event's event_id against its rank's last one and reports
-// whether the rank must be cleared first because events were lost.
-func (sh *shard) track(it *item) (clearFirst bool) {
+// whether the event is skipped because a warm start's snapshot holds it
+// (covered), or else whether the rank must be cleared first because events
+// were lost. It looks the rank up once: it runs for every event.
+func (sh *shard) track(it *item) (skip, clearFirst bool) {
 	rank := it.ev.Worker
 	rs, known := sh.ranks[rank]
 	if !known {
 		rs = &rankState{}
 		sh.ranks[rank] = rs
+	} else if rs.warm && sh.covered(rs, it) {
+		return true, false
 	}
 	last := rs.last
 	rs.last = it.id
 	w := sh.w
 	switch {
 	case !known:
-		return false
+		return false, false
 	case rs.resync:
 		// The dropped events were counted when they were dropped and the
 		// rank cleared after them: no gap to count, nothing to clear.
 		rs.resync = false
-		return false
+		return false, false
 	case it.id == last || it.id == last+1:
 		// Equal ids are normal: Dynamo's ZMQ bridge gives every event of
 		// one engine batch the batch's sequence number.
-		return false
+		return false, false
 	case it.id > last:
 		missed := it.id - last - 1
 		w.m.Missed.Add(float64(missed))
@@ -281,12 +286,13 @@ func (sh *shard) track(it *item) (clearFirst bool) {
 		sh.warn(rs, "kv event_id went backwards: publisher restarted", rank, slog.Uint64("last_event_id", last),
 			slog.Uint64("event_id", it.id), slog.Bool("cleared", w.cfg.ClearOnLoss))
 	}
-	return w.cfg.ClearOnLoss
+	return false, w.cfg.ClearOnLoss
 }
 
-// covered reports whether an event is already in the index because a warm
-// start's snapshot holds it (its event_id is below the rank's baseline from
-// the snapshot), counting it as a duplicate. The first event at or above the
+// covered reports whether an event of a rank with a warm baseline (rs.warm)
+// is already in the index because a warm start's snapshot holds it (its
+// event_id is below the rank's baseline from the snapshot), counting it as a
+// duplicate. The first event at or above the
 // baseline ends the skipping, and so does one whose event_id goes back
 // below the last one skipped (its publisher restarted after the cut); from
 // then on event_ids are checked as usual, so that restart is a reset. A
@@ -295,11 +301,7 @@ func (sh *shard) track(it *item) (clearFirst bool) {
 // events: its first events are skipped until its ids pass the baseline (or
 // the rank is cleared) — Dynamo's workers take a new instance id when they
 // restart, so this needs a fixed id and a restart within the warm start.
-func (sh *shard) covered(it *item) bool {
-	rs := sh.ranks[it.ev.Worker]
-	if rs == nil || !rs.warm {
-		return false
-	}
+func (sh *shard) covered(rs *rankState, it *item) bool {
 	if it.id < rs.last && it.id >= rs.skipped {
 		rs.skipped = it.id
 		sh.w.dropDuplicate.get().Inc()
@@ -316,10 +318,10 @@ func (sh *shard) covered(it *item) bool {
 // holds them all and nothing is cleared; otherwise it is a loss like a full
 // queue's.
 func (sh *shard) lostHeld(it *item) {
-	if rs := sh.ranks[it.ev.Worker]; rs != nil && rs.warm && it.id < rs.last {
-		return
-	}
-	if rs := sh.ranks[it.ev.Worker]; rs != nil {
+	if rs := sh.ranks[it.ev.Worker]; rs != nil && rs.warm {
+		if it.id < rs.last {
+			return
+		}
 		rs.warm = false
 	}
 	sh.lost([]indexer.Worker{it.ev.Worker})

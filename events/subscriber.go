@@ -308,14 +308,7 @@ func (s *Subscriber) drain(ctx context.Context, subs []*nats.Subscription) {
 // watchSlow counts the messages NATS dropped on slow subscriptions.
 func (s *Subscriber) watchSlow(ctx context.Context, subs []*nats.Subscription) {
 	prev := make([]int, len(subs))
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	everySecond(ctx, func() {
 		for i, sub := range subs {
 			n, err := sub.Dropped()
 			if err != nil || n <= prev[i] {
@@ -328,7 +321,7 @@ func (s *Subscriber) watchSlow(ctx context.Context, subs []*nats.Subscription) {
 			s.log.Warn("kv events: nats dropped messages of a slow subscription", slog.String("subject", sub.Subject),
 				slog.Int("dropped", d))
 		}
-	}
+	})
 }
 
 // onMsg handles one message of a plain subscription, on that subscription's

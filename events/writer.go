@@ -147,18 +147,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	for _, sh := range w.shards {
 		wg.Go(sh.run)
 	}
-	wg.Go(func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				w.Divergence()
-			}
-		}
-	})
+	wg.Go(func() { everySecond(ctx, func() { w.Divergence() }) })
 	<-ctx.Done()
 	for _, sh := range w.shards {
 		sh.q.close()
@@ -264,10 +253,16 @@ func (w *Writer) push(ctx context.Context, it item) error {
 
 // lostOne counts an event dropped for a full queue.
 func (w *Writer) lostOne(rank indexer.Worker) {
-	w.dropQueueFull.get().Inc()
+	w.dropped(w.dropQueueFull, rank, "kv events: event dropped, shard queue full; its worker rank will be cleared")
+}
+
+// dropped counts a transport's event of rank dropped in reason's counter
+// and warns (rate-limited) with msg, the rank and attrs.
+func (w *Writer) dropped(reason *lazyCounter, rank indexer.Worker, msg string, attrs ...slog.Attr) {
+	reason.get().Inc()
 	w.stats.dropped.Add(1)
-	w.warnf("kv events: event dropped, shard queue full; its worker rank will be cleared",
-		slog.Uint64("worker_id", uint64(rank.ID)), slog.Uint64("dp_rank", uint64(rank.DPRank)))
+	attrs = append([]slog.Attr{slog.Uint64("worker_id", uint64(rank.ID)), slog.Uint64("dp_rank", uint64(rank.DPRank))}, attrs...)
+	w.warnf(msg, attrs...)
 }
 
 // baselines asks every shard, in queue order, for the last event_id of each
@@ -319,6 +314,20 @@ func (w *Writer) publishGauges() {
 	w.m.IndexEntries.Set(float64(st.Entries))
 	w.m.IndexNodes.Set(float64(st.Nodes))
 	w.m.IndexWorkers.Set(float64(st.Workers))
+}
+
+// everySecond calls f once a second until ctx ends.
+func everySecond(ctx context.Context, f func()) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			f()
+		}
+	}
 }
 
 // now is the writer's monotonic clock in nanoseconds.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/kvrouter/router/blockhash"
@@ -28,10 +29,19 @@ const (
 	// ModeDynamoCurrent is Dynamo's current cost: ModeKV's with the credit
 	// decay, the per-request decode weight and a credit above 1 (peer.go).
 	ModeDynamoCurrent
+	// numModes counts the modes above; it is none.
+	numModes
 )
 
-// modeNames lists the modes for error messages, in flag order.
-const modeNames = "kv, round-robin, random, llmd-precise-prefix, dynamo-current"
+// modeNames lists the modes' flag values for error messages, in flag
+// order.
+func modeNames() string {
+	names := make([]string, numModes)
+	for m := range numModes {
+		names[m] = m.String()
+	}
+	return strings.Join(names, ", ")
+}
 
 // usesIndex reports whether the mode scores prompts against the KV index:
 // it hashes them, looks them up and times the decision.
@@ -71,19 +81,15 @@ func (m Mode) String() string {
 // ParseMode parses a --router-mode value. Its error states the value and the
 // allowed ones, not the flag: the caller names the flag it read.
 func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "kv":
-		return ModeKV, nil
-	case "round-robin", "round_robin":
+	if s == "round_robin" { // accepted besides the flag value round-robin
 		return ModeRoundRobin, nil
-	case "random":
-		return ModeRandom, nil
-	case "llmd-precise-prefix":
-		return ModeLLMDPrecisePrefix, nil
-	case "dynamo-current":
-		return ModeDynamoCurrent, nil
 	}
-	return 0, fmt.Errorf("%q is not a mode (allowed %s)", s, modeNames)
+	for m := range numModes {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a mode (allowed %s)", s, modeNames())
 }
 
 // QueuePolicy orders the requests that wait in the threshold queue (flag
@@ -318,8 +324,8 @@ func (c Config) Validate() error {
 	if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
 		add(fmt.Errorf("--router-block-size: %d is out of range (allowed 1..%d)", c.BlockSize, MaxBlockSize))
 	}
-	if c.Mode > ModeDynamoCurrent {
-		add(fmt.Errorf("--router-mode: %v is not a mode (allowed %s)", c.Mode, modeNames))
+	if c.Mode >= numModes {
+		add(fmt.Errorf("--router-mode: %v is not a mode (allowed %s)", c.Mode, modeNames()))
 	}
 	if w := c.OverlapScoreWeight; w != nil {
 		add(checkRange("--router-kv-overlap-score-weight", *w, 0, maxWeight))

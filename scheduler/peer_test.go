@@ -123,38 +123,31 @@ func TestLLMDChoice(t *testing.T) {
 		route(t, e, &Request{ID: "b", Tokens: tokens(2000, 8, 4), AllowedWorkerIDs: []indexer.WorkerID{1}})
 		route(t, e, &Request{ID: "c", Tokens: tokens(3000, 4, 4), AllowedWorkerIDs: []indexer.WorkerID{2}})
 	}
-	t.Run("prefix wins", func(t *testing.T) {
-		e := peerEnv(t, ModeLLMDPrecisePrefix, nil)
-		load(t, e)
-		e.store(t, w(1), p[:12])
-		e.store(t, w(2), p[:4])
-		d := route(t, e, &Request{Tokens: p, QueryOnly: true})
-		if want := (Choice{Worker: w(1), OverlapBlocks: 3}); d.Choice != want {
-			t.Errorf("choice %+v, want %+v", d.Choice, want)
-		}
-	})
-	t.Run("load wins", func(t *testing.T) {
-		e := peerEnv(t, ModeLLMDPrecisePrefix, nil)
-		load(t, e)
-		e.store(t, w(1), p[:4])
-		e.store(t, w(2), p[:4])
-		d := route(t, e, &Request{Tokens: p, QueryOnly: true})
-		if want := (Choice{Worker: w(3)}); d.Choice != want {
-			t.Errorf("choice %+v, want %+v", d.Choice, want)
-		}
-	})
-	t.Run("queue normalised over the allowed ranks", func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// held1 and held2 are the prompt tokens workers 1 and 2 hold.
+		held1, held2 int
+		allowed      []indexer.WorkerID
+		want         Choice
+	}{
+		{name: "prefix wins", held1: 12, held2: 4, want: Choice{Worker: w(1), OverlapBlocks: 3}},
+		{name: "load wins", held1: 4, held2: 4, want: Choice{Worker: w(3)}},
 		// Allowed 1 and 2 only: queue min 1, max 2, so worker 2 scores
 		// 0.5 + 0.96 + 1 = 2.46 and worker 1 1.5 + 0.84 + 0 = 2.34.
-		e := peerEnv(t, ModeLLMDPrecisePrefix, nil)
-		load(t, e)
-		e.store(t, w(1), p[:12])
-		e.store(t, w(2), p[:4])
-		d := route(t, e, &Request{Tokens: p, QueryOnly: true, AllowedWorkerIDs: []indexer.WorkerID{1, 2}})
-		if want := (Choice{Worker: w(2), OverlapBlocks: 1}); d.Choice != want {
-			t.Errorf("choice %+v, want %+v", d.Choice, want)
-		}
-	})
+		{name: "queue normalised over the allowed ranks", held1: 12, held2: 4, allowed: []indexer.WorkerID{1, 2},
+			want: Choice{Worker: w(2), OverlapBlocks: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := peerEnv(t, ModeLLMDPrecisePrefix, nil)
+			load(t, e)
+			e.store(t, w(1), p[:tc.held1])
+			e.store(t, w(2), p[:tc.held2])
+			d := route(t, e, &Request{Tokens: p, QueryOnly: true, AllowedWorkerIDs: tc.allowed})
+			if d.Choice != tc.want {
+				t.Errorf("choice %+v, want %+v", d.Choice, tc.want)
+			}
+		})
+	}
 }
 
 // TestDynamoCurrentChoice: hand-computed cases where a term of current

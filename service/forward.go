@@ -64,9 +64,8 @@ func isForwarded(msg *nats.Msg) bool {
 	return msg.Header != nil && msg.Header.Get(HeaderForwarded) == "1"
 }
 
-// successTrue is a mark's reply for a known request, as appendSuccess
-// writes it.
-var successTrue = []byte(`{"success":true}`)
+// successTrue is a mark's reply for a known request.
+var successTrue = appendSuccess(nil, true)
 
 // forwardMark forwards mark m, whose request is body, to the replica it
 // names and answers with that replica's answer: with pending (the NATS

@@ -236,11 +236,11 @@ func (h *Handler) mark(ctx context.Context, ep *Endpoint, free bool, body []byte
 	} else {
 		ok = h.r.MarkPrefill(m.id)
 	}
-	if !ok && !forwarded && h.fwd.owns(m.routerID, h.routerID) {
-		h.forwardMark(ctx, ep, m, body, to, start, pending)
-		return
-	}
 	if !ok && !forwarded {
+		if h.fwd.owns(m.routerID, h.routerID) {
+			h.forwardMark(ctx, ep, m, body, to, start, pending)
+			return
+		}
 		h.unknown(ep, m, "")
 	}
 	h.answerMark(ep, to, start, len(body), ok)

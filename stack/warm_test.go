@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/stacktest"
 	"github.com/kvrouter/router/internal/testutil"
@@ -81,18 +82,17 @@ func (g *group) turn(c int) int {
 
 func (g *group) worker(c int) uint64 { return g.workers[c%len(g.workers)] }
 
-// router is a running stack with its metrics registry.
+// router is a running stack with its metric families.
 type router struct {
 	*stacktest.Router
-	reg *prometheus.Registry
-	m   *metrics.Router
+	m *metrics.Router
 }
 
 func (g *group) start(id uint64, warmTimeout time.Duration, opts ...func(*stack.Config)) *router {
 	g.t.Helper()
-	r := &router{reg: prometheus.NewRegistry()}
+	r := &router{}
 	var err error
-	if r.m, err = metrics.New(r.reg, metrics.Config{Namespace: "dynamo", Component: "router", RouterID: id}); err != nil {
+	if r.m, err = metrics.New(prometheus.NewRegistry(), metrics.Config{Namespace: "dynamo", Component: "router", RouterID: id}); err != nil {
 		g.t.Fatal(err)
 	}
 	cfg := stacktest.Config(id, warmBlockSize)
@@ -133,19 +133,41 @@ func (r *router) overlaps(t *testing.T, toks []uint32) map[indexer.Worker]int {
 	return out
 }
 
-func (r *router) gauge(t *testing.T, name string) float64 {
+// diverging is the router's dynamo_router_index_diverging: events.NewMetrics
+// returns the collectors the router registered on m.
+func (r *router) diverging(t *testing.T) float64 {
 	t.Helper()
-	mfs, err := r.reg.Gather()
+	em, err := events.NewMetrics(r.m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
+	return promtest.ToFloat64(em.IndexDiverging)
+}
+
+// warmMetrics returns the warm-start families a router registered on m.
+func warmMetrics(t *testing.T, m *metrics.Router) *warmstart.Metrics {
+	t.Helper()
+	wm, err := warmstart.NewMetrics(m)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no family %s", name)
-	return 0
+	return wm
+}
+
+// getHealth returns the status code and body of the /health of the status
+// server at addr.
+func getHealth(t *testing.T, addr string) (int, status.Health) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h status.Health
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, h
 }
 
 // TestReplicaJoinsWarm: a router joining a running group while its workers
@@ -205,13 +227,10 @@ func TestReplicaJoinsWarm(t *testing.T) {
 	if d := second.Divergence(); d.Diverging || d.UnknownParent != 0 {
 		t.Errorf("second router: %+v, want no stored event rejected", d)
 	}
-	if v := second.gauge(t, metrics.NameIndexDiverging); v != 0 {
+	if v := second.diverging(t); v != 0 {
 		t.Errorf("%s = %v, want 0", metrics.NameIndexDiverging, v)
 	}
-	wm, err := warmstart.NewMetrics(second.m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wm := warmMetrics(t, second.m)
 	if n := promtest.ToFloat64(wm.Total.WithLabelValues(metrics.WarmStartLoaded)); n != 1 {
 		t.Errorf("second router: warm_start_total{loaded} = %v, want 1", n)
 	}
@@ -235,30 +254,18 @@ func TestReplicaJoinsCold(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool { return cold.Divergence().Diverging }, "cold router diverging (%+v)", cold.Divergence())
-	if v := cold.gauge(t, metrics.NameIndexDiverging); v != 1 {
+	if v := cold.diverging(t); v != 1 {
 		t.Errorf("%s = %v, want 1", metrics.NameIndexDiverging, v)
 	}
-	resp, err := http.Get("http://" + cold.StatusAddr() + "/health")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var h status.Health
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK || h.Status != status.Ready {
-		t.Errorf("/health = %d %q, want 200 ready (diverging is degraded)", resp.StatusCode, h.Status)
+	code, h := getHealth(t, cold.StatusAddr())
+	if code != http.StatusOK || h.Status != status.Ready {
+		t.Errorf("/health = %d %q, want 200 ready (diverging is degraded)", code, h.Status)
 	}
 	want := "index: diverging: 30 of 30 stored KV events (100%)"
 	if len(h.Degraded) != 1 || !strings.HasPrefix(h.Degraded[0], want) {
 		t.Errorf("degraded = %q, want one line starting %q", h.Degraded, want)
 	}
-	wm, err := warmstart.NewMetrics(cold.m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := promtest.ToFloat64(wm.Total.WithLabelValues(metrics.WarmStartDisabled)); n != 1 {
+	if n := promtest.ToFloat64(warmMetrics(t, cold.m).Total.WithLabelValues(metrics.WarmStartDisabled)); n != 1 {
 		t.Errorf("warm_start_total{disabled} = %v, want 1", n)
 	}
 }
@@ -304,18 +311,7 @@ func TestWarmStartingIsNotReady(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	health := func() (int, status.Health) {
-		resp, err := http.Get("http://" + st.StatusAddr() + "/health")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var h status.Health
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, h
-	}
+	health := func() (int, status.Health) { return getHealth(t, st.StatusAddr()) }
 	testutil.Eventually(t, 2*time.Second, func() bool {
 		_, h := health()
 		return slices.Contains(h.Problems, "kv_events: warm start: loading the index from a peer")
@@ -329,11 +325,7 @@ func TestWarmStartingIsNotReady(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, st.EventsReady, "ready after the warm start timed out")
 	testutil.Eventually(t, 10*time.Second, func() bool { code, _ := health(); return code == http.StatusOK }, "/health 200 after the timeout")
-	wm, err := warmstart.NewMetrics(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := promtest.ToFloat64(wm.Total.WithLabelValues(metrics.WarmStartTimeout)); n != 1 {
+	if n := promtest.ToFloat64(warmMetrics(t, m).Total.WithLabelValues(metrics.WarmStartTimeout)); n != 1 {
 		t.Errorf("warm_start_total{timeout} = %v, want 1", n)
 	}
 }

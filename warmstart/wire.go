@@ -122,22 +122,13 @@ func (c *collector) add(h nats.Header, data []byte) (done bool, err error) {
 	if msg := h.Get(HeaderError); msg != "" {
 		return false, fmt.Errorf("%w: %s", ErrPeer, msg)
 	}
-	idx, err := headerInt(h, HeaderChunk, MaxSnapshotBytes)
-	if err != nil {
-		return false, err
+	var v [4]int
+	for i, name := range [...]string{HeaderChunk, HeaderChunks, HeaderBytes, HeaderEvents} {
+		if v[i], err = headerInt(h, name); err != nil {
+			return false, err
+		}
 	}
-	chunks, err := headerInt(h, HeaderChunks, MaxSnapshotBytes)
-	if err != nil {
-		return false, err
-	}
-	total, err := headerInt(h, HeaderBytes, MaxSnapshotBytes)
-	if err != nil {
-		return false, err
-	}
-	events, err := headerInt(h, HeaderEvents, MaxSnapshotBytes)
-	if err != nil {
-		return false, err
-	}
+	idx, chunks, total, events := v[0], v[1], v[2], v[3]
 	switch {
 	case c.next == 0 && idx != 0:
 		return false, fmt.Errorf("%w: chunk %d arrived first: chunk 0 is missing", ErrChunk, idx)
@@ -183,8 +174,10 @@ func (c *collector) progress() string {
 	return fmt.Sprintf("%d of %d chunks received (%d of %d bytes)", c.next, c.chunks, len(c.buf), c.total)
 }
 
-// headerInt reads a header holding a decimal integer in 0..limit.
-func headerInt(h nats.Header, name string, limit int) (int, error) {
+// headerInt reads a header holding a decimal integer in 0..MaxSnapshotBytes
+// (no count or length of a snapshot is larger).
+func headerInt(h nats.Header, name string) (int, error) {
+	const limit = MaxSnapshotBytes
 	v := h.Get(name)
 	if v == "" {
 		return 0, fmt.Errorf("%w: header %s missing", ErrChunk, name)
