@@ -130,7 +130,7 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 		entriesB = total(b.mustScrape(), "dynamo_component_kv_index_entries")
 		return entriesA > 0 && entriesB >= 0.99*entriesA
 	}, "restarted router b, 5 s after it turned ready: %v; b's output:\n%s",
-		later(func() string { return fmt.Sprintf("%v index entries against a's %v", entriesB, entriesA) }), later(b.router.Output))
+		testutil.Later(func() string { return fmt.Sprintf("%v index entries against a's %v", entriesB, entriesA) }), testutil.Later(b.router.Output))
 	// The same overlap_scores for the prompts seen so far (an answer pair
 	// may straddle an event, so the pair is asked again until it agrees).
 	for i := 0; i < 200; i += 25 {
@@ -140,7 +140,7 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 			oa, ob = overlapScores(t, a, tokens), overlapScores(t, b, tokens)
 			return slices.Equal(oa, ob)
 		}, "restarted router b: overlap_scores of prompt %d: %v", i,
-			later(func() string { return fmt.Sprintf("a %v, b %v", oa, ob) }))
+			testutil.Later(func() string { return fmt.Sprintf("a %v, b %v", oa, ob) }))
 	}
 	t.Logf("restarted router: %v entries against %v, same overlap_scores, %v after ready", entriesB, entriesA, time.Since(ready).Round(time.Millisecond))
 	if d := total(b.mustScrape(), "dynamo_router_index_diverging"); d != 0 {
@@ -184,7 +184,7 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 		entriesB = total(b.mustScrape(), "dynamo_component_kv_index_entries")
 		return entriesA == entriesB
 	}, "after the drain, %v; b's output:\n%s",
-		later(func() string { return fmt.Sprintf("a holds %v index entries and b %v", entriesA, entriesB) }), later(b.router.Output))
+		testutil.Later(func() string { return fmt.Sprintf("a holds %v index entries and b %v", entriesA, entriesB) }), testutil.Later(b.router.Output))
 	for i := 0; i < len(wl.Requests); i += 45 {
 		tokens := wl.Tokens(&wl.Requests[i], nil)
 		oa, ob := overlapScores(t, a, tokens), overlapScores(t, b, tokens)
@@ -195,12 +195,6 @@ func testReplicasUnderLoad(t *testing.T, bins installed, replicaSync bool) {
 	sim.Signal(syscall.SIGTERM)
 	sim.Wait(30 * time.Second)
 }
-
-// later prints what its function returns when the message is formatted:
-// the values a poll saw last, not those before it began.
-type later func() string
-
-func (f later) String() string { return f() }
 
 // total adds up the samples of a counter or gauge family.
 func total(fams map[string]*dto.MetricFamily, name string) float64 {

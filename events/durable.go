@@ -358,11 +358,10 @@ func (ds *durableStream) maybeSnapshot(ctx context.Context) {
 	if info.State.Msgs <= cfg.SnapshotThreshold || applied < ds.lastSnap.Load()+max(1, cfg.SnapshotThreshold/2) {
 		return
 	}
-	baselines, err := ds.s.w.baselines(ctx)
+	data, n, err := ds.s.w.snapshot(ctx, ds.workers)
 	if err != nil {
 		return // shutting down
 	}
-	data, n := encodeSnapshot(ds.s.w.idx.Dump(), baselines, ds.workers)
 	ds.uploading.Store(true)
 	ds.uploads.Go(func() {
 		defer ds.uploading.Store(false)

@@ -133,7 +133,7 @@ func TestDurableRestart(t *testing.T) {
 
 	b := newHarness(t, srv.URL(), durableConfig("router-a")).start() // Ready: replayed
 	ref.waitApplied(uint64(total))
-	if diff := cmp.Diff(canonical(ref.idx.Dump()), canonical(b.idx.Dump())); diff != "" {
+	if diff := cmp.Diff(testutil.Canonical(ref.idx.Dump()), testutil.Canonical(b.idx.Dump())); diff != "" {
 		t.Errorf("restarted index differs from the never-stopped one (-want +got):\n%s", diff)
 	}
 	if n := len(ref.idx.Dump()); n == 0 {
@@ -190,7 +190,7 @@ func TestDurableSnapshotRestart(t *testing.T) {
 
 	b := newHarness(t, srv.URL(), durableConfig("router-a")).start()
 	ref.waitApplied(total)
-	if diff := cmp.Diff(canonical(ref.idx.Dump()), canonical(b.idx.Dump())); diff != "" {
+	if diff := cmp.Diff(testutil.Canonical(ref.idx.Dump()), testutil.Canonical(b.idx.Dump())); diff != "" {
 		t.Errorf("restarted index differs from the never-stopped one (-want +got):\n%s", diff)
 	}
 	if got := matches(b.idx, 1); got[g] != 0 {

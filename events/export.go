@@ -76,10 +76,9 @@ func (s *Subscriber) Snapshot(ctx context.Context) ([]byte, int, error) {
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	}
-	baselines, err := s.w.baselines(ctx)
+	data, n, err := s.w.snapshot(ctx, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("kv events: snapshot: %w", err)
 	}
-	data, n := encodeSnapshot(s.w.idx.Dump(), baselines, nil)
 	return data, n, nil
 }

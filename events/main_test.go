@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -151,18 +150,6 @@ func (h *harness) waitApplied(n uint64) {
 type statsNow struct{ s *Subscriber }
 
 func (x statsNow) String() string { return fmt.Sprintf("%+v", x.s.Stats()) }
-
-// canonical renders an index dump as sorted lines, equal for equal indexes.
-func canonical(evs []indexer.Event) []string {
-	out := make([]string, 0, len(evs))
-	for _, ev := range evs {
-		for _, b := range ev.Blocks {
-			out = append(out, fmt.Sprintf("%v parent=%v:%d block=%d tokens=%d", ev.Worker, ev.HasParent, ev.Parent, b.Hash, b.Tokens))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
 
 // jsonEvent encodes an event as JSON.
 func jsonEvent(ev indexer.Event, id uint64) []byte {

@@ -81,6 +81,20 @@ func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, w
 	return buf, n
 }
 
+// snapshot cuts the index behind every command queued so far, each
+// rank's last applied event_id first (baselines, through the shard queues)
+// and then the dump, so that the dump holds at least what the baselines
+// say, and encodes the part of workers (nil: every worker) with
+// encodeSnapshot. It returns the bytes and the number of events.
+func (w *Writer) snapshot(ctx context.Context, workers map[indexer.WorkerID]struct{}) ([]byte, int, error) {
+	baselines, err := w.baselines(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, n := encodeSnapshot(w.idx.Dump(), baselines, workers)
+	return data, n, nil
+}
+
 // decodeSnapshot reads a JSON list of RouterEvents. Events of other tiers
 // than the device are left out.
 func decodeSnapshot(data []byte) ([]indexer.Event, []codec.Meta, error) {

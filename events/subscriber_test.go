@@ -185,7 +185,7 @@ func TestOrderingUnderConcurrency(t *testing.T) {
 	if st := h.sub.Stats(); st.Missed != 0 || st.Dropped != 0 || st.DecodeErrors != 0 || st.Clears != 0 {
 		t.Fatalf("losses in a clean run: %+v", st)
 	}
-	if diff := cmp.Diff(canonical(ref.Dump()), canonical(h.idx.Dump())); diff != "" {
+	if diff := cmp.Diff(testutil.Canonical(ref.Dump()), testutil.Canonical(h.idx.Dump())); diff != "" {
 		t.Errorf("index differs from the sequential reference (-want +got):\n%s", diff)
 	}
 	if r, g := ref.Stats(), h.idx.Stats(); r.Entries != g.Entries || r.Nodes != g.Nodes {

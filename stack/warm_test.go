@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -108,16 +107,7 @@ func (g *group) start(id uint64, warmTimeout time.Duration, opts ...func(*stack.
 }
 
 // dump is the index as sorted lines.
-func (r *router) dump() []string {
-	var out []string
-	for _, ev := range r.Index().Dump() {
-		for _, b := range ev.Blocks {
-			out = append(out, fmt.Sprintf("%v parent=%v:%d block=%d tokens=%d", ev.Worker, ev.HasParent, ev.Parent, b.Hash, b.Tokens))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
+func (r *router) dump() []string { return testutil.Canonical(r.Index().Dump()) }
 
 // overlaps are the router's overlap scores of toks, by rank.
 func (r *router) overlaps(t *testing.T, toks []uint32) map[indexer.Worker]int {

@@ -73,19 +73,10 @@ func NewJoiner(cfg Config, nc *nats.Conn, m *metrics.Router, log *slog.Logger) (
 // index as it is: the router starts from the live events alone. It records
 // the result in the warm-start families and returns it; the error is not
 // nil only when ctx ended first (shutting down), and then nothing is
-// recorded.
+// recorded. With Config.Timeout 0 (warm start off) call Disabled instead.
 func (j *Joiner) Join(ctx context.Context, idx Index) (Result, error) {
 	start := time.Now()
 	var res Result
-	if j.cfg.Timeout <= 0 { // off: nothing to wait for but the held events
-		held, err := idx.Release(ctx)
-		if err != nil {
-			return res, err
-		}
-		res = Result{Result: metrics.WarmStartDisabled, Held: held, Duration: time.Since(start)}
-		j.record(res)
-		return res, nil
-	}
 	fctx, cancel := context.WithTimeout(ctx, j.cfg.Timeout)
 	snap, err := Fetch(fctx, j.nc, j.cfg)
 	cancel()
@@ -131,7 +122,6 @@ func (j *Joiner) record(res Result) {
 	j.m.Events.Set(float64(res.Events))
 	j.m.Seconds.Set(res.Duration.Seconds())
 	switch res.Result {
-	case metrics.WarmStartDisabled:
 	case metrics.WarmStartLoaded:
 		j.log.Info("warm start: index loaded from a peer", slog.Int("events", res.Events), slog.Int("bytes", res.Bytes),
 			slog.Int("chunks", res.Chunks), slog.String("peer_router_id", res.Peer), slog.Int("held_events", res.Held),

@@ -2,9 +2,7 @@ package warmstart
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"slices"
 	"testing"
 	"time"
 
@@ -98,7 +96,7 @@ func (n *node) serve(id uint64, chunkSize int) {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	runUntilCleanup(n.t, srv.Run)
+	testutil.RunUntilCleanup(n.t, srv.Run)
 	select {
 	case <-srv.Ready():
 	case <-time.After(10 * time.Second):
@@ -106,30 +104,8 @@ func (n *node) serve(id uint64, chunkSize int) {
 	}
 }
 
-// runUntilCleanup runs run until the test ends, and checks it returned nil.
-func runUntilCleanup(t testing.TB, run func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-}
-
 // dump renders the index as sorted lines, equal for equal indexes.
-func (n *node) dump() []string {
-	var out []string
-	for _, ev := range n.idx.Dump() {
-		for _, b := range ev.Blocks {
-			out = append(out, fmt.Sprintf("%v parent=%v:%d block=%d tokens=%d", ev.Worker, ev.HasParent, ev.Parent, b.Hash, b.Tokens))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
+func (n *node) dump() []string { return testutil.Canonical(n.idx.Dump()) }
 
 // publisher plays the workers: each rank stores one chain of blocks, one
 // block per event, each under the previous one, with event_ids from 1.

@@ -35,7 +35,7 @@ func startDiscovery(t *testing.T, e *env, endpoint string, hook func(rev int64))
 	}
 	d.backoffMax = 500 * time.Millisecond
 	d.afterList = hook
-	runUntilCleanup(t, d.Run)
+	testutil.RunUntilCleanup(t, d.Run)
 	return d
 }
 

@@ -138,7 +138,7 @@ func TestLoadSubscriberBothShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runUntilCleanup(t, s.Run)
+	testutil.RunUntilCleanup(t, s.Run)
 	rejected := metrics.NameWorkerLoadRejectedTotal
 
 	// Publish until the subscription is live (the first message may go

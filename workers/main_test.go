@@ -340,18 +340,3 @@ func labels(kv map[string]string) string {
 func registeredLabels(id uint64, rank int, typ string) string {
 	return labels(map[string]string{"router_worker_id": strconv.FormatUint(id, 10), "dp_rank": strconv.Itoa(rank), "worker_type": typ})
 }
-
-// runUntilCleanup runs fn(ctx) in a goroutine until the test ends, then
-// cancels it and waits for it, failing the test on an error.
-func runUntilCleanup(t testing.TB, fn func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-}
