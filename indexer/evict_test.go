@@ -42,7 +42,7 @@ func TestEvictionKeepsRecentlyMatchedPrefixes(t *testing.T) {
 		}
 	}
 	got := tr.FindMatches(path(1_000, 20), false, nil)
-	if len(got) != 1 || got[0] != (Match{w1, 20}) {
+	if len(got) != 1 || got[0] != (Match{Worker: w1, Blocks: 20}) {
 		t.Fatalf("hot prefix after churn: %v, want w1 holding all 20 blocks", got)
 	}
 	st := tr.Stats()

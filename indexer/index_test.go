@@ -83,7 +83,7 @@ func TestIndexMatchesTree(t *testing.T) {
 	}
 	got := x.FindMatches(path(1, 4), false, nil)
 	sortMatches(got)
-	if len(got) != 2 || got[0] != (Match{w1, 4}) || got[1] != (Match{w2, 2}) {
+	if len(got) != 2 || got[0] != (Match{Worker: w1, Blocks: 4}) || got[1] != (Match{Worker: w2, Blocks: 2}) {
 		t.Fatalf("FindMatches = %v", got)
 	}
 	if st := x.Stats(); st != (Stats{Entries: 6, Nodes: 4, Workers: 2}) {

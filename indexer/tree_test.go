@@ -51,7 +51,7 @@ func TestSemantics(t *testing.T) {
 			name:      "store from the root and match the prefix",
 			events:    []Event{stored(w1, nil, blk(1), blk(2), blk(3))},
 			query:     q(1, 2, 3, 4),
-			want:      matches(Match{w1, 3}),
+			want:      matches(Match{Worker: w1, Blocks: 3}),
 			wantStats: Stats{Entries: 3, Nodes: 3, Workers: 1},
 		},
 		{
@@ -65,7 +65,7 @@ func TestSemantics(t *testing.T) {
 			name:      "store under a parent extends the path",
 			events:    []Event{stored(w1, nil, blk(1)), stored(w1, parent(101), blk(2))},
 			query:     q(1, 2),
-			want:      matches(Match{w1, 2}),
+			want:      matches(Match{Worker: w1, Blocks: 2}),
 			wantStats: Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -73,7 +73,7 @@ func TestSemantics(t *testing.T) {
 			events:      []Event{stored(w1, nil, blk(1)), stored(w1, parent(999), blk(2), blk(3))},
 			wantResults: []Result{{}, {Status: StatusParentNotFound}},
 			query:       q(1, 2),
-			want:        matches(Match{w1, 1}),
+			want:        matches(Match{Worker: w1, Blocks: 1}),
 			wantStats:   Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -81,14 +81,14 @@ func TestSemantics(t *testing.T) {
 			events:      []Event{stored(w1, nil, blk(1)), stored(w2, parent(101), blk(2))},
 			wantResults: []Result{{}, {Status: StatusParentNotFound}},
 			query:       q(1, 2),
-			want:        matches(Match{w1, 1}),
+			want:        matches(Match{Worker: w1, Blocks: 1}),
 			wantStats:   Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
 			name:      "repeated store is harmless",
 			events:    []Event{stored(w1, nil, blk(1), blk(2)), stored(w1, nil, blk(1), blk(2))},
 			query:     q(1, 2),
-			want:      matches(Match{w1, 2}),
+			want:      matches(Match{Worker: w1, Blocks: 2}),
 			wantStats: Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -96,7 +96,7 @@ func TestSemantics(t *testing.T) {
 			events:      []Event{stored(w1, nil, blk(1)), stored(w1, parent(101), blk(1))},
 			wantResults: []Result{{}, {Status: StatusInvalidBlock}},
 			query:       q(1, 1),
-			want:        matches(Match{w1, 1}),
+			want:        matches(Match{Worker: w1, Blocks: 1}),
 			wantStats:   Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -107,7 +107,7 @@ func TestSemantics(t *testing.T) {
 			},
 			wantResults: []Result{{}, {Status: StatusInvalidBlock}},
 			query:       q(1, 2, 3),
-			want:        matches(Match{w1, 2}),
+			want:        matches(Match{Worker: w1, Blocks: 2}),
 			wantStats:   Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -125,7 +125,7 @@ func TestSemantics(t *testing.T) {
 				stored(w2, nil, blk(1), blk(2), blk(4)),
 			},
 			query:     q(1, 2, 3),
-			want:      matches(Match{w1, 3}, Match{w2, 2}),
+			want:      matches(Match{Worker: w1, Blocks: 3}, Match{Worker: w2, Blocks: 2}),
 			wantStats: Stats{Entries: 6, Nodes: 4, Workers: 2},
 		},
 		{
@@ -136,7 +136,7 @@ func TestSemantics(t *testing.T) {
 			},
 			query:     q(1, 2, 3),
 			earlyExit: true,
-			want:      matches(Match{w1, 2}, Match{w2, 1}),
+			want:      matches(Match{Worker: w1, Blocks: 2}, Match{Worker: w2, Blocks: 1}),
 			wantStats: Stats{Entries: 4, Nodes: 3, Workers: 2},
 		},
 		{
@@ -146,7 +146,7 @@ func TestSemantics(t *testing.T) {
 				stored(w1b, nil, blk(1)),
 			},
 			query:     q(1, 2),
-			want:      matches(Match{w1, 2}, Match{w1b, 1}),
+			want:      matches(Match{Worker: w1, Blocks: 2}, Match{Worker: w1b, Blocks: 1}),
 			wantStats: Stats{Entries: 3, Nodes: 2, Workers: 2},
 		},
 		{
@@ -156,7 +156,7 @@ func TestSemantics(t *testing.T) {
 				removed(w1, 102),
 			},
 			query:     q(1, 2),
-			want:      matches(Match{w1, 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1}),
 			wantStats: Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -167,7 +167,7 @@ func TestSemantics(t *testing.T) {
 			},
 			wantResults: []Result{{}, {Status: StatusBlockNotFound, Missing: 2}},
 			query:       q(1, 2, 3),
-			want:        matches(Match{w1, 2}),
+			want:        matches(Match{Worker: w1, Blocks: 2}),
 			wantStats:   Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -184,7 +184,7 @@ func TestSemantics(t *testing.T) {
 				removed(w1, 102),
 			},
 			query:     q(1, 2, 3),
-			want:      matches(Match{w1, 1}, Match{w2, 3}),
+			want:      matches(Match{Worker: w1, Blocks: 1}, Match{Worker: w2, Blocks: 3}),
 			wantStats: Stats{Entries: 4, Nodes: 3, Workers: 2},
 		},
 		{
@@ -229,7 +229,7 @@ func TestSemantics(t *testing.T) {
 				cleared(w1),
 			},
 			query:     q(1, 2),
-			want:      matches(Match{w1b, 2}, Match{w2, 1}),
+			want:      matches(Match{Worker: w1b, Blocks: 2}, Match{Worker: w2, Blocks: 1}),
 			wantStats: Stats{Entries: 3, Nodes: 2, Workers: 3},
 		},
 		{
@@ -253,7 +253,7 @@ func TestSemantics(t *testing.T) {
 			},
 			removeID:  1,
 			query:     q(1, 2),
-			want:      matches(Match{w2, 1}),
+			want:      matches(Match{Worker: w2, Blocks: 1}),
 			wantStats: Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -263,7 +263,7 @@ func TestSemantics(t *testing.T) {
 				stored(w1, nil, Block{51, 3}),
 			},
 			query:     q(1, 2),
-			want:      matches(Match{w1, 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1}),
 			wantStats: Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -274,7 +274,7 @@ func TestSemantics(t *testing.T) {
 				removed(w1, 50),
 			},
 			query:     q(1),
-			want:      matches(Match{w1, 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1}),
 			wantStats: Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -287,7 +287,7 @@ func TestSemantics(t *testing.T) {
 			name:      "negative i64 hashes are just u64 bits",
 			events:    []Event{stored(w1, nil, Block{Hash: 1 << 63, Tokens: 1<<63 + 5})},
 			query:     q(1<<63 + 5),
-			want:      matches(Match{w1, 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1}),
 			wantStats: Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 	}

@@ -31,6 +31,42 @@ type Block struct {
 	Tokens LocalHash
 }
 
+// Tier is the storage tier a rank holds a copy of a block on, fastest first.
+// An engine loads a cached prefix from whichever tier holds each block, so a
+// prefix matches across tiers; the cost credits each block by its fastest
+// tier.
+type Tier uint8
+
+// The storage tiers, as Dynamo's StorageTier names them.
+const (
+	// TierDevice is the GPU's own KV cache: the tier every event is about
+	// unless it says otherwise.
+	TierDevice Tier = iota
+	// TierHost is host memory (CPU, pinned).
+	TierHost
+	// TierDisk is local disk or NVMe.
+	TierDisk
+	// TierExternal is storage outside the worker (network, shared).
+	TierExternal
+	// NumTiers counts the tiers.
+	NumTiers
+)
+
+// String returns the tier's name in overlap_scores.
+func (t Tier) String() string {
+	switch t {
+	case TierDevice:
+		return "device"
+	case TierHost:
+		return "host"
+	case TierDisk:
+		return "disk"
+	case TierExternal:
+		return "external"
+	}
+	return fmt.Sprintf("tier(%d)", uint8(t))
+}
+
 // Kind is the kind of a KV event.
 type Kind uint8
 
@@ -66,6 +102,16 @@ type Event struct {
 	Blocks []Block
 	// Removed are the hashes of removed blocks (removed only).
 	Removed []BlockHash
+	// Tier is the storage tier the event is about (stored and removed):
+	// a removal drops only that tier's copy, and the rank keeps the block
+	// while another tier holds it. Cleared drops every tier.
+	Tier Tier
+	// ByHash says the stored blocks are named by engine hash only, as an
+	// engine's offloading connector names a copy of blocks the rank already
+	// holds on another tier: Tokens and Parent are ignored and each hash is
+	// resolved through the rank's own blocks; a hash the rank does not hold
+	// is skipped and counted in Result.Missing.
+	ByHash bool
 }
 
 // Status is the outcome of applying an event, as Dynamo counts it (the status
@@ -113,9 +159,15 @@ type Result struct {
 
 // Match is one worker rank's score for a query: how many leading blocks of
 // the query it holds contiguously from the first.
+//
+// Blocks counts the matched blocks on every tier. Host, Disk and External
+// count those of them whose fastest copy is on that tier; the rest are on
+// the device. A fleet that never reports another tier has them all zero.
 type Match struct {
 	Worker Worker
 	Blocks uint32
+
+	Host, Disk, External uint32
 }
 
 // Stats are the index's sizes, for gauges.
