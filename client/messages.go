@@ -140,6 +140,13 @@ type Decision struct {
 	// prompt to Prefill, then decode on Decode.
 	Prefill *PrefillWorker `json:"prefill,omitempty"`
 	Decode  *Worker        `json:"decode,omitempty"`
+	// WorkerURL is where the worker of Worker serves, as the router's
+	// workers file gives it (docs/api.md §3); empty when the router does
+	// not know. In a disaggregated decision, PrefillWorkerURL (the same)
+	// and DecodeWorkerURL are the two workers'.
+	WorkerURL        string `json:"worker_url,omitempty"`
+	PrefillWorkerURL string `json:"prefill_worker_url,omitempty"`
+	DecodeWorkerURL  string `json:"decode_worker_url,omitempty"`
 	// RouterID is the id of the router replica that booked the request
 	// (its etcd instance id); 0, absent, from a router that does not say.
 	// The handle's marks go to that replica's own subjects

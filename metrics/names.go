@@ -286,6 +286,9 @@ const (
 	// NameDiscoveryMalformedTotal counts discovery values that could not be
 	// parsed, by kind.
 	NameDiscoveryMalformedTotal = "dynamo_component_router_discovery_malformed_total"
+	// NameWorkersFileConflictsTotal counts the workers file's entries
+	// refused because etcd registers the same worker id (ours).
+	NameWorkersFileConflictsTotal = "dynamo_component_router_workers_file_conflicts_total"
 	// NameRouterReplicas is the number of router replicas registered in
 	// etcd under the router's component, this one included (ours).
 	NameRouterReplicas = "dynamo_component_router_replicas"
@@ -502,6 +505,9 @@ const (
 	// DiscoveryReplica means the key of another router replica
 	// (v1/instances/{ns}/{router component}/route/...).
 	DiscoveryReplica = "replica"
+	// DiscoveryWorkersFile means a reading of the workers file
+	// (--workers-file) refused whole.
+	DiscoveryWorkersFile = "workers_file"
 )
 
 // Names of the router's endpoints (docs/api.md §3), the values of

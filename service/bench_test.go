@@ -240,7 +240,7 @@ func BenchmarkHandlerPath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			buf = appendDecision(buf[:0], d, 42)
+			buf = appendDecision(buf[:0], d, 42, nil)
 		})
 		r.Free("r", -1)
 	}
@@ -268,6 +268,25 @@ func BenchmarkDecodeRequest(b *testing.B) {
 				if err := decodeRequest(body, &req, routeFields, 128); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkAppendDecision times encoding a route reply, with and without
+// the workers' URLs to look up.
+func BenchmarkAppendDecision(b *testing.B) {
+	d := scheduler.Decision{RequestID: "r-1", Choice: scheduler.Choice{Worker: indexer.Worker{ID: 7}, OverlapBlocks: 3}, NumBlocks: 30,
+		Type: scheduler.WorkerTypeAggregated}
+	for _, c := range []struct {
+		name string
+		urls WorkerURLs
+	}{{"no_urls", nil}, {"urls", testURLs}} {
+		b.Run(c.name, func(b *testing.B) {
+			buf := make([]byte, 0, 512)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendDecision(buf[:0], d, 42, c.urls)
 			}
 		})
 	}

@@ -14,7 +14,11 @@
 // own subjects, ReplicaSubject (the endpoint's subject and the id in
 // lower-case hex), with as many subscriptions, in the queue group too.
 // Route replies carry the RouterID as router_id, so that a request's marks
-// can find the replica that booked it.
+// can find the replica that booked it, and each named worker's URL
+// (worker_url, and in disaggregated replies prefill_worker_url and
+// decode_worker_url) when the WorkerURLs given to New know it: the worker
+// registry, which reads it from the workers file. The look-up is an
+// atomic load and a map read on the routing path, with no allocation.
 //
 // # Several replicas
 //

@@ -15,8 +15,11 @@ import (
 // appendDecision appends a route reply of replica routerID (its router_id,
 // left out when 0). Its worker_type is the decision's serving mode
 // (aggregated, disaggregated, prefill or decode), not the type of the
-// worker named, which logs and metrics give (docs/api.md §3).
-func appendDecision(b []byte, d scheduler.Decision, routerID uint64) []byte {
+// worker named, which logs and metrics give (docs/api.md §3). urls, when
+// not nil, gives the workers' URLs: worker_url is the top-level worker's,
+// and a disaggregated reply also has prefill_worker_url and
+// decode_worker_url; each is left out when unknown.
+func appendDecision(b []byte, d scheduler.Decision, routerID uint64, urls WorkerURLs) []byte {
 	b = append(b, '{')
 	if d.RequestID != "" {
 		b = append(b, `"request_id":`...)
@@ -30,7 +33,8 @@ func appendDecision(b []byte, d scheduler.Decision, routerID uint64) []byte {
 	b = strconv.AppendInt(b, int64(d.NumBlocks), 10)
 	b = append(b, `,"worker_type":`...)
 	b = appendString(b, d.Type.String())
-	if d.Type == scheduler.WorkerTypeDisaggregated {
+	disaggregated := d.Type == scheduler.WorkerTypeDisaggregated
+	if disaggregated {
 		b = append(b, `,"prefill":{`...)
 		b = appendWorker(b, d.Prefill.Worker)
 		b = append(b, `,"overlap_blocks":`...)
@@ -39,11 +43,27 @@ func appendDecision(b []byte, d scheduler.Decision, routerID uint64) []byte {
 		b = appendWorker(b, d.Decode.Worker)
 		b = append(b, '}')
 	}
+	if urls != nil {
+		b = appendURL(b, `,"worker_url":`, urls.WorkerURL(d.Worker.ID))
+		if disaggregated {
+			b = appendURL(b, `,"prefill_worker_url":`, urls.WorkerURL(d.Prefill.Worker.ID))
+			b = appendURL(b, `,"decode_worker_url":`, urls.WorkerURL(d.Decode.Worker.ID))
+		}
+	}
 	if routerID != 0 {
 		b = append(b, `,"router_id":`...)
 		b = strconv.AppendUint(b, routerID, 10)
 	}
 	return append(b, '}')
+}
+
+// appendURL appends key (`,"name":`) and url, unless url is empty.
+func appendURL(b []byte, key, url string) []byte {
+	if url == "" {
+		return b
+	}
+	b = append(b, key...)
+	return appendString(b, url)
 }
 
 // appendWorker appends "worker_id":..,"dp_rank":.. .

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/scheduler"
 )
@@ -46,9 +47,11 @@ type Sender interface {
 // both answer through it, so a body gets the same reply, byte for byte, on
 // either. Safe for concurrent use.
 type Handler struct {
-	r   *scheduler.Router
-	m   *Metrics
-	log *slog.Logger
+	r *scheduler.Router
+	// urls gives the workers' URLs for route replies; nil gives none.
+	urls WorkerURLs
+	m    *Metrics
+	log  *slog.Logger
 	// routerID is the replica's id, the router_id of its route replies (0:
 	// none).
 	routerID uint64
@@ -59,17 +62,26 @@ type Handler struct {
 	buffers  sync.Pool // *[]byte
 }
 
-// NewHandler returns a handler of r's endpoints that records their
-// families (Metrics) in m. It starts nothing. Its route replies carry no
-// router_id and it forwards no mark: the Service's handler (Service.Handler)
-// does both.
-func NewHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Handler, error) {
-	return newHandler(r, m, log, 0, nil)
+// WorkerURLs tells route replies where a worker serves (their worker_url,
+// docs/api.md §3). WorkerURL returns "" for a worker whose URL is unknown;
+// it is called on the routing path, concurrently, and must not block.
+// *workers.Registry implements it.
+type WorkerURLs interface {
+	WorkerURL(id indexer.WorkerID) string
 }
 
-// newHandler returns a handler of replica routerID that forwards marks
-// with fwd (nil: none).
-func newHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger, routerID uint64, fwd *forwarder) (*Handler, error) {
+// NewHandler returns a handler of r's endpoints that records their
+// families (Metrics) in m. It starts nothing. Its route replies carry no
+// router_id and no worker_url, and it forwards no mark: the Service's
+// handler (Service.Handler) does all three.
+func NewHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger) (*Handler, error) {
+	return newHandler(r, nil, m, log, 0, nil)
+}
+
+// newHandler returns a handler of replica routerID whose route replies
+// carry the URLs of urls (nil: none) and that forwards marks with fwd
+// (nil: none).
+func newHandler(r *scheduler.Router, urls WorkerURLs, m *metrics.Router, log *slog.Logger, routerID uint64, fwd *forwarder) (*Handler, error) {
 	if r == nil || m == nil {
 		return nil, errors.New("router endpoints: nil router or metrics")
 	}
@@ -80,7 +92,7 @@ func newHandler(r *scheduler.Router, m *metrics.Router, log *slog.Logger, router
 	if err != nil {
 		return nil, fmt.Errorf("router endpoints: %w", err)
 	}
-	h := &Handler{r: r, m: sm, log: log, routerID: routerID, fwd: fwd}
+	h := &Handler{r: r, urls: urls, m: sm, log: log, routerID: routerID, fwd: fwd}
 	h.requests.New = func() any {
 		req := &request{}
 		req.reply.done = req.answer
@@ -170,7 +182,7 @@ func (h *Handler) decided(to Sender, start time.Time, size int, d scheduler.Deci
 		return
 	}
 	b := h.buffer()
-	*b = appendDecision((*b)[:0], d, h.routerID)
+	*b = appendDecision((*b)[:0], d, h.routerID, h.urls)
 	h.respond(ep, to, start, size, *b, "")
 	h.buffers.Put(b)
 }

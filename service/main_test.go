@@ -105,7 +105,7 @@ func startRouter(t testing.TB, srv *servers, id uint64, cfg scheduler.Config) *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rt.svc, err = New(scfg, nc, rt.r, pub, rt.m, nil); err != nil {
+	if rt.svc, err = New(scfg, nc, rt.r, rt.reg, pub, rt.m, nil); err != nil {
 		t.Fatal(err)
 	}
 	rt.client = testutil.NATSConn(t, srv.nats.URL())

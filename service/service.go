@@ -115,12 +115,13 @@ type Service struct {
 }
 
 // New returns a service for r on nc, which the caller owns (and closes
-// after Run returns). With replica sync on in r's configuration, pub must
+// after Run returns). Its route replies carry the worker URLs of urls (nil:
+// none). With replica sync on in r's configuration, pub must
 // be the publisher r was built with (NewSyncPublisher): the service runs it
 // and applies the peers' events to r; without, pub must be nil. It builds
 // its Handler, and with it the endpoint families (Metrics), from m, and
 // starts nothing.
-func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *metrics.Router, log *slog.Logger) (*Service, error) {
+func New(cfg Config, nc *nats.Conn, r *scheduler.Router, urls WorkerURLs, pub *SyncPublisher, m *metrics.Router, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
 	}
@@ -136,7 +137,7 @@ func New(cfg Config, nc *nats.Conn, r *scheduler.Router, pub *SyncPublisher, m *
 	if cfg.Handlers == 0 {
 		cfg.Handlers = runtime.GOMAXPROCS(0)
 	}
-	h, err := newHandler(r, m, log, cfg.RouterID, newForwarder(nc, cfg.Namespace, cfg.Component))
+	h, err := newHandler(r, urls, m, log, cfg.RouterID, newForwarder(nc, cfg.Namespace, cfg.Component))
 	if err != nil {
 		return nil, fmt.Errorf("router service: %w", err)
 	}

@@ -361,7 +361,7 @@ func TestNewWantsThePublisherOfReplicaSync(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = New(DefaultConfig(), nc, r, tc.pub, m, nil)
+			_, err = New(DefaultConfig(), nc, r, nil, tc.pub, m, nil)
 			if tc.wantErr != (err != nil) {
 				t.Fatalf("New = %v, want error %v", err, tc.wantErr)
 			}

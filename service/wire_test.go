@@ -138,9 +138,9 @@ func TestWireRepliesMatchEncoder(t *testing.T) {
 		samples [][]byte
 	}{
 		{"route", reflect.TypeFor[client.Decision](), [][]byte{
-			appendDecision(nil, scheduler.Decision{RequestID: "r", Choice: scheduler.Choice{Worker: w(7, 1), OverlapBlocks: 2}, NumBlocks: 4, Type: scheduler.WorkerTypeAggregated}, 0xabc),
+			appendDecision(nil, scheduler.Decision{RequestID: "r", Choice: scheduler.Choice{Worker: w(7, 1), OverlapBlocks: 2}, NumBlocks: 4, Type: scheduler.WorkerTypeAggregated}, 0xabc, nil),
 			appendDecision(nil, scheduler.Decision{Choice: scheduler.Choice{Worker: w(11, 0), OverlapBlocks: 3}, NumBlocks: 4, Type: scheduler.WorkerTypeDisaggregated,
-				Prefill: scheduler.Choice{Worker: w(11, 0), OverlapBlocks: 3}, Decode: scheduler.Choice{Worker: w(7, 2)}}, 0),
+				Prefill: scheduler.Choice{Worker: w(11, 0), OverlapBlocks: 3}, Decode: scheduler.Choice{Worker: w(7, 2)}}, 0, testURLs),
 		}},
 		{"mark", reflect.TypeFor[client.MarkReply](), [][]byte{appendSuccess(nil, true), appendSuccess(nil, false)}},
 		{"overlap_scores", reflect.TypeFor[client.Overlaps](), [][]byte{
@@ -179,6 +179,50 @@ func TestWireRepliesMatchEncoder(t *testing.T) {
 				if !seen[path] {
 					t.Errorf("%v field %s is never written by the encoder", tc.typ, path)
 				}
+			}
+		})
+	}
+}
+
+// testURLs gives workers 7 and 11 a URL.
+var testURLs = staticURLs{7: "http://10.0.0.7:8000", 11: "http://10.0.0.11:8000"}
+
+// staticURLs is a fixed WorkerURLs.
+type staticURLs map[indexer.WorkerID]string
+
+func (u staticURLs) WorkerURL(id indexer.WorkerID) string { return u[id] }
+
+// A route reply names the URL of each worker it names whose URL is known,
+// and leaves out the others.
+func TestDecisionWorkerURLs(t *testing.T) {
+	w := func(id uint64) indexer.Worker { return indexer.Worker{ID: indexer.WorkerID(id)} }
+	disagg := scheduler.Decision{Choice: scheduler.Choice{Worker: w(11)}, Type: scheduler.WorkerTypeDisaggregated,
+		Prefill: scheduler.Choice{Worker: w(11)}, Decode: scheduler.Choice{Worker: w(7)}}
+	tests := []struct {
+		name string
+		d    scheduler.Decision
+		urls WorkerURLs
+		want string
+	}{
+		{"aggregated", scheduler.Decision{Choice: scheduler.Choice{Worker: w(7)}, Type: scheduler.WorkerTypeAggregated}, testURLs,
+			`{"worker_id":7,"dp_rank":0,"overlap_blocks":0,"num_blocks":0,"worker_type":"aggregated","worker_url":"http://10.0.0.7:8000"}`},
+		{"unknown url", scheduler.Decision{Choice: scheduler.Choice{Worker: w(9)}, Type: scheduler.WorkerTypeAggregated}, testURLs,
+			`{"worker_id":9,"dp_rank":0,"overlap_blocks":0,"num_blocks":0,"worker_type":"aggregated"}`},
+		{"no urls", scheduler.Decision{Choice: scheduler.Choice{Worker: w(7)}, Type: scheduler.WorkerTypeAggregated}, nil,
+			`{"worker_id":7,"dp_rank":0,"overlap_blocks":0,"num_blocks":0,"worker_type":"aggregated"}`},
+		{"disaggregated", disagg, testURLs,
+			`{"worker_id":11,"dp_rank":0,"overlap_blocks":0,"num_blocks":0,"worker_type":"disaggregated",` +
+				`"prefill":{"worker_id":11,"dp_rank":0,"overlap_blocks":0},"decode":{"worker_id":7,"dp_rank":0},` +
+				`"worker_url":"http://10.0.0.11:8000","prefill_worker_url":"http://10.0.0.11:8000","decode_worker_url":"http://10.0.0.7:8000"}`},
+		{"disaggregated, decode url unknown", disagg, staticURLs{11: "https://p"},
+			`{"worker_id":11,"dp_rank":0,"overlap_blocks":0,"num_blocks":0,"worker_type":"disaggregated",` +
+				`"prefill":{"worker_id":11,"dp_rank":0,"overlap_blocks":0},"decode":{"worker_id":7,"dp_rank":0},` +
+				`"worker_url":"https://p","prefill_worker_url":"https://p"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(appendDecision(nil, tc.d, 0, tc.urls)); got != tc.want {
+				t.Errorf("reply\n got %s\nwant %s", got, tc.want)
 			}
 		})
 	}

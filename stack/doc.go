@@ -7,7 +7,8 @@
 // afterwards (docs/architecture.md has the picture):
 //
 //	index → events.Writer → scheduler.Router → workers.Registry (sinks: the
-//	writer and the router) → workers.Discovery, workers.LoadSubscriber →
+//	writer and the router) → workers.Discovery (unless etcd is off),
+//	workers.FileSource (with a workers file), workers.LoadSubscriber →
 //	events.Subscriber (KV events on NATS) → warmstart.Joiner and
 //	warmstart.Server (a peer's index at start; ours to joiners) →
 //	service.Service (the NATS endpoints) → httpapi.Server (the same endpoints over HTTP, through

@@ -20,12 +20,7 @@ import (
 func (s *Stack) addChecks(srv *status.Server, nc *nats.Conn, blockSize int) {
 	srv.AddCheck("nats", func() (status.State, string) { return natsHealth(nc.Status()) })
 	srv.AddCheck("etcd", func() (status.State, string) { return etcdHealth(s.reg.Status()) })
-	srv.AddCheck("workers", func() (status.State, string) {
-		if rs := s.reg.Status(); !rs.Ready {
-			return status.Failed, rs.Reason
-		}
-		return status.OK, ""
-	})
+	srv.AddCheck("workers", func() (status.State, string) { return workersHealth(s.reg.Status()) })
 	srv.AddCheck("block_size", func() (status.State, string) {
 		mm := s.reg.Status().BlockSizeMismatches
 		if len(mm) == 0 {
@@ -74,11 +69,24 @@ func natsHealth(st nats.Status) (status.State, string) {
 	return status.Failed, fmt.Sprintf("NATS connection %v", st)
 }
 
+// workersHealth fails until the registry is ready; a workers file whose
+// last reading was refused is degraded: its last good set is served.
+func workersHealth(rs workers.Status) (status.State, string) {
+	switch {
+	case !rs.Ready:
+		return status.Failed, rs.Reason
+	case rs.FileError != "":
+		return status.Degraded, "serving the workers file's last good set: " + rs.FileError
+	}
+	return status.OK, ""
+}
+
 // etcdHealth reports an etcd outage as degraded: routing goes on from the
 // last known workers. Past --router-workers-max-staleness the "workers"
-// check fails instead (the registry is no longer ready).
+// check fails instead (the registry is no longer ready). With etcd off
+// (an empty --etcd-endpoints) there is nothing to be down.
 func etcdHealth(rs workers.Status) (status.State, string) {
-	if rs.EtcdReachable {
+	if rs.EtcdReachable || rs.EtcdOff {
 		return status.OK, ""
 	}
 	if !rs.Listed {

@@ -26,6 +26,7 @@ func TestEtcdHealth(t *testing.T) {
 		{"stale", workers.Status{Listed: true, Workers: 1, Staleness: 6 * time.Minute, Stale: true, MaxStaleness: 5 * time.Minute, EtcdError: "x"},
 			status.Degraded, []string{"unreachable for 6m0s"}},
 		{"never listed", workers.Status{EtcdError: "connection refused"}, status.Degraded, []string{"no workers listed yet", "connection refused"}},
+		{"etcd off", workers.Status{EtcdOff: true}, status.OK, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, detail := etcdHealth(tc.st)
@@ -39,6 +40,28 @@ func TestEtcdHealth(t *testing.T) {
 			}
 			if tc.want == status.OK && detail != "" {
 				t.Errorf("detail %q for an OK check", detail)
+			}
+		})
+	}
+}
+
+// The workers check fails until the registry is ready; a refused reading
+// of the workers file degrades it.
+func TestWorkersHealth(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		st         workers.Status
+		want       status.State
+		wantDetail string
+	}{
+		{"ready", workers.Status{Ready: true}, status.OK, ""},
+		{"not ready", workers.Status{Reason: "workers file not read yet"}, status.Failed, "workers file not read yet"},
+		{"not ready, file refused", workers.Status{Reason: "workers file not read yet", FileError: "workers file: x"}, status.Failed, "workers file not read yet"},
+		{"file refused", workers.Status{Ready: true, FileError: "workers file: x"}, status.Degraded, "serving the workers file's last good set: workers file: x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, detail := workersHealth(tc.st); got != tc.want || detail != tc.wantDetail {
+				t.Errorf("workersHealth = %v %q, want %v %q", got, detail, tc.want, tc.wantDetail)
 			}
 		})
 	}

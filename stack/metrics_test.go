@@ -131,6 +131,7 @@ var families = []family{
 	{name: "dynamo_component_kv_index_evictions_total", typ: dto.MetricType_COUNTER, labels: with(compLabels, "reason"), owner: "events"},
 	{name: "dynamo_component_router_block_size_mismatches_total", typ: dto.MetricType_COUNTER, labels: compLabels, owner: "workers"},
 	{name: "dynamo_component_router_discovery_malformed_total", typ: dto.MetricType_COUNTER, labels: with(compLabels, "kind"), owner: "workers"},
+	{name: "dynamo_component_router_workers_file_conflicts_total", typ: dto.MetricType_COUNTER, labels: compLabels, owner: "workers"},
 	{name: "dynamo_component_router_worker_load_rejected_total", typ: dto.MetricType_COUNTER, labels: with(compLabels, "reason"), owner: "workers"},
 	{name: "dynamo_component_router_etcd_reachable", typ: dto.MetricType_GAUGE, labels: compLabels, owner: "workers"},
 	{name: "dynamo_component_router_workers_staleness_seconds", typ: dto.MetricType_GAUGE, labels: compLabels, owner: "workers"},
@@ -297,6 +298,7 @@ func (o owned) touchAll() {
 
 	o.workers.BlockSizeMismatches.Inc()
 	o.workers.DiscoveryMalformed.WithLabelValues(metrics.DiscoveryModelCard).Inc()
+	o.workers.FileConflicts.Inc()
 	o.workers.LoadRejected.WithLabelValues(metrics.LoadRejectJSON).Inc()
 
 	r := o.service

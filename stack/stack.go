@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
@@ -53,6 +54,9 @@ type Config struct {
 	// joiner per message; 0 means the NATS maximum payload less a margin
 	// (warmstart.Config.ChunkSize). Tests set it small.
 	WarmStartChunkSize int
+	// WorkersFileReload reads Workers.WorkersFile again at each value
+	// (`router serve` has signal.Notify send SIGHUP); nil never does.
+	WorkersFileReload <-chan os.Signal
 }
 
 // Stack is the whole router, built and not yet running.
@@ -61,7 +65,8 @@ type Stack struct {
 	writer *events.Writer
 	router *scheduler.Router
 	reg    *workers.Registry
-	disc   *workers.Discovery
+	disc   *workers.Discovery  // nil with etcd off (Workers.NoEtcd)
+	file   *workers.FileSource // nil without Workers.WorkersFile
 	load   *workers.LoadSubscriber
 	sub    *events.Subscriber // nil in approximate mode
 	svc    *service.Service
@@ -99,7 +104,8 @@ func (e *ListenError) Error() string { return e.Err.Error() }
 // Unwrap returns the cause (syscall.EADDRINUSE for a port in use).
 func (e *ListenError) Unwrap() error { return e.Err }
 
-// New builds the router's parts on nc and etcd; each builds its own metric
+// New builds the router's parts on nc and etcd (nil, and unused, with
+// cfg.Workers.NoEtcd); each builds its own metric
 // families from m, so that a scrape right after New shows every scalar
 // family. It starts nothing; Run does. With Config.HTTP and Config.Status
 // it binds their ports now, so that a port in use fails here, at once, with
@@ -129,8 +135,15 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 	if s.reg, err = workers.NewRegistry(cfg.Workers, workers.Sinks{Index: s.writer, Fleet: s.router}, m, log); err != nil {
 		return nil, fmt.Errorf("worker registry: %w", err)
 	}
-	if s.disc, err = workers.NewDiscovery(cfg.Workers, etcd, s.reg, log); err != nil {
-		return nil, fmt.Errorf("worker discovery: %w", err)
+	if !cfg.Workers.NoEtcd {
+		if s.disc, err = workers.NewDiscovery(cfg.Workers, etcd, s.reg, log); err != nil {
+			return nil, fmt.Errorf("worker discovery: %w", err)
+		}
+	}
+	if cfg.Workers.WorkersFile != "" {
+		if s.file, err = workers.NewFileSource(cfg.Workers, s.reg, cfg.WorkersFileReload); err != nil {
+			return nil, err
+		}
 	}
 	if s.load, err = workers.NewLoadSubscriber(cfg.Workers, nc, s.reg, m, log); err != nil {
 		return nil, fmt.Errorf("worker load: %w", err)
@@ -155,7 +168,7 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 			return nil, err
 		}
 	}
-	if s.svc, err = service.New(cfg.Service, nc, s.router, pub, m, log); err != nil {
+	if s.svc, err = service.New(cfg.Service, nc, s.router, s.reg, pub, m, log); err != nil {
 		return nil, fmt.Errorf("routing service: %w", err)
 	}
 	// The HTTP families are registered whether or not the API is served,
@@ -216,7 +229,12 @@ func (s *Stack) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.reg.Run(gctx, s.writer.Notices()) })
-	g.Go(func() error { return s.disc.Run(gctx) })
+	if s.disc != nil {
+		g.Go(func() error { return s.disc.Run(gctx) })
+	}
+	if s.file != nil {
+		g.Go(func() error { return s.file.Run(gctx) })
+	}
 	g.Go(func() error { return s.load.Run(gctx) })
 	if s.sub != nil {
 		g.Go(func() error { return s.sub.Run(gctx) })

@@ -116,6 +116,14 @@ type Config struct {
 	// Until then an outage leaves the registry ready and serving them. 0
 	// means never: an etcd outage alone never makes the registry unready.
 	MaxStaleness time.Duration
+	// WorkersFile is the path of the workers file (flag --workers-file, env
+	// DYN_ROUTER_WORKERS_FILE), a second source of workers beside etcd
+	// (FileSource); "" for none.
+	WorkersFile string
+	// NoEtcd turns etcd discovery off (flag --etcd-endpoints empty): the
+	// workers file, then required, is the only source of workers, and the
+	// registry reports etcd as not in use rather than unreachable.
+	NoEtcd bool
 }
 
 // DefaultConfig returns Dynamo's defaults.
@@ -186,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.EtcdProbeInterval <= 0 || c.EtcdProbeInterval > 5*time.Minute {
 		bad("--etcd-probe-interval: %v is out of range (allowed > 0 and ≤ 5m)", c.EtcdProbeInterval)
+	}
+	if c.NoEtcd && c.WorkersFile == "" {
+		bad("--etcd-endpoints: empty turns etcd discovery off, which needs --workers-file (DYN_ROUTER_WORKERS_FILE): no worker could register")
 	}
 	if c.MaxStaleness < 0 || c.MaxStaleness > 7*24*time.Hour {
 		bad("--router-workers-max-staleness: %v is out of range (allowed 0..168h, 0 means never)", c.MaxStaleness)

@@ -50,6 +50,43 @@
 // count it again). What the key held before stays, as in Dynamo's resync: a
 // worker whose card update is malformed keeps its last good card.
 //
+// # The workers file (file.go, filesource.go)
+//
+// Workers that register nowhere (plain vLLM or SGLang) are listed in a JSON
+// file, Config.WorkersFile (docs/api.md §8). DecodeWorkersFile reads it
+// strictly and whole, with the router's JSON scanner (internal/jsonscan):
+// an unknown or repeated field, a wrong type, a missing required field, a
+// worker id of 0 or repeated, a component other than Config.Component and
+// Config.PrefillComponent, a number out of range, an endpoint that is not
+// tcp://host:port, ipc://path or inproc://name, or two ranks on one
+// address refuse the file with an error naming the entry and the field.
+// FileSource reads it when Run starts (a failure ends Run: the router does
+// not start) and again at each value of its reload channel (SIGHUP); a
+// refused reading is counted in
+// dynamo_component_router_discovery_malformed_total{kind="workers_file"},
+// logged, and keeps the last good set.
+//
+// The registry holds the file's last good set beside the etcd entries and
+// derives the workers from both (Worker.Source says which). A file entry is
+// made a Worker as a model card would be: the same defaults, the same
+// block-size rule below. A worker id in both is etcd's: the file's entry is
+// refused, logged and counted in
+// dynamo_component_router_workers_file_conflicts_total once while the
+// conflict lasts, and takes over when etcd lets go of the id. With etcd
+// on, the file's workers join once etcd was first listed, so etcd wins
+// from the first snapshot. With Config.NoEtcd there is no Discovery, and
+// Status reports etcd as off rather than unreachable.
+//
+// A file worker without kv_events is not flagged as untrusted: nothing of
+// it reaches the index but what reaches it anyway (NATS events, or the
+// router's own decisions in approximate mode, which are sound), so its
+// overlap is honest, usually 0.
+//
+// The EngineSink (Sinks.Engines), the source of engines' KV events over
+// ZMQ, hears of the accepted file workers (the file less etcd's ids), with
+// their kv_events, after every good reading and whenever that set changes:
+// after the workers it names joined and those it no longer names left.
+//
 // # Block size
 //
 // A card whose kv_cache_block_size differs from Config.BlockSize makes a
@@ -94,7 +131,8 @@
 //     and forgets the loads and blocks of the ranks it lost
 //     (IndexWriter.ClearRank).
 //
-// Readiness (Status, Ready) needs a first listing, once
+// Readiness (Status, Ready) needs a first listing (unless etcd is off),
+// a first good reading of the workers file (if any), once
 // Config.MinInitialWorkers workers (DYN_ROUTER_MIN_INITIAL_WORKERS, all
 // types counted), and no etcd outage older than Config.MaxStaleness; the
 // minimum is for the start, so later departures do not make the router
@@ -137,6 +175,7 @@
 // dynamo_component_kvstats_* gauges,
 // dynamo_component_router_block_size_mismatches_total,
 // dynamo_component_router_discovery_malformed_total,
+// dynamo_component_router_workers_file_conflicts_total,
 // dynamo_component_router_worker_load_rejected_total,
 // dynamo_component_router_etcd_reachable and
 // dynamo_component_router_workers_staleness_seconds. The Registry writes
@@ -151,7 +190,7 @@
 //
 // Constructors start nothing. Discovery.Run runs the list/watch loop on the
 // caller's goroutine and one probe goroutine per watch, and returns after
-// both end. LoadSubscriber.Run subscribes (nats.go runs the handler on its
+// both end. FileSource.Run reads the file on the caller's goroutine. LoadSubscriber.Run subscribes (nats.go runs the handler on its
 // own goroutine), drains the subscription when its context ends, and
 // returns after the last message was handled. Registry.Run consumes the
 // writer's notices; grace timers are time.AfterFunc callbacks, stopped when

@@ -65,7 +65,7 @@ func (r *Registry) expire(id indexer.WorkerID, p *pending) {
 	if r.closed || r.pending[id] != p {
 		return // registered, or closed, meanwhile
 	}
-	if !r.listed || r.etcd == etcdDown {
+	if !r.loadedLocked() || r.etcd == etcdDown {
 		// Discovery is not up to date: the worker may well be registered.
 		// The period starts again rather than drop blocks on a guess.
 		p.timer.Reset(r.cfg.UnknownWorkerGrace)

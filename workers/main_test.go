@@ -52,6 +52,8 @@ type env struct {
 	prom  *prometheus.Registry
 	log   *logBuffer
 	fleet *fleetRecorder
+	// engines records what the registry tells its EngineSink.
+	engines *engineRecorder
 	// stopReg stops the registry's Run (its grace timers).
 	stopReg func()
 	// ids numbers the events store submits, per rank.
@@ -61,7 +63,7 @@ type env struct {
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := &env{idx: indexer.NewIndex(indexer.Config{}), prom: prometheus.NewRegistry(), log: &logBuffer{},
-		fleet: &fleetRecorder{}, ids: map[indexer.Worker]uint64{}}
+		fleet: &fleetRecorder{}, engines: &engineRecorder{}, ids: map[indexer.Worker]uint64{}}
 	var err error
 	if e.m, err = metrics.New(e.prom, metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
@@ -69,7 +71,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	if e.w, err = events.NewWriter(events.DefaultConfig(), e.idx, e.m, e.log.logger()); err != nil {
 		t.Fatal(err)
 	}
-	if e.reg, err = NewRegistry(cfg, Sinks{Index: e.w, Fleet: e.fleet}, e.m, e.log.logger()); err != nil {
+	if e.reg, err = NewRegistry(cfg, Sinks{Index: e.w, Fleet: e.fleet, Engines: e.engines}, e.m, e.log.logger()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -145,6 +147,31 @@ func (f *fleetRecorder) last() *Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.snap
+}
+
+// engineRecorder keeps the file workers the registry last gave its
+// EngineSink, and how many times it did.
+type engineRecorder struct {
+	mu   sync.Mutex
+	last []FileWorker
+	n    int
+}
+
+func (r *engineRecorder) SetFileWorkers(ws []FileWorker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last, r.n = ws, r.n+1
+}
+
+// get returns the last set's ids and the number of calls.
+func (r *engineRecorder) get() ([]uint64, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := []uint64{}
+	for _, w := range r.last {
+		ids = append(ids, uint64(w.ID))
+	}
+	return ids, r.n
 }
 
 // testConfig is DefaultConfig with etcd timeouts short enough for tests.

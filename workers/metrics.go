@@ -36,7 +36,10 @@ type Metrics struct {
 
 	BlockSizeMismatches prometheus.Counter
 	DiscoveryMalformed  *prometheus.CounterVec // kind
-	LoadRejected        *prometheus.CounterVec // reason
+	// FileConflicts counts workers file entries refused because etcd
+	// registers the same id, once per conflict.
+	FileConflicts prometheus.Counter
+	LoadRejected  *prometheus.CounterVec // reason
 
 	// EtcdReachable (1 or 0) and WorkersStaleness (seconds, computed at
 	// every scrape) say whether discovery reaches etcd and how old the
@@ -70,6 +73,7 @@ func NewMetrics(m *metrics.Router) (*Metrics, error) {
 		KVStatsGPUPrefixCacheHitRate: stats(metrics.NameKVStatsGPUPrefixCacheHitRate, "GPU prefix cache hit rate as a percentage (0.0-1.0) reported by the worker"),
 		BlockSizeMismatches:          b.Counter(comp, opts(metrics.NameBlockSizeMismatchesTotal, "Total number of workers found with a KV block size other than the router's")),
 		DiscoveryMalformed:           b.CounterVec(comp, opts(metrics.NameDiscoveryMalformedTotal, "Total number of discovery values that could not be parsed", metrics.LabelKind)),
+		FileConflicts:                b.Counter(comp, opts(metrics.NameWorkersFileConflictsTotal, "Total number of workers file entries refused because etcd registers the same worker id")),
 		LoadRejected:                 b.CounterVec(comp, opts(metrics.NameWorkerLoadRejectedTotal, "Total number of worker load messages the router could not use", metrics.LabelReason)),
 		EtcdReachable:                b.Gauge(comp, opts(metrics.NameEtcdReachable, "Whether worker discovery reaches etcd (1) or not (0)")),
 	}

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,19 +60,23 @@ type Sinks struct {
 	Index IndexWriter
 	// Fleet hears of every new set of workers; nil for none.
 	Fleet FleetListener
+	// Engines hears of the workers file's workers whose KV events the
+	// router subscribes to itself; nil for none.
+	Engines EngineSink
 }
 
 // Registry knows which workers exist: it holds Dynamo's discovery entries
-// (fed by Discovery), derives the workers from them, publishes them as a
-// Snapshot, keeps their load (fed by LoadSubscriber), and keeps the index
-// and the per-worker metrics in step with them. See the package
-// documentation for its locks.
+// (fed by Discovery) and the workers file's workers (fed by FileSource),
+// derives the workers from them, publishes them as a Snapshot, keeps their
+// load (fed by LoadSubscriber), and keeps the index and the per-worker
+// metrics in step with them. See the package documentation for its locks.
 type Registry struct {
-	cfg   Config
-	idx   IndexWriter
-	fleet FleetListener
-	m     *Metrics
-	log   *slog.Logger
+	cfg     Config
+	idx     IndexWriter
+	fleet   FleetListener
+	engines EngineSink
+	m       *Metrics
+	log     *slog.Logger
 
 	snap atomic.Pointer[Snapshot]
 
@@ -103,6 +108,19 @@ type Registry struct {
 	etcdSince time.Time
 	listed    bool
 	minMet    bool
+
+	// file is the workers file's last good set, sorted by id; fileLoaded
+	// says the file was read once, fileErr why its last reading failed
+	// (nil once one succeeds).
+	file       []FileWorker
+	fileLoaded bool
+	fileErr    error
+	// conflicts are the file's worker ids refused because etcd registers
+	// them too, each logged and counted once while it lasts.
+	conflicts map[indexer.WorkerID]bool
+	// accepted are the file's workers in the snapshot (file less
+	// conflicts), and engineSet what the EngineSink was last told.
+	accepted, engineSet []FileWorker
 
 	// loadMu guards loads. Lock order: mu, then loadMu (docs/locks.md).
 	loadMu sync.RWMutex
@@ -151,13 +169,14 @@ func NewRegistry(cfg Config, sinks Sinks, m *metrics.Router, log *slog.Logger) (
 		return nil, fmt.Errorf("worker registry: %w", err)
 	}
 	r := &Registry{
-		cfg: cfg, idx: sinks.Index, fleet: sinks.Fleet, m: wm, log: log,
+		cfg: cfg, idx: sinks.Index, fleet: sinks.Fleet, engines: sinks.Engines, m: wm, log: log,
 		tree:            radix.New(),
 		bad:             map[string]int64{},
 		mismatchCounted: map[indexer.WorkerID]bool{},
 		dupWarned:       map[indexer.WorkerID]bool{},
 		pending:         map[indexer.WorkerID]*pending{},
 		loads:           map[indexer.Worker]Load{},
+		conflicts:       map[indexer.WorkerID]bool{},
 	}
 	r.snap.Store(newSnapshot(0, nil))
 	return r, nil
@@ -166,6 +185,13 @@ func NewRegistry(cfg Config, sinks Sinks, m *metrics.Router, log *slog.Logger) (
 // Snapshot returns the current set of workers. It never blocks and never
 // returns nil.
 func (r *Registry) Snapshot() *Snapshot { return r.snap.Load() }
+
+// WorkerURL returns the URL of a registered worker (FileWorker.URL), or ""
+// when it is not registered or its URL is unknown. It never blocks.
+func (r *Registry) WorkerURL(id indexer.WorkerID) string {
+	w, _ := r.snap.Load().Get(id)
+	return w.URL
+}
 
 // Load returns the last load reported for a registered rank, and false if
 // the rank is not registered or never reported.
@@ -178,10 +204,12 @@ func (r *Registry) Load(w indexer.Worker) (Load, bool) {
 
 // Status is the registry's part of /health.
 type Status struct {
-	// Ready is true once etcd was listed and at least MinInitialWorkers
+	// Ready is true once etcd was listed (unless etcd is off), the workers
+	// file was read (if there is one), and at least MinInitialWorkers
 	// workers registered (once; later departures do not make the registry
 	// unready), as long as the workers are not Stale. An etcd outage alone
-	// leaves the registry ready: the last known workers are served.
+	// leaves the registry ready: the last known workers are served. So
+	// does a reading of the workers file that failed: its last good set is.
 	Ready bool `json:"ready"`
 	// Reason says why the registry is not ready.
 	Reason string `json:"reason,omitempty"`
@@ -201,6 +229,15 @@ type Status struct {
 	MaxStaleness time.Duration `json:"max_staleness"`
 	// Listed is true once discovery listed etcd.
 	Listed bool `json:"listed"`
+	// EtcdOff says etcd discovery is off (Config.NoEtcd): EtcdReachable
+	// and Listed are then false and mean nothing.
+	EtcdOff bool `json:"etcd_off,omitempty"`
+	// FileError is why the last reading of the workers file failed, while
+	// no later one succeeded: the last good set is served meanwhile.
+	FileError string `json:"file_error,omitempty"`
+	// FileConflicts lists the workers file's worker ids refused because
+	// etcd registers them too.
+	FileConflicts []indexer.WorkerID `json:"file_conflicts,omitempty"`
 	// Workers counts registered workers, all types.
 	Workers           int `json:"workers"`
 	MinInitialWorkers int `json:"min_initial_workers"`
@@ -233,17 +270,28 @@ func (r *Registry) Status() Status {
 		Workers:           s.Len(),
 		MinInitialWorkers: r.cfg.MinInitialWorkers,
 		MaxStaleness:      r.cfg.MaxStaleness,
+		EtcdOff:           r.cfg.NoEtcd,
 	}
+	if r.fileErr != nil {
+		st.FileError = r.fileErr.Error()
+	}
+	for id := range r.conflicts {
+		st.FileConflicts = append(st.FileConflicts, id)
+	}
+	slices.Sort(st.FileConflicts)
 	if r.etcd == etcdDown {
 		st.EtcdError = fmt.Sprint(r.etcdErr)
 		st.Staleness = time.Since(r.etcdSince)
 		st.Stale = r.listed && r.cfg.MaxStaleness > 0 && st.Staleness > r.cfg.MaxStaleness
 	}
+	etcdPending := !r.cfg.NoEtcd && !r.listed
 	switch {
-	case !r.listed && r.etcd == etcdDown:
+	case etcdPending && r.etcd == etcdDown:
 		st.Reason = fmt.Sprintf("workers not listed from etcd yet: etcd unreachable: %s", st.EtcdError)
-	case !r.listed:
+	case etcdPending:
 		st.Reason = "workers not listed from etcd yet"
+	case r.cfg.WorkersFile != "" && !r.fileLoaded:
+		st.Reason = "workers file not read yet"
 	case st.Stale:
 		st.Reason = fmt.Sprintf("etcd unreachable for %v, past --router-workers-max-staleness %v: the last known workers are no longer trusted: %s",
 			st.Staleness.Round(time.Second), r.cfg.MaxStaleness, st.EtcdError)
@@ -288,7 +336,7 @@ func (r *Registry) replace(kvs []change) {
 	first := !r.listed
 	r.listed = true
 	r.setEtcdLocked(etcdUp, nil)
-	r.rebuildLocked()
+	r.rebuildLocked(false)
 	if first {
 		r.log.Info("workers listed from etcd", "workers", r.snap.Load().Len(), "keys", len(kvs))
 	}
@@ -313,7 +361,40 @@ func (r *Registry) apply(cs []change) {
 			delete(r.bad, c.key)
 		}
 	}
-	r.rebuildLocked()
+	r.rebuildLocked(false)
+}
+
+// loadFile makes ws, a good reading of the workers file at path, the
+// file's part of the registry: workers it no longer names leave, new ones
+// join, changed ones change, as etcd's do. The EngineSink hears of the
+// accepted set, even if unchanged.
+func (r *Registry) loadFile(path string, ws []FileWorker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.file = slices.SortedFunc(slices.Values(ws), func(a, b FileWorker) int { return cmp.Compare(a.ID, b.ID) })
+	r.fileLoaded, r.fileErr = true, nil
+	r.rebuildLocked(true)
+	r.log.Info("workers file read", "path", path, "workers", len(ws), "etcd_conflicts", len(r.conflicts))
+}
+
+// fileFailed records a reading of the workers file that failed: counted in
+// dynamo_component_router_discovery_malformed_total{kind="workers_file"}.
+// The file's last good set stays. It is logged only when logIt (the first
+// reading's error is returned instead, and ends the router).
+func (r *Registry) fileFailed(path string, err error, logIt bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fileErr = err
+	r.m.DiscoveryMalformed.WithLabelValues(metrics.DiscoveryWorkersFile).Inc()
+	if logIt {
+		r.log.Warn("workers file refused; keeping its last good set", "path", path, "workers", len(r.file), "error", err)
+	}
+}
+
+// loadedLocked reports whether every source of workers has loaded once:
+// etcd listed (unless off) and the workers file read (if any).
+func (r *Registry) loadedLocked() bool {
+	return (r.cfg.NoEtcd || r.listed) && (r.cfg.WorkersFile == "" || r.fileLoaded)
 }
 
 // etcdDown records that discovery cannot reach etcd. The workers stay as
@@ -387,10 +468,11 @@ func (r *Registry) malformed(c change, err error, counted bool) {
 	r.log.Warn("skipping malformed discovery entry", "key", c.key, "kind", kind, "mod_revision", c.modRev, "error", err)
 }
 
-// rebuildLocked derives the workers from the tree, publishes them if they
-// changed, and brings the index, the metrics, the loads and the grace
-// timers in step.
-func (r *Registry) rebuildLocked() {
+// rebuildLocked derives the workers from the tree and the workers file,
+// publishes them if they changed, and brings the index, the metrics, the
+// loads and the grace timers in step; then it tells the EngineSink of the
+// file's accepted workers if they changed, or if tellEngines.
+func (r *Registry) rebuildLocked(tellEngines bool) {
 	old := r.snap.Load()
 	next := r.collectLocked()
 	if !slices.Equal(old.Workers(), next) {
@@ -421,10 +503,26 @@ func (r *Registry) rebuildLocked() {
 			}
 		}
 	}
-	if r.listed && len(next) >= r.cfg.MinInitialWorkers && !r.minMet {
+	if r.loadedLocked() && len(next) >= r.cfg.MinInitialWorkers && !r.minMet {
 		r.minMet = true
 		r.log.Info("initial workers registered", "workers", len(next), "min_initial_workers", r.cfg.MinInitialWorkers)
 	}
+	// Last: the workers named have joined and those gone have left
+	// (their removal queued), so the source subscribes only to registered
+	// workers, and events still on their way from a departed one meet an
+	// unregistered worker, as over NATS.
+	if r.engines != nil && (tellEngines || !slices.EqualFunc(r.accepted, r.engineSet, sameFileWorker)) {
+		r.engineSet = slices.Clone(r.accepted)
+		r.engines.SetFileWorkers(slices.Clone(r.accepted))
+	}
+}
+
+// sameFileWorker reports whether a and b say the same, their KVEvents
+// compared by value.
+func sameFileWorker(a, b FileWorker) bool {
+	ka, kb := a.KVEvents, b.KVEvents
+	a.KVEvents, b.KVEvents = nil, nil
+	return a == b && (ka == kb || ka != nil && kb != nil && *ka == *kb)
 }
 
 func byID(w Worker, id indexer.WorkerID) int {
@@ -437,9 +535,12 @@ func byID(w Worker, id indexer.WorkerID) int {
 	return 0
 }
 
-// collectLocked derives the workers from the tree, sorted by id. An
-// instance makes a worker; its card, if any, describes it. A worker
-// registered under both components is taken as a decode worker.
+// collectLocked derives the workers from the tree and the workers file,
+// sorted by id, and sets r.accepted. An instance makes a worker; its card,
+// if any, describes it. A worker registered under both components is taken
+// as a decode worker. A file worker whose id etcd registers too is refused
+// (etcd wins), logged and counted once while the conflict lasts. With etcd
+// on, the file's workers join only once etcd was listed.
 func (r *Registry) collectLocked() []Worker {
 	var ws []Worker
 	seen := map[indexer.WorkerID]Type{}
@@ -472,8 +573,48 @@ func (r *Registry) collectLocked() []Worker {
 			return false
 		})
 	}
+	r.accepted = r.accepted[:0:0]
+	// With etcd on, the file's workers wait for its first listing, so
+	// that etcd's win from the first snapshot on: an id in both never
+	// registers from the file first.
+	file := r.file
+	if !r.cfg.NoEtcd && !r.listed {
+		file = nil
+	}
+	for _, f := range file {
+		if _, dup := seen[f.ID]; dup {
+			if !r.conflicts[f.ID] {
+				r.conflicts[f.ID] = true
+				r.m.FileConflicts.Inc()
+				r.log.Warn("workers file names a worker that etcd registers; etcd's wins, the file's entry is refused", "worker_id", f.ID)
+			}
+			continue
+		}
+		ws = append(ws, r.fileWorker(f))
+		r.accepted = append(r.accepted, f)
+	}
+	for id := range r.conflicts {
+		if _, inEtcd := seen[id]; !inEtcd || !slices.ContainsFunc(r.file, func(f FileWorker) bool { return f.ID == id }) {
+			delete(r.conflicts, id)
+		}
+	}
 	slices.SortFunc(ws, func(a, b Worker) int { return byID(a, b.ID) })
 	return ws
+}
+
+// fileWorker describes a worker of the workers file as a card would: the
+// same defaults and the same block-size rule.
+func (r *Registry) fileWorker(f FileWorker) Worker {
+	t := TypeDecode
+	if f.Component == r.cfg.PrefillComponent {
+		t = TypePrefill
+	}
+	w := r.worker(key{namespace: r.cfg.Namespace, component: f.Component, endpoint: r.cfg.Endpoint, id: f.ID}, t, &card{
+		blockSize: f.BlockSize, totalKVBlocks: f.TotalKVBlocks, maxNumSeqs: f.MaxNumSeqs, maxNumBatchedTokens: f.MaxNumBatchedTokens,
+		dpSize: uint32(f.DPSize),
+	})
+	w.Source, w.URL = SourceFile, f.URL
+	return w
 }
 
 // worker describes the instance at k from its card, or from the defaults.
@@ -547,7 +688,10 @@ func (r *Registry) reconcileLocked(prev Worker, existed bool, w Worker) {
 	// speak of serving modes instead (docs/api.md §3).
 	attrs := []any{"worker_id", w.ID, "worker_type", w.Type, "component", w.Component, "dp_start", w.DPStart, "dp_size", w.DPSize,
 		"block_size", w.BlockSize, "total_kv_blocks", w.TotalKVBlocks, "max_num_seqs", w.MaxNumSeqs,
-		"max_num_batched_tokens", w.MaxNumBatchedTokens, "model", w.Model}
+		"max_num_batched_tokens", w.MaxNumBatchedTokens, "model", w.Model, "source", w.Source}
+	if w.URL != "" {
+		attrs = append(attrs, "url", w.URL)
+	}
 	switch {
 	case !existed:
 		r.log.Info("worker registered", attrs...)

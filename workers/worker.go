@@ -41,8 +41,35 @@ func (t Type) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 // valid reports whether t is one of the kinds above.
 func (t Type) valid() bool { return t == TypeDecode || t == TypePrefill }
 
-// Worker is one registered worker instance, as its etcd entries describe it.
-// It is a value: the registry never changes a Worker it has handed out.
+// Source is where a worker's registration comes from.
+type Source uint8
+
+// The sources of workers.
+const (
+	// SourceEtcd is Dynamo's discovery entries in etcd (Discovery). It is
+	// the zero value.
+	SourceEtcd Source = iota
+	// SourceFile is the workers file (FileSource).
+	SourceFile
+)
+
+// String returns "etcd" or "file", as logs give the source.
+func (s Source) String() string {
+	switch s {
+	case SourceEtcd:
+		return "etcd"
+	case SourceFile:
+		return "file"
+	}
+	return fmt.Sprintf("source(%d)", uint8(s))
+}
+
+// MarshalText renders the source as String does.
+func (s Source) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Worker is one registered worker instance, as its etcd entries, or its
+// entry in the workers file, describe it. It is a value: the registry never
+// changes a Worker it has handed out.
 type Worker struct {
 	// ID is the instance id, the worker's etcd lease id.
 	ID indexer.WorkerID
@@ -63,11 +90,19 @@ type Worker struct {
 	// router's: the worker's KV events hash other blocks than the router's
 	// queries, so its overlaps are not to be trusted.
 	BlockSizeMismatch bool
-	// HasCard says a model card was found; without one, the numbers above
+	// HasCard says a model card was found, or the worker comes from the
+	// workers file, whose entry is its card; without one, the numbers above
 	// are defaults.
 	HasCard bool
 	// Model is the card's display_name.
 	Model string
+	// Source says where the worker registered: etcd or the workers file.
+	// A worker id that both name is etcd's.
+	Source Source
+	// URL is where the worker serves, from the workers file's url; "" when
+	// unknown (always, for etcd workers). Route replies echo it as
+	// worker_url.
+	URL string
 }
 
 // Ranks returns the worker's ranks, one scheduling unit each.

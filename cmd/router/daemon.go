@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
@@ -45,18 +47,29 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	}
 	defer nc.Close()
 
-	etcd, err := connectEtcd(ctx, cfg.EtcdEndpoints)
-	if err != nil {
-		return exitError("serve: %v", err)
+	// Without etcd (an empty --etcd-endpoints), the router has no lease to name
+	// it, and no replica presence: its id is drawn at random, in the range
+	// of etcd's lease ids.
+	var (
+		etcd     *clientv3.Client
+		lease    *clientv3.LeaseGrantResponse
+		routerID = uint64(rand.Int64N(math.MaxInt64)) + 1
+	)
+	if !cfg.Workers.NoEtcd {
+		if etcd, err = connectEtcd(ctx, cfg.EtcdEndpoints); err != nil {
+			return exitError("serve: %v", err)
+		}
+		defer etcd.Close()
+		if lease, err = etcd.Grant(ctx, int64(cfg.LeaseTTL/time.Second)); err != nil {
+			return exitError("serve: etcd %v: grant the router's lease: %v", cfg.EtcdEndpoints, err)
+		}
+		routerID = uint64(lease.ID)
 	}
-	defer etcd.Close()
-
-	lease, err := etcd.Grant(ctx, int64(cfg.LeaseTTL/time.Second))
-	if err != nil {
-		return exitError("serve: etcd %v: grant the router's lease: %v", cfg.EtcdEndpoints, err)
-	}
-	routerID := uint64(lease.ID)
 	log = log.With("router_id", routerID)
+	if cfg.Workers.NoEtcd {
+		log.Info("running without etcd (--etcd-endpoints ''): workers come from the workers file only, replica presence is off, the router id is random",
+			"workers_file", cfg.WorkersFile)
+	}
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -81,10 +94,20 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		hc := cfg.httpConfig()
 		scfg.HTTP = &hc
 	}
-	presence, err := replicas.New(replicas.Config{Namespace: cfg.Namespace, Component: cfg.RouterComponent, RouterID: routerID,
-		LeaseTTL: cfg.LeaseTTL, ReplicaSync: cfg.Scheduler.ReplicaSync}, etcd, lease.ID, m, log)
-	if err != nil {
-		return exitError("serve: %v", err)
+	if cfg.WorkersFile != "" {
+		// SIGHUP reads the workers file again; without one, SIGHUP keeps
+		// its default action.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		scfg.WorkersFileReload = hup
+	}
+	var presence *replicas.Presence
+	if etcd != nil {
+		if presence, err = replicas.New(replicas.Config{Namespace: cfg.Namespace, Component: cfg.RouterComponent, RouterID: routerID,
+			LeaseTTL: cfg.LeaseTTL, ReplicaSync: cfg.Scheduler.ReplicaSync}, etcd, lease.ID, m, log); err != nil {
+			return exitError("serve: %v", err)
+		}
 	}
 	st, err := stack.New(scfg, nc, etcd, m, log)
 	if le, ok := errors.AsType[*stack.ListenError](err); ok && errors.Is(err, syscall.EADDRINUSE) {
@@ -107,7 +130,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	// One deadline for the whole stop, from the signal on (shutdown.go).
 	stop, gctx := newStopper(ctx, cfg.ShutdownTimeout, log)
 	defer stop.release()
-	stop.Go(func() error { return presence.Run(gctx) })
+	if presence != nil {
+		stop.Go(func() error { return presence.Run(gctx) })
+	}
 	stop.Go(func() error { return st.Run(gctx) })
 
 	if cfg.Embedded {
@@ -130,9 +155,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 		nc.Close()
 	}
 	// Best effort, with the time left: the lease expires anyway.
-	rctx, cancel := context.WithDeadline(context.Background(), deadline)
-	_, _ = etcd.Revoke(rctx, presence.Lease())
-	cancel()
+	if presence != nil {
+		rctx, cancel := context.WithDeadline(context.Background(), deadline)
+		_, _ = etcd.Revoke(rctx, presence.Lease())
+		cancel()
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return exitError("serve: %v", err)
 	}

@@ -44,6 +44,7 @@ type serveConfig struct {
 	LeaseTTL         time.Duration
 	MaxIndexEntries  int
 	KVEvents         bool
+	WorkersFile      string
 
 	Seed      uint64
 	Events    events.Config
@@ -85,7 +86,8 @@ func shortDuration(d time.Duration) string {
 func serveFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", EnvVars: []string{"NATS_SERVER"}, Usage: "NATS server URL; with --embedded, where the embedded NATS listens"},
-		&cli.StringFlag{Name: "etcd-endpoints", Value: "http://127.0.0.1:2379", EnvVars: []string{"ETCD_ENDPOINTS"}, Usage: "comma-separated etcd endpoints; with --embedded, where the embedded etcd listens"},
+		&cli.StringFlag{Name: "etcd-endpoints", Value: "http://127.0.0.1:2379", EnvVars: []string{"ETCD_ENDPOINTS"}, Usage: "comma-separated etcd endpoints; with --embedded, where the embedded etcd listens; empty ('') runs without etcd, with --workers-file"},
+		&cli.StringFlag{Name: "workers-file", EnvVars: []string{"DYN_ROUTER_WORKERS_FILE"}, Usage: "JSON file of workers registered nowhere (plain vLLM or SGLang), routed beside etcd's; read again on SIGHUP (docs/api.md §8)"},
 		&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace of the workers and the router"},
 		&cli.StringFlag{Name: "component", Value: "backend", EnvVars: []string{"DYN_COMPONENT"}, Usage: "component of aggregated/decode workers"},
 		&cli.StringFlag{Name: "prefill-component", Value: "prefill", EnvVars: []string{"DYN_PREFILL_COMPONENT"}, Usage: "component of prefill workers"},
@@ -176,6 +178,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		LeaseTTL:         c.Duration("lease-ttl"),
 		MaxIndexEntries:  c.Int("router-max-index-entries"),
 		KVEvents:         c.Bool("router-kv-events") && !c.Bool("no-router-kv-events"),
+		WorkersFile:      c.String("workers-file"),
 	}
 	endpoint := workers.DefaultEndpoint
 	for _, ep := range strings.Split(c.String("etcd-endpoints"), ",") {
@@ -225,6 +228,8 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		EtcdTimeout:       c.Duration("etcd-timeout"),
 		EtcdProbeInterval: c.Duration("etcd-probe-interval"),
 		MaxStaleness:      c.Duration("router-workers-max-staleness"),
+		WorkersFile:       cfg.WorkersFile,
+		NoEtcd:            len(cfg.EtcdEndpoints) == 0,
 	}
 	cfg.Seed = c.Uint64("router-seed")
 	sc := scheduler.DefaultConfig()
@@ -351,8 +356,11 @@ func (cfg serveConfig) validate() []error {
 	if u, err := url.Parse(cfg.NATSURL); err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls") {
 		errs = append(errs, fmt.Errorf("--nats-url: %q is not a nats:// URL", cfg.NATSURL))
 	}
-	if len(cfg.EtcdEndpoints) == 0 {
-		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given"))
+	switch {
+	case len(cfg.EtcdEndpoints) == 0 && cfg.Embedded:
+		errs = append(errs, errors.New("--etcd-endpoints: empty, but --embedded needs an address for its etcd"))
+	case len(cfg.EtcdEndpoints) == 0 && cfg.WorkersFile == "":
+		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given (empty runs without etcd, which needs --workers-file)"))
 	}
 	for _, ep := range cfg.EtcdEndpoints {
 		if u, err := url.Parse(ep); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -37,6 +39,10 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		{"stray argument", []string{"extra"}, []string{`unexpected argument "extra"`}},
 		{"warm start timeout", []string{"--router-warm-start-timeout", "-1s"},
 			[]string{"--router-warm-start-timeout: -1s is out of range (allowed 0 to 5m; 0 turns the warm start off)"}},
+		{"no etcd without a workers file", []string{"--etcd-endpoints", ""},
+			[]string{"--etcd-endpoints: no endpoint given (empty runs without etcd, which needs --workers-file)"}},
+		{"embedded without etcd", []string{"--embedded", "--etcd-endpoints", "", "--workers-file", "workers.json"},
+			[]string{"--etcd-endpoints: empty, but --embedded needs an address for its etcd"}},
 		{"warm start timeout too long", []string{"--router-warm-start-timeout", "1h"}, []string{"--router-warm-start-timeout: 1h0m0s is out of range"}},
 	}
 	for _, tc := range tests {
@@ -216,5 +222,100 @@ func TestServeEmbedded(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("router did not stop within 30s of its context ending")
+	}
+}
+
+// `router serve --workers-file F --etcd-endpoints ""` runs without etcd:
+// it says so once, gets ready with etcd not counted as down, and routes to
+// the file's workers, echoing their URL.
+func TestServeWithoutEtcd(t *testing.T) {
+	ns := testutil.NATS(t)
+	file := filepath.Join(t.TempDir(), "workers.json")
+	if err := os.WriteFile(file, []byte(`{"workers": [{"worker_id": 26, "component": "backend", "block_size": 128, "url": "http://10.0.0.5:8000"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr testutil.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"router", "serve", "--nats-url", ns.URL(), "--etcd-endpoints", "", "--workers-file", file,
+			"--system-host", "127.0.0.1", "--system-port", "0", "--http-host", "127.0.0.1", "--http-port", "0", "--log-format", "json"}, &stdout, &stderr)
+	}()
+	addr := func(msg string) string {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+				return rec.Addr
+			}
+		}
+		return ""
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("router exited %d early; stderr:\n%s", code, stderr.String())
+		default:
+		}
+		return addr("status server listening") != "" && addr("http api listening") != ""
+	}, "router did not log its addresses; stderr:\n%s", &stderr)
+	if n := strings.Count(stderr.String(), "running without etcd"); n != 1 {
+		t.Errorf("%d lines say the router runs without etcd, want 1; stderr:\n%s", n, stderr.String())
+	}
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	var health struct {
+		Status    string            `json:"status"`
+		Endpoints map[string]string `json:"endpoints"`
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		resp, err := client.Get("http://" + addr("status server listening") + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&health) == nil && resp.StatusCode == 200
+	}, "router never became ready: %+v", &health)
+	if health.Endpoints["etcd"] != "ready" {
+		t.Errorf("/health without etcd: %+v", health)
+	}
+	resp, err := client.Post("http://"+addr("http api listening")+"/v1/route", "application/json",
+		strings.NewReader(`{"token_ids": [1, 2, 3], "book": false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var reply struct {
+		WorkerID  uint64 `json:"worker_id"`
+		WorkerURL string `json:"worker_url"`
+	}
+	if err := json.Unmarshal(body, &reply); err != nil || resp.StatusCode != 200 || reply.WorkerID != 26 || reply.WorkerURL != "http://10.0.0.5:8000" {
+		t.Errorf("route: %d %s", resp.StatusCode, body)
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d after shutdown, want 0; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("router did not stop within 30s of its context ending")
+	}
+}
+
+// A workers file refused at start stops the router with its message.
+func TestServeBadWorkersFile(t *testing.T) {
+	ns := testutil.NATS(t)
+	file := filepath.Join(t.TempDir(), "workers.json")
+	if err := os.WriteFile(file, []byte(`{"workers": [{"worker_id": 1, "component": "backend", "block_size": 128, "kv_events": {"endpoint": "tcp://x", "engine": "vllm"}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr testutil.Buffer
+	code := run(context.Background(), []string{"router", "serve", "--nats-url", ns.URL(), "--etcd-endpoints", "", "--workers-file", file, "--log-format", "json"}, &stdout, &stderr)
+	if want := `router: serve: workers file: workers[0].kv_events.endpoint: "tcp://x" has no port`; code != 1 || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("exit %d, want 1 and %q; stderr:\n%s", code, want, stderr.String())
 	}
 }
