@@ -173,10 +173,32 @@ type Overlaps struct {
 // WorkerOverlap is one rank's cached prefix of the prompt.
 type WorkerOverlap struct {
 	Worker
+	// OverlapBlocks counts the prefix's blocks on every storage tier.
 	OverlapBlocks int `json:"overlap_blocks"`
+	// Tiers splits them by the tier of their fastest copy; nil when every
+	// one is on the device (see DeviceBlocks).
+	Tiers *Tiers `json:"tiers,omitempty"`
 	// WorkerType is the role the rank plays in decisions now: aggregated
 	// while no prefill worker is registered, else prefill or decode.
 	WorkerType WorkerType `json:"worker_type"`
+}
+
+// DeviceBlocks returns how many of the overlap's blocks are on the
+// device (the GPU's own KV cache).
+func (o WorkerOverlap) DeviceBlocks() int {
+	if o.Tiers == nil {
+		return o.OverlapBlocks
+	}
+	return o.Tiers.Device
+}
+
+// Tiers counts a rank's cached blocks by the storage tier of their
+// fastest copy; the router omits tiers with none.
+type Tiers struct {
+	Device   int `json:"device,omitempty"`
+	Host     int `json:"host,omitempty"`
+	Disk     int `json:"disk,omitempty"`
+	External int `json:"external,omitempty"`
 }
 
 // Loads is potential_loads' reply.

@@ -9,12 +9,56 @@ import (
 	"github.com/kvrouter/router/indexer"
 )
 
+// pick is a choice and what booking it needs besides.
+type pick struct {
+	Choice
+	// cached is the chosen rank's overlap with its lower-tier blocks at
+	// their weights (tierWeights.cached), which its prefill tokens are
+	// estimated from; the overlap itself on a device-only fleet.
+	cached float64
+}
+
+// pickAt returns the pick of candidate i, whose overlap is in s.overlap
+// and, when tiered, its lower tiers' share in s.shares.
+func (s *scratch) pickAt(cands []Candidate, i int, tiered bool) pick {
+	o := s.overlap[i]
+	p := pick{Choice: Choice{Worker: cands[i].Worker, OverlapBlocks: int(o)}, cached: float64(o)}
+	if tiered {
+		sh := s.shares[i]
+		p.cached = float64(o-sh.lower) + sh.credit
+	}
+	return p
+}
+
+// shareTiers sets s.shares to the lower tiers' share of each candidate of v
+// whose overlap s.overlap took from matches (zero for the others). It is
+// called only when some match has blocks below the device, so that a
+// device-only fleet never pays for it.
+func (s *scratch) shareTiers(matches []indexer.Match, v *view, tw tierWeights) {
+	n := len(v.cands)
+	if cap(s.shares) < n {
+		s.shares = make([]tierShare, n)
+	}
+	s.shares = s.shares[:n]
+	clear(s.shares)
+	for _, m := range matches {
+		if i := v.table.get(m.Worker); i >= 0 && v.cands[i].OverlapTrusted && m.Blocks > 0 {
+			s.shares[i] = tw.share(m)
+		}
+	}
+}
+
 // chooseLocked scores the candidates of kind for prompt p and chooses one
 // as the configured mode says. byLoad scores by load only (no overlap
 // credit, no prefill tokens). It fails with ErrNoWorkers when no candidate
 // passes the request's filters and ErrOverloaded when every one is over a
 // busy threshold; it reports busy when the queue is on and every remaining
 // rank is over the queue threshold, unless ignoreQueue. mu is held.
+//
+// A rank's cached blocks are credited by the tier of their fastest copy
+// (tieredCostOf); the tiers' shares are looked up only when some match
+// has blocks below the device, so that a device-only fleet is scored
+// exactly as before, at the same cost.
 //
 // Most candidates neither hold the prompt's first block nor have it
 // active, and for them the cost reduces to
@@ -31,10 +75,10 @@ import (
 // keeps the least (fusedMin). Outside the common case a pass writes
 // every cost, a filter pass marks excluded candidates +Inf, and the mode
 // chooses among the finite costs.
-func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (Choice, bool, error) {
+func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (pick, bool, error) {
 	v := r.views[kind]
 	if v == nil {
-		return Choice{}, false, fmt.Errorf("%w: no %s workers registered", ErrNoWorkers, kind)
+		return pick{}, false, fmt.Errorf("%w: no %s workers registered", ErrNoWorkers, kind)
 	}
 	if r.cfg.Mode.peer() {
 		return r.choosePeerLocked(s, p, v, kind, byLoad, cp, ignoreQueue)
@@ -48,13 +92,19 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 	s.overlap = zeroed(s.overlap, n)
 	s.prefix = zeroed(s.prefix, n)
 	sparse := s.sparse[:0]
+	var lower uint32 // nonzero when some match has blocks below the device
 	if kv && !byLoad {
 		for _, m := range p.matches {
 			if i := v.table.get(m.Worker); i >= 0 && cands[i].OverlapTrusted && m.Blocks > 0 {
 				sparse = append(sparse, i)
 				s.overlap[i] = m.Blocks
+				lower |= m.Host | m.Disk | m.External
 			}
 		}
+	}
+	tiered := lower != 0
+	if tiered {
+		s.shareTiers(p.matches, v, r.tiers)
 	}
 	if kv {
 		sparse = r.seqs.ActivePrefix(p.seqHashes, v.posOf, s.prefix, sparse)
@@ -77,9 +127,13 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 		blocks, prefill := v.blocks[:n], v.prefill[:n]
 		for _, i := range sparse {
 			decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
-			if byLoad {
+			switch {
+			case byLoad:
 				costs[i] = loadCost(decode)
-			} else {
+			case tiered:
+				sh := s.shares[i]
+				costs[i] = tieredCostOf(perToken, islCost, scaleCredit, prefill[i], float64(s.overlap[i]-sh.lower), cp.scale*sh.credit, decode)
+			default:
 				costs[i] = kvCostOf(perToken, islCost, scaleCredit, prefill[i], float64(s.overlap[i]), decode)
 			}
 		}
@@ -93,7 +147,7 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 			if i < 0 {
 				i, s.ties = fusedMin(prefill, blocks, s.marks(n, sparse), costs, pc, s.ties, r.rng)
 			}
-			return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+			return s.pickAt(cands, i, tiered), false, nil
 		}
 		mark := s.marks(n, sparse)
 		for i, b := range blocks {
@@ -107,11 +161,11 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 
 	if filtered {
 		if busy, err := r.filterLocked(s, v, kind, costs, queue); busy || err != nil {
-			return Choice{}, busy, err
+			return pick{}, busy, err
 		}
 	}
 	i := r.pickLocked(s, costs, cp.temperature)
-	return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+	return s.pickAt(cands, i, tiered), false, nil
 }
 
 // filterLocked sets to +Inf the cost of every candidate the request may not

@@ -138,6 +138,11 @@ const (
 	// DefaultOverlapScoreCredit and DefaultPrefillLoadScale are Dynamo's.
 	DefaultOverlapScoreCredit = 1.0
 	DefaultPrefillLoadScale   = 1.0
+	// DefaultHostCacheHitWeight and DefaultDiskCacheHitWeight are Dynamo's
+	// credits of a cached block whose fastest copy is in host memory, and
+	// on disk or external storage.
+	DefaultHostCacheHitWeight = 0.75
+	DefaultDiskCacheHitWeight = 0.25
 	// DefaultTTL is Dynamo's --router-ttl-secs for approximate mode.
 	DefaultTTL = 120 * time.Second
 	// DefaultApproxMaxEntries caps approximate-mode entries (Dynamo: 2^20).
@@ -220,6 +225,16 @@ type Config struct {
 	// DYN_ROUTER_DECODE_ACTIVE_REQUEST_WEIGHT, ≥ 0, ModeDynamoCurrent only;
 	// 0, Dynamo's default, is off).
 	DecodeActiveRequestWeight float64
+	// HostCacheHitWeight is the credit, in blocks of prefill, of a cached
+	// block whose fastest copy is in host memory
+	// (--router-host-cache-hit-weight, DYN_ROUTER_HOST_CACHE_HIT_WEIGHT, in
+	// [0, 1]). A block on the device is credited OverlapScoreCredit.
+	HostCacheHitWeight float64
+	// DiskCacheHitWeight is the credit of a cached block whose fastest copy
+	// is on disk or in external storage, as Dynamo credits both
+	// (--router-disk-cache-hit-weight, DYN_ROUTER_DISK_CACHE_HIT_WEIGHT, in
+	// [0, 1]).
+	DiskCacheHitWeight float64
 
 	// UseKVEvents is true when workers publish KV events
 	// (--router-kv-events / --no-router-kv-events, DYN_ROUTER_USE_KV_EVENTS).
@@ -288,7 +303,7 @@ type Config struct {
 }
 
 // DefaultConfig returns Dynamo's defaults: block size 128, credit and scale
-// 1.0, temperature 0, KV events on, replica sync off, active blocks tracked
+// 1.0, host and disk cache hits credited 0.75 and 0.25, temperature 0, KV events on, replica sync off, active blocks tracked
 // with reuse, the queue off with policy fcfs; and ours: bookings never
 // marked prefilled freed after 5 minutes, never freed after an hour.
 func DefaultConfig() Config {
@@ -297,6 +312,8 @@ func DefaultConfig() Config {
 		Mode:               ModeKV,
 		OverlapScoreCredit: DefaultOverlapScoreCredit,
 		PrefillLoadScale:   DefaultPrefillLoadScale,
+		HostCacheHitWeight: DefaultHostCacheHitWeight,
+		DiskCacheHitWeight: DefaultDiskCacheHitWeight,
 		UseKVEvents:        true,
 		TTL:                DefaultTTL,
 		ApproxMaxEntries:   DefaultApproxMaxEntries,
@@ -345,6 +362,8 @@ func (c Config) Validate() error {
 		}
 	}
 	add(checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight))
+	add(checkRange("--router-host-cache-hit-weight", c.HostCacheHitWeight, 0, 1))
+	add(checkRange("--router-disk-cache-hit-weight", c.DiskCacheHitWeight, 0, 1))
 	add(checkRange("--router-temperature", c.Temperature, 0, maxWeight))
 	add(checkDuration("--router-ttl-secs", c.TTL))
 	if c.ApproxMaxEntries < 1 || c.ApproxMaxEntries > 1<<32 {

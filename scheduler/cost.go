@@ -3,6 +3,8 @@ package scheduler
 import (
 	"math"
 	"math/rand/v2"
+
+	"github.com/kvrouter/router/indexer"
 )
 
 // This file is the cost function of docs/compat.md §5 and the choice
@@ -37,6 +39,81 @@ func kvCostOf(perToken, islCost, scaleCredit, activePrefill, overlap, decodeBloc
 	return prefill + decodeBlocks
 }
 
+// tieredCostOf is kvCostOf for a rank whose matched blocks are not all on
+// the device, with Dynamo's credit by tier:
+//
+//	scale × max(0, (activePrefill + isl) / blockSize − credit × device − lowerCredit) + decodeBlocks
+//
+// device being the rank's matched blocks on the device and scaledLower
+// scale × lowerCredit, the credit of its blocks on lower tiers
+// (tierShare). The device term is computed as kvCostOf computes it and
+// the lower tiers' is subtracted after it, so that with scaledLower 0 the
+// cost is kvCostOf's to the bit (x − 0 is x) and a device-only fleet is
+// scored as before.
+func tieredCostOf(perToken, islCost, scaleCredit, activePrefill, device, scaledLower, decodeBlocks float64) float64 {
+	prefill := perToken*activePrefill + islCost - scaleCredit*device - scaledLower
+	if prefill < 0 {
+		prefill = 0
+	}
+	return prefill + decodeBlocks
+}
+
+// tieredCost is kvCost for a match whose blocks may lie on several tiers,
+// weighed by tw: tieredCostOf with the per-decision factors computed.
+func tieredCost(p costParams, tw tierWeights, blockSize, activePrefill, isl int, m indexer.Match, decodeBlocks int) float64 {
+	perToken := p.scale / float64(blockSize)
+	sh := tw.share(m)
+	return tieredCostOf(perToken, perToken*float64(isl), p.scale*p.credit, float64(activePrefill),
+		float64(m.Blocks-sh.lower), p.scale*sh.credit, float64(decodeBlocks))
+}
+
+// tierWeights are the credits, in blocks of prefill, of a cached block
+// whose fastest copy is below the device: in host memory
+// (--router-host-cache-hit-weight), or on disk or external storage
+// (--router-disk-cache-hit-weight; Dynamo credits external storage as
+// disk). A block on the device is credited the overlap score credit. As in
+// Dynamo, the lower tiers' credits are not multiplied by the overlap score
+// credit, nor faded by dynamo-current's credit decay: they are the share
+// of a block's prefill its transfer saves, whatever weight the device's
+// blocks are given.
+type tierWeights struct{ host, disk float64 }
+
+// tierShare is what a match's lower tiers contribute: how many of its
+// blocks are below the device, and their credit in blocks, host × Host +
+// disk × (Disk + External).
+type tierShare struct {
+	lower  uint32
+	credit float64
+}
+
+// share returns m's lower-tier share; it is zero for a match whose blocks
+// are all on the device.
+func (tw tierWeights) share(m indexer.Match) tierShare {
+	host, disk, ext := tierCounts(m)
+	return tierShare{lower: host + disk + ext, credit: tw.host*float64(host) + tw.disk*(float64(disk)+float64(ext))}
+}
+
+// cached is m's overlap with its lower-tier blocks at their weights, in
+// blocks: the device blocks plus the lower tiers' credit. It is what the
+// prompt's prefill tokens on the rank are estimated from
+// (creditedPrefillTokens), as Dynamo estimates its cached tokens: without
+// the overlap score credit, which weighs the device's blocks in the cost
+// only.
+func (tw tierWeights) cached(m indexer.Match) float64 {
+	sh := tw.share(m)
+	return float64(m.Blocks-sh.lower) + sh.credit
+}
+
+// tierCounts returns m's blocks on the host, disk and external tiers,
+// each clamped so that together they never exceed m.Blocks: a count past
+// the matched blocks would make the device's negative.
+func tierCounts(m indexer.Match) (host, disk, external uint32) {
+	host = min(m.Host, m.Blocks)
+	disk = min(m.Disk, m.Blocks-host)
+	external = min(m.External, m.Blocks-host-disk)
+	return host, disk, external
+}
+
 // plainCost is the cost of a candidate with neither overlap nor active
 // prefix, which most candidates are: kvCostOf, or loadCost when by load,
 // reduced to a multiply and three adds, in kvCostOf's order so that equal
@@ -66,6 +143,14 @@ func loadCost(decodeBlocks float64) float64 { return decodeBlocks }
 // the tokens not covered by the overlap, never below 0.
 func prefillTokens(isl, overlap, blockSize int) int {
 	return max(0, isl-overlap*blockSize)
+}
+
+// creditedPrefillTokens is prefillTokens for an overlap credited by tier
+// (tierWeights.cached), which need not be a whole number of blocks: the
+// cached tokens are cached × blockSize rounded to the nearest, as Dynamo
+// rounds its cached_tokens. For a whole overlap it equals prefillTokens.
+func creditedPrefillTokens(isl int, cached float64, blockSize int) int {
+	return max(0, isl-int(math.Round(cached*float64(blockSize))))
 }
 
 // pickMin returns the index of the least cost, uniformly at random among

@@ -14,7 +14,14 @@
 //	cost = scale × max(0, (active_prefill_tokens + isl) / block_size − credit × overlap) + decode_blocks
 //
 // decode_blocks being the rank's active blocks after adding the prompt's
-// blocks it does not already have active. The defaults are Dynamo's:
+// blocks it does not already have active. A cached block is credited by
+// the storage tier of its fastest copy, as Dynamo credits it: credit ×
+// overlap reads credit × device + host_weight × host + disk_weight × (disk
+// + external) (--router-host-cache-hit-weight, 0.75;
+// --router-disk-cache-hit-weight, 0.25; docs/compat.md §5.2). The tiers'
+// shares are computed only when the index reports a block below the
+// device, so that a device-only fleet is scored exactly as without them.
+// The defaults are Dynamo's:
 // credit 1 (--router-kv-overlap-score-credit), scale 1
 // (--router-prefill-load-scale). The legacy --router-kv-overlap-score-weight
 // w, when set, is mapped as newer Dynamo maps it: scale = w, and credit = 0
@@ -33,7 +40,7 @@
 //
 // The decision is booked in active.Sequences, the router's prediction of
 // each rank's load (docs/compat.md §5): the prompt's prefill tokens less
-// the overlap, and a reference on its blocks in a tree of sequence hashes
+// the overlap (its lower tiers' blocks at their weights), and a reference on its blocks in a tree of sequence hashes
 // with compressed paths, so that blocks shared by requests on one rank
 // count once and booking a prompt costs a step per shared run of blocks,
 // not per block. MarkPrefill removes the prefill tokens, Free everything.
@@ -55,12 +62,13 @@
 // random among exact ties; --router-temperature does not apply.
 // dynamo-current is Dynamo's current cost:
 //
-//	scale × max(0, (active_prefill_tokens + isl) / block_size − credit × decay × overlap) + decode_blocks + w × active_requests
+//	scale × max(0, (active_prefill_tokens + isl) / block_size − credit × decay × device − lower_credit) + decode_blocks + w × active_requests
 //
 // decay = 1 / (1 + d × excess_prefill_blocks / prompt_blocks), the excess
 // over the least loaded eligible rank, d being
 // --router-kv-overlap-score-credit-decay and w
-// --router-decode-active-request-weight, both 0 by default as in Dynamo;
+// --router-decode-active-request-weight, both 0 by default as in Dynamo,
+// and lower_credit the lower tiers' credit, which the decay does not fade;
 // the credit may exceed 1. At the defaults it is kv's cost to the bit and
 // chooses as kv does. Both modes are scored apart from kv's fast path:
 // kv pays one comparison of the mode for them.

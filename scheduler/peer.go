@@ -74,7 +74,8 @@ func dynamoCreditDecay(decay float64, blockSize, activePrefill, minPrefill, isl 
 	return 1 / (1 + decay*excess/float64(promptBlocks))
 }
 
-// dynamoCurrentCost is current Dynamo's cost, lower wins:
+// dynamoCurrentCost is current Dynamo's cost of a rank whose overlap is
+// all on the device, lower wins:
 //
 //	scale × max(0, (activePrefill + isl) / blockSize − credit × creditDecay × overlap)
 //	  + decodeBlocks + requestWeight × requests
@@ -83,8 +84,20 @@ func dynamoCreditDecay(decay float64, blockSize, activePrefill, minPrefill, isl 
 // (Dynamo's defaults) it equals kvCost to the bit and the two modes make
 // the same decisions.
 func dynamoCurrentCost(p costParams, blockSize, activePrefill, isl, overlap, decodeBlocks int, creditDecay, requestWeight float64, requests int) float64 {
+	return dynamoCurrentTieredCost(p, blockSize, activePrefill, isl, overlap, 0, decodeBlocks, creditDecay, requestWeight, requests)
+}
+
+// dynamoCurrentTieredCost is dynamoCurrentCost with Dynamo's credit by
+// tier: device is the rank's overlap on the device, lowerCredit its lower
+// tiers' credit (tierShare), which the decay does not fade, as in Dynamo:
+//
+//	scale × max(0, (activePrefill + isl) / blockSize − credit × creditDecay × device − lowerCredit)
+//	  + decodeBlocks + requestWeight × requests
+//
+// With lowerCredit 0 it is dynamoCurrentCost to the bit.
+func dynamoCurrentTieredCost(p costParams, blockSize, activePrefill, isl, device int, lowerCredit float64, decodeBlocks int, creditDecay, requestWeight float64, requests int) float64 {
 	perToken := p.scale / float64(blockSize)
-	c := kvCostOf(perToken, perToken*float64(isl), p.scale*p.credit*creditDecay, float64(activePrefill), float64(overlap), float64(decodeBlocks))
+	c := tieredCostOf(perToken, perToken*float64(isl), p.scale*p.credit*creditDecay, float64(activePrefill), float64(device), p.scale*lowerCredit, float64(decodeBlocks))
 	if requestWeight != 0 {
 		c += requestWeight * float64(requests)
 	}
@@ -92,21 +105,27 @@ func dynamoCurrentCost(p costParams, blockSize, activePrefill, isl, overlap, dec
 }
 
 // choosePeerLocked is chooseLocked for the peers' modes: it reads the
-// overlaps (and, for dynamo-current, the active prefixes) as kv does,
-// removes the candidates the request may not have, scores the others, and
-// takes the best, uniformly at random among exact ties. byLoad drops the
-// overlap from the score, as for kv. mu is held.
-func (r *Router) choosePeerLocked(s *scratch, p *prompt, v *view, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (Choice, bool, error) {
+// overlaps, with their tiers (and, for dynamo-current, the active
+// prefixes) as kv does, removes the candidates the request may not have,
+// scores the others, and takes the best, uniformly at random among exact
+// ties. byLoad drops the overlap from the score, as for kv. mu is held.
+func (r *Router) choosePeerLocked(s *scratch, p *prompt, v *view, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (pick, bool, error) {
 	cands := v.cands
 	n := len(cands)
 	s.overlap = zeroed(s.overlap, n)
 	s.prefix = zeroed(s.prefix, n)
+	var lower uint32
 	if !byLoad {
 		for _, m := range p.matches {
 			if i := v.table.get(m.Worker); i >= 0 && cands[i].OverlapTrusted && m.Blocks > 0 {
 				s.overlap[i] = m.Blocks
+				lower |= m.Host | m.Disk | m.External
 			}
 		}
+	}
+	tiered := lower != 0
+	if tiered {
+		s.shareTiers(p.matches, v, r.tiers)
 	}
 	costs := grownFloats(s.costs, n)
 	s.costs = costs
@@ -114,7 +133,7 @@ func (r *Router) choosePeerLocked(s *scratch, p *prompt, v *view, kind Kind, byL
 	queue := r.queue != nil && !ignoreQueue
 	if s.allowed != nil || r.thresholds || queue {
 		if busy, err := r.filterLocked(s, v, kind, costs, queue); busy || err != nil {
-			return Choice{}, busy, err
+			return pick{}, busy, err
 		}
 	}
 	temperature := 0.0
@@ -123,18 +142,20 @@ func (r *Router) choosePeerLocked(s *scratch, p *prompt, v *view, kind Kind, byL
 		r.scoreLLMDLocked(s, p, v, costs)
 	case ModeDynamoCurrent:
 		s.sparse = r.seqs.ActivePrefix(p.seqHashes, v.posOf, s.prefix, s.sparse[:0])
-		r.scoreDynamoCurrentLocked(s, p, v, byLoad, cp, costs)
+		r.scoreDynamoCurrentLocked(s, p, v, byLoad, tiered, cp, costs)
 		temperature = cp.temperature
 	}
 	i := r.pickLocked(s, costs, temperature)
-	return Choice{Worker: cands[i].Worker, OverlapBlocks: int(s.overlap[i])}, false, nil
+	return s.pickAt(cands, i, tiered), false, nil
 }
 
 // scoreLLMDLocked writes, for every candidate whose cost is finite (not
 // filtered out), the negated llm-d profile score, so that the least cost
-// is the highest score; s.overlap holds the overlaps. The queue depth is the rank's active requests as
-// the router predicts them, min-max normalised over those candidates; the
-// KV utilisation is its active blocks over its total_kv_blocks. mu is held.
+// is the highest score; s.overlap holds the overlaps, blocks on every tier
+// counted whole (llm-d's own per-medium weights are not modelled). The
+// queue depth is the rank's active requests as the router predicts them,
+// min-max normalised over those candidates; the KV utilisation is its
+// active blocks over its total_kv_blocks. mu is held.
 func (r *Router) scoreLLMDLocked(s *scratch, p *prompt, v *view, costs []float64) {
 	qMin, qMax := math.MaxInt, math.MinInt
 	for i, c := range costs {
@@ -159,8 +180,9 @@ func (r *Router) scoreLLMDLocked(s *scratch, p *prompt, v *view, costs []float64
 
 // scoreDynamoCurrentLocked writes current Dynamo's cost of every candidate
 // whose cost is finite; s.overlap and s.prefix hold the overlaps and
-// active prefixes. mu is held.
-func (r *Router) scoreDynamoCurrentLocked(s *scratch, p *prompt, v *view, byLoad bool, cp costParams, costs []float64) {
+// active prefixes, and, when tiered, s.shares the overlaps' lower tiers.
+// mu is held.
+func (r *Router) scoreDynamoCurrentLocked(s *scratch, p *prompt, v *view, byLoad, tiered bool, cp costParams, costs []float64) {
 	newBlocks := 0
 	if r.seqs.TracksBlocks() {
 		newBlocks = p.numBlocks
@@ -188,6 +210,10 @@ func (r *Router) scoreDynamoCurrentLocked(s *scratch, p *prompt, v *view, byLoad
 			continue
 		}
 		f := dynamoCreditDecay(decay, r.cfg.BlockSize, int(v.prefill[i]), minPrefill, p.isl)
-		costs[i] = dynamoCurrentCost(cp, r.cfg.BlockSize, int(v.prefill[i]), p.isl, int(s.overlap[i]), decode, f, weight, requests)
+		var sh tierShare
+		if tiered {
+			sh = s.shares[i]
+		}
+		costs[i] = dynamoCurrentTieredCost(cp, r.cfg.BlockSize, int(v.prefill[i]), p.isl, int(s.overlap[i]-sh.lower), sh.credit, decode, f, weight, requests)
 	}
 }

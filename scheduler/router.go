@@ -60,6 +60,8 @@ type Router struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 	pub      Publisher // nil: nothing shared
+	// tiers are the credits of cached blocks below the device.
+	tiers tierWeights
 	// thresholds says a busy threshold is configured.
 	thresholds bool
 	// disagg says there are prefill candidates (Disaggregated), for
@@ -92,6 +94,8 @@ type scratch struct {
 	query             []indexer.LocalHash
 	matches           []indexer.Match
 	overlap, prefix   []uint32
+	shares            []tierShare
+	byPos             []indexer.Match
 	sparse, elig      []int32
 	ties, markedTies  []int32
 	mark              []bool
@@ -157,6 +161,7 @@ func New(cfg Config, idx Index, w IndexWriter, m *metrics.Router, opts Options) 
 		marks:    newPendingMarks(),
 	}
 	r.pool.New = func() any { return &scratch{} }
+	r.tiers = tierWeights{host: cfg.HostCacheHitWeight, disk: cfg.DiskCacheHitWeight}
 	r.thresholds = cfg.ActiveDecodeBlocksThreshold != nil || cfg.ActivePrefillTokensThreshold != nil ||
 		cfg.ActivePrefillTokensThresholdFrac != nil
 	if cfg.QueueThreshold != nil {
@@ -402,13 +407,13 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 			return Decision{}, false, err
 		}
 	}
-	d := Decision{Choice: first, NumBlocks: p.numBlocks, Type: pl.typ}
+	d := Decision{Choice: first.Choice, NumBlocks: p.numBlocks, Type: pl.typ}
 	places := [2]active.Placement{{
 		Worker: first.Worker, Prefill: pl.kind == KindPrefill, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks,
 		Overlap: first.OverlapBlocks,
 	}}
 	if !pl.byLoad {
-		places[0].PrefillTokens = prefillTokens(p.isl, first.OverlapBlocks, r.cfg.BlockSize)
+		places[0].PrefillTokens = creditedPrefillTokens(p.isl, first.cached, r.cfg.BlockSize)
 	}
 	n := 1
 	if pl.disagg {
@@ -418,7 +423,7 @@ func (r *Router) attemptLocked(req *Request, s *scratch, p *prompt, now time.Tim
 		if err != nil {
 			return Decision{}, false, err
 		}
-		d.Prefill, d.Decode = first, second
+		d.Prefill, d.Decode = first.Choice, second.Choice
 		places[1] = active.Placement{Worker: second.Worker, SeqHashes: p.seqHashes, NumBlocks: p.numBlocks, Overlap: second.OverlapBlocks}
 		n = 2
 	}

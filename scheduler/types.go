@@ -202,10 +202,19 @@ type Decision struct {
 
 // Overlap is one rank's overlap with a prompt (OverlapScores).
 type Overlap struct {
-	Worker        indexer.Worker
-	Kind          Kind
+	Worker indexer.Worker
+	Kind   Kind
+	// OverlapBlocks is the number of leading prompt blocks the rank holds,
+	// on any storage tier.
 	OverlapBlocks int
+	// Host, Disk and External count those of them whose fastest copy is
+	// on that tier; the rest are on the device. All are 0 on a fleet that
+	// reports no other tier.
+	Host, Disk, External int
 }
+
+// DeviceBlocks returns the overlap's blocks on the device.
+func (o Overlap) DeviceBlocks() int { return o.OverlapBlocks - o.Host - o.Disk - o.External }
 
 // Load is one rank's load if a prompt were routed to it (PotentialLoads).
 type Load struct {

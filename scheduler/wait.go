@@ -36,11 +36,13 @@ func (r *Router) enqueueLocked(req *Request, p *prompt, now time.Time, done func
 	if done == nil {
 		w.ch = make(chan result, 1)
 	}
-	best := 0
+	// The prompt's new tokens at best: less the largest overlap, its
+	// lower tiers credited at their weights as the booking would.
+	best := 0.0
 	for _, m := range p.matches {
-		best = max(best, int(m.Blocks))
+		best = max(best, r.tiers.cached(m))
 	}
-	if err := r.queue.Push(w, prefillTokens(p.isl, best, r.cfg.BlockSize)); err != nil {
+	if err := r.queue.Push(w, creditedPrefillTokens(p.isl, best, r.cfg.BlockSize)); err != nil {
 		r.backpressure(pl.kind, metrics.BackpressureRequestLimit)
 		return nil, err
 	}

@@ -83,7 +83,11 @@ func appendSuccess(b []byte, ok bool) []byte {
 }
 
 // appendOverlaps appends an overlap_scores reply. Decode workers are
-// "aggregated" when no prefill worker is registered, "decode" otherwise.
+// "aggregated" when no prefill worker is registered, "decode" otherwise. A
+// worker with blocks below the device has "tiers", its overlap_blocks by
+// the tier of their fastest copy, zero tiers left out; one with every block
+// on the device has none, so that a device-only fleet's reply is Dynamo's
+// to the byte (docs/api.md §3).
 func appendOverlaps(b []byte, blockSize, numBlocks int, scores []scheduler.Overlap, disaggregated bool) []byte {
 	b = append(b, `{"block_size":`...)
 	b = strconv.AppendInt(b, int64(blockSize), 10)
@@ -98,11 +102,38 @@ func appendOverlaps(b []byte, blockSize, numBlocks int, scores []scheduler.Overl
 		b = appendWorker(b, o.Worker)
 		b = append(b, `,"overlap_blocks":`...)
 		b = strconv.AppendInt(b, int64(o.OverlapBlocks), 10)
+		if o.Host|o.Disk|o.External != 0 {
+			b = appendTiers(b, o)
+		}
 		b = append(b, `,"worker_type":`...)
 		b = appendString(b, workerType(o.Kind, disaggregated))
 		b = append(b, '}')
 	}
 	return append(b, "]}"...)
+}
+
+// appendTiers appends an overlap's "tiers" object, each tier with
+// blocks named as indexer.Tier names it.
+func appendTiers(b []byte, o scheduler.Overlap) []byte {
+	b = append(b, `,"tiers":{`...)
+	first := true
+	for _, t := range []struct {
+		tier indexer.Tier
+		n    int
+	}{{indexer.TierDevice, o.DeviceBlocks()}, {indexer.TierHost, o.Host}, {indexer.TierDisk, o.Disk}, {indexer.TierExternal, o.External}} {
+		if t.n == 0 {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, t.tier.String()...)
+		b = append(b, `":`...)
+		b = strconv.AppendInt(b, int64(t.n), 10)
+	}
+	return append(b, '}')
 }
 
 // workerType names the role a worker plays in decisions, in the words of

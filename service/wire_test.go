@@ -146,6 +146,7 @@ func TestWireRepliesMatchEncoder(t *testing.T) {
 		{"overlap_scores", reflect.TypeFor[client.Overlaps](), [][]byte{
 			appendOverlaps(nil, 16, 4, []scheduler.Overlap{{Worker: w(7, 0), OverlapBlocks: 3}, {Worker: w(9, 1), Kind: scheduler.KindPrefill, OverlapBlocks: 1}}, true),
 			appendOverlaps(nil, 16, 0, nil, false),
+			appendOverlaps(nil, 16, 10, []scheduler.Overlap{{Worker: w(3, 0), OverlapBlocks: 10, Host: 3, Disk: 2, External: 1}}, false),
 		}},
 		{"potential_loads", reflect.TypeFor[client.Loads](), [][]byte{
 			appendLoads(nil, []scheduler.Load{{Worker: w(7, 0), PotentialPrefillTokens: 16, PotentialDecodeBlocks: 4, ActiveRequests: 1}}, scheduler.Pending{Requests: 2, ISLTokens: 30}),

@@ -127,6 +127,8 @@ func serveFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "router-kv-overlap-score-weight", DefaultText: "unset", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT"}, Usage: "legacy cost weight of prefill against decode load; when set, replaces the credit form (Dynamo's older formula)"},
 		&cli.Float64Flag{Name: "router-kv-overlap-score-credit", Value: scheduler.DefaultOverlapScoreCredit, EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT"}, Usage: "blocks of prefill credited per cached block (current cost formula): 0..1, or any value ≥ 0 with --router-mode dynamo-current"},
 		&cli.Float64Flag{Name: "router-prefill-load-scale", Value: scheduler.DefaultPrefillLoadScale, EnvVars: []string{"DYN_ROUTER_PREFILL_LOAD_SCALE"}, Usage: "weight of prefill blocks against decode blocks (current cost formula)"},
+		&cli.Float64Flag{Name: "router-host-cache-hit-weight", Value: scheduler.DefaultHostCacheHitWeight, EnvVars: []string{"DYN_ROUTER_HOST_CACHE_HIT_WEIGHT"}, Usage: "blocks of prefill credited per cached block whose fastest copy is in host memory (0..1; a device block is credited --router-kv-overlap-score-credit)"},
+		&cli.Float64Flag{Name: "router-disk-cache-hit-weight", Value: scheduler.DefaultDiskCacheHitWeight, EnvVars: []string{"DYN_ROUTER_DISK_CACHE_HIT_WEIGHT"}, Usage: "blocks of prefill credited per cached block whose fastest copy is on disk or external storage (0..1)"},
 		&cli.Float64Flag{Name: "router-kv-overlap-score-credit-decay", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY"}, Usage: "with --router-mode dynamo-current: fades the overlap credit of a worker as its prefill backlog exceeds the least loaded one's; 0 is off"},
 		&cli.Float64Flag{Name: "router-decode-active-request-weight", EnvVars: []string{"DYN_ROUTER_DECODE_ACTIVE_REQUEST_WEIGHT"}, Usage: "with --router-mode dynamo-current: blocks of cost added per request active on a worker; 0 is off"},
 		&cli.Float64Flag{Name: "router-temperature", EnvVars: []string{"DYN_ROUTER_TEMPERATURE"}, Usage: "0 picks the cheapest worker (random among ties); above 0 samples a softmax over normalised costs"},
@@ -246,6 +248,8 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 	}
 	sc.OverlapScoreCredit = c.Float64("router-kv-overlap-score-credit")
 	sc.PrefillLoadScale = c.Float64("router-prefill-load-scale")
+	sc.HostCacheHitWeight = c.Float64("router-host-cache-hit-weight")
+	sc.DiskCacheHitWeight = c.Float64("router-disk-cache-hit-weight")
 	sc.Temperature = c.Float64("router-temperature")
 	sc.OverlapScoreCreditDecay = c.Float64("router-kv-overlap-score-credit-decay")
 	sc.DecodeActiveRequestWeight = c.Float64("router-decode-active-request-weight")

@@ -25,6 +25,7 @@ func FuzzServeFlags(f *testing.F) {
 		"--nats-url nats://x:1 --etcd-endpoints http://a:1,http://b:2",
 		"--router-block-size -3 --router-event-threads 0",
 		"--active-prefill-tokens-threshold-frac 1e309",
+		"--router-host-cache-hit-weight 0.5 --router-disk-cache-hit-weight 2",
 		"--router-block-size x --router-mode y --block-size --lease-ttl",
 		"-router-temperature=warm ---x -= --system-port 0 --system-live-path /health",
 		"  h 00", // once read as the help subcommand (exit 3)
