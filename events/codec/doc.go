@@ -1,6 +1,7 @@
 // Package codec reads and writes the workers' KV events on the wire: the
 // RouterEvent of Dynamo's KV router in its two encodings (docs/compat.md
-// §3), JSON and the MessagePack event-plane envelope. It is the events
+// §3), JSON and the MessagePack event-plane envelope, and the engines' own
+// KV event batches. It is the events
 // package without the transport: no NATS, no metrics, so that the decoders
 // of outside input can be tested and fuzzed alone.
 //
@@ -22,6 +23,20 @@
 // MaxBlocksPerEvent blocks or hashes, or nests a skipped value deeper than
 // 64 levels. AppendJSON is the inverse of DecodeJSON, used for snapshots.
 //
-// Every function of the package is pure and safe for concurrent use; the
-// package starts no goroutines. A decoded event does not alias the message.
+// The package also reads what vLLM and SGLang publish on their own ZMQ
+// sockets (docs/compat.md §11): DecodeEngineBatch decodes the payload frame
+// of one message, a MessagePack batch of events in either of the engines'
+// encodings (positional arrays or maps), into an EngineBatch whose slices it
+// reuses, so that steady-state decoding allocates nothing; an
+// EngineConverter turns each EngineEvent into an index event the way
+// Dynamo's relay would, with the router's own tokens hashes, and says with
+// an Outcome what it left out and why. DecodeEventPlaneFrame unwraps the
+// last frame of Dynamo's own ZMQ event plane into the envelope Decode reads;
+// DecodeSeqFrame and DecodeU64Frame read the 8-byte frames around it.
+// Rejections are *DecodeErrors as above; a frame that is not laid out as
+// expected wraps ErrFrame.
+//
+// Every function of the package is pure and safe for concurrent use (an
+// EngineBatch being the caller's); the package starts no goroutines. A
+// decoded event does not alias the message.
 package codec

@@ -15,13 +15,18 @@ var (
 	ErrMalformedJSON = errors.New("malformed json")
 	// ErrMalformedMsgpack: the message is not well-formed MessagePack.
 	ErrMalformedMsgpack = errors.New("malformed msgpack")
-	// ErrSchema: well-formed, but not a RouterEvent: a required field is
-	// missing, a field has the wrong type or is out of range, a variant is
-	// unknown.
-	ErrSchema = errors.New("not a router event")
+	// ErrSchema: well-formed, but not what the decoder reads (a RouterEvent,
+	// an engine event batch): a required field is missing, a field has the
+	// wrong type or is out of range, a variant is unknown.
+	ErrSchema = errors.New("schema violation")
 	// ErrTooLarge: the message or one of its lists is over the limits
-	// (MaxMessageBytes, MaxBlocksPerEvent, maxDepth).
+	// (MaxMessageBytes, MaxBlocksPerEvent, MaxEventsPerBatch, maxDepth).
 	ErrTooLarge = errors.New("too large")
+	// ErrFrame: a ZMQ frame around a payload is not laid out as expected:
+	// a sequence or id frame that is not 8 bytes, an event-plane frame
+	// with another version byte or a length that disagrees with its size.
+	// Counted as the zmq_frame reason.
+	ErrFrame = errors.New("malformed zmq frame")
 )
 
 // DecodeError says why a message was rejected and where. Its sentinel Err
@@ -36,7 +41,7 @@ type DecodeError struct {
 	// Msg says what was wrong.
 	Msg string
 	// Err is one of ErrMalformedJSON, ErrMalformedMsgpack, ErrSchema,
-	// ErrTooLarge.
+	// ErrTooLarge, ErrFrame.
 	Err error
 }
 

@@ -18,6 +18,8 @@ func reasonOf(err error) string {
 		return metrics.DecodeMsgpack
 	case errors.Is(err, ErrTooLarge):
 		return reasonTooLarge
+	case errors.Is(err, ErrFrame):
+		return metrics.DecodeZMQFrame
 	}
 	return metrics.DecodeSchema
 }

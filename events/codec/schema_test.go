@@ -128,7 +128,7 @@ func TestDecodeJSONList(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		`{}`:                 "expected a list of RouterEvents, found an object",
-		`[{"worker_id":1}]`:  "event 0 of the list: decode kv event: not a router event: event at byte 16: missing field",
+		`[{"worker_id":1}]`:  "event 0 of the list: decode kv event: schema violation: event at byte 16: missing field",
 		`[] x`:               "data after the list",
 		`[{"worker_id":1},]`: "event 0 of the list",
 	} {
