@@ -89,6 +89,7 @@ var debianPackage = map[program]string{
 	etcdServer: "etcd-server",
 	promtool:   "prometheus",
 	prometheus: "prometheus",
+	pythonZMQ:  "python3-zmq python3-msgpack",
 }
 
 // installed maps each program a test asked for with need to its path.
@@ -134,6 +135,9 @@ func need(t *testing.T, progs ...program) installed {
 // lookPath finds a program on PATH or where Debian installs it: nats-server
 // is in /usr/sbin, which a user's PATH may lack.
 func lookPath(name string) (string, error) {
+	if name == string(pythonZMQ) {
+		return debianPython()
+	}
 	if path, err := exec.LookPath(name); err == nil {
 		return path, nil
 	}
@@ -144,6 +148,17 @@ func lookPath(name string) (string, error) {
 		}
 	}
 	return "", errors.New(name + ": not installed")
+}
+
+// debianPython returns Debian's Python if it has the zmq and msgpack
+// modules: a Python of another installation (pyenv, a virtualenv) on PATH
+// lacks Debian's packages.
+func debianPython() (string, error) {
+	const python = "/usr/bin/python3"
+	if err := exec.Command(python, "-c", "import zmq, msgpack").Run(); err != nil {
+		return "", errors.New(python + " with zmq and msgpack: not installed")
+	}
+	return python, nil
 }
 
 // missingMessage says which programs are missing and how to install them,

@@ -197,6 +197,20 @@ func (w *Writer) Submit(ev indexer.Event, eventID uint64) {
 	w.offer(item{kind: itemEvent, ev: ev, id: eventID, recv: w.now()})
 }
 
+// SubmitWait is Submit with backpressure instead of loss: when the shard
+// queue is full it waits for room, or for ctx to end (its error). A
+// transport that can slow its publisher down uses it: the ZMQ sources stop
+// reading, TCP pushes back, and an engine past its send high-water mark
+// drops batches the sequence then shows as a gap. During a warm start the
+// event is held like any other.
+func (w *Writer) SubmitWait(ctx context.Context, ev indexer.Event, eventID uint64) error {
+	it := item{kind: itemEvent, ev: ev, id: eventID, recv: w.now()}
+	if w.hold.on.Load() && w.hold.add(w, it) {
+		return nil
+	}
+	return w.push(ctx, it)
+}
+
 // Write applies one change of approximate mode (a routed prompt stored, or
 // expired entries removed), in order with the worker's other changes. It
 // never blocks: a full queue drops it and clears the rank, as for a lost KV

@@ -72,8 +72,14 @@ const (
 	// mark_free, on our mark families. Not dynamo_endpoint, for the reason
 	// LabelHTTPEndpoint gives; the same name.
 	LabelMarkEndpoint = "endpoint"
-	// LabelResult is how a warm start ended (WarmStartLoaded, ...).
+	// LabelResult is how a warm start ended (WarmStartLoaded, ...), or a
+	// ZMQ sequence gap (GapReplayed, GapCleared).
 	LabelResult = "result"
+	// LabelState is the state of a ZMQ publisher (ZMQConnected, ...).
+	LabelState = "state"
+	// LabelEngine is the wire format of a ZMQ publisher: vllm, sglang or
+	// dynamo (Dynamo's event plane).
+	LabelEngine = "engine"
 )
 
 // Routing overhead histograms (Dynamo; unscoped; constant label router_id;
@@ -152,6 +158,48 @@ const (
 	// NameWarmStartSeconds is how long the last warm start took, from the
 	// request for a snapshot to the release of the events held meanwhile.
 	NameWarmStartSeconds = "dynamo_router_warm_start_seconds"
+)
+
+// Engine-native KV events over ZMQ and Dynamo's ZMQ event plane (ours;
+// unscoped; constant label router_id).
+const (
+	// NameZMQPublishers is the number of ZMQ publishers of KV events the
+	// router subscribes to, by state (label state: connected, connecting).
+	NameZMQPublishers = "dynamo_router_zmq_publishers"
+	// NameZMQMessagesTotal counts the ZMQ messages received, live or
+	// replayed, by engine (label engine: vllm, sglang, dynamo).
+	NameZMQMessagesTotal = "dynamo_router_zmq_messages_total"
+	// NameZMQEventsSkippedTotal counts well-formed engine events, or parts
+	// of them, that the index does not take, by reason (label reason).
+	NameZMQEventsSkippedTotal = "dynamo_router_zmq_events_skipped_total"
+	// NameZMQGapsTotal counts sequence gaps of engine publishers by how they
+	// ended (label result: replayed, cleared).
+	NameZMQGapsTotal = "dynamo_router_zmq_gaps_total"
+	// NameZMQReplayedTotal counts the batches received from replay sockets.
+	NameZMQReplayedTotal = "dynamo_router_zmq_replayed_batches_total"
+	// NameZMQRestartsTotal counts engine restarts seen as a sequence that
+	// went back.
+	NameZMQRestartsTotal = "dynamo_router_zmq_restarts_total"
+	// NameZMQReconnectsTotal counts connections to publishers lost and
+	// dialled again.
+	NameZMQReconnectsTotal = "dynamo_router_zmq_reconnects_total"
+)
+
+// Values of state on dynamo_router_zmq_publishers.
+const (
+	// ZMQConnected means the router's socket is connected to the publisher.
+	ZMQConnected = "connected"
+	// ZMQConnecting means the router is dialling, or waiting to dial again.
+	ZMQConnecting = "connecting"
+)
+
+// Values of result on dynamo_router_zmq_gaps_total.
+const (
+	// GapReplayed means the replay socket returned every missing batch.
+	GapReplayed = "replayed"
+	// GapCleared means the gap could not be healed (no replay socket, the
+	// replay failed or no longer held the batches): the rank was cleared.
+	GapCleared = "cleared"
 )
 
 // Per-worker gauges (Dynamo; unscoped; labels worker_id, dp_rank,
@@ -402,7 +450,9 @@ const (
 	DecodeJSON = "json"
 	// DecodeMsgpack means a malformed MessagePack envelope or payload.
 	DecodeMsgpack = "msgpack"
-	// DecodeZMQFrame means an engine ZMQ message without its three frames.
+	// DecodeZMQFrame means a ZMQ message without its frames (three from an
+	// engine, four on Dynamo's event plane), or a sequence frame that is not
+	// 8 bytes.
 	DecodeZMQFrame = "zmq_frame"
 	// DecodeSchema means well-formed but not a RouterEvent (unknown variant,
 	// missing field).
@@ -508,6 +558,9 @@ const (
 	// DiscoveryWorkersFile means a reading of the workers file
 	// (--workers-file) refused whole.
 	DiscoveryWorkersFile = "workers_file"
+	// DiscoveryEventChannel means a v1/event_channels/... record of
+	// Dynamo's ZMQ event plane.
+	DiscoveryEventChannel = "event_channel"
 )
 
 // Names of the router's endpoints (docs/api.md §3), the values of

@@ -115,6 +115,15 @@ func (m *Router) RouterID() prometheus.Labels {
 	return prometheus.Labels{LabelRouterID: m.routerID}
 }
 
+// DiscoveryMalformed returns dynamo_component_router_discovery_malformed_total
+// (label kind), which the worker registry, the replicas' presence and the
+// event plane's discovery share: each builds it, and building it again
+// returns it.
+func (m *Router) DiscoveryMalformed() (*prometheus.CounterVec, error) {
+	return m.comp.CounterVec(Opts{Name: Suffix(NameDiscoveryMalformedTotal),
+		Help: "Total number of discovery values that could not be parsed", Labels: []string{LabelKind}})
+}
+
 // Now reads the clock of Config.Now, for gauges computed at scrape time.
 func (m *Router) Now() time.Time { return m.now() }
 

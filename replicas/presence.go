@@ -115,10 +115,8 @@ func New(cfg Config, cli *clientv3.Client, lease clientv3.LeaseID, m *metrics.Ro
 		peers: make(map[uint64]struct{}),
 		bad:   make(map[string]int64),
 	}
-	// The family is the worker registry's; building it again returns it.
-	vec := b.CounterVec(comp, metrics.Opts{Name: metrics.Suffix(metrics.NameDiscoveryMalformedTotal),
-		Help: "Total number of discovery values that could not be parsed", Labels: []string{metrics.LabelKind}})
-	if err := b.Err(); err != nil {
+	vec, err := m.DiscoveryMalformed()
+	if err = errors.Join(b.Err(), err); err != nil {
 		return nil, fmt.Errorf("replicas: metrics: %w", err)
 	}
 	p.malformed = vec.WithLabelValues(metrics.DiscoveryReplica)

@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kvrouter/router/internal/testutil"
+)
+
+// pythonZMQ is Debian's Python with libzmq and MessagePack bindings, which
+// plays a vLLM engine (testdata/fake_vllm.py).
+const pythonZMQ program = "python3-zmq"
+
+// fakeEngine is testdata/fake_vllm.py, a libzmq publisher playing vLLM,
+// driven over its stdin.
+type fakeEngine struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+// startFakeEngine starts the fake engine with dp ranks on consecutive ports
+// from pub and replay, retrying on other ports if they are taken.
+func startFakeEngine(t *testing.T, python string, dp int, topic string) (e *fakeEngine, pub, replay int) {
+	t.Helper()
+	script, err := filepath.Abs("testdata/fake_vllm.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		pub, replay = testutil.FreePort(t), testutil.FreePort(t)
+		cmd := exec.Command(python, script, "--pub-port", strconv.Itoa(pub), "--replay-port", strconv.Itoa(replay),
+			"--dp", strconv.Itoa(dp), "--topic", topic)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		e = &fakeEngine{t: t, cmd: cmd, in: in, out: bufio.NewScanner(stdout)}
+		var ready struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}
+		if e.out.Scan() && json.Unmarshal(e.out.Bytes(), &ready) == nil && ready.OK {
+			t.Cleanup(e.stop)
+			return e, pub, replay
+		}
+		e.stop()
+		t.Logf("fake engine did not start on %d/%d (%s); trying other ports", pub, replay, ready.Error)
+	}
+	t.Fatal("fake engine never started")
+	return nil, 0, 0
+}
+
+func (e *fakeEngine) stop() {
+	_ = e.in.Close()
+	done := make(chan error, 1)
+	go func() { done <- e.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = e.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// do sends one command and returns its reply; a reply that is not ok fails
+// the test.
+func (e *fakeEngine) do(cmd map[string]any) map[string]any {
+	e.t.Helper()
+	b, _ := json.Marshal(cmd)
+	if _, err := e.in.Write(append(b, '\n')); err != nil {
+		e.t.Fatalf("fake engine: %v", err)
+	}
+	if !e.out.Scan() {
+		e.t.Fatalf("fake engine: no reply to %s: %v", b, e.out.Err())
+	}
+	var reply map[string]any
+	if err := json.Unmarshal(e.out.Bytes(), &reply); err != nil || reply["ok"] != true {
+		e.t.Fatalf("fake engine: %s -> %s (%v)", b, e.out.Bytes(), err)
+	}
+	return reply
+}
+
+// tiered is one worker's entry of overlap_scores, with its tiers.
+type tiered struct {
+	WorkerID      uint64         `json:"worker_id"`
+	DPRank        uint32         `json:"dp_rank"`
+	OverlapBlocks int            `json:"overlap_blocks"`
+	Tiers         map[string]int `json:"tiers"`
+}
+
+// TestVLLMEngineOverZMQ plays a vLLM engine with libzmq (Debian's
+// python3-zmq and python3-msgpack) in front of the router binary with a
+// workers file and no etcd at all: stores, removals, clears, a LoRA
+// adapter, a CPU tier, a second data-parallel rank, a gap healed by the
+// replay socket, a gap the replay can no longer heal, and an engine
+// restart. After each step overlap_scores gives exactly the expected
+// counts.
+func TestVLLMEngineOverZMQ(t *testing.T) {
+	bins := need(t, natsServer, pythonZMQ)
+	const blockSize = 16
+	eng, pubPort, replayPort := startFakeEngine(t, bins.path(t, pythonZMQ), 2, "kv-events")
+
+	natsPort := testutil.FreePort(t)
+	testutil.Start(t, bins.path(t, natsServer), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort))
+	file := filepath.Join(t.TempDir(), "workers.json")
+	workersFile := fmt.Sprintf(`{"workers": [{"worker_id": 26, "component": "backend", "block_size": %d, "data_parallel_size": 2,
+		"total_kv_blocks": 8192, "max_num_seqs": 256, "max_num_batched_tokens": 8192, "url": "http://127.0.0.1:8000",
+		"kv_events": {"endpoint": "tcp://127.0.0.1:%d", "replay_endpoint": "tcp://127.0.0.1:%d", "topic": "kv-events", "engine": "vllm"}}]}`,
+		blockSize, pubPort, replayPort)
+	if err := os.WriteFile(file, []byte(workersFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	statusPort, httpPort := testutil.FreePort(t), testutil.FreePort(t)
+	r := &routerProc{t: t, statusBase: "http://" + testutil.Addr(statusPort)}
+	r.router = testutil.Start(t, routerBinary(t), "serve",
+		"--nats-url", "nats://"+testutil.Addr(natsPort), "--etcd-endpoints", "",
+		"--workers-file", file, "--router-block-size", strconv.Itoa(blockSize),
+		"--system-host", "127.0.0.1", "--system-port", strconv.Itoa(statusPort),
+		"--http-host", "127.0.0.1", "--http-port", strconv.Itoa(httpPort),
+		"--log-format", "json", "--log-level", "debug")
+	r.waitHealth(http.StatusOK, 60*time.Second)
+	for rank := range 2 {
+		eng.do(map[string]any{"op": "wait_subscribed", "rank": rank, "timeout": 30})
+	}
+	httpBase := "http://" + testutil.Addr(httpPort)
+
+	tokens := func(from, n int) []uint32 {
+		out := make([]uint32, n*blockSize)
+		for i := range out {
+			out[i] = uint32(from + i)
+		}
+		return out
+	}
+	// scores returns each rank's overlap and tiers for a prompt; every
+	// step waits for the exact expected answer within a deadline.
+	scores := func(prompt []uint32, lora string) map[uint32]tiered {
+		body, _ := json.Marshal(map[string]any{"token_ids": prompt, "lora_name": lora})
+		if lora == "" {
+			body, _ = json.Marshal(map[string]any{"token_ids": prompt})
+		}
+		resp, err := http.Post(httpBase+"/v1/overlap_scores", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var rep struct {
+			Workers []tiered `json:"workers"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+			return nil
+		}
+		out := map[uint32]tiered{}
+		for _, w := range rep.Workers {
+			out[w.DPRank] = w
+		}
+		return out
+	}
+	expect := func(step string, prompt []uint32, lora string, want map[uint32]tiered) {
+		t.Helper()
+		var got map[uint32]tiered
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			got = scores(prompt, lora)
+			for rank := range uint32(2) {
+				g, w := got[rank], want[rank]
+				if g.OverlapBlocks != w.OverlapBlocks || g.Tiers["host"] != w.Tiers["host"] {
+					return false
+				}
+			}
+			return true
+		}, "%s: overlap_scores %+v, want %+v", step, lazyAny(func() any { return got }), want)
+	}
+	hashes := func(base uint64, n int) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = base + uint64(i)
+		}
+		return out
+	}
+	store := func(rank int, parent any, hs []any, toks []uint32, extra map[string]any) map[string]any {
+		cmd := map[string]any{"op": "store", "rank": rank, "hashes": hs, "parent": parent, "tokens": toks, "block_size": blockSize}
+		for k, v := range extra {
+			cmd[k] = v
+		}
+		return eng.do(cmd)
+	}
+	p := tokens(1000, 4)
+	ov := func(n int) tiered { return tiered{OverlapBlocks: n} }
+
+	// 1. Stores: four blocks on rank 0, in two events chained by parent.
+	store(0, nil, hashes(9_000_000_000_000_000_000, 2), p[:2*blockSize], nil)
+	store(0, uint64(9_000_000_000_000_000_001), hashes(9_000_000_000_000_000_002, 2), p[2*blockSize:], nil)
+	expect("stores", p, "", map[uint32]tiered{0: ov(4)})
+
+	// 2. The second rank publishes on its own port.
+	store(1, nil, hashes(500, 1), p[:blockSize], nil)
+	expect("rank 1", p, "", map[uint32]tiered{0: ov(4), 1: ov(1)})
+
+	// 3. A removal of the third block cuts rank 0's prefix to two.
+	eng.do(map[string]any{"op": "remove", "rank": 0, "hashes": []any{uint64(9_000_000_000_000_000_002)}})
+	expect("remove", p, "", map[uint32]tiered{0: ov(2), 1: ov(1)})
+
+	// 4. A CPU copy of the second block (an offload: hashes only), then the
+	// GPU evicts it: the block stays held, on the host tier.
+	store(0, nil, []any{uint64(9_000_000_000_000_000_001)}, nil, map[string]any{"medium": "CPU", "block_size": 0})
+	eng.do(map[string]any{"op": "remove", "rank": 0, "hashes": []any{uint64(9_000_000_000_000_000_001)}})
+	expect("cpu tier", p, "", map[uint32]tiered{0: {OverlapBlocks: 2, Tiers: map[string]int{"host": 1}}, 1: ov(1)})
+
+	// 5. A LoRA adapter's blocks match only prompts of that adapter.
+	q := tokens(5000, 2)
+	store(1, nil, hashes(700, 2), q, map[string]any{"lora_name": "sql-lora"})
+	expect("lora, base model", q, "", map[uint32]tiered{})
+	expect("lora, adapter", q, "sql-lora", map[uint32]tiered{1: ov(2)})
+
+	// 6. A gap healed by replay: two batches the router never saw live.
+	g := tokens(8000, 3)
+	store(0, nil, hashes(800, 1), g[:blockSize], map[string]any{"live": false})
+	store(0, uint64(800), hashes(801, 1), g[blockSize:2*blockSize], map[string]any{"live": false})
+	store(0, uint64(801), hashes(802, 1), g[2*blockSize:], nil)
+	expect("gap healed by replay", g, "", map[uint32]tiered{0: ov(3)})
+
+	// 7. A gap replay cannot heal (the engine's buffer rolled over): a
+	// removal lost, so the router clears rank 0 and keeps only what comes
+	// after.
+	eng.do(map[string]any{"op": "remove", "rank": 0, "hashes": []any{uint64(802)}, "live": false})
+	eng.do(map[string]any{"op": "forget", "rank": 0})
+	h := tokens(9000, 1)
+	store(0, nil, hashes(900, 1), h, nil)
+	expect("gap replay cannot heal: old blocks gone", g, "", map[uint32]tiered{})
+	expect("gap replay cannot heal: p", p, "", map[uint32]tiered{1: ov(1)})
+	expect("gap replay cannot heal: new block", h, "", map[uint32]tiered{0: ov(1)})
+
+	// 8. The engine's rank 1 restarts: its sequence starts again at 0 and
+	// its old blocks go.
+	eng.do(map[string]any{"op": "restart", "rank": 1})
+	n := tokens(9500, 1)
+	store(1, nil, hashes(950, 1), n, nil)
+	expect("restart: old blocks gone", p, "", map[uint32]tiered{})
+	expect("restart: new block", n, "", map[uint32]tiered{1: ov(1)})
+
+	// 9. A clear drops the rank's blocks.
+	eng.do(map[string]any{"op": "clear", "rank": 1})
+	expect("clear", n, "", map[uint32]tiered{})
+
+	// The metrics saw both gaps and the restart.
+	fams := r.mustScrape()
+	if got := sum(samples(fams, "dynamo_router_zmq_gaps_total", map[string]string{"result": "replayed"})); got != 1 {
+		t.Errorf("gaps replayed = %v, want 1", got)
+	}
+	if got := sum(samples(fams, "dynamo_router_zmq_gaps_total", map[string]string{"result": "cleared"})); got != 1 {
+		t.Errorf("gaps cleared = %v, want 1", got)
+	}
+	if got := sum(samples(fams, "dynamo_router_zmq_restarts_total", nil)); got != 1 {
+		t.Errorf("restarts = %v, want 1", got)
+	}
+	if got := sum(samples(fams, "dynamo_router_zmq_publishers", map[string]string{"state": "connected"})); got != 2 {
+		t.Errorf("connected publishers = %v, want 2", got)
+	}
+}
+
+type lazyAny func() any
+
+func (l lazyAny) String() string { return fmt.Sprintf("%+v", l()) }

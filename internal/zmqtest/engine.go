@@ -1,0 +1,223 @@
+// Package zmqtest plays an inference engine's KV event publisher for tests
+// and benchmarks: a ZMQ PUB socket sending vLLM's 3-frame messages, a
+// ROUTER replay socket answering from a buffer of past batches, and the
+// MessagePack encodings of vLLM's batches (docs/compat.md, "Engine-native
+// KV events"). It uses go-zeromq, the pure-Go ZMQ the router uses; the
+// end-to-end tests play the engine with libzmq (Python) instead.
+package zmqtest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"sync"
+
+	"github.com/go-zeromq/zmq4"
+)
+
+// Engine is a fake engine's publisher: Publish sends a batch with the next
+// sequence number and keeps it for replay.
+type Engine struct {
+	Topic string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	pub    zmq4.Socket
+	router zmq4.Socket
+
+	mu      sync.Mutex
+	seq     uint64
+	kept    []kept
+	keep    int
+	done    chan struct{}
+	oldForm bool // replay replies without the topic frame (older vLLM, SGLang)
+}
+
+type kept struct {
+	seq     uint64
+	payload []byte
+}
+
+// Options of an Engine.
+type Options struct {
+	// Topic is the topic frame.
+	Topic string
+	// Replay starts a replay socket.
+	Replay bool
+	// Keep is how many batches the replay socket keeps (default 10000).
+	Keep int
+	// OldReplay answers replays as older vLLM and SGLang do, without the
+	// topic frame.
+	OldReplay bool
+}
+
+var quiet = log.New(io.Discard, "", 0)
+
+// NewEngine binds a publisher (and a replay socket) on loopback ports.
+func NewEngine(opts Options) (*Engine, error) { return NewEngineAt(0, opts) }
+
+// NewEngineAt binds the publisher on the given loopback port (0: any).
+func NewEngineAt(port int, opts Options) (*Engine, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Engine{Topic: opts.Topic, ctx: ctx, cancel: cancel, keep: opts.Keep, oldForm: opts.OldReplay, done: make(chan struct{})}
+	if e.keep == 0 {
+		e.keep = 10000
+	}
+	e.pub = zmq4.NewPub(ctx, zmq4.WithLogger(quiet))
+	if err := e.pub.Listen(fmt.Sprintf("tcp://127.0.0.1:%d", port)); err != nil {
+		cancel()
+		return nil, err
+	}
+	if !opts.Replay {
+		close(e.done)
+		return e, nil
+	}
+	e.router = zmq4.NewRouter(ctx, zmq4.WithLogger(quiet))
+	if err := e.router.Listen("tcp://127.0.0.1:0"); err != nil {
+		e.pub.Close()
+		cancel()
+		return nil, err
+	}
+	go e.serveReplay()
+	return e, nil
+}
+
+// Addr is the publisher's address, tcp://127.0.0.1:port.
+func (e *Engine) Addr() string { return "tcp://" + e.pub.Addr().String() }
+
+// ReplayAddr is the replay socket's address, or "" without one.
+func (e *Engine) ReplayAddr() string {
+	if e.router == nil {
+		return ""
+	}
+	return "tcp://" + e.router.Addr().String()
+}
+
+// Port is the publisher's TCP port.
+func (e *Engine) Port() int { return e.pub.Addr().(*net.TCPAddr).Port }
+
+// Close stops the sockets.
+func (e *Engine) Close() {
+	e.cancel()
+	e.pub.Close()
+	if e.router != nil {
+		e.router.Close()
+	}
+	<-e.done
+}
+
+// Publish sends payload as the next batch and returns its sequence.
+func (e *Engine) Publish(payload []byte) (uint64, error) {
+	e.mu.Lock()
+	seq := e.seq
+	e.seq++
+	e.kept = append(e.kept, kept{seq, payload})
+	if len(e.kept) > e.keep {
+		e.kept = e.kept[len(e.kept)-e.keep:]
+	}
+	e.mu.Unlock()
+	return seq, e.pub.SendMulti(zmq4.NewMsgFrom([]byte(e.Topic), seqFrame(seq), payload))
+}
+
+// Skip takes the next n sequence numbers without sending their batches
+// live, as a publisher whose messages a slow subscriber lost; the replay
+// socket still holds them (payloads from batch).
+func (e *Engine) Skip(batches ...[]byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range batches {
+		e.kept = append(e.kept, kept{e.seq, p})
+		e.seq++
+	}
+	if len(e.kept) > e.keep {
+		e.kept = e.kept[len(e.kept)-e.keep:]
+	}
+}
+
+// Forget drops every kept batch, as a replay buffer that rolled over.
+func (e *Engine) Forget() {
+	e.mu.Lock()
+	e.kept = nil
+	e.mu.Unlock()
+}
+
+// Restart sets the sequence back to 0 and forgets the kept batches, as a
+// restarted engine.
+func (e *Engine) Restart() {
+	e.mu.Lock()
+	e.seq, e.kept = 0, nil
+	e.mu.Unlock()
+}
+
+// Subscribed reports whether at least one subscriber is connected (zmq4
+// lists a PUB's connections as its subscribers' topics).
+func (e *Engine) Subscribed() bool {
+	ts := e.pub.(interface{ Topics() []string })
+	return len(ts.Topics()) > 0
+}
+
+func seqFrame(seq uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return b[:]
+}
+
+// serveReplay answers replay requests: [identity, "", start] gets every
+// kept batch from start on, then the end marker.
+func (e *Engine) serveReplay() {
+	defer close(e.done)
+	for {
+		msg, err := e.router.Recv()
+		if err != nil {
+			return
+		}
+		if len(msg.Frames) != 3 || len(msg.Frames[2]) != 8 {
+			continue
+		}
+		id := msg.Frames[0]
+		start := binary.BigEndian.Uint64(msg.Frames[2])
+		e.mu.Lock()
+		var out []kept
+		for _, k := range e.kept {
+			if k.seq >= start {
+				out = append(out, k)
+			}
+		}
+		e.mu.Unlock()
+		for _, k := range out {
+			if err := e.router.SendMulti(e.reply(id, seqFrame(k.seq), k.payload)); err != nil {
+				return
+			}
+		}
+		if err := e.router.SendMulti(e.reply(id, seqFrame(^uint64(0)), nil)); err != nil {
+			return
+		}
+	}
+}
+
+func (e *Engine) reply(id, seq, payload []byte) zmq4.Msg {
+	if payload == nil {
+		payload = []byte{}
+	}
+	if e.oldForm {
+		return zmq4.NewMsgFrom(id, []byte{}, seq, payload)
+	}
+	topic := []byte(e.Topic)
+	if len(payload) == 0 {
+		topic = []byte{}
+	}
+	return zmq4.NewMsgFrom(id, []byte{}, topic, seq, payload)
+}
+
+// String describes the engine.
+func (e *Engine) String() string { return fmt.Sprintf("engine at %s (replay %q)", e.Addr(), e.ReplayAddr()) }
+
+// PublishFrames sends one message of the given frames as it is, for
+// formats other than an engine's (Dynamo's event plane) and for malformed
+// messages.
+func (e *Engine) PublishFrames(frames ...[]byte) error {
+	return e.pub.SendMulti(zmq4.NewMsgFrom(frames...))
+}

@@ -1,0 +1,348 @@
+package zmqevents
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/metrics"
+)
+
+// endOfReplay is the sequence frame of a replay's end marker (-1 as a signed
+// 64-bit integer).
+const endOfReplay = ^uint64(0)
+
+// Bounds of one replay: a gap wider than maxReplayBatches (ten times what
+// vLLM keeps by default) is not asked for, and a replay stops keeping
+// batches past maxReplayBytes; either way the rest of the gap clears the
+// rank.
+const (
+	maxReplayBatches = 100_000
+	maxReplayBytes   = 256 << 20
+)
+
+// conn is the router's subscription to one publisher: a goroutine that
+// dials, reads and delivers until its context ends, dialling again with
+// backoff when the publisher is unreachable or goes away.
+type conn struct {
+	s      *Source
+	ep     Endpoint
+	ctx    context.Context
+	cancel context.CancelFunc
+	dec    decoder
+	// messages counts this publisher's messages (its engine's series).
+	messages prometheus.Counter
+
+	mu        sync.Mutex
+	connected bool
+	lastErr   string
+	mismatch  int
+	delivered uint64 // batches delivered, for Status
+	lastSeq   uint64
+
+	// The sequence of the last batch delivered (engines; the run
+	// goroutine's alone).
+	haveSeq bool
+	last    uint64
+}
+
+func newConn(s *Source, ep Endpoint) *conn {
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &conn{s: s, ep: ep, ctx: ctx, cancel: cancel, messages: s.m.Messages.WithLabelValues(ep.Engine.String())}
+	c.dec = newDecoder(s, c)
+	return c
+}
+
+// quiet is the logger handed to zmq4, which would otherwise write to
+// stderr: the connection logs what matters itself.
+var quiet = log.New(io.Discard, "", 0)
+
+// run dials and reads until the connection's context ends.
+func (c *conn) run() {
+	m := c.s.m
+	m.Publishers.WithLabelValues(metrics.ZMQConnecting).Inc()
+	defer func() {
+		c.mu.Lock()
+		state := metrics.ZMQConnecting
+		if c.connected {
+			state = metrics.ZMQConnected
+		}
+		c.mu.Unlock()
+		m.Publishers.WithLabelValues(state).Dec()
+	}()
+	c.s.log.Info("zmq events: subscribing", slog.String("publisher", c.ep.String()), slog.String("topic", c.ep.Topic))
+	backoff := c.s.cfg.ReconnectMin
+	for {
+		start := time.Now()
+		was, err := c.session()
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.setDown(err)
+		if was {
+			m.Reconnects.Inc()
+			c.lost()
+			c.s.log.Warn("zmq events: publisher connection lost; its rank is cleared, dialling again", slog.String("publisher", c.ep.String()), slog.Any("error", err))
+			if time.Since(start) > c.s.cfg.ReconnectMax {
+				backoff = c.s.cfg.ReconnectMin
+			}
+		} else {
+			c.s.log.Debug("zmq events: publisher not reachable", slog.String("publisher", c.ep.String()), slog.Any("error", err),
+				slog.Duration("retry_in", backoff))
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, c.s.cfg.ReconnectMax)
+	}
+}
+
+// session dials the publisher and delivers its messages until the
+// connection fails or the context ends. It reports whether it connected.
+func (c *conn) session() (bool, error) {
+	sub := zmq4.NewSub(c.ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(c.s.cfg.DialTimeout), zmq4.WithLogger(quiet))
+	defer sub.Close()
+	if err := sub.Dial(dialAddr(c.ep.Addr)); err != nil {
+		return false, err
+	}
+	if err := sub.SetOption(zmq4.OptionSubscribe, c.ep.Topic); err != nil {
+		return false, fmt.Errorf("subscribe: %w", err)
+	}
+	c.setUp()
+	for {
+		msg, err := sub.Recv()
+		if err != nil {
+			return true, err
+		}
+		c.messages.Inc()
+		if c.ep.Engine == EngineDynamo {
+			c.dec.plane(msg.Frames)
+			continue
+		}
+		c.live(msg.Frames)
+	}
+}
+
+// lost forgets an engine's sequence and clears its rank after the
+// connection dropped: whether the engine restarted meanwhile cannot be told
+// from the sequence (a restarted engine may already have published past
+// the last one seen), so the rank starts again from what the engine's replay
+// socket still holds. Dynamo's event plane carries event_ids the writer
+// checks itself.
+func (c *conn) lost() {
+	if c.ep.Engine == EngineDynamo {
+		return
+	}
+	c.haveSeq = false
+	c.s.sink.ClearRank(c.rank())
+}
+
+// live handles one message of an engine's live stream: it checks the
+// sequence, heals a gap through the replay socket, and delivers.
+func (c *conn) live(frames [][]byte) {
+	if len(frames) != 3 || len(frames[1]) != 8 {
+		c.dec.badFrames(fmt.Sprintf("%d frames, want topic, 8-byte sequence, payload", len(frames)))
+		return
+	}
+	seq := binary.BigEndian.Uint64(frames[1])
+	switch {
+	case !c.haveSeq && seq > 0 && seq <= maxReplayBatches && c.ep.Replay != "":
+		// Joined mid-stream: what the publisher still buffers fills in
+		// the blocks stored before.
+		c.replay(0, seq)
+	case !c.haveSeq:
+	case seq == c.last+1:
+	case seq <= c.last:
+		// The engine restarted (its sequence starts again at 0): the
+		// writer sees the event_id go back and clears the rank before
+		// applying the new engine's events.
+		c.s.m.Restarts.Inc()
+		c.s.log.Warn("zmq events: publisher sequence went back: engine restarted; its rank is cleared",
+			slog.String("publisher", c.ep.String()), slog.Uint64("last_seq", c.last), slog.Uint64("seq", seq))
+	default:
+		c.gap(seq)
+	}
+	c.deliver(seq, frames[2])
+}
+
+// gap heals the batches between the last one delivered and seq through the
+// replay socket. Whatever it cannot heal is left as a gap in the event_ids,
+// which the writer counts and answers by clearing the rank.
+func (c *conn) gap(seq uint64) {
+	from := c.last + 1
+	if c.ep.Replay == "" || seq-from > maxReplayBatches {
+		c.s.m.Gaps.WithLabelValues(metrics.GapCleared).Inc()
+		c.s.log.Warn("zmq events: batches lost, and no replay socket or a gap too wide to ask for; the rank is cleared",
+			slog.String("publisher", c.ep.String()), slog.Uint64("from_seq", from), slog.Uint64("to_seq", seq-1),
+			slog.Bool("replay", c.ep.Replay != ""))
+		return
+	}
+	if c.replay(from, seq) {
+		c.s.m.Gaps.WithLabelValues(metrics.GapReplayed).Inc()
+		return
+	}
+	c.s.m.Gaps.WithLabelValues(metrics.GapCleared).Inc()
+}
+
+// replay asks the replay socket for the batches from..to-1 and delivers
+// those it gets, in order. It reports whether every one of them came.
+func (c *conn) replay(from, to uint64) bool {
+	got, err := c.fetch(from, to)
+	if err != nil {
+		c.s.log.Warn("zmq events: replay failed", slog.String("publisher", c.ep.String()), slog.String("replay", c.ep.Replay),
+			slog.Uint64("from_seq", from), slog.Uint64("to_seq", to-1), slog.Any("error", err))
+	}
+	if len(got) > 0 && got[0].seq > from && from > 0 {
+		c.s.log.Warn("zmq events: the replay socket no longer holds every lost batch; the rank is cleared",
+			slog.String("publisher", c.ep.String()), slog.Uint64("from_seq", from), slog.Uint64("oldest_replayed", got[0].seq))
+	}
+	for _, b := range got {
+		c.deliver(b.seq, b.payload)
+	}
+	return err == nil && len(got) == int(to-from)
+}
+
+type replayed struct {
+	seq     uint64
+	payload []byte
+}
+
+// fetch requests the batches from seq from on and returns those below to, in
+// order, stopping at the replay's end marker, at to, or after ReplayTimeout.
+func (c *conn) fetch(from, to uint64) ([]replayed, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.ReplayTimeout)
+	defer cancel()
+	d := zmq4.NewDealer(ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(c.s.cfg.DialTimeout), zmq4.WithLogger(quiet))
+	defer d.Close()
+	if err := d.Dial(dialAddr(c.ep.Replay)); err != nil {
+		return nil, err
+	}
+	var start [8]byte
+	binary.BigEndian.PutUint64(start[:], from)
+	if err := d.SendMulti(zmq4.NewMsgFrom([]byte{}, start[:])); err != nil {
+		return nil, fmt.Errorf("send replay request: %w", err)
+	}
+	var out []replayed
+	next, size := from, 0
+	for {
+		msg, err := d.Recv()
+		if err != nil {
+			if ctx.Err() != nil && c.ctx.Err() == nil {
+				err = fmt.Errorf("no end of replay within %v", c.s.cfg.ReplayTimeout)
+			}
+			return out, err
+		}
+		seq, payload, end, err := replayFrames(msg.Frames)
+		if err != nil {
+			c.dec.badFrames(err.Error())
+			return out, err
+		}
+		if end {
+			return out, nil
+		}
+		switch {
+		case seq >= to:
+			return out, nil // the live stream has it
+		case seq < next:
+			continue // not asked for, or repeated
+		}
+		c.s.m.Replayed.Inc()
+		c.messages.Inc()
+		if size += len(payload); size > maxReplayBytes {
+			return out, fmt.Errorf("replay over %d bytes", maxReplayBytes)
+		}
+		out = append(out, replayed{seq: seq, payload: payload})
+		next = seq + 1
+	}
+}
+
+// replayFrames reads one reply of a replay socket, as a DEALER sees it:
+// ["", topic, seq, payload] (vLLM since mid-2026) or ["", seq, payload]
+// (older vLLM, SGLang). The end marker has the sequence 2^64-1 or an empty
+// payload.
+func replayFrames(frames [][]byte) (seq uint64, payload []byte, end bool, err error) {
+	if len(frames) > 0 && len(frames[0]) == 0 {
+		frames = frames[1:]
+	}
+	switch len(frames) {
+	case 3:
+		frames = frames[1:] // the topic
+	case 2:
+	default:
+		return 0, nil, false, fmt.Errorf("replay reply of %d frames, want [topic,] seq, payload", len(frames))
+	}
+	if len(frames[0]) != 8 {
+		return 0, nil, false, fmt.Errorf("replay reply sequence of %d bytes, want 8", len(frames[0]))
+	}
+	seq = binary.BigEndian.Uint64(frames[0])
+	if seq == endOfReplay || len(frames[1]) == 0 {
+		return seq, nil, true, nil
+	}
+	return seq, frames[1], false, nil
+}
+
+// deliver decodes one batch and submits its events with seq as their
+// event_id.
+func (c *conn) deliver(seq uint64, payload []byte) {
+	c.haveSeq, c.last = true, seq
+	c.dec.batch(seq, payload)
+	c.mu.Lock()
+	c.delivered++
+	c.lastSeq = seq
+	c.mu.Unlock()
+}
+
+func (c *conn) setUp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.connected {
+		c.s.m.Publishers.WithLabelValues(metrics.ZMQConnecting).Dec()
+		c.s.m.Publishers.WithLabelValues(metrics.ZMQConnected).Inc()
+	}
+	c.connected, c.lastErr = true, ""
+	c.s.log.Info("zmq events: connected", slog.String("publisher", c.ep.String()))
+}
+
+func (c *conn) setDown(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		c.s.m.Publishers.WithLabelValues(metrics.ZMQConnected).Dec()
+		c.s.m.Publishers.WithLabelValues(metrics.ZMQConnecting).Inc()
+	}
+	c.connected = false
+	if err == nil {
+		err = errors.New("closed")
+	}
+	c.lastErr = err.Error()
+}
+
+func (c *conn) setMismatch(blockSize int) {
+	c.mu.Lock()
+	c.mismatch = blockSize
+	c.mu.Unlock()
+}
+
+func (c *conn) status() PublisherStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return PublisherStatus{Endpoint: c.ep, Connected: c.connected, LastError: c.lastErr, Mismatch: c.mismatch,
+		Delivered: c.delivered, LastSeq: c.lastSeq}
+}
+
+// rank is the rank an engine publisher's events are about.
+func (c *conn) rank() indexer.Worker { return c.ep.Rank }

@@ -1,0 +1,357 @@
+package zmqevents
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kvrouter/router/blockhash"
+	"github.com/kvrouter/router/events"
+	"github.com/kvrouter/router/indexer"
+	"github.com/kvrouter/router/internal/testutil"
+	"github.com/kvrouter/router/internal/zmqtest"
+	"github.com/kvrouter/router/metrics"
+)
+
+const blockSize = 4
+
+// harness is a real index, its writer and a Source feeding it, with fake
+// engines (go-zeromq publishers) to play against.
+type harness struct {
+	t   testing.TB
+	idx *indexer.Index
+	w   *events.Writer
+	src *Source
+	m   *metrics.Router
+	zm  *Metrics
+	log *testutil.Buffer
+}
+
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	h := &harness{t: t, idx: indexer.NewIndex(indexer.Config{}), log: &testutil.Buffer{}}
+	var err error
+	if h.m, err = metrics.New(prometheus.NewRegistry(), metrics.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if h.w, err = events.NewWriter(events.DefaultConfig(), h.idx, h.m, log); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig(blockSize)
+	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 100*time.Millisecond
+	if h.src, err = New(cfg, h.w, h.m, log); err != nil {
+		t.Fatal(err)
+	}
+	if h.zm, err = NewMetrics(h.m); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wdone, sdone := make(chan error, 1), make(chan error, 1)
+	go func() { wdone <- h.w.Run(ctx) }()
+	go func() { sdone <- h.src.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for _, ch := range []chan error{sdone, wdone} {
+			if err := <-ch; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	})
+	return h
+}
+
+// engine starts a fake engine and subscribes the source to it as rank.
+func (h *harness) engine(rank indexer.Worker, opts zmqtest.Options) *zmqtest.Engine {
+	h.t.Helper()
+	e, err := zmqtest.NewEngine(opts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(e.Close)
+	h.src.Set("test", []Endpoint{{Rank: rank, Addr: e.Addr(), Replay: e.ReplayAddr(), Topic: opts.Topic, Engine: EngineVLLM}})
+	testutil.Eventually(h.t, 10*time.Second, e.Subscribed, "router subscribed to %v", e)
+	return e
+}
+
+// publish sends a batch and waits until the writer has applied it.
+func (h *harness) publish(e *zmqtest.Engine, batch []byte) {
+	h.t.Helper()
+	delivered := func() (n, last uint64) {
+		for _, st := range h.src.Status() {
+			if st.Endpoint.Addr == e.Addr() {
+				return st.Delivered, st.LastSeq
+			}
+		}
+		return 0, 0
+	}
+	before, _ := delivered()
+	seq, err := e.Publish(batch)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	testutil.Eventually(h.t, 10*time.Second, func() bool {
+		n, last := delivered()
+		return n > before && last == seq
+	}, "batch %d delivered", seq)
+	h.sync()
+}
+
+func (h *harness) sync() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.w.Sync(ctx); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// overlap is how many leading blocks of tokens rank holds.
+func (h *harness) overlap(rank indexer.Worker, tokens []uint32) int {
+	h.t.Helper()
+	var q []indexer.LocalHash
+	for _, l := range mustHasher(h.t).LocalHashes(nil, tokens) {
+		q = append(q, indexer.LocalHash(l))
+	}
+	for _, m := range h.idx.FindMatches(q, false, nil) {
+		if m.Worker == rank {
+			return int(m.Blocks)
+		}
+	}
+	return 0
+}
+
+func mustHasher(t testing.TB) *blockhash.Hasher {
+	t.Helper()
+	hs, err := blockhash.NewHasher(blockSize, blockhash.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hs
+}
+
+func seq(from, to uint32) []uint32 {
+	var out []uint32
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+var w26 = indexer.Worker{ID: 26}
+
+func TestStoreRemoveClear(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "map", true: "legacy"}[legacy], func(t *testing.T) {
+			h := newHarness(t)
+			e := h.engine(w26, zmqtest.Options{Topic: "kv-events"})
+			batch := zmqtest.Batch
+			if legacy {
+				batch = zmqtest.LegacyBatch
+			}
+			h.publish(e, batch(0, zmqtest.Stored(nil, []uint64{101, 102}, seq(1, 8), blockSize)))
+			if got := h.overlap(w26, seq(1, 12)); got != 2 {
+				t.Fatalf("after store: overlap %d, want 2", got)
+			}
+			h.publish(e, batch(0, zmqtest.Stored(zmqtest.Parent(102), []uint64{103}, seq(9, 12), blockSize)))
+			if got := h.overlap(w26, seq(1, 12)); got != 3 {
+				t.Fatalf("after chained store: overlap %d, want 3", got)
+			}
+			h.publish(e, batch(0, zmqtest.Removed(102)))
+			if got := h.overlap(w26, seq(1, 12)); got != 1 {
+				t.Fatalf("after remove: overlap %d, want 1", got)
+			}
+			h.publish(e, batch(0, zmqtest.Cleared()))
+			if got := h.overlap(w26, seq(1, 12)); got != 0 {
+				t.Fatalf("after clear: overlap %d, want 0", got)
+			}
+		})
+	}
+}
+
+func TestGapHealedByReplay(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		t.Run(map[bool]string{false: "topic-frame", true: "old-replay"}[old], func(t *testing.T) {
+			h := newHarness(t)
+			e := h.engine(w26, zmqtest.Options{Replay: true, OldReplay: old})
+			h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+			// Two batches the subscriber never saw live.
+			e.Skip(zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(101), []uint64{102}, seq(5, 8), blockSize)),
+				zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(102), []uint64{103}, seq(9, 12), blockSize)))
+			h.publish(e, zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(103), []uint64{104}, seq(13, 16), blockSize)))
+			if got := h.overlap(w26, seq(1, 16)); got != 4 {
+				t.Fatalf("overlap %d, want 4: the replay should have filled the gap", got)
+			}
+			if got := promtest.ToFloat64(h.zm.Gaps.WithLabelValues(metrics.GapReplayed)); got != 1 {
+				t.Errorf("gaps replayed = %v, want 1", got)
+			}
+			if got := promtest.ToFloat64(h.zm.Replayed); got != 2 {
+				t.Errorf("replayed batches = %v, want 2", got)
+			}
+			if got := promtest.ToFloat64(h.zm.Events.Missed); got != 0 {
+				t.Errorf("missed = %v, want 0", got)
+			}
+		})
+	}
+}
+
+func TestGapReplayCannotHeal(t *testing.T) {
+	for _, replay := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no-replay", true: "rolled-over"}[replay], func(t *testing.T) {
+			h := newHarness(t)
+			e := h.engine(w26, zmqtest.Options{Replay: replay})
+			h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+			e.Skip(zmqtest.Batch(0, zmqtest.Removed(101)))
+			e.Forget()
+			// After the lost removal the engine stores a new chain; the
+			// router must not keep claiming block 101.
+			h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{201}, seq(21, 24), blockSize)))
+			if got := h.overlap(w26, seq(1, 4)); got != 0 {
+				t.Errorf("overlap of the lost removal's block %d, want 0 (rank cleared)", got)
+			}
+			if got := h.overlap(w26, seq(21, 24)); got != 1 {
+				t.Errorf("overlap of the block stored after the gap %d, want 1", got)
+			}
+			if got := promtest.ToFloat64(h.zm.Gaps.WithLabelValues(metrics.GapCleared)); got != 1 {
+				t.Errorf("gaps cleared = %v, want 1", got)
+			}
+			if got := promtest.ToFloat64(h.zm.Events.Missed); got != 1 {
+				t.Errorf("missed = %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestEngineRestart(t *testing.T) {
+	h := newHarness(t)
+	e := h.engine(w26, zmqtest.Options{Replay: true})
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(101), []uint64{102}, seq(5, 8), blockSize)))
+	e.Restart()
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{301}, seq(31, 34), blockSize)))
+	if got := h.overlap(w26, seq(1, 8)); got != 0 {
+		t.Errorf("overlap of the old engine's blocks %d, want 0", got)
+	}
+	if got := h.overlap(w26, seq(31, 34)); got != 1 {
+		t.Errorf("overlap of the new engine's block %d, want 1", got)
+	}
+	if got := promtest.ToFloat64(h.zm.Restarts); got != 1 {
+		t.Errorf("restarts = %v, want 1", got)
+	}
+}
+
+func TestJoinMidStreamReplaysHistory(t *testing.T) {
+	h := newHarness(t)
+	e, err := zmqtest.NewEngine(zmqtest.Options{Replay: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	// Published before any subscriber: lost live, kept for replay.
+	for _, b := range [][]byte{
+		zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)),
+		zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(101), []uint64{102}, seq(5, 8), blockSize)),
+	} {
+		if _, err := e.Publish(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.src.Set("test", []Endpoint{{Rank: w26, Addr: e.Addr(), Replay: e.ReplayAddr(), Engine: EngineVLLM}})
+	testutil.Eventually(t, 10*time.Second, e.Subscribed, "subscribed")
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(102), []uint64{103}, seq(9, 12), blockSize)))
+	if got := h.overlap(w26, seq(1, 12)); got != 3 {
+		t.Errorf("overlap %d, want 3 (two replayed, one live)", got)
+	}
+}
+
+func TestBadBatchClearsRank(t *testing.T) {
+	h := newHarness(t)
+	e := h.engine(w26, zmqtest.Options{})
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+	h.publish(e, []byte{0x93, 0xc1}) // 0xc1 is never valid MessagePack
+	if got := h.overlap(w26, seq(1, 4)); got != 0 {
+		t.Errorf("overlap after a lost batch %d, want 0", got)
+	}
+	if got := promtest.ToFloat64(h.zm.Events.DecodeErrors.WithLabelValues(metrics.DecodeMsgpack)); got != 1 {
+		t.Errorf("decode errors{msgpack} = %v, want 1", got)
+	}
+}
+
+func TestBlockSizeMismatchNotIndexed(t *testing.T) {
+	h := newHarness(t)
+	e := h.engine(w26, zmqtest.Options{})
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101, 102}, seq(1, 16), 8)))
+	if got := h.overlap(w26, seq(1, 16)); got != 0 {
+		t.Errorf("overlap %d, want 0: blocks of another size are not indexed", got)
+	}
+	_, mm := Health(h.src.Status(), blockSize)
+	if !strings.Contains(mm, "blocks of 8 tokens") {
+		t.Errorf("health mismatch %q, want it to name the engine's block size", mm)
+	}
+}
+
+func TestReconnectAfterPublisherRestart(t *testing.T) {
+	h := newHarness(t)
+	e := h.engine(w26, zmqtest.Options{})
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+	port := e.Port()
+	e.Close()
+	testutil.Eventually(t, 10*time.Second, func() bool { return !h.src.Status()[0].Connected }, "publisher seen gone")
+	down, _ := Health(h.src.Status(), blockSize)
+	if !strings.Contains(down, "1 of 1 publisher(s) not connected") {
+		t.Errorf("health %q", down)
+	}
+	// The engine comes back on the same port.
+	e2, err := zmqtest.NewEngineAt(port, zmqtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e2.Close)
+	testutil.Eventually(t, 10*time.Second, e2.Subscribed, "subscribed again")
+	h.publish(e2, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{401}, seq(41, 44), blockSize)))
+	if got := h.overlap(w26, seq(1, 4)); got != 0 {
+		t.Errorf("overlap of the old engine's block %d, want 0 (sequence restarted)", got)
+	}
+	if got := h.overlap(w26, seq(41, 44)); got != 1 {
+		t.Errorf("overlap of the new engine's block %d, want 1", got)
+	}
+	if got := promtest.ToFloat64(h.zm.Reconnects); got < 1 {
+		t.Errorf("reconnects = %v, want >= 1", got)
+	}
+}
+
+// TestHugeFrameRefused: a peer announcing a frame over MaxMessageBytes is
+// refused before anything is allocated for it.
+func TestHugeFrameRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			greeting := make([]byte, 64)
+			greeting[0], greeting[9], greeting[10] = 0xff, 0x7f, 3
+			copy(greeting[12:], "NULL")
+			huge := []byte{0x06, 0, 0, 0x10, 0, 0, 0, 0, 0} // a command frame of 2^44 bytes
+			_, _ = c.Write(append(greeting, huge...))
+			defer c.Close()
+		}
+	}()
+	h := newHarness(t)
+	h.src.Set("test", []Endpoint{{Rank: w26, Addr: "tcp://" + ln.Addr().String(), Engine: EngineVLLM}})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		st := h.src.Status()
+		return len(st) == 1 && strings.Contains(st[0].LastError, "zmq message over")
+	}, "the connection refused with the frame limit")
+}
