@@ -32,8 +32,8 @@ func TestReasonOf(t *testing.T) {
 		if !errors.As(err, &de) {
 			t.Fatalf("Decode(%q) = %v, want a *codec.DecodeError", tt.in, err)
 		}
-		if got := reasonOf(err); got != tt.want {
-			t.Errorf("reasonOf(%v) = %s, want %s", err, got, tt.want)
+		if got := Reason(err); got != tt.want {
+			t.Errorf("Reason(%v) = %s, want %s", err, got, tt.want)
 		}
 	}
 }

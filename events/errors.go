@@ -15,11 +15,13 @@ var ErrQueueFull = errors.New("event queue full")
 // for the codec's tests.
 const ReasonTooLarge = metrics.DecodeTooLarge
 
-// reasonOf returns the reason label of dynamo_component_kv_event_decode_errors_total
-// for an error of codec.Decode: the codec names the reason by sentinel, and
-// the labels are the metrics' business.
-func reasonOf(err error) string {
+// Reason returns the reason label of dynamo_component_kv_event_decode_errors_total
+// for an error of the codec's decoders (NATS's and ZMQ's alike): the codec
+// names the reason by sentinel, and the labels are the metrics' business.
+func Reason(err error) string {
 	switch {
+	case errors.Is(err, codec.ErrFrame):
+		return metrics.DecodeZMQFrame
 	case errors.Is(err, codec.ErrMalformedJSON):
 		return metrics.DecodeJSON
 	case errors.Is(err, codec.ErrMalformedMsgpack):

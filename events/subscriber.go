@@ -340,7 +340,7 @@ func (s *Subscriber) accept(data []byte) (item, bool) {
 	s.stats.received.Add(1)
 	ev, meta, err := codec.Decode(data)
 	if err != nil {
-		reason := reasonOf(err)
+		reason := Reason(err)
 		s.decodeErrs[reason].get().Inc()
 		s.stats.decodeErrors.Add(1)
 		s.warnf("kv events: message rejected", slog.String("reason", reason), slog.Any("error", err))

@@ -10,6 +10,7 @@ import (
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/workers"
+	"github.com/kvrouter/router/zmqevents"
 )
 
 // addChecks registers the router's readiness checks (docs/api.md §5):
@@ -42,6 +43,9 @@ func (s *Stack) addChecks(srv *status.Server, nc *nats.Conn, blockSize int) {
 		return status.Failed, "KV event subscriptions not live yet (durable mode: replaying)"
 	})
 	srv.AddCheck("index", func() (status.State, string) { return indexHealth(s.Divergence()) })
+	if s.zmq != nil {
+		srv.AddCheck("kv_publishers", func() (status.State, string) { return publishersHealth(s.zmq.Status(), blockSize) })
+	}
 }
 
 // indexHealth reports a diverging index as degraded, not failed: routing
@@ -98,4 +102,21 @@ func etcdHealth(rs workers.Status) (status.State, string) {
 	}
 	return status.Degraded, fmt.Sprintf("unreachable for %v; serving the %d last known workers, %s: %s",
 		rs.Staleness.Round(time.Second), rs.Workers, limit, rs.EtcdError)
+}
+
+// publishersHealth reports ZMQ publishers that are not connected, or whose
+// blocks are of another size than the router's, as degraded: the router
+// routes on, with less of those workers' cache in its index (nothing of a
+// mismatched engine's), and dials the lost ones again.
+func publishersHealth(st []zmqevents.PublisherStatus, blockSize int) (status.State, string) {
+	down, mismatched := zmqevents.Health(st, blockSize)
+	switch {
+	case down != "" && mismatched != "":
+		return status.Degraded, down + "; " + mismatched
+	case down != "":
+		return status.Degraded, down
+	case mismatched != "":
+		return status.Degraded, mismatched
+	}
+	return status.OK, ""
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/warmstart"
 	"github.com/kvrouter/router/workers"
+	"github.com/kvrouter/router/zmqevents"
 )
 
 // Config is the router's configuration, as `serve` and `compare` both build
@@ -57,7 +58,21 @@ type Config struct {
 	// WorkersFileReload reads Workers.WorkersFile again at each value
 	// (`router serve` has signal.Notify send SIGHUP); nil never does.
 	WorkersFileReload <-chan os.Signal
+	// EventPlane is how Dynamo's workers publish their KV events:
+	// EventPlaneNATS (NATS subjects) or EventPlaneZMQ (Dynamo's ZMQ event
+	// plane, its publishers discovered in etcd). Engines of the workers
+	// file publish over ZMQ either way.
+	EventPlane string
+	// ZMQ configures the ZMQ subscriptions; a zero value takes
+	// zmqevents.DefaultConfig of the router's block size.
+	ZMQ zmqevents.Config
 }
+
+// The event planes of Config.EventPlane.
+const (
+	EventPlaneNATS = "nats"
+	EventPlaneZMQ  = "zmq"
+)
 
 // Stack is the whole router, built and not yet running.
 type Stack struct {
@@ -69,6 +84,11 @@ type Stack struct {
 	file   *workers.FileSource // nil without Workers.WorkersFile
 	load   *workers.LoadSubscriber
 	sub    *events.Subscriber // nil in approximate mode
+	// zmq subscribes to ZMQ publishers: the workers file's engines and,
+	// with EventPlaneZMQ, Dynamo's event plane (plane discovers those).
+	// Both nil in approximate mode; plane nil on NATS.
+	zmq   *zmqevents.Source
+	plane *zmqevents.Plane
 	svc    *service.Service
 	http   *httpapi.Server // nil without Config.HTTP
 	status *status.Server  // nil without Config.Status
@@ -132,7 +152,18 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 	if s.router, err = scheduler.New(cfg.Scheduler, s.idx, s.writer, m, opts); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	if s.reg, err = workers.NewRegistry(cfg.Workers, workers.Sinks{Index: s.writer, Fleet: s.router}, m, log); err != nil {
+	sinks := workers.Sinks{Index: s.writer, Fleet: s.router}
+	if cfg.KVEvents {
+		zc := cfg.ZMQ
+		if zc == (zmqevents.Config{}) {
+			zc = zmqevents.DefaultConfig(cfg.Workers.BlockSize)
+		}
+		if s.zmq, err = zmqevents.New(zc, s.writer, m, log); err != nil {
+			return nil, err
+		}
+		sinks.Engines = engineSink{src: s.zmq, log: log}
+	}
+	if s.reg, err = workers.NewRegistry(cfg.Workers, sinks, m, log); err != nil {
 		return nil, fmt.Errorf("worker registry: %w", err)
 	}
 	if !cfg.Workers.NoEtcd {
@@ -152,6 +183,24 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 		if s.sub, err = events.NewSubscriber(cfg.Events, nc, s.writer, m, log); err != nil {
 			return nil, fmt.Errorf("kv events: %w", err)
 		}
+	}
+	switch cfg.EventPlane {
+	case "", EventPlaneNATS:
+	case EventPlaneZMQ:
+		if cfg.Workers.NoEtcd {
+			return nil, errors.New("event plane zmq: its publishers are discovered in etcd, which is off")
+		}
+		if cfg.KVEvents {
+			comps := []string{cfg.Workers.Component}
+			if p := cfg.Workers.PrefillComponent; p != "" && p != cfg.Workers.Component {
+				comps = append(comps, p)
+			}
+			if s.plane, err = zmqevents.NewPlane(etcd, s.zmq, cfg.Workers.Namespace, comps, m, log); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fmt.Errorf("event plane %q: want %s or %s", cfg.EventPlane, EventPlaneNATS, EventPlaneZMQ)
 	}
 	// The warm start's families exist in every mode, as every family does.
 	wcfg := warmstart.Config{Namespace: cfg.Service.Namespace, Component: cfg.Service.Component, RouterID: cfg.RouterID,
@@ -238,6 +287,12 @@ func (s *Stack) Run(ctx context.Context) error {
 	g.Go(func() error { return s.load.Run(gctx) })
 	if s.sub != nil {
 		g.Go(func() error { return s.sub.Run(gctx) })
+	}
+	if s.zmq != nil {
+		g.Go(func() error { return s.zmq.Run(gctx) })
+	}
+	if s.plane != nil {
+		g.Go(func() error { return s.plane.Run(gctx) })
 	}
 	g.Go(func() error { return s.router.Run(gctx) })
 	if s.status != nil {
@@ -343,3 +398,37 @@ func (s *Stack) Index() *indexer.Index { return s.idx }
 
 // Router returns the scheduler.
 func (s *Stack) Router() *scheduler.Router { return s.router }
+
+// engineSink hands the workers file's engines to the ZMQ source: one
+// publisher per data-parallel rank of each worker with kv_events.
+type engineSink struct {
+	src *zmqevents.Source
+	log *slog.Logger
+}
+
+// SetFileWorkers replaces the source's workers-file group. The registry
+// calls it under its lock; Source.Set neither blocks nor calls back.
+func (e engineSink) SetFileWorkers(ws []workers.FileWorker) {
+	var eps []zmqevents.Endpoint
+	for _, w := range ws {
+		kv := w.KVEvents
+		if kv == nil {
+			continue
+		}
+		eng, err := zmqevents.ParseEngine(kv.Engine)
+		var rank []zmqevents.Endpoint
+		if err == nil {
+			rank, err = zmqevents.EngineEndpoints(w.ID, w.DPSize, kv.Endpoint, kv.ReplayEndpoint, kv.Topic, eng)
+		}
+		if err != nil {
+			// The file's decoder checked what this checks again.
+			e.log.Error("workers file: kv_events not subscribed", slog.Uint64("worker_id", uint64(w.ID)), slog.Any("error", err))
+			continue
+		}
+		eps = append(eps, rank...)
+	}
+	e.src.Set(FileGroup, eps)
+}
+
+// FileGroup is the ZMQ source's group of the workers file's engines.
+const FileGroup = "workers-file"

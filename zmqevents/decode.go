@@ -2,11 +2,11 @@ package zmqevents
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/metrics"
@@ -88,18 +88,7 @@ func (d *decoder) plane(frames [][]byte) {
 
 // rejected counts a message the decoders refused, by reason.
 func (d *decoder) rejected(err error) {
-	reason := metrics.DecodeMsgpack
-	var de *codec.DecodeError
-	if errors.As(err, &de) {
-		switch {
-		case errors.Is(err, codec.ErrSchema):
-			reason = metrics.DecodeSchema
-		case errors.Is(err, codec.ErrTooLarge):
-			reason = metrics.DecodeTooLarge
-		case errors.Is(err, codec.ErrMalformedJSON):
-			reason = metrics.DecodeJSON
-		}
-	}
+	reason := events.Reason(err)
 	d.s.m.Events.DecodeErrors.WithLabelValues(reason).Inc()
 	d.warn("zmq events: message rejected", slog.String("publisher", d.c.ep.String()), slog.String("reason", reason), slog.Any("error", err))
 }

@@ -84,7 +84,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, out io.Writer
 	scfg := stack.Config{
 		RouterID: routerID, MaxIndexEntries: cfg.MaxIndexEntries, KVEvents: cfg.KVEvents,
 		Events: cfg.Events, Workers: cfg.Workers, Scheduler: cfg.Scheduler, Service: cfg.Service, Rand: rng,
-		Gatherer: promReg,
+		Gatherer: promReg, EventPlane: cfg.EventPlane,
 	}
 	if cfg.SystemEnabled {
 		sc := cfg.statusConfig()

@@ -13,6 +13,7 @@ import (
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/httpapi"
 	"github.com/kvrouter/router/scheduler"
+	"github.com/kvrouter/router/stack"
 	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/workers"
@@ -45,6 +46,7 @@ type serveConfig struct {
 	MaxIndexEntries  int
 	KVEvents         bool
 	WorkersFile      string
+	EventPlane       string
 
 	Seed      uint64
 	Events    events.Config
@@ -87,6 +89,7 @@ func serveFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", EnvVars: []string{"NATS_SERVER"}, Usage: "NATS server URL; with --embedded, where the embedded NATS listens"},
 		&cli.StringFlag{Name: "etcd-endpoints", Value: "http://127.0.0.1:2379", EnvVars: []string{"ETCD_ENDPOINTS"}, Usage: "comma-separated etcd endpoints; with --embedded, where the embedded etcd listens; empty ('') runs without etcd, with --workers-file"},
+		&cli.StringFlag{Name: "event-plane", Value: stack.EventPlaneNATS, EnvVars: []string{"DYN_EVENT_PLANE"}, Usage: "how Dynamo's workers publish KV events: nats (NATS subjects) or zmq (Dynamo's ZMQ event plane, publishers discovered in etcd under v1/event_channels/); the workers file's engines publish over ZMQ either way"},
 		&cli.StringFlag{Name: "workers-file", EnvVars: []string{"DYN_ROUTER_WORKERS_FILE"}, Usage: "JSON file of workers registered nowhere (plain vLLM or SGLang), routed beside etcd's; read again on SIGHUP (docs/api.md §8)"},
 		&cli.StringFlag{Name: "namespace", Value: "dynamo", EnvVars: []string{"DYN_NAMESPACE"}, Usage: "Dynamo namespace of the workers and the router"},
 		&cli.StringFlag{Name: "component", Value: "backend", EnvVars: []string{"DYN_COMPONENT"}, Usage: "component of aggregated/decode workers"},
@@ -181,6 +184,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 		MaxIndexEntries:  c.Int("router-max-index-entries"),
 		KVEvents:         c.Bool("router-kv-events") && !c.Bool("no-router-kv-events"),
 		WorkersFile:      c.String("workers-file"),
+		EventPlane:       c.String("event-plane"),
 	}
 	endpoint := workers.DefaultEndpoint
 	for _, ep := range strings.Split(c.String("etcd-endpoints"), ",") {
@@ -365,6 +369,12 @@ func (cfg serveConfig) validate() []error {
 		errs = append(errs, errors.New("--etcd-endpoints: empty, but --embedded needs an address for its etcd"))
 	case len(cfg.EtcdEndpoints) == 0 && cfg.WorkersFile == "":
 		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given (empty runs without etcd, which needs --workers-file)"))
+	}
+	switch {
+	case cfg.EventPlane != stack.EventPlaneNATS && cfg.EventPlane != stack.EventPlaneZMQ:
+		errs = append(errs, fmt.Errorf("--event-plane: %q is not nats or zmq", cfg.EventPlane))
+	case cfg.EventPlane == stack.EventPlaneZMQ && len(cfg.EtcdEndpoints) == 0:
+		errs = append(errs, errors.New("--event-plane: zmq discovers its publishers in etcd, but --etcd-endpoints is empty"))
 	}
 	for _, ep := range cfg.EtcdEndpoints {
 		if u, err := url.Parse(ep); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
