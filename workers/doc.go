@@ -58,7 +58,7 @@
 // an unknown or repeated field, a wrong type, a missing required field, a
 // worker id of 0 or repeated, a component other than Config.Component and
 // Config.PrefillComponent, a number out of range, an endpoint that is not
-// tcp://host:port, ipc://path or inproc://name, or two ranks on one
+// tcp://host:port or ipc://path, or two ranks on one
 // address refuse the file with an error naming the entry and the field.
 // FileSource reads it when Run starts (a failure ends Run: the router does
 // not start) and again at each value of its reload channel (SIGHUP); a

@@ -76,8 +76,8 @@ type FileWorker struct {
 // (docs/api.md §8). Rank r of a data-parallel worker publishes on
 // Endpoint's port + r, and replays on ReplayEndpoint's port + r.
 type KVEventsConfig struct {
-	// Endpoint is the publisher, tcp://host:port, ipc://path or
-	// inproc://name (required).
+	// Endpoint is the publisher, tcp://host:port or ipc://path
+	// (required).
 	Endpoint string
 	// ReplayEndpoint is the engine's replay socket, in the same forms; ""
 	// when the engine has none.
@@ -121,7 +121,7 @@ func fileError(format string, args ...any) error {
 // strict and whole: an unknown or repeated field, a value of the wrong
 // type or out of range, a worker id of 0 or given twice, a component that
 // is neither cfg.Component nor cfg.PrefillComponent, an endpoint that is
-// not tcp://host:port, ipc://path or inproc://name, or two ranks on one
+// not tcp://host:port or ipc://path, or two ranks on one
 // address refuse the whole file with an error wrapping ErrWorkersFile that
 // names the entry and the field, such as
 //
@@ -462,7 +462,7 @@ func checkURL(f, s string) error {
 }
 
 // endpoint is a parsed ZMQ endpoint: a tcp host and port, or the whole
-// ipc:// or inproc:// address (port 0).
+// ipc:// address (port 0).
 type endpoint struct {
 	host string
 	port int
@@ -490,13 +490,15 @@ func parseEndpoint(f, s string) (endpoint, error) {
 			return endpoint{}, fileError("%s: %q: port %q is not a number from 1 to 65535", f, s, port)
 		}
 		return endpoint{host: host, port: p}, nil
-	case scheme == "ipc" || scheme == "inproc":
+	case scheme == "ipc":
 		if rest == "" {
-			return endpoint{}, fileError("%s: %q names no %s", f, s, map[string]string{"ipc": "path", "inproc": "name"}[scheme])
+			return endpoint{}, fileError("%s: %q names no path", f, s)
 		}
 		return endpoint{host: s}, nil
+	case scheme == "inproc":
+		return endpoint{}, fileError("%s: %q: an inproc:// endpoint is reachable only inside the engine's process; give tcp://host:port or ipc://path", f, s)
 	}
-	return endpoint{}, fileError("%s: %q is not tcp://host:port, ipc://path or inproc://name", f, s)
+	return endpoint{}, fileError("%s: %q is not tcp://host:port or ipc://path", f, s)
 }
 
 // unspecified reports whether host is an IP address that means "every
@@ -507,7 +509,7 @@ func unspecified(host string) bool {
 }
 
 // rankAddr returns an address naming rank r of an endpoint, for
-// comparisons: host and port + r, or for ipc:// and inproc:// the name,
+// comparisons: host and port + r, or for ipc:// the path,
 // with _dp{r} appended from rank 1 on.
 func (e endpoint) rankAddr(r int) string {
 	switch {

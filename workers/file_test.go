@@ -124,11 +124,11 @@ func TestDecodeWorkersFileRefuses(t *testing.T) {
 		{"endpoint port too big", kv(`"endpoint": "tcp://h:65536", "engine": "vllm"`), `workers file: workers[0].kv_events.endpoint: "tcp://h:65536": port "65536" is not a number from 1 to 65535`},
 		{"endpoint with a path", kv(`"endpoint": "tcp://h:5557/x", "engine": "vllm"`), `workers file: workers[0].kv_events.endpoint: "tcp://h:5557/x": port "5557/x" is not a number from 1 to 65535`},
 		{"endpoint of another scheme", kv(`"endpoint": "http://h:5557", "engine": "vllm"`),
-			`workers file: workers[0].kv_events.endpoint: "http://h:5557" is not tcp://host:port, ipc://path or inproc://name`},
+			`workers file: workers[0].kv_events.endpoint: "http://h:5557" is not tcp://host:port or ipc://path`},
 		{"endpoint without scheme", kv(`"endpoint": "h:5557", "engine": "vllm"`),
-			`workers file: workers[0].kv_events.endpoint: "h:5557" is not tcp://host:port, ipc://path or inproc://name`},
+			`workers file: workers[0].kv_events.endpoint: "h:5557" is not tcp://host:port or ipc://path`},
 		{"ipc without path", kv(`"endpoint": "ipc://", "engine": "vllm"`), `workers file: workers[0].kv_events.endpoint: "ipc://" names no path`},
-		{"inproc without name", kv(`"endpoint": "inproc://", "engine": "vllm"`), `workers file: workers[0].kv_events.endpoint: "inproc://" names no name`},
+		{"inproc", kv(`"endpoint": "inproc://x", "engine": "vllm"`), `workers file: workers[0].kv_events.endpoint: "inproc://x": an inproc:// endpoint is reachable only inside the engine's process; give tcp://host:port or ipc://path`},
 		{"replay endpoint bad", kv(`"endpoint": "tcp://h:1", "replay_endpoint": "tcp://h", "engine": "vllm"`),
 			`workers file: workers[0].kv_events.replay_endpoint: "tcp://h" has no port`},
 		{"no port for the last rank", oneWorker(`, "data_parallel_size": 2, "kv_events": {"endpoint": "tcp://h:65535", "engine": "vllm"}`),
@@ -241,7 +241,7 @@ func encodeWorkersFile(ws []FileWorker) []byte {
 func FuzzDecodeWorkersFile(f *testing.F) {
 	f.Add([]byte(exampleFile))
 	f.Add([]byte(`{"workers": []}`))
-	f.Add([]byte(oneWorker(`, "data_parallel_size": 3, "kv_events": {"endpoint": "tcp://[::1]:5557", "replay_endpoint": "inproc://r", "topic": "", "engine": "sglang"}`)))
+	f.Add([]byte(oneWorker(`, "data_parallel_size": 3, "kv_events": {"endpoint": "tcp://[::1]:5557", "replay_endpoint": "ipc:///tmp/r", "topic": "", "engine": "sglang"}`)))
 	f.Add([]byte(oneWorker(`, "url": "https://w.example:8443/v1", "total_kv_blocks": null`)))
 	f.Add([]byte(`{"workers": [{"worker_id": 1, "component": "prefill", "block_size": 1}, {"worker_id": 2, "component": "backend", "block_size": 1048576}]}`))
 	f.Add([]byte(`{"workers": [{"worker_id": 5, "component": "backend", "block_size": 16}, {"worker_id": 5, "component": "backend", "block_size": 16}]}`))
