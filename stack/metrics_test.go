@@ -24,6 +24,7 @@ import (
 	"github.com/kvrouter/router/service"
 	"github.com/kvrouter/router/warmstart"
 	"github.com/kvrouter/router/workers"
+	"github.com/kvrouter/router/zmqevents"
 )
 
 // Each package builds its own families (metrics/doc.go); the stack is where
@@ -141,6 +142,14 @@ var families = []family{
 	{name: "dynamo_router_warm_start_total", typ: dto.MetricType_COUNTER, labels: []string{"result", "router_id"}, owner: "warmstart"},
 	{name: "dynamo_router_warm_start_events", typ: dto.MetricType_GAUGE, labels: []string{"router_id"}, owner: "warmstart"},
 	{name: "dynamo_router_warm_start_seconds", typ: dto.MetricType_GAUGE, labels: []string{"router_id"}, owner: "warmstart"},
+	// KV events over ZMQ: engines and Dynamo's event plane.
+	{name: "dynamo_router_zmq_publishers", typ: dto.MetricType_GAUGE, labels: []string{"router_id", "state"}, owner: "zmqevents"},
+	{name: "dynamo_router_zmq_messages_total", typ: dto.MetricType_COUNTER, labels: []string{"engine", "router_id"}, owner: "zmqevents"},
+	{name: "dynamo_router_zmq_events_skipped_total", typ: dto.MetricType_COUNTER, labels: []string{"reason", "router_id"}, owner: "zmqevents"},
+	{name: "dynamo_router_zmq_gaps_total", typ: dto.MetricType_COUNTER, labels: []string{"result", "router_id"}, owner: "zmqevents"},
+	{name: "dynamo_router_zmq_replayed_batches_total", typ: dto.MetricType_COUNTER, labels: []string{"router_id"}, owner: "zmqevents"},
+	{name: "dynamo_router_zmq_restarts_total", typ: dto.MetricType_COUNTER, labels: []string{"router_id"}, owner: "zmqevents"},
+	{name: "dynamo_router_zmq_reconnects_total", typ: dto.MetricType_COUNTER, labels: []string{"router_id"}, owner: "zmqevents"},
 	{name: "dynamo_component_router_bad_requests_total", typ: dto.MetricType_COUNTER, owner: "service",
 		labels: []string{"dynamo_component", "dynamo_endpoint", "dynamo_namespace", "reason"}},
 	{name: "dynamo_router_marks_unknown_total", typ: dto.MetricType_COUNTER, labels: []string{"endpoint", "router_id"}, owner: "service"},
@@ -206,6 +215,7 @@ type owned struct {
 	service *service.Metrics
 	http    *httpapi.Metrics
 	warm    *warmstart.Metrics
+	zmq     *zmqevents.Metrics
 }
 
 func (f *freshRouter) owned(t *testing.T) owned {
@@ -235,6 +245,8 @@ func (f *freshRouter) owned(t *testing.T) owned {
 	o.http, err = httpapi.NewMetrics(f.m)
 	check(err)
 	o.warm, err = warmstart.NewMetrics(f.m)
+	check(err)
+	o.zmq, err = zmqevents.NewMetrics(f.m)
 	check(err)
 	return o
 }
@@ -295,6 +307,14 @@ func (o owned) touchAll() {
 	o.warm.Total.WithLabelValues(metrics.WarmStartLoaded).Inc()
 	o.warm.Events.Set(31820)
 	o.warm.Seconds.Set(0.75)
+
+	o.zmq.Publishers.WithLabelValues(metrics.ZMQConnected).Set(2)
+	o.zmq.Messages.WithLabelValues("vllm").Add(40)
+	o.zmq.Skipped.WithLabelValues("block_size_mismatch").Inc()
+	o.zmq.Gaps.WithLabelValues(metrics.GapReplayed).Inc()
+	o.zmq.Replayed.Add(3)
+	o.zmq.Restarts.Inc()
+	o.zmq.Reconnects.Inc()
 
 	o.workers.BlockSizeMismatches.Inc()
 	o.workers.DiscoveryMalformed.WithLabelValues(metrics.DiscoveryModelCard).Inc()

@@ -153,6 +153,10 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	sinks := workers.Sinks{Index: s.writer, Fleet: s.router}
+	// The ZMQ families exist in every mode, as every family does.
+	if _, err = zmqevents.NewMetrics(m); err != nil {
+		return nil, err
+	}
 	if cfg.KVEvents {
 		zc := cfg.ZMQ
 		if zc == (zmqevents.Config{}) {
