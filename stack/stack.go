@@ -87,8 +87,8 @@ type Stack struct {
 	// zmq subscribes to ZMQ publishers: the workers file's engines and,
 	// with EventPlaneZMQ, Dynamo's event plane (plane discovers those).
 	// Both nil in approximate mode; plane nil on NATS.
-	zmq   *zmqevents.Source
-	plane *zmqevents.Plane
+	zmq    *zmqevents.Source
+	plane  *zmqevents.Plane
 	svc    *service.Service
 	http   *httpapi.Server // nil without Config.HTTP
 	status *status.Server  // nil without Config.Status

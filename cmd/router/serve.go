@@ -13,8 +13,8 @@ import (
 	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/httpapi"
 	"github.com/kvrouter/router/scheduler"
-	"github.com/kvrouter/router/stack"
 	"github.com/kvrouter/router/service"
+	"github.com/kvrouter/router/stack"
 	"github.com/kvrouter/router/status"
 	"github.com/kvrouter/router/workers"
 )

@@ -213,7 +213,9 @@ func (e *Engine) reply(id, seq, payload []byte) zmq4.Msg {
 }
 
 // String describes the engine.
-func (e *Engine) String() string { return fmt.Sprintf("engine at %s (replay %q)", e.Addr(), e.ReplayAddr()) }
+func (e *Engine) String() string {
+	return fmt.Sprintf("engine at %s (replay %q)", e.Addr(), e.ReplayAddr())
+}
 
 // PublishFrames sends one message of the given frames as it is, for
 // formats other than an engine's (Dynamo's event plane) and for malformed
