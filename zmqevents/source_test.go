@@ -35,17 +35,29 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with the writer's configuration changed by
+// set.
+func newHarnessWith(t testing.TB, set func(*events.Config)) *harness {
+	t.Helper()
 	h := &harness{t: t, idx: indexer.NewIndex(indexer.Config{}), log: &testutil.Buffer{}}
 	var err error
 	if h.m, err = metrics.New(prometheus.NewRegistry(), metrics.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if h.w, err = events.NewWriter(events.DefaultConfig(), h.idx, h.m, log); err != nil {
+	ecfg := events.DefaultConfig()
+	if set != nil {
+		set(&ecfg)
+	}
+	if h.w, err = events.NewWriter(ecfg, h.idx, h.m, log); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig(blockSize)
 	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 100*time.Millisecond
+	cfg.ReplayTimeout = time.Second
 	if h.src, err = New(cfg, h.w, h.m, log); err != nil {
 		t.Fatal(err)
 	}
@@ -354,4 +366,60 @@ func TestHugeFrameRefused(t *testing.T) {
 		st := h.src.Status()
 		return len(st) == 1 && strings.Contains(st[0].LastError, "zmq message over")
 	}, "the connection refused with the frame limit")
+}
+
+// TestBackpressureLosesNothing: a publisher far faster than the index (a
+// writer queue of 4 events) is held back, not answered by loss.
+func TestBackpressureLosesNothing(t *testing.T) {
+	h := newHarnessWith(t, func(c *events.Config) { c.QueueCapacity = 4 })
+	e := h.engine(w26, zmqtest.Options{})
+	const n = 2000
+	for i := range n {
+		var parent *uint64
+		if i > 0 {
+			parent = zmqtest.Parent(uint64(1000 + i - 1))
+		}
+		if _, err := e.Publish(zmqtest.Batch(0, zmqtest.Stored(parent, []uint64{uint64(1000 + i)}, seq(uint32(4*i+1), uint32(4*i+4)), blockSize))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		st := h.src.Status()
+		return len(st) == 1 && st[0].LastSeq == n-1
+	}, "every batch delivered")
+	h.sync()
+	if got := h.idx.Size(w26); got != n {
+		t.Errorf("rank holds %d blocks, want %d", got, n)
+	}
+	if got := promtest.ToFloat64(h.zm.Events.Dropped.WithLabelValues(metrics.DropQueueFull)); got != 0 {
+		t.Errorf("dropped for a full queue: %v, want 0", got)
+	}
+}
+
+// TestReplayFloodBounded: a replay socket that answers with an endless
+// stream of batches nobody asked for is cut off at the replay timeout, and
+// the gap clears the rank.
+func TestReplayFloodBounded(t *testing.T) {
+	h := newHarnessWith(t, nil)
+	e := h.engine(w26, zmqtest.Options{})
+	flood := zmqtest.NewFlood(t)
+	// Point the subscription at the flooding replay socket.
+	h.src.Set("test", []Endpoint{{Rank: w26, Addr: e.Addr(), Replay: flood.Addr(), Engine: EngineVLLM}})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		st := h.src.Status()
+		return len(st) == 1 && st[0].Endpoint.Replay == flood.Addr() && st[0].Connected
+	}, "subscribed with the flooding replay socket")
+	testutil.Eventually(t, 10*time.Second, e.Subscribed, "subscribed")
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+	e.Skip(zmqtest.Batch(0, zmqtest.Removed(101)))
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{201}, seq(21, 24), blockSize)))
+	if got := h.overlap(w26, seq(1, 4)); got != 0 {
+		t.Errorf("overlap of the lost removal's block %d, want 0", got)
+	}
+	if got := promtest.ToFloat64(h.zm.Gaps.WithLabelValues(metrics.GapCleared)); got != 1 {
+		t.Errorf("gaps cleared = %v, want 1", got)
+	}
+	if flood.Sent() == 0 {
+		t.Error("the flood sent nothing: the replay was not asked for")
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"log"
 	"net"
 	"sync"
+	"sync/atomic"
+	"testing"
 
 	"github.com/go-zeromq/zmq4"
 )
@@ -222,4 +224,53 @@ func (e *Engine) String() string {
 // messages.
 func (e *Engine) PublishFrames(frames ...[]byte) error {
 	return e.pub.SendMulti(zmq4.NewMsgFrom(frames...))
+}
+
+// Flood is a hostile replay socket: it answers every request with batches
+// of sequence 0, without end, until closed.
+type Flood struct {
+	router zmq4.Socket
+	cancel context.CancelFunc
+	done   chan struct{}
+	sent   atomic.Int64
+}
+
+// NewFlood starts a flooding replay socket on a loopback port; the test's
+// cleanup stops it.
+func NewFlood(t testing.TB) *Flood {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Flood{router: zmq4.NewRouter(ctx, zmq4.WithLogger(quiet)), cancel: cancel, done: make(chan struct{})}
+	if err := f.router.Listen("tcp://127.0.0.1:0"); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go f.serve()
+	t.Cleanup(func() {
+		f.cancel()
+		f.router.Close()
+		<-f.done
+	})
+	return f
+}
+
+// Addr is the flood's address.
+func (f *Flood) Addr() string { return "tcp://" + f.router.Addr().String() }
+
+// Sent is how many batches the flood sent.
+func (f *Flood) Sent() int64 { return f.sent.Load() }
+
+func (f *Flood) serve() {
+	defer close(f.done)
+	msg, err := f.router.Recv()
+	if err != nil || len(msg.Frames) == 0 {
+		return
+	}
+	batch := Batch(0, Cleared())
+	for {
+		if err := f.router.SendMulti(zmq4.NewMsgFrom(msg.Frames[0], []byte{}, seqFrame(0), batch)); err != nil {
+			return
+		}
+		f.sent.Add(1)
+	}
 }
