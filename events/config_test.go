@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kvrouter/router/events/codec"
 	"github.com/kvrouter/router/indexer"
 )
 
@@ -98,6 +99,7 @@ func TestSnapshotEncoding(t *testing.T) {
 		{Worker: w1, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 10, Tokens: 100}}},
 		{Worker: other, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 90, Tokens: 100}}},
 		{Worker: w1, Kind: indexer.KindStored, HasParent: true, Parent: 10, Blocks: []indexer.Block{{Hash: 11, Tokens: 101}}},
+		{Worker: w1, Kind: indexer.KindStored, HasParent: true, Parent: 10, Blocks: []indexer.Block{{Hash: 11, Tokens: 101}}, Tier: indexer.TierDisk},
 	}
 	baselines := map[indexer.Worker]uint64{w1: 7, w2: 4, other: 1}
 	data, n := encodeSnapshot(dump, baselines, map[indexer.WorkerID]struct{}{1: {}, 2: {}})
@@ -110,6 +112,7 @@ func TestSnapshotEncoding(t *testing.T) {
 		{Worker: w2, Kind: indexer.KindCleared},
 		dump[0],
 		dump[2],
+		dump[3],
 	}
 	if n != len(want) {
 		t.Errorf("encodeSnapshot counted %d events, want %d", n, len(want))
@@ -121,6 +124,12 @@ func TestSnapshotEncoding(t *testing.T) {
 		if m.EventID != baselines[evs[i].Worker] {
 			t.Errorf("event %d of %v carries event_id %d, want the baseline %d", i, evs[i].Worker, m.EventID, baselines[evs[i].Worker])
 		}
+	}
+	owned := codec.AppendJSON([]byte("["), dump[0], codec.Meta{EventID: 1, CacheOwner: true})
+	owned = append(append(owned, ','), codec.AppendJSON(nil, dump[3], codec.Meta{EventID: 1})...)
+	evs, _, err = decodeSnapshot(append(owned, ']'))
+	if err != nil || !cmp.Equal(evs, []indexer.Event{dump[3]}) {
+		t.Errorf("snapshot with a cache_owner event: %+v, %v; want the other event alone", evs, err)
 	}
 	if _, _, err := decodeSnapshot([]byte(`[{"worker_id":1}]`)); err == nil {
 		t.Error("a snapshot with a broken event decoded")

@@ -41,13 +41,18 @@
 //
 // # Storage tiers
 //
-// Events about a tier other than the device (host_pinned, disk, external),
-// or about the cache_owner residency domain, are decoded and validated but
-// not applied: the index is the device-cache index that routing scores, so
-// an offloaded block must not count as a device hit. They are counted in
-// dynamo_component_kv_events_dropped_total{reason="storage_tier"} and do not
-// take part in event_id tracking (each tier numbers its own events). A
-// per-tier index can be added later behind the same decoder.
+// Events about every storage tier of a worker's own caches (device,
+// host_pinned, disk, external) are applied, each about its tier: the codec
+// sets indexer.Event.Tier from storage_tier (codec.StorageTier.Tier), and
+// the index keeps a block of a rank while any tier holds it and scores each
+// matched block by its fastest tier (package indexer). Only the device's
+// events take part in event_id tracking: each tier numbers its own events,
+// so a host event's id says nothing about the device's stream, and is
+// neither checked for gaps nor compared with a warm start's baselines.
+// Events about the cache_owner residency domain, blocks of a shared cache
+// rather than the worker's (codec.Meta.Device), are decoded and validated
+// but not applied, counted in
+// dynamo_component_kv_events_dropped_total{reason="storage_tier"}.
 //
 // # Goroutines and order
 //

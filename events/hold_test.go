@@ -160,6 +160,54 @@ func TestWarmStartReleaseSkipsWhatTheSnapshotHolds(t *testing.T) {
 	}
 }
 
+// TestWarmStartTiers: a peer's index with blocks on the host (stored with
+// tokens, and copied by hash) reaches the joiner whole, tier counts
+// included; a host event held during the warm start is applied, not
+// skipped against the device's event_id baseline, since the host numbers
+// its own events.
+func TestWarmStartTiers(t *testing.T) {
+	h := newWriterHarness(t, testConfig())
+	a := indexer.Worker{ID: 1}
+	if err := h.w.Hold(); err != nil {
+		t.Fatal(err)
+	}
+	onHost := func(ev indexer.Event) indexer.Event { ev.Tier = indexer.TierHost; return ev }
+	// Held: the host drops block 103 (host event_id 2, below the device
+	// baseline of 5), and the device stores block 105 (event_id 5).
+	h.offerID(onHost(indexer.Event{Worker: a, Kind: indexer.KindRemoved, Removed: []indexer.BlockHash{103}}), 2)
+	h.offerID(chain(a, 100, 5), 5)
+
+	peer := []indexer.Event{
+		chain(a, 100, 1), chain(a, 100, 2), chain(a, 100, 3), chain(a, 100, 4),
+		onHost(chain(a, 100, 1)), // host event_id 1
+		{Worker: a, Kind: indexer.KindStored, ByHash: true, Tier: indexer.TierHost, Blocks: []indexer.Block{{Hash: 102}, {Hash: 103}}},
+		{Worker: a, Kind: indexer.KindRemoved, Removed: []indexer.BlockHash{102, 103, 104}},
+	}
+	data, dump := peerSnapshot(t, peer, []uint64{1, 2, 3, 4, 1, 1, 4})
+	var tiers []indexer.Tier
+	for _, ev := range dump {
+		tiers = append(tiers, ev.Tier)
+	}
+	if diff := cmp.Diff([]indexer.Tier{indexer.TierDevice, indexer.TierHost, indexer.TierHost, indexer.TierHost}, tiers); diff != "" {
+		t.Fatalf("tiers of the peer's dump (-want +got):\n%s", diff)
+	}
+	h.load(data)
+	h.release()
+	h.sync()
+
+	got := h.idx.FindMatches([]indexer.LocalHash{101, 102, 103, 104, 105}, false, nil)
+	want := []indexer.Match{{Worker: a, Blocks: 2, Host: 1}} // 103 went with the held host removal
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("matches after the warm start (-want +got):\n%s", diff)
+	}
+	if n := promtest.ToFloat64(h.em.Dropped.WithLabelValues(metrics.DropDuplicate)); n != 0 {
+		t.Errorf("dropped{duplicate} = %v, want 0: the held host event is not the device's", n)
+	}
+	if n := applied(h.em, metrics.EventRemoved, metrics.StatusOK); n != 1 {
+		t.Errorf("removed events applied ok = %v, want 1 (the held host removal)", n)
+	}
+}
+
 // TestWarmStartOverflowClearsRanks: past the buffer's capacity events are
 // dropped, counted, and their rank cleared in order after release, unless
 // the snapshot holds everything the rank lost; the rank's next event starts

@@ -158,5 +158,11 @@ func jsonEvent(ev indexer.Event, id uint64) []byte {
 
 // msgpackEvent encodes an event as Dynamo's MessagePack envelope.
 func msgpackEvent(t testing.TB, ev indexer.Event, id uint64) []byte {
-	return testutil.MsgpackEnvelope(t, testutil.MsgpackRouterEvent(t, ev, id, "device", false, true), id, true)
+	return msgpackTierEvent(t, ev, id, "device")
+}
+
+// msgpackTierEvent encodes an event about storage tier tier as Dynamo's
+// MessagePack envelope.
+func msgpackTierEvent(t testing.TB, ev indexer.Event, id uint64, tier string) []byte {
+	return testutil.MsgpackEnvelope(t, testutil.MsgpackRouterEvent(t, ev, id, tier, false, true), id, true)
 }

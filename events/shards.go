@@ -20,8 +20,8 @@ const warnEvery = time.Second
 type itemKind uint8
 
 const (
-	// itemEvent is a KV event from a transport: its event_id is checked and
-	// it is counted as applied.
+	// itemEvent is a KV event from a transport: its event_id is checked
+	// (device events only) and it is counted as applied.
 	itemEvent itemKind = iota
 	// itemRestore is an event of a durable snapshot: applied and counted;
 	// seed, when set, is its rank's event_id baseline.
@@ -131,12 +131,17 @@ func (sh *shard) process(batch []item) {
 		it := &batch[i]
 		switch it.kind {
 		case itemEvent:
-			skip, clearFirst := sh.track(it)
-			if skip {
-				continue
-			}
-			if clearFirst {
-				sh.add(indexer.Event{Worker: it.ev.Worker, Kind: indexer.KindCleared}, nil)
+			// Only the device's events are numbered in the rank's
+			// event_id sequence: each other tier numbers its own
+			// (docs/compat.md §3.7), so they are applied unchecked.
+			if it.ev.Tier == indexer.TierDevice {
+				skip, clearFirst := sh.track(it)
+				if skip {
+					continue
+				}
+				if clearFirst {
+					sh.add(indexer.Event{Worker: it.ev.Worker, Kind: indexer.KindCleared}, nil)
+				}
 			}
 			sh.seen(it.ev.Worker.ID, true)
 			sh.add(it.ev, it)

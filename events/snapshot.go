@@ -38,7 +38,10 @@ const (
 // track, a "cleared" event carrying the rank's last event_id (a no-op on an
 // empty index, and how the event_id baselines survive a restart even for
 // ranks holding nothing); then the index dump, one single-block stored event
-// per (block, rank), parents first, each with its rank's last event_id. It
+// per (block, rank), parents first, each with its rank's last event_id and
+// its storage_tier: a block held on several tiers comes once per tier,
+// fastest first (indexer.Tree.Dump), each one a plain stored event with
+// tokens and parent, so the format needs nothing of its own for tiers. It
 // returns the bytes and the number of events.
 func encodeSnapshot(dump []indexer.Event, baselines map[indexer.Worker]uint64, workers map[indexer.WorkerID]struct{}) ([]byte, int) {
 	keep := func(id indexer.WorkerID) bool {
@@ -95,8 +98,9 @@ func (w *Writer) snapshot(ctx context.Context, workers map[indexer.WorkerID]stru
 	return data, n, nil
 }
 
-// decodeSnapshot reads a JSON list of RouterEvents. Events of other tiers
-// than the device are left out.
+// decodeSnapshot reads a JSON list of RouterEvents, each about its
+// storage_tier (the event's Tier). Events of the cache_owner residency
+// domain are left out, as the subscriber drops them.
 func decodeSnapshot(data []byte) ([]indexer.Event, []codec.Meta, error) {
 	all, allMetas, err := codec.DecodeJSONList(data)
 	if err != nil {
@@ -107,7 +111,7 @@ func decodeSnapshot(data []byte) ([]indexer.Event, []codec.Meta, error) {
 		metas []codec.Meta
 	)
 	for i, meta := range allMetas {
-		if meta.Device() {
+		if !meta.CacheOwner {
 			evs = append(evs, all[i])
 			metas = append(metas, meta)
 		}

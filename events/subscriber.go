@@ -38,7 +38,7 @@ type Stats struct {
 	// DecodeErrors counts messages rejected by the decoders.
 	DecodeErrors uint64
 	// Dropped counts well-formed events not applied: full queue, slow
-	// consumer, non-device tier, duplicate delivery.
+	// consumer, cache_owner residency domain, duplicate delivery.
 	Dropped uint64
 	// Missed counts events lost before they reached the router (event_id
 	// gaps).
@@ -346,11 +346,14 @@ func (s *Subscriber) accept(data []byte) (item, bool) {
 		s.warnf("kv events: message rejected", slog.String("reason", reason), slog.Any("error", err))
 		return item{}, false
 	}
-	if !meta.Device() {
+	if meta.CacheOwner {
+		// A shared cache's blocks, not the worker's own (codec.Meta.Device).
 		s.dropTier.get().Inc()
 		s.stats.dropped.Add(1)
 		return item{}, false
 	}
+	// ev.Tier is the event's storage_tier: every tier of the worker's own
+	// caches is indexed.
 	return item{kind: itemEvent, ev: ev, id: meta.EventID, recv: recv}, true
 }
 

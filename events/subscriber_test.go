@@ -310,7 +310,9 @@ func TestBadInputIsolated(t *testing.T) {
 	huge.WriteString(`{"worker_id":77,"event":{"event_id":1,"data":{"removed":{"block_hashes":[0`)
 	huge.WriteString(strings.Repeat(",1", codec.MaxBlocksPerEvent))
 	huge.WriteString(`]}}}}`)
-	offTier := codec.AppendJSON(nil, stored(indexer.Worker{ID: 78}, nil, indexer.Block{Hash: 1, Tokens: 1000}), codec.Meta{EventID: 1, StorageTier: codec.TierHostPinned})
+	shared := stored(indexer.Worker{ID: 78}, nil, indexer.Block{Hash: 1, Tokens: 1000})
+	shared.Tier = indexer.TierHost
+	cacheOwner := codec.AppendJSON(nil, shared, codec.Meta{EventID: 1, CacheOwner: true})
 
 	publish(t, pub, subject,
 		chain(0),
@@ -321,7 +323,7 @@ func TestBadInputIsolated(t *testing.T) {
 		chain(2),
 		[]byte(huge.String()),
 		[]byte(`{"worker_id":"77","event":{"event_id":1,"data":"cleared"}}`),
-		offTier,
+		cacheOwner,
 		chain(3),
 	)
 	h.waitApplied(4)
@@ -331,7 +333,7 @@ func TestBadInputIsolated(t *testing.T) {
 		t.Errorf("matches = %v, want only %v with 4 blocks", got, w)
 	}
 	if got := matches(h.idx, 1000); len(got) != 0 {
-		t.Errorf("a host_pinned block counts as a device hit: %v", got)
+		t.Errorf("a block of the cache_owner residency domain counts as the worker's: %v", got)
 	}
 	for reason, want := range map[string]float64{metrics.DecodeJSON: 1, metrics.DecodeMsgpack: 1, metrics.DecodeSchema: 2, ReasonTooLarge: 1} {
 		if got := promtest.ToFloat64(h.em.DecodeErrors.WithLabelValues(reason)); got != want {
@@ -346,6 +348,64 @@ func TestBadInputIsolated(t *testing.T) {
 	}
 	if !h.sub.Ready() {
 		t.Error("not ready after bad input")
+	}
+}
+
+// TestStorageTiersIndexed sends a rank's events on several tiers, each tier
+// numbering its own event_ids: the index holds every tier, a block whose
+// device copy is evicted stays on the host, and the other tiers' event_ids
+// neither count as gaps nor reset the device's.
+func TestStorageTiersIndexed(t *testing.T) {
+	srv := testutil.NATS(t)
+	h := newHarness(t, srv.URL(), testConfig()).start()
+	pub := testutil.NATSConn(t, srv.URL())
+	subject := Subjects("test", DefaultComponent)[0]
+	w := indexer.Worker{ID: 5}
+	blocks := []indexer.Block{{Hash: 1, Tokens: 100}, {Hash: 2, Tokens: 101}, {Hash: 3, Tokens: 102}, {Hash: 4, Tokens: 103}}
+	on := func(tier indexer.Tier, ev indexer.Event) indexer.Event { ev.Tier = tier; return ev }
+	removed := func(hs ...indexer.BlockHash) indexer.Event {
+		return indexer.Event{Worker: w, Kind: indexer.KindRemoved, Removed: hs}
+	}
+	publish(t, pub, subject,
+		jsonEvent(stored(w, nil, blocks...), 10),
+		// The host's own numbering, far below and then above the device's.
+		jsonEvent(on(indexer.TierHost, stored(w, nil, blocks[:3]...)), 1),
+		msgpackTierEvent(t, on(indexer.TierDisk, stored(w, nil, blocks[:1]...)), 500, "disk"),
+		jsonEvent(removed(2, 3, 4), 11),
+		jsonEvent(on(indexer.TierHost, removed(3)), 2),
+		jsonEvent(on(indexer.TierExternal, removed(1)), 7), // not on that tier
+	)
+	h.waitApplied(6)
+
+	got := h.idx.FindMatches([]indexer.LocalHash{100, 101, 102, 103}, false, nil)
+	want := []indexer.Match{{Worker: w, Blocks: 2, Host: 1}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("matches (-want +got):\n%s", diff)
+	}
+	for _, c := range []struct {
+		kind, status string
+		want         float64
+	}{{"stored", "ok", 3}, {"removed", "ok", 2}, {"removed", "block_not_found", 1}} {
+		if got := applied(h.em, c.kind, c.status); got != c.want {
+			t.Errorf("applied{%s,%s} = %v, want %v", c.kind, c.status, got, c.want)
+		}
+	}
+	if missed, resets := promtest.ToFloat64(h.em.Missed), promtest.ToFloat64(h.em.IDResets); missed != 0 || resets != 0 {
+		t.Errorf("missed %v, resets %v: other tiers' event_ids were checked against the device's", missed, resets)
+	}
+	if st := h.sub.Stats(); st.Dropped != 0 || st.Clears != 0 {
+		t.Errorf("stats %+v: want nothing dropped or cleared", st)
+	}
+	// The device's own numbering goes on from 11.
+	publish(t, pub, subject, jsonEvent(removed(1), 12))
+	h.waitApplied(7)
+	if got := promtest.ToFloat64(h.em.Missed); got != 0 {
+		t.Errorf("missed %v after the device's next event_id", got)
+	}
+	got = h.idx.FindMatches([]indexer.LocalHash{100, 101}, false, nil)
+	want = []indexer.Match{{Worker: w, Blocks: 2, Host: 2}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("matches after the device evicted block 1 (-want +got):\n%s", diff)
 	}
 }
 

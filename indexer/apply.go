@@ -6,7 +6,10 @@ import (
 
 // Apply applies one event and reports its outcome. A stored event is applied
 // whole or not at all; a removed event removes every block it names that the
-// rank holds and counts the others.
+// rank holds and counts the others; a stored event by hash (Event.ByHash)
+// adds its tier to every block it names that the rank holds and counts the
+// others. An event about a tier past NumTiers is invalid and changes
+// nothing.
 func (t *Tree) Apply(ev Event) Result {
 	atomic.StoreUint32(&t.clock, t.clock+1)
 	if t.clock%maxAge == 0 {
@@ -17,12 +20,26 @@ func (t *Tree) Apply(ev Event) Result {
 	var r Result
 	switch ev.Kind {
 	case KindStored:
-		r.Status = t.store(ev)
-		if r.Status == StatusOK {
-			r.Evicted = t.evict()
+		switch {
+		case ev.Tier >= NumTiers:
+			r.Status = StatusInvalidBlock
+		case ev.ByHash:
+			r.Missing = t.storeByHash(ev)
+			if r.Missing > 0 {
+				r.Status = StatusBlockNotFound
+			}
+		default:
+			r.Status = t.store(ev)
+			if r.Status == StatusOK {
+				r.Evicted = t.evict()
+			}
 		}
 	case KindRemoved:
-		r.Missing = t.remove(ev.Worker, ev.Removed)
+		if ev.Tier >= NumTiers {
+			r.Status = StatusInvalidBlock
+			break
+		}
+		r.Missing = t.remove(ev.Worker, ev.Removed, ev.Tier)
 		if r.Missing > 0 {
 			r.Status = StatusBlockNotFound
 		}
@@ -81,11 +98,18 @@ func (t *Tree) store(ev Event) Status {
 		}
 		if old != none {
 			if old == c {
+				// A repeated store: the block gains the event's tier.
+				if ev.Tier != TierDevice || sl.tiers != nil {
+					t.addTier(s, b.Hash, c, ev.Tier)
+				}
 				cur = c
-				continue // a repeated store
+				continue
 			}
 			// The hash moves to another block: the rank no longer
-			// holds the old one (nor what hangs below it).
+			// holds the old one (nor what hangs below it), on any tier.
+			if sl.tiers != nil {
+				t.retier(s, b.Hash, old, sl.maskOf(b.Hash, old), 0)
+			}
 			t.dropBlock(s, b.Hash, old)
 			moved = true
 			sl = &t.slots[s]
@@ -102,6 +126,9 @@ func (t *Tree) store(ev Event) Status {
 				sl.aliased = make(map[uint32]int)
 			}
 			sl.aliased[c]++
+		}
+		if ev.Tier != TierDevice || sl.tiers != nil {
+			t.retier(s, b.Hash, c, 0, bit(ev.Tier))
 		}
 		cur = c
 	}
@@ -177,19 +204,29 @@ func (t *Tree) isAncestorOrSelf(a, n uint32) bool {
 	return false
 }
 
-// remove applies a removed event and returns how many hashes were unknown.
+// remove applies a removed event about tier tr and returns how many hashes
+// were unknown, or held but not on tr.
 //
 // A hash that an earlier hash of the same event already took away (a
 // parent removed before its children, or the same hash twice) is not
 // missing: the worker held it when it sent the event, and Dynamo counts such
 // an event ok.
-func (t *Tree) remove(w Worker, hashes []BlockHash) int {
+func (t *Tree) remove(w Worker, hashes []BlockHash, tr Tier) int {
 	s, ok := t.slotOf[w]
 	if !ok {
 		return len(hashes)
 	}
 	missing := 0
 	t.purged, t.purgedSet = t.purged[:0], nil
+	if tr != TierDevice || t.slots[s].tiers != nil {
+		if t.slots[s].tiers == nil {
+			// Every hash of the slot is on the device alone.
+			return len(hashes)
+		}
+		missing = t.removeTier(s, hashes, tr)
+		t.purged, t.purgedSet = t.purged[:0], nil
+		return missing
+	}
 	t.sink ^= t.slots[s].blocks.Touch(hashes)
 	for _, h := range hashes {
 		n, ok := t.slots[s].blocks.Take(h)
@@ -266,6 +303,7 @@ func (t *Tree) detach(s, n uint32) (stale bool) {
 	if t.removeHolder(n, s) {
 		t.slots[s].entries--
 		t.entries--
+		t.forgetNode(s, n)
 	}
 	if t.slots[s].aliased[n] > 0 {
 		stale = true
@@ -290,6 +328,7 @@ func (t *Tree) purge(s uint32) {
 	for _, h := range stale {
 		sl.blocks.Delete(h)
 	}
+	t.trimTiers(s)
 	t.purged = append(t.purged, stale...)
 	t.scratch = stale[:0]
 	sl.aliased = nil
@@ -323,6 +362,7 @@ func (t *Tree) clear(s uint32) {
 	sl.blocks.Reset()
 	sl.entries = 0
 	sl.aliased = nil
+	t.dropTiers(s)
 	t.freeEmpty(emptied)
 }
 

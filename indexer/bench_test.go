@@ -99,3 +99,101 @@ func BenchmarkBytesPerEntry(b *testing.B) {
 		runtime.KeepAlive(tr)
 	}
 }
+
+// loadTieredPrompts is loadPrompts on ranks that offload: every block of a
+// prompt is copied to the host by hash, and the blocks past the shared
+// prefix then leave the device, so they are held on the host alone.
+func loadTieredPrompts(x interface{ Apply(Event) Result }, workers, n, shared, depth int) {
+	for p := range n {
+		w := Worker{ID: WorkerID(1 + p%workers)}
+		ev := Event{Worker: w, Kind: KindStored}
+		copied := Event{Worker: w, Kind: KindStored, ByHash: true, Tier: TierHost}
+		evicted := Event{Worker: w, Kind: KindRemoved}
+		for i := range depth {
+			tok := LocalHash(i + 1)
+			if i >= shared {
+				tok = LocalHash(p*100_000 + i + 1)
+			}
+			h := BlockHash(p*100_000 + i + 1)
+			ev.Blocks = append(ev.Blocks, Block{Hash: h, Tokens: tok})
+			copied.Blocks = append(copied.Blocks, Block{Hash: h})
+			if i >= shared {
+				evicted.Removed = append(evicted.Removed, h)
+			}
+		}
+		x.Apply(ev)
+		x.Apply(copied)
+		x.Apply(evicted)
+	}
+}
+
+// BenchmarkFindMatchesTiered is BenchmarkFindMatches on ranks that hold
+// their prompts' tails on the host alone: the cost of the per-tier counts,
+// one lookup per matched block of such a rank.
+func BenchmarkFindMatchesTiered(b *testing.B) {
+	for _, workers := range []int{1, 16, 128} {
+		b.Run(fmt.Sprintf("workers=%d/blocks=256", workers), func(b *testing.B) {
+			tr := New(Config{})
+			loadTieredPrompts(tr, workers, 4*workers, 64, 256)
+			query := make([]LocalHash, 256)
+			for i := range query {
+				query[i] = LocalHash(i + 1)
+				if i >= 64 {
+					query[i] = LocalHash(100_000 + i + 1) // prompt 1's tail
+				}
+			}
+			dst := make([]Match, 0, workers)
+			b.ReportAllocs()
+			for b.Loop() {
+				dst = tr.FindMatches(query, false, dst)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/256, "ns/block")
+		})
+	}
+}
+
+// BenchmarkApplyTiered is the life of an offloaded prompt of 32 blocks: a
+// device store, a host copy by hash, the device eviction (the blocks stay
+// on the host) and the host eviction of the first block (the rest goes
+// with it).
+func BenchmarkApplyTiered(b *testing.B) {
+	tr := New(Config{})
+	loadTieredPrompts(tr, 16, 256, 32, 128)
+	w := Worker{ID: 99}
+	store := Event{Worker: w, Kind: KindStored}
+	copied := Event{Worker: w, Kind: KindStored, ByHash: true, Tier: TierHost}
+	evict := Event{Worker: w, Kind: KindRemoved}
+	for i := range 32 {
+		h := BlockHash(9_000_000 + i)
+		store.Blocks = append(store.Blocks, Block{Hash: h, Tokens: LocalHash(i + 1)})
+		copied.Blocks = append(copied.Blocks, Block{Hash: h})
+		evict.Removed = append(evict.Removed, h)
+	}
+	drop := Event{Worker: w, Kind: KindRemoved, Tier: TierHost, Removed: []BlockHash{9_000_000}}
+	b.ReportAllocs()
+	for b.Loop() {
+		tr.Apply(store)
+		tr.Apply(copied)
+		tr.Apply(evict)
+		tr.Apply(drop)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/128, "ns/block-op")
+}
+
+// BenchmarkBytesPerEntryTiered is BenchmarkBytesPerEntry on ranks that hold
+// every block on the host too, and the blocks past the shared prefix on the
+// host alone.
+func BenchmarkBytesPerEntryTiered(b *testing.B) {
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		tr := New(Config{})
+		loadTieredPrompts(tr, 128, 2048, 16, 256)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		st := tr.Stats()
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(st.Entries), "bytes/entry")
+		runtime.KeepAlive(tr)
+	}
+}

@@ -21,6 +21,19 @@
 // one node under several engine hashes (aliases); it holds the block until
 // the last of them is removed.
 //
+// # Storage tiers
+//
+// A rank may hold copies of a block on several storage tiers (Tier: the
+// device, host memory, disk, external storage). It holds the block while any
+// tier does: everything above is about that, and the tiers are a set per
+// engine hash on the side (tiers.go). A stored event adds its tier, a stored
+// event by hash (Event.ByHash) adds its tier to blocks the rank already
+// holds, and a removed event drops its tier, the hash going (as above) once
+// no tier is left; clears, worker removals and evictions drop every tier.
+// FindMatches scores the prefix across tiers and counts each matched block
+// on its fastest tier (Match.Host, Disk, External). The semantics, in the
+// terms of the wire, are docs/compat.md §4.10.
+//
 // # Memory
 //
 // Nodes live in one slice and are addressed by 32-bit indices: 28 bytes a
@@ -30,6 +43,12 @@
 // hashes sit in a table of one-cache-line buckets, 70% to 90% full
 // (blockmap.go): on the Mooncake replay the index takes about 45 bytes per
 // (rank, block) entry, two thirds of it nodes.
+//
+// Tiers cost a rank nothing while it holds every block on the device alone:
+// its tier record is a nil pointer. Once it holds a copy elsewhere, each of
+// its blocks with such a copy takes an entry in a map from node to tier set
+// (about 23 bytes more per entry in BenchmarkBytesPerEntryTiered), and each
+// such block it names by several hashes a small record of their tiers.
 //
 // Config.MaxEntries caps the (rank, block) entries: past it, the least
 // recently matched or stored subtrees are evicted, leaves before their

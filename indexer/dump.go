@@ -4,9 +4,16 @@ import "slices"
 
 // Dump returns the tree as events that rebuild it: for every block and every
 // rank holding it, one single-block stored event (one per engine hash when a
-// rank holds the block under several), parents before children. Applying
-// the dump to an empty tree yields a tree that answers every query, size and
-// later event alike.
+// rank holds the block under several), parents before children. The event
+// is about the hash's fastest tier; a hash held on more tiers is followed by
+// the same event about each of the others, in order, which adds that tier
+// (a repeated store). Applying the dump to an empty tree yields a tree that
+// answers every query, size and later event alike, tiers included.
+//
+// Why not stored events by hash (Event.ByHash) for the extra tiers: a
+// stored event with tokens and parent is the one shape every reader of a
+// dump already understands (snapshots are Dynamo's RouterEvents, and
+// Dynamo's routers read them too), and it is self-contained.
 func (t *Tree) Dump() []Event {
 	// Each rank's engine hashes per node, sorted so the dump is stable.
 	inv := make([]map[uint32][]BlockHash, len(t.slots))
@@ -37,10 +44,17 @@ func (t *Tree) Dump() []Event {
 				ev.HasParent = true
 				ev.Parent = inv[s][nd.parent][0]
 			}
+			sl := &t.slots[s]
 			for _, h := range inv[s][n] {
 				e := ev
 				e.Blocks = []Block{{Hash: h, Tokens: nd.hash()}}
-				events = append(events, e)
+				m := sl.maskOf(h, n)
+				for tr := range NumTiers {
+					if m&bit(tr) != 0 {
+						e.Tier = tr
+						events = append(events, e)
+					}
+				}
 			}
 		})
 		for c := nd.first; c != none; c = t.nodes[c].next {

@@ -61,8 +61,8 @@ func (t *Tree) evict() int {
 	return evicted
 }
 
-// evictSubtree drops n and everything below it, for every holder, noting
-// the slots whose maps must be purged.
+// evictSubtree drops n and everything below it, for every holder and on
+// every tier, noting the slots whose maps must be purged.
 func (t *Tree) evictSubtree(n uint32, affected map[uint32]struct{}) {
 	for c := t.nodes[n].first; c != none; {
 		next := t.nodes[c].next
@@ -73,6 +73,7 @@ func (t *Tree) evictSubtree(n uint32, affected map[uint32]struct{}) {
 		affected[s] = struct{}{}
 		t.slots[s].entries--
 		t.entries--
+		t.forgetNode(s, n)
 	})
 	t.freeNode(n)
 }

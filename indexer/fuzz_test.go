@@ -26,6 +26,11 @@ func (o *ops) worker(b byte) Worker {
 	return Worker{ID: WorkerID(1 + b%3), DPRank: DPRank(b / 3 % 2)}
 }
 
+// tier decodes the tier of an operation from its op byte: the device for
+// the op bytes below 8 (the seeds of before tiers), one of the tiers
+// otherwise, now and then one past them (an invalid event).
+func (o *ops) tier(op byte) Tier { return Tier(op / 8 % 5) }
+
 // replay applies the operations to a tree and the model, comparing them after
 // every step.
 func replay(t *testing.T, data []byte, cfg Config) *Tree {
@@ -40,10 +45,10 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 		}
 		arg, _ := o.next()
 		w := o.worker(arg)
-		switch op % 6 {
+		switch op % 8 {
 		case 0, 1: // stored
 			n, _ := o.next()
-			ev := Event{Worker: w, Kind: KindStored}
+			ev := Event{Worker: w, Kind: KindStored, Tier: o.tier(op)}
 			if arg&0x40 != 0 {
 				p, _ := o.next()
 				ev.HasParent, ev.Parent = true, BlockHash(p%8)
@@ -53,9 +58,9 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 				ev.Blocks = append(ev.Blocks, Block{Hash: BlockHash(b % 8), Tokens: LocalHash(b / 8 % 4)})
 			}
 			compareApply(t, step, tr, m, ev)
-		case 2: // removed
+		case 2, 7: // removed
 			n, _ := o.next()
-			ev := Event{Worker: w, Kind: KindRemoved}
+			ev := Event{Worker: w, Kind: KindRemoved, Tier: o.tier(op)}
 			for range n%3 + 1 {
 				b, _ := o.next()
 				ev.Removed = append(ev.Removed, BlockHash(b%8))
@@ -67,6 +72,17 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 			if got, want := tr.RemoveWorker(w.ID), m.removeWorker(w.ID); got != want {
 				t.Fatalf("step %d: RemoveWorker(%d) = %d, model %d", step, w.ID, got, want)
 			}
+		case 6: // stored by hash: a copy on another tier
+			n, _ := o.next()
+			ev := Event{Worker: w, Kind: KindStored, ByHash: true, Tier: o.tier(op)}
+			if arg&0x40 != 0 {
+				ev.HasParent, ev.Parent = true, 999 // ignored
+			}
+			for range n%3 + 1 {
+				b, _ := o.next()
+				ev.Blocks = append(ev.Blocks, Block{Hash: BlockHash(b % 8), Tokens: LocalHash(b)})
+			}
+			compareApply(t, step, tr, m, ev)
 		case 5: // query
 			n, _ := o.next()
 			var query []LocalHash
@@ -103,13 +119,28 @@ func compareApply(t *testing.T, step int, tr *Tree, m *model, ev Event) {
 }
 
 // FuzzTree compares the tree with the brute-force model on random sequences
-// of store, remove, clear, remove-worker and query, and checks that a dump
-// rebuilds the same tree.
+// of store (with tokens or by hash, on every tier), remove (on every tier),
+// clear, remove-worker and query, and checks that a dump rebuilds the same
+// tree, tiers included.
 func FuzzTree(f *testing.F) {
 	f.Add([]byte{0, 0, 3, 1, 9, 17, 5, 0, 3, 1, 9, 17})
 	f.Add([]byte{0, 0, 2, 8, 16, 0, 64, 0, 1, 24, 2, 0, 0, 1, 5, 0, 3, 0, 8, 16})
 	f.Add([]byte{0, 1, 3, 0, 9, 18, 0, 2, 3, 0, 9, 19, 2, 1, 0, 1, 5, 2, 3, 0, 8})
 	f.Add([]byte{1, 0, 1, 5, 1, 0, 1, 6, 2, 0, 0, 5, 5, 0, 2, 0, 0, 3, 1, 4, 2})
+	// Blocks 1, 10, 19 are hashes 1, 2, 3 with tokens 0, 1, 2. Device store
+	// of the three; host copy of the first two by hash; device removal of
+	// all three; query; host removal of the first (the second goes with
+	// it); query.
+	f.Add([]byte{0, 0, 3, 1, 10, 19, 14, 0, 1, 1, 10, 2, 0, 2, 1, 10, 19, 5, 0, 3, 0, 1, 2, 10, 0, 0, 1, 5, 0, 3, 0, 1, 2})
+	// Disk store of two blocks, the same on the device, an alias of the
+	// first on the host (hash 5, tokens 0); removals of hash 1 on the
+	// device and the disk, of hash 5 on the host, with queries between.
+	f.Add([]byte{16, 0, 2, 1, 10, 0, 0, 2, 1, 10, 8, 0, 1, 5, 2, 0, 0, 1, 5, 0, 2, 0, 1, 18, 0, 0, 1, 5, 0, 2, 0, 1,
+		10, 0, 0, 5, 5, 0, 2, 0, 1})
+	// External store for worker 2, a host copy of two blocks by hash,
+	// query, cleared, store again, an invalid tier, remove worker, query.
+	f.Add([]byte{24, 1, 3, 1, 10, 19, 14, 1, 1, 1, 10, 5, 1, 3, 0, 1, 2, 3, 1, 5, 1, 3, 0, 1, 2, 24, 1, 3, 1, 10, 19,
+		32, 1, 1, 1, 4, 1, 5, 1, 3, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tr := replay(t, data, Config{})
 		dumpEqual(t, tr)

@@ -3,9 +3,13 @@ package indexer
 import "sync/atomic"
 
 // FindMatches scores a query: for every worker rank that holds the query's
-// first block, how many leading blocks of the query it holds. The scores are
-// appended to dst[:0] in no particular order; FindMatches allocates nothing
-// when dst has room for every matching rank.
+// first block, how many leading blocks of the query it holds, on any tier,
+// and how many of those have their fastest copy on each tier other than the
+// device. The scores are appended to dst[:0] in no particular order;
+// FindMatches allocates nothing when dst has room for every matching rank.
+//
+// The per-tier counts cost nothing while no rank of the tree has a copy off
+// the device; then, one lookup per matched block of each rank that has one.
 //
 // With earlyExit the walk stops as soon as a single rank is left, as Dynamo's
 // early exit does: that rank's score is then the depth reached, a lower
@@ -34,7 +38,11 @@ func (t *Tree) FindMatches(query []LocalHash, earlyExit bool, dst []Match) []Mat
 		// The holders of a node are a subset of its parent's: equal counts
 		// mean equal sets, so nobody dropped out.
 		if depth > 0 && count != prevCount {
+			n := len(dst)
 			dst = t.appendDropped(dst, prev, tag, uint32(depth))
+			if t.tiered > 0 {
+				t.tierDropped(dst[n:], prev, tag, cur)
+			}
 		}
 		prev, prevCount = tag, count
 		depth++
@@ -46,7 +54,12 @@ func (t *Tree) FindMatches(query []LocalHash, earlyExit bool, dst []Match) []Mat
 	if depth == 0 {
 		return dst
 	}
-	return t.appendAll(dst, prev, uint32(depth))
+	n := len(dst)
+	dst = t.appendAll(dst, prev, uint32(depth))
+	if t.tiered > 0 {
+		t.tierAll(dst[n:], prev, cur)
+	}
+	return dst
 }
 
 // appendDropped appends, with the given score, the slots of holders tag prev
@@ -90,4 +103,50 @@ func (t *Tree) appendAll(dst []Match, tag uint32, score uint32) []Match {
 		}
 	}
 	return dst
+}
+
+// tierDropped fills the per-tier counts of ms, the matches appendDropped
+// appended for holders tag prev less tag cur, in the same order; last is the
+// node of tag prev.
+func (t *Tree) tierDropped(ms []Match, prev, cur, last uint32) {
+	if prev&setFlag == 0 {
+		t.countTiers(&ms[0], prev-1, last)
+		return
+	}
+	i := 0
+	ps := t.sets[prev&^setFlag]
+	if cur&setFlag == 0 {
+		keep := cur - 1
+		for _, s := range ps {
+			if s != keep || cur == 0 {
+				t.countTiers(&ms[i], s, last)
+				i++
+			}
+		}
+		return
+	}
+	cs := t.sets[cur&^setFlag]
+	j := 0
+	for _, s := range ps {
+		if j < len(cs) && cs[j] == s {
+			j++
+			continue
+		}
+		t.countTiers(&ms[i], s, last)
+		i++
+	}
+}
+
+// tierAll fills the per-tier counts of ms, the matches appendAll appended
+// for holders tag, the holders of node last, in the same order.
+func (t *Tree) tierAll(ms []Match, tag, last uint32) {
+	switch {
+	case tag == 0:
+	case tag&setFlag == 0:
+		t.countTiers(&ms[0], tag-1, last)
+	default:
+		for i, s := range t.sets[tag&^setFlag] {
+			t.countTiers(&ms[i], s, last)
+		}
+	}
 }

@@ -2,18 +2,26 @@ package indexer
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
 
 // model is the brute-force reference of the index semantics: per rank, a map
-// from engine hash to the path of local hashes it names. A rank holds a path
-// while some hash names it.
+// from engine hash to the path of local hashes it names and the tiers it is
+// held on. A rank holds a path while some hash names it, on the union of
+// those hashes' tiers.
 type model struct {
-	ranks map[Worker]map[BlockHash]string
+	ranks map[Worker]map[BlockHash]held
 }
 
-func newModel() *model { return &model{ranks: make(map[Worker]map[BlockHash]string)} }
+// held is one engine hash of a rank: the path it names and its tiers.
+type held struct {
+	Path  string
+	Tiers tierMask
+}
+
+func newModel() *model { return &model{ranks: make(map[Worker]map[BlockHash]held)} }
 
 func pathKey(p []LocalHash) string {
 	var b strings.Builder
@@ -23,26 +31,30 @@ func pathKey(p []LocalHash) string {
 	return b.String()
 }
 
-func (m *model) holds(w Worker, path string) bool {
-	for _, p := range m.ranks[w] {
-		if p == path {
-			return true
+// tiersOf returns the tiers rank w holds path on; 0 if it does not hold it.
+func (m *model) tiersOf(w Worker, path string) tierMask {
+	var tiers tierMask
+	for _, e := range m.ranks[w] {
+		if e.Path == path {
+			tiers |= e.Tiers
 		}
 	}
-	return false
+	return tiers
 }
 
-// drop forgets hash h of rank w; if no other hash names its path, the rank
-// loses the path and everything below it.
+func (m *model) holds(w Worker, path string) bool { return m.tiersOf(w, path) != 0 }
+
+// drop forgets hash h of rank w, on every tier; if no other hash names its
+// path, the rank loses the path and everything below it.
 func (m *model) drop(w Worker, h BlockHash) {
 	hs := m.ranks[w]
-	p := hs[h]
+	p := hs[h].Path
 	delete(hs, h)
 	if m.holds(w, p) {
 		return
 	}
 	for o, q := range hs {
-		if strings.HasPrefix(q, p+"/") {
+		if strings.HasPrefix(q.Path, p+"/") {
 			delete(hs, o)
 		}
 	}
@@ -50,15 +62,35 @@ func (m *model) drop(w Worker, h BlockHash) {
 
 func (m *model) apply(ev Event) Result {
 	hs := m.ranks[ev.Worker]
+	if ev.Kind != KindCleared && ev.Tier >= NumTiers {
+		return Result{Status: StatusInvalidBlock}
+	}
+	tier := bit(ev.Tier)
 	switch ev.Kind {
 	case KindStored:
+		if ev.ByHash {
+			missing := 0
+			for _, b := range ev.Blocks {
+				e, ok := hs[b.Hash]
+				if !ok {
+					missing++
+					continue
+				}
+				e.Tiers |= tier
+				hs[b.Hash] = e
+			}
+			if missing > 0 {
+				return Result{Status: StatusBlockNotFound, Missing: missing}
+			}
+			return Result{}
+		}
 		base := ""
 		if ev.HasParent {
 			p, ok := hs[ev.Parent]
 			if !ok {
 				return Result{Status: StatusParentNotFound}
 			}
-			base = p
+			base = p.Path
 		}
 		// Validate: no hash may repeat or name a proper ancestor.
 		path := base
@@ -69,7 +101,7 @@ func (m *model) apply(ev Event) Result {
 			}
 			seen[b.Hash] = true
 			next := path + fmt.Sprintf("/%d", b.Tokens)
-			if old, ok := hs[b.Hash]; ok && old != next && (old == path || strings.HasPrefix(path, old+"/")) {
+			if old, ok := hs[b.Hash]; ok && old.Path != next && (old.Path == path || strings.HasPrefix(path, old.Path+"/")) {
 				return Result{Status: StatusInvalidBlock}
 			}
 			path = next
@@ -78,32 +110,50 @@ func (m *model) apply(ev Event) Result {
 			return Result{}
 		}
 		if hs == nil {
-			hs = make(map[BlockHash]string)
+			hs = make(map[BlockHash]held)
 			m.ranks[ev.Worker] = hs
 		}
 		path = base
 		for _, b := range ev.Blocks {
 			next := path + fmt.Sprintf("/%d", b.Tokens)
-			if old, ok := hs[b.Hash]; ok && old != next {
-				m.drop(ev.Worker, b.Hash)
+			e, ok := hs[b.Hash]
+			switch {
+			case ok && e.Path == next:
+				e.Tiers |= tier // the same block on one more tier
+			case ok:
+				m.drop(ev.Worker, b.Hash) // moved: every tier goes
+				e = held{Path: next, Tiers: tier}
+			default:
+				e = held{Path: next, Tiers: tier}
 			}
-			hs[b.Hash] = next
+			hs[b.Hash] = e
 			path = next
 		}
 		return Result{}
 	case KindRemoved:
 		// A hash is missing if the worker did not hold it when the event
-		// began; one an earlier hash cascaded away is not.
+		// began, or holds it but not on the event's tier; one an earlier
+		// hash cascaded away is not.
 		known := map[BlockHash]bool{}
 		for h := range hs {
 			known[h] = true
 		}
 		missing := 0
 		for _, h := range ev.Removed {
-			if _, ok := hs[h]; !ok {
+			e, ok := hs[h]
+			if !ok {
 				if !known[h] {
 					missing++
 				}
+				continue
+			}
+			if e.Tiers&tier == 0 {
+				missing++
+				continue
+			}
+			e.Tiers &^= tier
+			if e.Tiers != 0 {
+				hs[h] = e
 				continue
 			}
 			m.drop(ev.Worker, h)
@@ -114,7 +164,7 @@ func (m *model) apply(ev Event) Result {
 		return Result{}
 	case KindCleared:
 		if hs != nil {
-			m.ranks[ev.Worker] = make(map[BlockHash]string)
+			m.ranks[ev.Worker] = make(map[BlockHash]held)
 		}
 		return Result{}
 	}
@@ -134,8 +184,8 @@ func (m *model) removeWorker(id WorkerID) int {
 
 func (m *model) size(w Worker) int {
 	paths := map[string]bool{}
-	for _, p := range m.ranks[w] {
-		paths[p] = true
+	for _, e := range m.ranks[w] {
+		paths[e.Path] = true
 	}
 	return len(paths)
 }
@@ -145,22 +195,36 @@ func (m *model) stats() Stats {
 	entries := 0
 	for w, hs := range m.ranks {
 		entries += m.size(w)
-		for _, p := range hs {
-			all[p] = true
+		for _, e := range hs {
+			all[e.Path] = true
 		}
 	}
 	return Stats{Entries: entries, Nodes: len(all), Workers: len(m.ranks)}
 }
 
+// findMatches scores a query as FindMatches does without early exit: each
+// matched block counts on its fastest tier.
 func (m *model) findMatches(query []LocalHash) []Match {
 	var out []Match
 	for w := range m.ranks {
-		d := 0
-		for d < len(query) && m.holds(w, pathKey(query[:d+1])) {
-			d++
+		mt := Match{Worker: w}
+		for d := range query {
+			tiers := m.tiersOf(w, pathKey(query[:d+1]))
+			if tiers == 0 {
+				break
+			}
+			mt.Blocks++
+			switch tiers.fastest() {
+			case TierHost:
+				mt.Host++
+			case TierDisk:
+				mt.Disk++
+			case TierExternal:
+				mt.External++
+			}
 		}
-		if d > 0 {
-			out = append(out, Match{Worker: w, Blocks: uint32(d)})
+		if mt.Blocks > 0 {
+			out = append(out, mt)
 		}
 	}
 	sortMatches(out)
@@ -176,12 +240,14 @@ func sortMatches(ms []Match) {
 	})
 }
 
-// canonical renders a tree's state like the model's: per rank, hash → path.
-func canonical(t *Tree) map[Worker]map[BlockHash]string {
-	out := make(map[Worker]map[BlockHash]string)
+// canonical renders a tree's state like the model's: per rank, hash → path
+// and tiers.
+func canonical(t *Tree) map[Worker]map[BlockHash]held {
+	out := make(map[Worker]map[BlockHash]held)
 	for w, s := range t.slotOf {
-		hs := make(map[BlockHash]string)
-		t.slots[s].blocks.All(func(h BlockHash, n uint32) { hs[h] = t.path(n) })
+		sl := &t.slots[s]
+		hs := make(map[BlockHash]held)
+		sl.blocks.All(func(h BlockHash, n uint32) { hs[h] = held{Path: t.path(n), Tiers: sl.maskOf(h, n)} })
 		out[w] = hs
 	}
 	return out
@@ -245,6 +311,15 @@ func (t *Tree) check() error {
 	if entries != t.entries || live != t.live {
 		return fmt.Errorf("counted %d entries %d nodes, tree says %d and %d", entries, live, t.entries, t.live)
 	}
+	tiered := 0
+	for s := range t.slots {
+		if t.slots[s].tiers != nil {
+			tiered++
+		}
+	}
+	if tiered != t.tiered {
+		return fmt.Errorf("%d slots with tiers, counted %d", tiered, t.tiered)
+	}
 	for w, s := range t.slotOf {
 		sl := &t.slots[s]
 		if sl.worker != w || !sl.live {
@@ -272,6 +347,9 @@ func (t *Tree) check() error {
 				return fmt.Errorf("slot %d node %d: %d hashes, aliased %d", s, n, k, sl.aliased[n])
 			}
 		}
+		if err := t.checkTiers(s); err != nil {
+			return err
+		}
 	}
 	for k, c := range t.kids {
 		if t.nodes[c.node].parent != k.parent || t.nodes[c.node].hash() != k.hash {
@@ -279,6 +357,68 @@ func (t *Tree) check() error {
 		}
 		if c.prev == none && t.nodes[k.parent].first != c.node || c.prev != none && t.nodes[c.prev].next != c.node {
 			return fmt.Errorf("kids[%v] = %+v: not the sibling after its prev", k, c)
+		}
+	}
+	return nil
+}
+
+// checkTiers verifies the invariants of slot s's tierState (tiers.go).
+func (t *Tree) checkTiers(s uint32) error {
+	sl := &t.slots[s]
+	ts := sl.tiers
+	if ts == nil {
+		return nil
+	}
+	if len(ts.node) == 0 {
+		return fmt.Errorf("slot %d: an empty tierState instead of none", s)
+	}
+	// The tiers of each node, from the tiers of its hashes.
+	union := map[uint32]tierMask{}
+	hashes := map[uint32][]BlockHash{}
+	sl.blocks.All(func(h BlockHash, n uint32) {
+		m := sl.maskOf(h, n)
+		if m == 0 || m >= 1<<NumTiers {
+			union[n] |= 1 << 7 // reported below
+		}
+		union[n] |= m
+		hashes[n] = append(hashes[n], h)
+	})
+	want := map[uint32]tierMask{}
+	slow := 0
+	for n, m := range union {
+		if m&^deviceOnly != 0 {
+			want[n] = m
+			if m&deviceOnly == 0 {
+				slow++
+			}
+		}
+	}
+	if !maps.Equal(want, ts.node) {
+		return fmt.Errorf("slot %d: node tiers %v, want %v", s, ts.node, want)
+	}
+	if slow != ts.slow {
+		return fmt.Errorf("slot %d: %d nodes without a device copy, counted %d", s, slow, ts.slow)
+	}
+	for n, a := range ts.alias {
+		if _, ok := ts.node[n]; !ok || sl.aliased[n] == 0 {
+			return fmt.Errorf("slot %d node %d: alias tiers for a node not listed (%v) or named once (%d aliases)", s, n, ok, sl.aliased[n])
+		}
+		var c tierCounts
+		for _, h := range hashes[n] {
+			c.add(sl.maskOf(h, n))
+		}
+		if c != a.counts {
+			return fmt.Errorf("slot %d node %d: alias counts %v, want %v", s, n, a.counts, c)
+		}
+		for h := range a.hash {
+			if !slices.Contains(hashes[n], h) {
+				return fmt.Errorf("slot %d node %d: alias tiers of hash %d, which does not name it", s, n, h)
+			}
+		}
+	}
+	for n := range ts.node {
+		if sl.aliased[n] > 0 && ts.alias[n] == nil {
+			return fmt.Errorf("slot %d node %d: %d aliases and no alias tiers", s, n, sl.aliased[n])
 		}
 	}
 	return nil

@@ -49,6 +49,9 @@ type kin struct {
 // slot is the state of one worker rank.
 type slot struct {
 	worker Worker
+	// tiers records the copies on tiers other than the device (tiers.go);
+	// nil while every hash of the rank is on the device alone.
+	tiers *tierState
 	// blocks maps the rank's engine hashes to nodes.
 	blocks blockMap
 	// entries counts nodes the rank holds (less than blocks.Len() when a node
@@ -112,6 +115,9 @@ type Tree struct {
 	purgedSet map[BlockHash]struct{}
 	// clock advances once per applied event; read atomically by FindMatches.
 	clock uint32
+	// tiered counts the slots with copies off the device (slot.tiers not
+	// nil): while it is 0, FindMatches counts no tiers.
+	tiered int
 }
 
 // New returns an empty tree. An invalid cfg is corrected to its defaults; call

@@ -103,8 +103,11 @@ type Event struct {
 	// Removed are the hashes of removed blocks (removed only).
 	Removed []BlockHash
 	// Tier is the storage tier the event is about (stored and removed):
-	// a removal drops only that tier's copy, and the rank keeps the block
-	// while another tier holds it. Cleared drops every tier.
+	// a store adds that tier's copy (a block the rank already holds under
+	// the same hash at the same place just gains the tier; a new one holds
+	// that tier alone); a removal drops only that tier's copy, and the rank
+	// keeps the block while another tier holds it. Cleared drops every
+	// tier. A Tier past NumTiers makes the event invalid.
 	Tier Tier
 	// ByHash says the stored blocks are named by engine hash only, as an
 	// engine's offloading connector names a copy of blocks the rank already
@@ -125,10 +128,13 @@ const (
 	// worker; nothing of the event was applied.
 	StatusParentNotFound
 	// StatusBlockNotFound: a removed event named blocks the worker does not
-	// hold; the other blocks were removed.
+	// hold, or holds but not on the event's tier; the other blocks were
+	// removed. Also a stored event by hash (Event.ByHash) that named blocks
+	// the worker does not hold; the others gained the tier.
 	StatusBlockNotFound
 	// StatusInvalidBlock: a stored event would make a block its own
-	// ancestor, or was otherwise malformed; nothing was applied.
+	// ancestor, or an event was otherwise malformed (an unknown kind, a
+	// tier past NumTiers); nothing was applied.
 	StatusInvalidBlock
 )
 
@@ -150,7 +156,9 @@ func (s Status) String() string {
 // Result tells what applying one event did.
 type Result struct {
 	Status Status
-	// Missing counts removed hashes the worker did not hold.
+	// Missing counts the hashes of a removed event that the worker did not
+	// hold, or held but not on the event's tier, and those of a stored
+	// event by hash that it did not hold.
 	Missing int
 	// Evicted counts (worker, block) entries dropped by the memory cap
 	// while applying the event.

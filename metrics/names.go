@@ -470,9 +470,10 @@ const (
 	// DropUnknownWorker means events of a worker that never registered within
 	// its grace period.
 	DropUnknownWorker = "unknown_worker"
-	// DropStorageTier means a well-formed event for a cache tier other than
-	// the device (GPU) cache, or for a residency domain other than the
-	// worker's: the device index does not hold it.
+	// DropStorageTier means a well-formed event for a residency domain
+	// other than the worker's own (cache_owner: a shared cache's blocks),
+	// which the index does not hold. Events of the worker's own tiers
+	// (host_pinned, disk, external) are applied, each to its tier.
 	DropStorageTier = "storage_tier"
 	// DropDuplicate means a JetStream message delivered again after it was
 	// applied (durable mode), or an event held during a warm start that the

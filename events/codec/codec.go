@@ -28,8 +28,9 @@ const (
 // StorageTier is the cache tier an event is about (Dynamo's StorageTier).
 type StorageTier uint8
 
-// The storage tiers, as Dynamo names them. Only TierDevice is the GPU cache
-// that routing scores.
+// The storage tiers, as Dynamo names them: TierDevice is the GPU cache, the
+// others hold copies that an engine can load back (StorageTier.Tier maps
+// them to the index's tiers).
 const (
 	TierDevice StorageTier = iota
 	TierHostPinned
@@ -50,6 +51,39 @@ func (t StorageTier) String() string {
 		return "external"
 	}
 	return fmt.Sprintf("tier(%d)", uint8(t))
+}
+
+// Tier returns the index's tier for t (host_pinned is the host tier), or
+// indexer.NumTiers, which the index rejects, for a value no decoder returns.
+func (t StorageTier) Tier() indexer.Tier {
+	switch t {
+	case TierDevice:
+		return indexer.TierDevice
+	case TierHostPinned:
+		return indexer.TierHost
+	case TierDisk:
+		return indexer.TierDisk
+	case TierExternal:
+		return indexer.TierExternal
+	}
+	return indexer.NumTiers
+}
+
+// StorageTierOf returns Dynamo's storage tier for the index's tier t, the
+// inverse of StorageTier.Tier. A tier past the index's last has no name
+// that a decoder accepts.
+func StorageTierOf(t indexer.Tier) StorageTier {
+	switch t {
+	case indexer.TierDevice:
+		return TierDevice
+	case indexer.TierHost:
+		return TierHostPinned
+	case indexer.TierDisk:
+		return TierDisk
+	case indexer.TierExternal:
+		return TierExternal
+	}
+	return StorageTier(t)
 }
 
 // parseTier maps Dynamo's name of a tier to the tier.
@@ -92,6 +126,7 @@ type Meta struct {
 	// EventID is the event's event_id, which increases per (worker, dp_rank).
 	EventID uint64
 	// StorageTier is the tier the event is about; TierDevice when absent.
+	// The decoders also set the event's Tier from it.
 	StorageTier StorageTier
 	// CacheOwner is set when the event names the cache_owner residency
 	// domain (newer Dynamo): blocks owned by a shared cache, not by the
@@ -106,8 +141,10 @@ type Meta struct {
 	PublishedAtMs uint64
 }
 
-// Device reports whether the event is about the worker's own device cache,
-// the only one the index holds.
+// Device reports whether the event is about the worker's own device cache.
+// The index holds the worker's own caches on every tier, but not the
+// cache_owner residency domain (CacheOwner): those blocks are a shared
+// cache's, not the worker's.
 func (m Meta) Device() bool { return m.StorageTier == TierDevice && !m.CacheOwner }
 
 // checkSize rejects a message over MaxMessageBytes, before anything is

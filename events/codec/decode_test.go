@@ -115,7 +115,7 @@ func TestDecodeJSON(t *testing.T) {
 		{
 			name:     "external tier",
 			in:       `{"worker_id":3,"storage_tier":"external","event":{"event_id":1,"data":"cleared"}}`,
-			want:     indexer.Event{Worker: indexer.Worker{ID: 3}, Kind: indexer.KindCleared},
+			want:     indexer.Event{Worker: indexer.Worker{ID: 3}, Kind: indexer.KindCleared, Tier: indexer.TierExternal},
 			wantMeta: Meta{EventID: 1, StorageTier: TierExternal, Encoding: EncodingJSON},
 		},
 		{name: "empty", in: ``, reason: metrics.DecodeJSON},
@@ -207,6 +207,8 @@ func TestDecodeMsgpack(t *testing.T) {
 		Blocks: []indexer.Block{{Hash: 1<<64 - 1, Tokens: 12124091508212882195}, {Hash: 3, Tokens: 4}}}
 	removed := indexer.Event{Worker: indexer.Worker{ID: 7}, Kind: indexer.KindRemoved, Removed: []indexer.BlockHash{1, 2, 1 << 40}}
 	cleared := indexer.Event{Worker: indexer.Worker{ID: 7, DPRank: 1}, Kind: indexer.KindCleared}
+	hostCleared := cleared
+	hostCleared.Tier = indexer.TierHost
 	enc := func(v any) []byte {
 		b, err := msgpack.Marshal(v)
 		if err != nil {
@@ -233,7 +235,7 @@ func TestDecodeMsgpack(t *testing.T) {
 			wantMeta: Meta{EventID: 4, Encoding: EncodingMsgpack, PublisherID: 42, Sequence: 4, PublishedAtMs: 1700000000000}},
 		{name: "cleared as a string", in: msgpackEvent(t, cleared, 5), want: cleared,
 			wantMeta: Meta{EventID: 5, Encoding: EncodingMsgpack, PublisherID: 42, Sequence: 5, PublishedAtMs: 1700000000000}},
-		{name: "host pinned tier", in: envelope(mpPayload(t, cleared, Meta{EventID: 5, StorageTier: TierHostPinned}, true)), want: cleared,
+		{name: "host pinned tier", in: envelope(mpPayload(t, cleared, Meta{EventID: 5, StorageTier: TierHostPinned}, true)), want: hostCleared,
 			wantMeta: Meta{EventID: 5, StorageTier: TierHostPinned, Encoding: EncodingMsgpack, PublisherID: 42, Sequence: 9, PublishedAtMs: 1700000000000}},
 		{name: "bare router event, no envelope", in: mpPayload(t, removed, Meta{EventID: 4}, true), want: removed,
 			wantMeta: Meta{EventID: 4, Encoding: EncodingMsgpack}},
@@ -382,14 +384,20 @@ func TestDecodeErrorSentinels(t *testing.T) {
 	}
 }
 
-// TestAppendJSONRoundTrip encodes events of every kind and decodes them back.
+// TestAppendJSONRoundTrip encodes events of every kind and tier and decodes
+// them back: the event's Tier is written as storage_tier and read back into
+// both the event and Meta.StorageTier.
 func TestAppendJSONRoundTrip(t *testing.T) {
 	for _, tt := range []struct {
 		ev   indexer.Event
 		meta Meta
 	}{
 		{indexer.Event{Worker: indexer.Worker{ID: 1<<64 - 1, DPRank: 1<<32 - 1}, Kind: indexer.KindStored, HasParent: true, Parent: 1 << 63,
-			Blocks: []indexer.Block{{Hash: 1, Tokens: 2}, {Hash: 3, Tokens: 1<<64 - 1}}}, Meta{EventID: 9, StorageTier: TierDisk}},
+			Blocks: []indexer.Block{{Hash: 1, Tokens: 2}, {Hash: 3, Tokens: 1<<64 - 1}}, Tier: indexer.TierDisk}, Meta{EventID: 9, StorageTier: TierDisk}},
+		{indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindRemoved, Removed: []indexer.BlockHash{5}, Tier: indexer.TierHost},
+			Meta{EventID: 2, StorageTier: TierHostPinned}},
+		{indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 1, Tokens: 2}}, Tier: indexer.TierExternal},
+			Meta{EventID: 3, StorageTier: TierExternal}},
 		{indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindStored}, Meta{}},
 		{indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindRemoved, Removed: []indexer.BlockHash{5, 6}}, Meta{EventID: 1, CacheOwner: true}},
 		{indexer.Event{Worker: indexer.Worker{ID: 2}, Kind: indexer.KindCleared}, Meta{EventID: 1}},
@@ -418,5 +426,39 @@ func TestHandMsgpackEncoder(t *testing.T) {
 		if !cmp.Equal(ev, s.ev) || meta.EventID != s.meta.EventID {
 			t.Errorf("decoded %+v %+v, want %+v", ev, meta, s.ev)
 		}
+	}
+}
+
+// TestStorageTierMapping maps every Dynamo tier to the index's and back, and
+// a decoded event carries its storage_tier as its Tier.
+func TestStorageTierMapping(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		st   StorageTier
+		tier indexer.Tier
+	}{
+		{"device", TierDevice, indexer.TierDevice},
+		{"host_pinned", TierHostPinned, indexer.TierHost},
+		{"disk", TierDisk, indexer.TierDisk},
+		{"external", TierExternal, indexer.TierExternal},
+	} {
+		if got := tt.st.Tier(); got != tt.tier {
+			t.Errorf("%v.Tier() = %v, want %v", tt.st, got, tt.tier)
+		}
+		if got := StorageTierOf(tt.tier); got != tt.st {
+			t.Errorf("StorageTierOf(%v) = %v, want %v", tt.tier, got, tt.st)
+		}
+		ev, meta, err := DecodeJSON([]byte(`{"worker_id":1,"storage_tier":"` + tt.name +
+			`","event":{"event_id":1,"data":{"removed":{"block_hashes":[5]}}}}`))
+		if err != nil || ev.Tier != tt.tier || meta.StorageTier != tt.st {
+			t.Errorf("storage_tier %q: decoded tier %v, meta %v, error %v; want %v, %v", tt.name, ev.Tier, meta.StorageTier, err, tt.tier, tt.st)
+		}
+	}
+	if got := StorageTier(9).Tier(); got != indexer.NumTiers {
+		t.Errorf("StorageTier(9).Tier() = %v, want NumTiers (the index rejects it)", got)
+	}
+	ev, _, err := DecodeJSON([]byte(`{"worker_id":1,"event":{"event_id":1,"data":"cleared"}}`))
+	if err != nil || ev.Tier != indexer.TierDevice {
+		t.Errorf("no storage_tier: tier %v, error %v; want the device", ev.Tier, err)
 	}
 }

@@ -8,14 +8,17 @@ import (
 
 // AppendJSON appends ev as a RouterEvent in Dynamo's JSON encoding, the
 // shape DecodeJSON reads and Dynamo's routers read: u64 values as unsigned
-// decimals, parent_hash null when the event has no parent, storage_tier and
-// event_id from meta. Events of the three kinds only: any other kind is
-// written as "cleared".
+// decimals, parent_hash null when the event has no parent, storage_tier
+// from the event's Tier (StorageTierOf; meta.StorageTier is not read),
+// residency_domain and event_id from meta. Events of the three kinds only:
+// any other kind is written as "cleared". A stored event by hash
+// (ev.ByHash) has no RouterEvent form: it is written as the stored event
+// its Blocks and Parent make, so callers must not pass one.
 func AppendJSON(dst []byte, ev indexer.Event, meta Meta) []byte {
 	dst = append(dst, `{"worker_id":`...)
 	dst = strconv.AppendUint(dst, uint64(ev.Worker.ID), 10)
 	dst = append(dst, `,"storage_tier":"`...)
-	dst = append(dst, meta.StorageTier.String()...)
+	dst = append(dst, StorageTierOf(ev.Tier).String()...)
 	if meta.CacheOwner {
 		dst = append(dst, `","residency_domain":"cache_owner`...)
 	}

@@ -20,9 +20,9 @@ var seedEvents = []struct {
 }{
 	{indexer.Event{Worker: indexer.Worker{ID: 7, DPRank: 1}, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 1, Tokens: 2}}}, Meta{EventID: 1}},
 	{indexer.Event{Worker: indexer.Worker{ID: 1<<64 - 1}, Kind: indexer.KindStored, HasParent: true, Parent: 1 << 63,
-		Blocks: []indexer.Block{{Hash: 3, Tokens: 4}, {Hash: 5, Tokens: 6}}}, Meta{EventID: 1 << 40, StorageTier: TierHostPinned}},
+		Blocks: []indexer.Block{{Hash: 3, Tokens: 4}, {Hash: 5, Tokens: 6}}, Tier: indexer.TierHost}, Meta{EventID: 1 << 40, StorageTier: TierHostPinned}},
 	{indexer.Event{Worker: indexer.Worker{ID: 7}, Kind: indexer.KindRemoved, Removed: []indexer.BlockHash{1, 1<<64 - 1}}, Meta{EventID: 2}},
-	{indexer.Event{Worker: indexer.Worker{ID: 7}, Kind: indexer.KindCleared}, Meta{EventID: 3, CacheOwner: true, StorageTier: TierDisk}},
+	{indexer.Event{Worker: indexer.Worker{ID: 7}, Kind: indexer.KindCleared, Tier: indexer.TierDisk}, Meta{EventID: 3, CacheOwner: true, StorageTier: TierDisk}},
 }
 
 // checkRejection fails unless err is a *DecodeError with a known reason.

@@ -80,8 +80,8 @@ const (
 	fBlockHashes
 )
 
-// readEvent reads a RouterEvent. Meta's Encoding and envelope fields are
-// the caller's to set.
+// readEvent reads a RouterEvent; the event's Tier is its storage_tier.
+// Meta's Encoding and envelope fields are the caller's to set.
 func readEvent(r reader) (indexer.Event, Meta, error) {
 	var (
 		ev   indexer.Event
@@ -119,6 +119,9 @@ func readEvent(r reader) (indexer.Event, Meta, error) {
 		err = schema(r, "worker_id", "missing field")
 	case seen&fEvent == 0:
 		err = schema(r, "event", "missing field")
+	}
+	if err == nil {
+		ev.Tier = meta.StorageTier.Tier()
 	}
 	return ev, meta, err
 }

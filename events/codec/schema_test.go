@@ -102,7 +102,7 @@ func TestSchemaAgreement(t *testing.T) {
 func TestDecodeJSONList(t *testing.T) {
 	evs := []indexer.Event{
 		{Worker: indexer.Worker{ID: 1}, Kind: indexer.KindCleared},
-		{Worker: indexer.Worker{ID: 2, DPRank: 1}, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 1, Tokens: 2}}},
+		{Worker: indexer.Worker{ID: 2, DPRank: 1}, Kind: indexer.KindStored, Blocks: []indexer.Block{{Hash: 1, Tokens: 2}}, Tier: indexer.TierDisk},
 	}
 	metas := []Meta{{EventID: 4, Encoding: EncodingJSON}, {EventID: 9, StorageTier: TierDisk, Encoding: EncodingJSON}}
 	list := []byte("[")

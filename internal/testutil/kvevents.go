@@ -113,7 +113,8 @@ func MsgpackEnvelope(t testing.TB, payload []byte, seq uint64, compact bool) []b
 	return buf.Bytes()
 }
 
-// AppendMsgpackEnvelope writes ev with event_id id as Dynamo's MessagePack envelope by hand
+// AppendMsgpackEnvelope writes ev with event_id id, about ev's tier, as
+// Dynamo's MessagePack envelope by hand
 // (the reflection-based library costs the publisher more than the router
 // spends decoding). The payload is a bin8/bin16 of a RouterEvent map.
 func AppendMsgpackEnvelope(dst []byte, ev indexer.Event, id uint64) []byte {
@@ -137,12 +138,21 @@ func AppendMsgpackEnvelope(dst []byte, ev indexer.Event, id uint64) []byte {
 	return append(dst, payload...)
 }
 
+// storageTiers are Dynamo's names of the index's tiers, as storage_tier
+// spells them.
+var storageTiers = [indexer.NumTiers]string{
+	indexer.TierDevice:   "device",
+	indexer.TierHost:     "host_pinned",
+	indexer.TierDisk:     "disk",
+	indexer.TierExternal: "external",
+}
+
 func appendMsgpackRouterEvent(dst []byte, ev indexer.Event, id uint64) []byte {
 	dst = append(dst, 0x83)
 	dst = mpStr(dst, "worker_id")
 	dst = mpUint(dst, uint64(ev.Worker.ID))
 	dst = mpStr(dst, "storage_tier")
-	dst = mpStr(dst, "device")
+	dst = mpStr(dst, storageTiers[ev.Tier])
 	dst = mpStr(dst, "event")
 	dst = append(dst, 0x83)
 	dst = mpStr(dst, "event_id")
