@@ -162,17 +162,19 @@ func (c *conn) live(frames [][]byte) {
 	switch {
 	case !c.haveSeq && seq > 0 && seq <= maxReplayBatches && c.ep.Replay != "":
 		// Joined mid-stream: what the publisher still buffers fills in
-		// the blocks stored before.
-		c.replay(0, seq)
+		// the blocks stored before. Nothing is known of the rank yet, so
+		// nothing needs clearing whatever the replay holds.
+		got, _ := c.fetch(0, seq)
+		c.deliverAll(contiguousTail(got, seq))
 	case !c.haveSeq:
 	case seq == c.last+1:
 	case seq <= c.last:
-		// The engine restarted (its sequence starts again at 0): the
-		// writer sees the event_id go back and clears the rank before
-		// applying the new engine's events.
+		// The engine restarted: its sequence starts again at 0, and its
+		// cache is empty.
 		c.s.m.Restarts.Inc()
 		c.s.log.Warn("zmq events: publisher sequence went back: engine restarted; its rank is cleared",
 			slog.String("publisher", c.ep.String()), slog.Uint64("last_seq", c.last), slog.Uint64("seq", seq))
+		c.s.sink.ClearRank(c.rank())
 	default:
 		c.gap(seq)
 	}
@@ -180,40 +182,54 @@ func (c *conn) live(frames [][]byte) {
 }
 
 // gap heals the batches between the last one delivered and seq through the
-// replay socket. Whatever it cannot heal is left as a gap in the event_ids,
-// which the writer counts and answers by clearing the rank.
+// replay socket. When it cannot get all of them (no replay socket, a gap
+// too wide, a failed replay, or one that no longer holds them) the rank is
+// cleared, the batches lost are counted as missed, and only the replayed
+// batches after the last one missing are applied.
 func (c *conn) gap(seq uint64) {
 	from := c.last + 1
-	if c.ep.Replay == "" || seq-from > maxReplayBatches {
-		c.s.m.Gaps.WithLabelValues(metrics.GapCleared).Inc()
-		c.s.log.Warn("zmq events: batches lost, and no replay socket or a gap too wide to ask for; the rank is cleared",
-			slog.String("publisher", c.ep.String()), slog.Uint64("from_seq", from), slog.Uint64("to_seq", seq-1),
-			slog.Bool("replay", c.ep.Replay != ""))
-		return
+	var (
+		got []replayed
+		err error
+	)
+	if c.ep.Replay != "" && seq-from <= maxReplayBatches {
+		got, err = c.fetch(from, seq)
 	}
-	if c.replay(from, seq) {
+	if err == nil && uint64(len(got)) == seq-from {
+		// fetch keeps batches in strictly increasing order within
+		// [from, seq): as many as the gap means all of them.
 		c.s.m.Gaps.WithLabelValues(metrics.GapReplayed).Inc()
+		c.deliverAll(got)
 		return
 	}
+	tail := contiguousTail(got, seq)
+	missed := seq - from - uint64(len(tail))
 	c.s.m.Gaps.WithLabelValues(metrics.GapCleared).Inc()
+	c.s.m.Events.Missed.Add(float64(missed))
+	attrs := []slog.Attr{slog.String("publisher", c.ep.String()), slog.Uint64("from_seq", from), slog.Uint64("to_seq", seq-1),
+		slog.Uint64("missed", missed), slog.Bool("replay_socket", c.ep.Replay != "")}
+	if err != nil {
+		attrs = append(attrs, slog.Any("replay_error", err))
+	}
+	c.s.log.LogAttrs(c.ctx, slog.LevelWarn, "zmq events: batches lost and not replayed; the rank is cleared", attrs...)
+	c.s.sink.ClearRank(c.rank())
+	c.deliverAll(tail)
 }
 
-// replay asks the replay socket for the batches from..to-1 and delivers
-// those it gets, in order. It reports whether every one of them came.
-func (c *conn) replay(from, to uint64) bool {
-	got, err := c.fetch(from, to)
-	if err != nil {
-		c.s.log.Warn("zmq events: replay failed", slog.String("publisher", c.ep.String()), slog.String("replay", c.ep.Replay),
-			slog.Uint64("from_seq", from), slog.Uint64("to_seq", to-1), slog.Any("error", err))
+// contiguousTail returns the batches of got that run without a hole up to
+// seq-1: those that can be applied after what came before them was lost.
+func contiguousTail(got []replayed, seq uint64) []replayed {
+	i := len(got)
+	for i > 0 && got[i-1].seq == seq-uint64(len(got)-i)-1 {
+		i--
 	}
-	if len(got) > 0 && got[0].seq > from && from > 0 {
-		c.s.log.Warn("zmq events: the replay socket no longer holds every lost batch; the rank is cleared",
-			slog.String("publisher", c.ep.String()), slog.Uint64("from_seq", from), slog.Uint64("oldest_replayed", got[0].seq))
-	}
-	for _, b := range got {
+	return got[i:]
+}
+
+func (c *conn) deliverAll(bs []replayed) {
+	for _, b := range bs {
 		c.deliver(b.seq, b.payload)
 	}
-	return err == nil && len(got) == int(to-from)
 }
 
 type replayed struct {

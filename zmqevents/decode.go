@@ -78,7 +78,6 @@ func (d *decoder) plane(frames [][]byte) {
 		d.rejected(err)
 		return
 	}
-	ev.Tier = indexer.Tier(meta.StorageTier) // TODO(lead): the subscriber's mapping
 	if meta.CacheOwner {
 		d.s.m.Events.Dropped.WithLabelValues(metrics.DropStorageTier).Inc()
 		return

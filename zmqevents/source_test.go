@@ -423,3 +423,45 @@ func TestReplayFloodBounded(t *testing.T) {
 		t.Error("the flood sent nothing: the replay was not asked for")
 	}
 }
+
+// TestGapPartlyReplayed: the replay socket still holds the last batches of
+// a gap but not the first: the rank is cleared, then those last batches and
+// the live one are applied.
+func TestGapPartlyReplayed(t *testing.T) {
+	h := newHarness(t)
+	e := h.engine(w26, zmqtest.Options{Replay: true, Keep: 2})
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+	e.Skip(zmqtest.Batch(0, zmqtest.Removed(101)), // lost for good: the buffer keeps 2
+		zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{201}, seq(21, 24), blockSize)))
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(zmqtest.Parent(201), []uint64{202}, seq(25, 28), blockSize)))
+	if got := h.overlap(w26, seq(1, 4)); got != 0 {
+		t.Errorf("overlap of the block whose removal was lost %d, want 0", got)
+	}
+	if got := h.overlap(w26, seq(21, 28)); got != 2 {
+		t.Errorf("overlap of the replayed and live blocks %d, want 2", got)
+	}
+	if got := promtest.ToFloat64(h.zm.Events.Missed); got != 1 {
+		t.Errorf("missed = %v, want 1", got)
+	}
+}
+
+func TestContiguousTail(t *testing.T) {
+	b := func(seqs ...uint64) []replayed {
+		out := make([]replayed, len(seqs))
+		for i, s := range seqs {
+			out[i] = replayed{seq: s}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		got  []replayed
+		seq  uint64
+		want int
+	}{
+		{b(), 5, 0}, {b(1, 2, 3, 4), 5, 4}, {b(2, 4), 5, 1}, {b(1, 2), 5, 0}, {b(3, 4), 5, 2},
+	} {
+		if got := contiguousTail(tc.got, tc.seq); len(got) != tc.want {
+			t.Errorf("contiguousTail(%v, %d) has %d batches, want %d", tc.got, tc.seq, len(got), tc.want)
+		}
+	}
+}
