@@ -18,6 +18,9 @@ type item struct {
 	kind itemKind
 	// ev is the event, or names the worker or rank of a command.
 	ev indexer.Event
+	// together says the event_ids of every tier of the event's rank are
+	// one sequence (NumberedTogether), so a tier event is checked too.
+	together bool
 	// id is the event's event_id (itemEvent), the baseline to seed
 	// (itemRestore with seed), or the last event_id a rank lost (cmdLost).
 	id   uint64

@@ -131,10 +131,11 @@ func (sh *shard) process(batch []item) {
 		it := &batch[i]
 		switch it.kind {
 		case itemEvent:
-			// Only the device's events are numbered in the rank's
-			// event_id sequence: each other tier numbers its own
-			// (docs/compat.md §3.7), so they are applied unchecked.
-			if it.ev.Tier == indexer.TierDevice {
+			// Dynamo's publishers number only the device's events in
+			// the rank's event_id sequence: each other tier numbers its
+			// own (docs/compat.md §3.7), so they are applied unchecked.
+			// An engine numbers them all together.
+			if it.ev.Tier == indexer.TierDevice || it.together {
 				skip, clearFirst := sh.track(it)
 				if skip {
 					continue

@@ -197,14 +197,28 @@ func (w *Writer) Submit(ev indexer.Event, eventID uint64) {
 	w.offer(item{kind: itemEvent, ev: ev, id: eventID, recv: w.now()})
 }
 
+// Numbering says which of a rank's events share one event_id sequence.
+type Numbering uint8
+
+// The numberings of KV events.
+const (
+	// NumberedByTier: each storage tier numbers its own events, as Dynamo's
+	// publishers do (docs/compat.md §3.7); only the device's are checked.
+	NumberedByTier Numbering = iota
+	// NumberedTogether: one sequence numbers the events of every tier, as
+	// an engine's batch sequence does; all of them are checked.
+	NumberedTogether
+)
+
 // SubmitWait is Submit with backpressure instead of loss: when the shard
 // queue is full it waits for room, or for ctx to end (its error). A
 // transport that can slow its publisher down uses it: the ZMQ sources stop
 // reading, TCP pushes back, and an engine past its send high-water mark
 // drops batches the sequence then shows as a gap. During a warm start the
-// event is held like any other.
-func (w *Writer) SubmitWait(ctx context.Context, ev indexer.Event, eventID uint64) error {
-	it := item{kind: itemEvent, ev: ev, id: eventID, recv: w.now()}
+// event is held like any other. n says how the publisher numbers its
+// events.
+func (w *Writer) SubmitWait(ctx context.Context, ev indexer.Event, eventID uint64, n Numbering) error {
+	it := item{kind: itemEvent, ev: ev, id: eventID, recv: w.now(), together: n == NumberedTogether}
 	if w.hold.on.Load() && w.hold.add(w, it) {
 		return nil
 	}

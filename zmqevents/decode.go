@@ -55,7 +55,9 @@ func (d *decoder) batch(seq uint64, payload []byte) {
 			d.s.m.Skipped.WithLabelValues(o.String()).Inc()
 		}
 		if apply {
-			_ = d.s.sink.SubmitWait(d.c.ctx, ev, seq) // fails only when the connection stops
+			// An engine's batch sequence numbers every tier's events;
+			// SubmitWait fails only when the connection stops.
+			_ = d.s.sink.SubmitWait(d.c.ctx, ev, seq, events.NumberedTogether)
 		}
 	}
 }
@@ -82,7 +84,7 @@ func (d *decoder) plane(frames [][]byte) {
 		d.s.m.Events.Dropped.WithLabelValues(metrics.DropStorageTier).Inc()
 		return
 	}
-	_ = d.s.sink.SubmitWait(d.c.ctx, ev, meta.EventID)
+	_ = d.s.sink.SubmitWait(d.c.ctx, ev, meta.EventID, events.NumberedByTier)
 }
 
 // rejected counts a message the decoders refused, by reason.

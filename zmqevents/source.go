@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvrouter/router/events"
 	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/metrics"
 )
@@ -85,7 +86,7 @@ type Sink interface {
 	// while the queue is full: the connection stops reading meanwhile, so
 	// that a publisher faster than the index is held back by TCP, not
 	// answered by loss in the router.
-	SubmitWait(ctx context.Context, ev indexer.Event, eventID uint64) error
+	SubmitWait(ctx context.Context, ev indexer.Event, eventID uint64, n events.Numbering) error
 	// ClearRank drops every block of a rank and forgets its event_id.
 	ClearRank(rank indexer.Worker)
 }

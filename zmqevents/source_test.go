@@ -465,3 +465,25 @@ func TestContiguousTail(t *testing.T) {
 		}
 	}
 }
+
+// TestHostTier: an offloading connector's CPU copy (hashes only) between
+// GPU events shares the engine's sequence (no false gap), and keeps the
+// block held on the host tier once the GPU evicts it.
+func TestHostTier(t *testing.T) {
+	h := newHarness(t)
+	e := h.engine(w26, zmqtest.Options{})
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101, 102}, seq(1, 8), blockSize)))
+	h.publish(e, zmqtest.Batch(0, zmqtest.Event{Type: "BlockStored", BlockHashes: []uint64{102}, Medium: "CPU"}))
+	h.publish(e, zmqtest.Batch(0, zmqtest.Removed(102)))
+	var q []indexer.LocalHash
+	for _, l := range mustHasher(t).LocalHashes(nil, seq(1, 8)) {
+		q = append(q, indexer.LocalHash(l))
+	}
+	ms := h.idx.FindMatches(q, false, nil)
+	if len(ms) != 1 || ms[0].Blocks != 2 || ms[0].Host != 1 {
+		t.Fatalf("matches %+v, want 2 blocks, 1 of them on the host", ms)
+	}
+	if got := promtest.ToFloat64(h.zm.Events.Missed); got != 0 {
+		t.Errorf("missed = %v, want 0", got)
+	}
+}

@@ -101,7 +101,7 @@ def stored(cmd):
         "type": "BlockStored",
         "block_hashes": cmd["hashes"],
         "parent_block_hash": cmd.get("parent"),
-        "token_ids": cmd.get("tokens", []),
+        "token_ids": cmd.get("tokens") or [],
         "block_size": cmd.get("block_size", 16),
         "lora_id": None,
         "medium": cmd.get("medium", "GPU"),
