@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/kvrouter/router/internal/testutil"
+	"github.com/kvrouter/router/internal/zmqtest"
+	"github.com/kvrouter/router/zmqevents"
 )
 
 // pythonZMQ is Debian's Python with libzmq and MessagePack bindings, which
@@ -280,3 +283,54 @@ func TestVLLMEngineOverZMQ(t *testing.T) {
 type lazyAny func() any
 
 func (l lazyAny) String() string { return fmt.Sprintf("%+v", l()) }
+
+// TestDynamoEventPlaneZMQ runs the router binary with --event-plane zmq on
+// Debian's etcd and nats-server: a worker registered in etcd publishes its
+// RouterEvents on a ZMQ socket (go-zeromq, in the test) that its
+// v1/event_channels/ record names, and overlap_scores follows them; when
+// the record goes, the router hangs up.
+func TestDynamoEventPlaneZMQ(t *testing.T) {
+	bins := need(t, natsServer, etcdServer)
+	const blockSize = 16
+	c := newCluster(t, bins, "--event-plane", "zmq", "--router-block-size", strconv.Itoa(blockSize))
+	f := newFleet(t, c, blockSize)
+	w := f.register(8192)
+	pub, err := zmqtest.NewEngine(zmqtest.Options{Topic: zmqevents.KVEventsTopic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	const publisher = 0x51ab
+	key := zmqevents.ChannelPrefix(namespace, workerComponent) + fmt.Sprintf("%x", uint64(publisher))
+	record := fmt.Sprintf(`{"type":"EventChannel","namespace":%q,"component":%q,"topic":"kv-events","instance_id":%d,`+
+		`"transport":{"kind":"Zmq","config":{"endpoint":%q}}}`, namespace, workerComponent, publisher, pub.Addr())
+	ctx := context.Background()
+	if _, err := f.etcd.Put(ctx, key, record); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHealth(http.StatusOK, 60*time.Second)
+	testutil.Eventually(t, 30*time.Second, pub.Subscribed, "router subscribed to the event-plane publisher")
+
+	p := f.newPrompt(100, 3*blockSize)
+	if err := pub.PublishFrames(zmqtest.PlaneMessage(zmqevents.KVEventsTopic, publisher, 0, storedEvent(w, p, 0, 3))...); err != nil {
+		t.Fatal(err)
+	}
+	overlapOf := func() int {
+		for _, o := range f.overlaps(promptRequest{TokenIDs: p.tokens}).Workers {
+			if o.WorkerID == w.id {
+				return o.OverlapBlocks
+			}
+		}
+		return 0
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return overlapOf() == 3 }, "overlap 3 after the stored event (got %d)", lazyAny(func() any { return overlapOf() }))
+
+	if _, err := f.etcd.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return !pub.Subscribed() }, "router hung up when the record went")
+	fams := c.mustScrape()
+	if got := sum(samples(fams, "dynamo_router_zmq_messages_total", map[string]string{"engine": "dynamo"})); got != 1 {
+		t.Errorf("event-plane messages = %v, want 1", got)
+	}
+}
