@@ -78,6 +78,9 @@ func (t *Tree) store(ev Event) Status {
 	}
 	now := t.clock
 	t.touchUp(cur, now)
+	// A device event for a rank on the device alone leaves it there: the
+	// loop then skips the tier bookkeeping with one test of a register.
+	tiered := ev.Tier != TierDevice || t.slots[s].tiers != nil
 	// validStore looked up every hash already; the lookups stay good until
 	// a moved hash makes dropBlock change the map.
 	olds, moved := t.olds, false
@@ -99,7 +102,7 @@ func (t *Tree) store(ev Event) Status {
 		if old != none {
 			if old == c {
 				// A repeated store: the block gains the event's tier.
-				if ev.Tier != TierDevice || sl.tiers != nil {
+				if tiered {
 					t.addTier(s, b.Hash, c, ev.Tier)
 				}
 				cur = c
@@ -107,7 +110,7 @@ func (t *Tree) store(ev Event) Status {
 			}
 			// The hash moves to another block: the rank no longer
 			// holds the old one (nor what hangs below it), on any tier.
-			if sl.tiers != nil {
+			if tiered {
 				t.retier(s, b.Hash, old, sl.maskOf(b.Hash, old), 0)
 			}
 			t.dropBlock(s, b.Hash, old)
@@ -127,7 +130,7 @@ func (t *Tree) store(ev Event) Status {
 			}
 			sl.aliased[c]++
 		}
-		if ev.Tier != TierDevice || sl.tiers != nil {
+		if tiered {
 			t.retier(s, b.Hash, c, 0, bit(ev.Tier))
 		}
 		cur = c

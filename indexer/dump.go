@@ -50,10 +50,14 @@ func (t *Tree) Dump() []Event {
 				e.Blocks = []Block{{Hash: h, Tokens: nd.hash()}}
 				m := sl.maskOf(h, n)
 				for tr := range NumTiers {
-					if m&bit(tr) != 0 {
-						e.Tier = tr
-						events = append(events, e)
+					if m&bit(tr) == 0 {
+						continue
 					}
+					if tr != m.fastest() {
+						e.Blocks = slices.Clone(e.Blocks) // each event its own
+					}
+					e.Tier = tr
+					events = append(events, e)
 				}
 			}
 		})

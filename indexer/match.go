@@ -9,7 +9,8 @@ import "sync/atomic"
 // FindMatches allocates nothing when dst has room for every matching rank.
 //
 // The per-tier counts cost nothing while no rank of the tree has a copy off
-// the device; then, one lookup per matched block of each rank that has one.
+// the device; then, one map lookup per matched block of each matching rank
+// that holds some block with no device copy.
 //
 // With earlyExit the walk stops as soon as a single rank is left, as Dynamo's
 // early exit does: that rank's score is then the depth reached, a lower

@@ -320,6 +320,31 @@ func (t *Tree) check() error {
 	if tiered != t.tiered {
 		return fmt.Errorf("%d slots with tiers, counted %d", tiered, t.tiered)
 	}
+	slowNodes := map[uint32]uint32{}
+	for s := range t.slots {
+		if ts := t.slots[s].tiers; ts != nil {
+			for n, m := range ts.node {
+				if m&deviceOnly == 0 {
+					slowNodes[n]++
+				}
+			}
+		}
+	}
+	for i, k := range t.slowCount {
+		if k != slowNodes[uint32(i)] {
+			return fmt.Errorf("node %d: held with no device copy by %d slots, counted %d", i, slowNodes[uint32(i)], k)
+		}
+		delete(slowNodes, uint32(i))
+	}
+	if len(slowNodes) > 0 {
+		return fmt.Errorf("nodes held with no device copy past the counts: %v", slowNodes)
+	}
+	for i := range len(t.slowBits) * 64 {
+		slow := i < len(t.slowCount) && t.slowCount[i] > 0
+		if slow != t.isSlow(uint32(i)) {
+			return fmt.Errorf("node %d: slow bit %v, held with no device copy %v", i, t.isSlow(uint32(i)), slow)
+		}
+	}
 	for w, s := range t.slotOf {
 		sl := &t.slots[s]
 		if sl.worker != w || !sl.live {

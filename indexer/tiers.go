@@ -120,20 +120,48 @@ func (sl *slot) maskOf(h BlockHash, n uint32) tierMask {
 	return deviceOnly
 }
 
-// setNode records that the slot holds node n on the tiers m (0: no longer).
-func (ts *tierState) setNode(n uint32, m tierMask) {
+// setNode records that the slot of ts holds node n on the tiers m (0: no
+// longer).
+func (t *Tree) setNode(ts *tierState, n uint32, m tierMask) {
 	old, listed := ts.node[n]
-	if listed && old&deviceOnly == 0 {
-		ts.slow--
-	}
+	wasSlow := listed && old&deviceOnly == 0
+	isSlow := m&^deviceOnly != 0 && m&deviceOnly == 0
 	if m&^deviceOnly == 0 {
 		delete(ts.node, n)
-		return
+	} else {
+		ts.node[n] = m
 	}
-	ts.node[n] = m
-	if m&deviceOnly == 0 {
+	switch {
+	case isSlow && !wasSlow:
 		ts.slow++
+		t.markSlow(n, 1)
+	case wasSlow && !isSlow:
+		ts.slow--
+		t.markSlow(n, -1)
 	}
+}
+
+// markSlow counts one slot more (d 1) or less (d -1) that holds node n with
+// no device copy, keeping slowBits in step.
+func (t *Tree) markSlow(n uint32, d int) {
+	if int(n) >= len(t.slowCount) {
+		// Grown to the node slice, which holds every node there is.
+		t.slowCount = append(t.slowCount, make([]uint32, len(t.nodes)-len(t.slowCount))...)
+		t.slowBits = append(t.slowBits, make([]uint64, (len(t.nodes)+63)/64-len(t.slowBits))...)
+	}
+	t.slowCount[n] = uint32(int(t.slowCount[n]) + d)
+	w, b := n>>6, uint64(1)<<(n&63)
+	if t.slowCount[n] == 0 {
+		t.slowBits[w] &^= b
+	} else {
+		t.slowBits[w] |= b
+	}
+}
+
+// isSlow reports whether some slot holds node n with no device copy.
+func (t *Tree) isSlow(n uint32) bool {
+	w := n >> 6
+	return int(w) < len(t.slowBits) && t.slowBits[w]&(1<<(n&63)) != 0
 }
 
 // retier records that hash h of slot s, naming node n, goes from the tiers
@@ -167,7 +195,7 @@ func (t *Tree) retier(s uint32, h BlockHash, n uint32, old, now tierMask) {
 			a.hash[h] = now
 		}
 		u := a.counts.union()
-		ts.setNode(n, u)
+		t.setNode(ts, n, u)
 		left := others // the hashes naming n after the change
 		if now != 0 {
 			left++
@@ -180,7 +208,7 @@ func (t *Tree) retier(s uint32, h BlockHash, n uint32, old, now tierMask) {
 	case !listed && now&^deviceOnly == 0:
 		// Every hash naming n, h too, is on the device alone.
 	case others == 0:
-		ts.setNode(n, now)
+		t.setNode(ts, n, now)
 	default:
 		// n gets its second hash while it has a copy off the device, or
 		// its first copy off the device while it has several hashes: the
@@ -197,7 +225,7 @@ func (t *Tree) retier(s uint32, h BlockHash, n uint32, old, now tierMask) {
 			ts.alias = make(map[uint32]*aliasTiers)
 		}
 		ts.alias[n] = a
-		ts.setNode(n, a.counts.union())
+		t.setNode(ts, n, a.counts.union())
 	}
 	t.trimTiers(s)
 }
@@ -205,7 +233,7 @@ func (t *Tree) retier(s uint32, h BlockHash, n uint32, old, now tierMask) {
 // forgetNode drops the tiers of node n, which slot s no longer holds.
 func (t *Tree) forgetNode(s, n uint32) {
 	if ts := t.slots[s].tiers; ts != nil {
-		ts.setNode(n, 0)
+		t.setNode(ts, n, 0)
 		delete(ts.alias, n)
 	}
 }
@@ -220,10 +248,17 @@ func (t *Tree) trimTiers(s uint32) {
 
 // dropTiers forgets every copy of slot s off the device.
 func (t *Tree) dropTiers(s uint32) {
-	if t.slots[s].tiers != nil {
-		t.slots[s].tiers = nil
-		t.tiered--
+	ts := t.slots[s].tiers
+	if ts == nil {
+		return
 	}
+	for n, m := range ts.node {
+		if m&deviceOnly == 0 {
+			t.markSlow(n, -1)
+		}
+	}
+	t.slots[s].tiers = nil
+	t.tiered--
 }
 
 // addTier adds tier tr to hash h of slot s, which names node n.
@@ -297,14 +332,18 @@ func (t *Tree) countTiers(m *Match, s, last uint32) {
 	}
 	n := last
 	for range m.Blocks {
-		if tiers, ok := ts.node[n]; ok && tiers&deviceOnly == 0 {
-			switch tiers.fastest() {
-			case TierHost:
-				m.Host++
-			case TierDisk:
-				m.Disk++
-			case TierExternal:
-				m.External++
+		// Most nodes, those no rank holds without a device copy, need no
+		// lookup.
+		if t.isSlow(n) {
+			if tiers, ok := ts.node[n]; ok && tiers&deviceOnly == 0 {
+				switch tiers.fastest() {
+				case TierHost:
+					m.Host++
+				case TierDisk:
+					m.Disk++
+				case TierExternal:
+					m.External++
+				}
 			}
 		}
 		n = t.nodes[n].parent

@@ -358,8 +358,13 @@ func TestDumpTiers(t *testing.T) {
 		on(TierExternal, stored(w1, nil, blk(1))),
 		stored(w1, parent(101), blk(2)),
 	}
-	if diff := cmp.Diff(want, tr.Dump()); diff != "" {
+	dump := tr.Dump()
+	if diff := cmp.Diff(want, dump); diff != "" {
 		t.Fatalf("Dump (-want +got):\n%s", diff)
+	}
+	dump[0].Blocks[0].Hash = 7
+	if dump[1].Blocks[0].Hash != 101 || dump[2].Blocks[0].Hash != 101 {
+		t.Fatal("the events of one block on several tiers share their blocks")
 	}
 }
 

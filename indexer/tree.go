@@ -118,6 +118,13 @@ type Tree struct {
 	// tiered counts the slots with copies off the device (slot.tiers not
 	// nil): while it is 0, FindMatches counts no tiers.
 	tiered int
+	// slowCount counts, per node, the slots that hold it with no device
+	// copy, and slowBits has bit n set while slowCount[n] > 0: FindMatches
+	// looks a slot's tiers up only on such nodes. Both stay nil until a
+	// slot holds a block off the device alone (then 4 bytes and a bit per
+	// node); nodes past their end count 0.
+	slowCount []uint32
+	slowBits  []uint64
 }
 
 // New returns an empty tree. An invalid cfg is corrected to its defaults; call
