@@ -114,16 +114,10 @@ func (r *Router) choosePeerLocked(s *scratch, p *prompt, v *view, kind Kind, byL
 	n := len(cands)
 	s.overlap = zeroed(s.overlap, n)
 	s.prefix = zeroed(s.prefix, n)
-	var lower uint32
+	tiered := false
 	if !byLoad {
-		for _, m := range p.matches {
-			if i := v.table.get(m.Worker); i >= 0 && cands[i].OverlapTrusted && m.Blocks > 0 {
-				s.overlap[i] = m.Blocks
-				lower |= m.Host | m.Disk | m.External
-			}
-		}
+		s.sparse, tiered = s.overlapsOf(p.matches, v, s.sparse[:0])
 	}
-	tiered := lower != 0
 	if tiered {
 		s.shareTiers(p.matches, v, r.tiers)
 	}
