@@ -31,12 +31,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if msg := err.Error(); msg != "" {
 				fmt.Fprintln(stderr, "router:", msg)
 			}
-			return exit.ExitCode()
+			return exitCode(exit)
 		}
 		fmt.Fprintln(stderr, "router:", err)
 		return 1
 	}
 	return 0
+}
+
+// exitCode is err's exit status. urfave/cli exits 3 when help is asked for a
+// topic that does not exist ("router serve -h 0"): a bad command line like
+// any other, so 2.
+func exitCode(err cli.ExitCoder) int {
+	if code := err.ExitCode(); code != 3 {
+		return code
+	}
+	return 2
 }
 
 // newApp builds the command tree. Output goes to the injected writers so that

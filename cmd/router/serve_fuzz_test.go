@@ -70,8 +70,11 @@ func FuzzServeFlags(f *testing.F) {
 			return
 		}
 		var exit cli.ExitCoder
-		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		if !errors.As(err, &exit) || exitCode(exit) != 2 {
 			t.Fatalf("%q: error %v is not a usage error", line, err)
+		}
+		if exit.ExitCode() == 3 {
+			return // urfave/cli's own help, asked for a topic it lacks ("-h 0"): no flag to name
 		}
 		msg, ok := strings.CutPrefix(err.Error(), "serve: ")
 		if !ok {
