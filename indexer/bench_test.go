@@ -23,11 +23,15 @@ func loadPrompts(x interface{ Apply(Event) Result }, workers, n, shared, depth i
 	}
 }
 
-func BenchmarkFindMatches(b *testing.B) {
+func BenchmarkFindMatches(b *testing.B) { benchFindMatches(b, loadPrompts) }
+
+// benchFindMatches queries 256 blocks of fleets of 1, 16 and 128 ranks
+// that load filled: prompt 1's shared head, then its own tail.
+func benchFindMatches(b *testing.B, load func(x interface{ Apply(Event) Result }, workers, n, shared, depth int)) {
 	for _, workers := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("workers=%d/blocks=256", workers), func(b *testing.B) {
 			tr := New(Config{})
-			loadPrompts(tr, workers, 4*workers, 64, 256)
+			load(tr, workers, 4*workers, 64, 256)
 			query := make([]LocalHash, 256)
 			for i := range query {
 				query[i] = LocalHash(i + 1)
@@ -130,27 +134,7 @@ func loadTieredPrompts(x interface{ Apply(Event) Result }, workers, n, shared, d
 // BenchmarkFindMatchesTiered is BenchmarkFindMatches on ranks that hold
 // their prompts' tails on the host alone: the cost of the per-tier counts,
 // one lookup per matched block of such a rank.
-func BenchmarkFindMatchesTiered(b *testing.B) {
-	for _, workers := range []int{1, 16, 128} {
-		b.Run(fmt.Sprintf("workers=%d/blocks=256", workers), func(b *testing.B) {
-			tr := New(Config{})
-			loadTieredPrompts(tr, workers, 4*workers, 64, 256)
-			query := make([]LocalHash, 256)
-			for i := range query {
-				query[i] = LocalHash(i + 1)
-				if i >= 64 {
-					query[i] = LocalHash(100_000 + i + 1) // prompt 1's tail
-				}
-			}
-			dst := make([]Match, 0, workers)
-			b.ReportAllocs()
-			for b.Loop() {
-				dst = tr.FindMatches(query, false, dst)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/256, "ns/block")
-		})
-	}
-}
+func BenchmarkFindMatchesTiered(b *testing.B) { benchFindMatches(b, loadTieredPrompts) }
 
 // BenchmarkApplyTiered is the life of an offloaded prompt of 32 blocks: a
 // device store, a host copy by hash, the device eviction (the blocks stay

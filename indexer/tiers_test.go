@@ -263,32 +263,8 @@ func TestTiers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := New(Config{})
-			m := newModel()
-			for i, ev := range tc.events {
-				got := tr.Apply(ev)
-				want := Result{}
-				if tc.wantResults != nil {
-					want = tc.wantResults[i]
-				}
-				if got != want {
-					t.Errorf("event %d: result %+v, want %+v", i, got, want)
-				}
-				if mr := m.apply(ev); mr != got {
-					t.Errorf("event %d: model result %+v, tree %+v", i, mr, got)
-				}
-				if err := tr.check(); err != nil {
-					t.Fatalf("after event %d: %v", i, err)
-				}
-			}
-			if tc.removeID != 0 {
-				if got, want := tr.RemoveWorker(tc.removeID), m.removeWorker(tc.removeID); got != want {
-					t.Errorf("RemoveWorker = %d, model %d", got, want)
-				}
-				if err := tr.check(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			tr, m := New(Config{}), newModel()
+			applyChecked(t, tr, m, tc.events, tc.wantResults, tc.removeID)
 			query := q(1, 2, 3, 4)
 			got := tr.FindMatches(query, tc.earlyExit, nil)
 			sortMatches(got)

@@ -293,32 +293,8 @@ func TestSemantics(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := New(Config{})
-			m := newModel()
-			for i, ev := range tc.events {
-				got := tr.Apply(ev)
-				want := Result{}
-				if tc.wantResults != nil {
-					want = tc.wantResults[i]
-				}
-				if got != want {
-					t.Errorf("event %d: result %+v, want %+v", i, got, want)
-				}
-				if mr := m.apply(ev); mr != got {
-					t.Errorf("event %d: model result %+v, tree %+v", i, mr, got)
-				}
-				if err := tr.check(); err != nil {
-					t.Fatalf("after event %d: %v", i, err)
-				}
-			}
-			if tc.removeID != 0 {
-				if got, want := tr.RemoveWorker(tc.removeID), m.removeWorker(tc.removeID); got != want {
-					t.Errorf("RemoveWorker = %d, model %d", got, want)
-				}
-				if err := tr.check(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			tr, m := New(Config{}), newModel()
+			applyChecked(t, tr, m, tc.events, tc.wantResults, tc.removeID)
 			got := tr.FindMatches(tc.query, tc.earlyExit, nil)
 			sortMatches(got)
 			if len(got) == 0 {
@@ -380,6 +356,37 @@ func TestConfigValidate(t *testing.T) {
 	} {
 		if err := tc.cfg.Validate(); (err != nil) != tc.fail {
 			t.Errorf("Validate(%+v) = %v, want failure %v", tc.cfg, err, tc.fail)
+		}
+	}
+}
+
+// applyChecked applies events to the tree and to the model, checking each
+// result against want (nil: every one OK) and the model's, and the tree's
+// invariants after each; then, unless removeID is 0, RemoveWorker alike.
+func applyChecked(t *testing.T, tr *Tree, m *model, events []Event, want []Result, removeID WorkerID) {
+	t.Helper()
+	for i, ev := range events {
+		got := tr.Apply(ev)
+		w := Result{}
+		if want != nil {
+			w = want[i]
+		}
+		if got != w {
+			t.Errorf("event %d: result %+v, want %+v", i, got, w)
+		}
+		if mr := m.apply(ev); mr != got {
+			t.Errorf("event %d: model result %+v, tree %+v", i, mr, got)
+		}
+		if err := tr.check(); err != nil {
+			t.Fatalf("after event %d: %v", i, err)
+		}
+	}
+	if removeID != 0 {
+		if got, w := tr.RemoveWorker(removeID), m.removeWorker(removeID); got != w {
+			t.Errorf("RemoveWorker = %d, model %d", got, w)
+		}
+		if err := tr.check(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

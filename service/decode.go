@@ -49,14 +49,9 @@ func reasonOf(err error) string {
 // too_large. A wrong type in a request that is not JSON at all is reported
 // as the syntax error, the worse of the two.
 func refuse(data []byte, err error) error {
-	var se *jsonscan.Error
-	if !errors.As(err, &se) {
+	se, ok := jsonscan.Cause(data, err)
+	if !ok {
 		return err
-	}
-	if se.Kind == jsonscan.Type {
-		if serr := jsonscan.CheckSyntax(data); serr != nil {
-			errors.As(serr, &se)
-		}
 	}
 	field := ""
 	if se.Field != "" {

@@ -346,23 +346,7 @@ func TestStatusServer(t *testing.T) {
 		cfg.Status = &status.Config{Host: "127.0.0.1", Port: 0, HealthPath: "/health", LivePath: "/live", StartingStatus: "notready"}
 		cfg.Gatherer = prometheus.NewRegistry()
 	})
-	type health struct {
-		Status    string            `json:"status"`
-		Endpoints map[string]string `json:"endpoints"`
-		Degraded  []string          `json:"degraded"`
-	}
-	get := func() (int, health) {
-		resp, err := http.Get("http://" + c.st.StatusAddr() + "/health")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var h health
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, h
-	}
+	get := func() (int, healthBody) { return getHealth(t, c.st) }
 	testutil.Eventually(t, 10*time.Second, func() bool { code, _ := get(); return code == http.StatusOK }, "/health ready")
 	_, h := get()
 	for _, name := range []string{"nats", "etcd", "workers", "block_size", "kv_events"} {
@@ -389,4 +373,26 @@ func TestStatusServer(t *testing.T) {
 	if want := "decode worker 3 has block size 64"; len(h.Degraded) != 1 || !strings.Contains(h.Degraded[0], want) {
 		t.Errorf("degraded = %q, want one line naming %q", h.Degraded, want)
 	}
+}
+
+// healthBody is the JSON of /health.
+type healthBody struct {
+	Status    string            `json:"status"`
+	Endpoints map[string]string `json:"endpoints"`
+	Degraded  []string          `json:"degraded"`
+}
+
+// getHealth fetches st's /health.
+func getHealth(t *testing.T, st *Stack) (int, healthBody) {
+	t.Helper()
+	resp, err := http.Get("http://" + st.StatusAddr() + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h healthBody
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, h
 }

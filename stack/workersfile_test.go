@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -60,23 +59,7 @@ func TestRouteToFileWorkerWithoutEtcd(t *testing.T) {
 	go func() { c.done <- c.st.Run(ctx) }()
 	t.Cleanup(c.stop)
 
-	type health struct {
-		Status    string            `json:"status"`
-		Endpoints map[string]string `json:"endpoints"`
-		Degraded  []string          `json:"degraded"`
-	}
-	get := func() (int, health) {
-		resp, err := http.Get("http://" + c.st.StatusAddr() + "/health")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var h health
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, h
-	}
+	get := func() (int, healthBody) { return getHealth(t, c.st) }
 	testutil.Eventually(t, 10*time.Second, func() bool { code, _ := get(); return code == http.StatusOK }, "/health ready")
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		_, err := c.nc.Request(service.Subject("dynamo", "router", "overlap_scores"), []byte(`{"token_ids":[]}`), time.Second)

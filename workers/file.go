@@ -147,14 +147,9 @@ func DecodeWorkersFile(data []byte, cfg Config) ([]FileWorker, error) {
 // pass through). A wrong type in a file that is not JSON at all is
 // reported as the syntax error, the worse of the two.
 func scanError(data []byte, err error) error {
-	var se *jsonscan.Error
-	if !errors.As(err, &se) {
+	se, ok := jsonscan.Cause(data, err)
+	if !ok {
 		return err
-	}
-	if se.Kind == jsonscan.Type {
-		if serr := jsonscan.CheckSyntax(data); serr != nil {
-			errors.As(serr, &se)
-		}
 	}
 	field := ""
 	if se.Field != "" {

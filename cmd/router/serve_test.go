@@ -214,15 +214,7 @@ func TestServeEmbedded(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d after shutdown, want 0; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("router did not stop within 30s of its context ending")
-	}
+	stopServe(t, cancel, done, &stderr)
 }
 
 // `router serve --workers-file F --etcd-endpoints ""` runs without etcd:
@@ -295,15 +287,7 @@ func TestServeWithoutEtcd(t *testing.T) {
 		t.Errorf("route: %d %s", resp.StatusCode, body)
 	}
 
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d after shutdown, want 0; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("router did not stop within 30s of its context ending")
-	}
+	stopServe(t, cancel, done, &stderr)
 }
 
 // A workers file refused at start stops the router with its message.
@@ -317,5 +301,20 @@ func TestServeBadWorkersFile(t *testing.T) {
 	code := run(context.Background(), []string{"router", "serve", "--nats-url", ns.URL(), "--etcd-endpoints", "", "--workers-file", file, "--log-format", "json"}, &stdout, &stderr)
 	if want := `router: serve: workers file: workers[0].kv_events.endpoint: "tcp://x" has no port`; code != 1 || !strings.Contains(stderr.String(), want) {
 		t.Fatalf("exit %d, want 1 and %q; stderr:\n%s", code, want, stderr.String())
+	}
+}
+
+// stopServe ends a `router serve` run in the test's process and checks that
+// it exits 0 within 30 s.
+func stopServe(t *testing.T, cancel context.CancelFunc, done <-chan int, stderr fmt.Stringer) {
+	t.Helper()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d after shutdown, want 0; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("router did not stop within 30s of its context ending")
 	}
 }

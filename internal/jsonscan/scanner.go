@@ -333,3 +333,19 @@ func (s *Scanner) fail(k Kind, field, msg string) error {
 func failAt(at int, k Kind, field, msg string) error {
 	return &Error{Kind: k, Field: field, Offset: at, Msg: msg}
 }
+
+// Cause returns err as the scanner's *Error, with one correction: a value
+// of the wrong type in data that is not JSON at all is reported as data's
+// syntax error, the worse of the two. ok is false when err is not the
+// scanner's.
+func Cause(data []byte, err error) (se *Error, ok bool) {
+	if !errors.As(err, &se) {
+		return nil, false
+	}
+	if se.Kind == Type {
+		if serr := CheckSyntax(data); serr != nil {
+			errors.As(serr, &se)
+		}
+	}
+	return se, true
+}
