@@ -355,11 +355,7 @@ func TestPeerModesDeterministic(t *testing.T) {
 }
 
 func TestPeerModesConfig(t *testing.T) {
-	tests := []struct {
-		name   string
-		modify func(*Config)
-		want   string
-	}{
+	tests := []validateCase{
 		{name: "credit above 1 with dynamo-current", modify: func(c *Config) { c.Mode, c.OverlapScoreCredit = ModeDynamoCurrent, 2 }},
 		{name: "decay with dynamo-current", modify: func(c *Config) { c.Mode, c.OverlapScoreCreditDecay = ModeDynamoCurrent, 1 }},
 		{name: "decay with kv", modify: func(c *Config) { c.OverlapScoreCreditDecay = 1 },
@@ -371,19 +367,7 @@ func TestPeerModesConfig(t *testing.T) {
 		{name: "unknown mode", modify: func(c *Config) { c.Mode = ModeDynamoCurrent + 1 },
 			want: "--router-mode: mode(5) is not a mode (allowed kv, round-robin, random, llmd-precise-prefix, dynamo-current)"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
-			tt.modify(&c)
-			got := ""
-			if err := c.Validate(); err != nil {
-				got = err.Error()
-			}
-			if got != tt.want {
-				t.Errorf("Validate() = %q, want %q", got, tt.want)
-			}
-		})
-	}
+	checkValidate(t, tests)
 	// A request may override the credit above 1 in dynamo-current only.
 	over := &Request{Tokens: tokens(0, 1, 4), QueryOnly: true, Override: &Override{OverlapScoreCredit: ptr(2.0)}}
 	if _, err := peerEnv(t, ModeDynamoCurrent, nil).r.Route(context.Background(), over); err != nil {
@@ -403,6 +387,32 @@ func TestPeerModesTimeAndIndex(t *testing.T) {
 			route(t, e, &Request{Tokens: tokens(0, 2, 4)})
 			if n := sampleCount(t, e, "dynamo_router_overhead_total_ms"); n != 1 {
 				t.Errorf("%d decisions timed, want 1", n)
+			}
+		})
+	}
+}
+
+// validateCase is a configuration, DefaultConfig changed by modify, and
+// the error its Validate must give ("" for none).
+type validateCase struct {
+	name   string
+	modify func(*Config)
+	want   string
+}
+
+// checkValidate runs each case as a subtest.
+func checkValidate(t *testing.T, tests []validateCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.modify(&c)
+			got := ""
+			if err := c.Validate(); err != nil {
+				got = err.Error()
+			}
+			if got != tt.want {
+				t.Errorf("Validate() = %q, want %q", got, tt.want)
 			}
 		})
 	}

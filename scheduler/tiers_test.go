@@ -150,11 +150,7 @@ func TestCreditedPrefillTokens(t *testing.T) {
 }
 
 func TestTierWeightsValidate(t *testing.T) {
-	tests := []struct {
-		name   string
-		modify func(*Config)
-		want   string
-	}{
+	tests := []validateCase{
 		{name: "defaults are Dynamo's", modify: func(c *Config) {
 			if c.HostCacheHitWeight != 0.75 || c.DiskCacheHitWeight != 0.25 {
 				t.Errorf("default weights host %v, disk %v; want 0.75, 0.25", c.HostCacheHitWeight, c.DiskCacheHitWeight)
@@ -171,19 +167,7 @@ func TestTierWeightsValidate(t *testing.T) {
 		// refuses them.
 		{name: "any mode", modify: func(c *Config) { c.Mode, c.HostCacheHitWeight = ModeDynamoCurrent, 0.5 }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
-			tt.modify(&c)
-			got := ""
-			if err := c.Validate(); err != nil {
-				got = err.Error()
-			}
-			if got != tt.want {
-				t.Errorf("Validate() = %q, want %q", got, tt.want)
-			}
-		})
-	}
+	checkValidate(t, tests)
 }
 
 // The overlaps overlap_scores reports carry each rank's blocks by tier,
