@@ -117,7 +117,7 @@ func (c *conn) session() (bool, error) {
 	sub := zmq4.NewSub(c.ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(c.s.cfg.DialTimeout), zmq4.WithLogger(quiet))
 	defer sub.Close()
 	if err := sub.Dial(dialAddr(c.ep.Addr)); err != nil {
-		return false, err
+		return false, dialError(err)
 	}
 	if err := sub.SetOption(zmq4.OptionSubscribe, c.ep.Topic); err != nil {
 		return false, fmt.Errorf("subscribe: %w", err)
@@ -245,7 +245,7 @@ func (c *conn) fetch(from, to uint64) ([]replayed, error) {
 	d := zmq4.NewDealer(ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(c.s.cfg.DialTimeout), zmq4.WithLogger(quiet))
 	defer d.Close()
 	if err := d.Dial(dialAddr(c.ep.Replay)); err != nil {
-		return nil, err
+		return nil, dialError(err)
 	}
 	var start [8]byte
 	binary.BigEndian.PutUint64(start[:], from)
@@ -284,6 +284,16 @@ func (c *conn) fetch(from, to uint64) ([]replayed, error) {
 		out = append(out, replayed{seq: seq, payload: payload})
 		next = seq + 1
 	}
+}
+
+// dialError is the cause of zmq4's dial error ("dial tcp 10.0.0.5:5557:
+// connect: connection refused"), without zmq4's wording, which names the
+// router's internal transport.
+func dialError(err error) error {
+	if cause := errors.Unwrap(err); cause != nil {
+		return cause
+	}
+	return err
 }
 
 // replayFrames reads one reply of a replay socket, as a DEALER sees it:

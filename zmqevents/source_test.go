@@ -487,3 +487,20 @@ func TestHostTier(t *testing.T) {
 		t.Errorf("missed = %v, want 0", got)
 	}
 }
+
+// TestUnreachablePublisher: /health names a publisher nobody listens on,
+// with the dial's cause.
+func TestUnreachablePublisher(t *testing.T) {
+	h := newHarness(t)
+	addr := "tcp://" + testutil.Addr(testutil.FreePort(t))
+	h.src.Set("test", []Endpoint{{Rank: w26, Addr: addr, Engine: EngineVLLM}})
+	var down string
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		down, _ = Health(h.src.Status(), blockSize)
+		return strings.Contains(down, "connection refused")
+	}, "health names the refused dial")
+	want := "1 of 1 publisher(s) not connected: vllm worker 26 rank 0 at " + addr + " (dial tcp "
+	if !strings.HasPrefix(down, want) {
+		t.Errorf("health %q, want it to start %q", down, want)
+	}
+}
