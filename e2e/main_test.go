@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/kvrouter/router/internal/testutil"
 )
 
 // buildDir holds the router binary the tests build (64 MB with -race);
@@ -37,9 +39,7 @@ func runTests(m *testing.M) int {
 	buildDir = dir
 	code := m.Run()
 	if code == 0 {
-		// zmq4's PUB sockets (the fake event-plane publisher) leave their
-		// writer goroutine behind after Close; the router has none.
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/go-zeromq/zmq4.(*pubMWriter).run")); err != nil {
+		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			return 1
 		}

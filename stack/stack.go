@@ -397,6 +397,15 @@ func (s *Stack) HTTPAddr() string {
 // Registry returns the worker registry.
 func (s *Stack) Registry() *workers.Registry { return s.reg }
 
+// Publishers returns the state of each ZMQ publisher the router subscribes
+// to (none in approximate mode).
+func (s *Stack) Publishers() []zmqevents.PublisherStatus {
+	if s.zmq == nil {
+		return nil
+	}
+	return s.zmq.Status()
+}
+
 // Index returns the KV index, for reads.
 func (s *Stack) Index() *indexer.Index { return s.idx }
 

@@ -54,11 +54,18 @@ type conn struct {
 	// goroutine's alone).
 	haveSeq bool
 	last    uint64
+	// caughtUp, while set, is the last batch the catch-up replay of this
+	// connection delivered: live batches up to it are the same batches,
+	// published while the replay ran, and are skipped.
+	caughtUp   uint64
+	catchingUp bool
+	duplicates prometheus.Counter
 }
 
 func newConn(s *Source, ep Endpoint) *conn {
 	ctx, cancel := context.WithCancel(s.ctx)
-	c := &conn{s: s, ep: ep, ctx: ctx, cancel: cancel, messages: s.m.Messages.WithLabelValues(ep.Engine.String())}
+	c := &conn{s: s, ep: ep, ctx: ctx, cancel: cancel, messages: s.m.Messages.WithLabelValues(ep.Engine.String()),
+		duplicates: s.m.Events.Dropped.WithLabelValues(metrics.DropDuplicate)}
 	c.dec = newDecoder(s, c)
 	return c
 }
@@ -123,6 +130,7 @@ func (c *conn) session() (bool, error) {
 		return false, fmt.Errorf("subscribe: %w", err)
 	}
 	c.setUp()
+	c.catchUp()
 	for {
 		msg, err := sub.Recv()
 		if err != nil {
@@ -137,6 +145,36 @@ func (c *conn) session() (bool, error) {
 	}
 }
 
+// catchUp asks a new connection's replay socket for every batch it keeps
+// and applies them, so that the rank holds what the engine stored before
+// the router connected (or while it was away: lost cleared the rank) even
+// if the engine publishes nothing more for a while. Live batches that the
+// replay already delivered are skipped (live, catchingUp).
+func (c *conn) catchUp() {
+	if c.ep.Engine == EngineDynamo || c.ep.Replay == "" || c.haveSeq {
+		return
+	}
+	got, err := c.fetch(0, endOfReplay)
+	if err != nil {
+		c.s.log.Warn("zmq events: catch-up replay failed; the rank fills from the live batches", slog.String("publisher", c.ep.String()),
+			slog.String("replay", c.ep.Replay), slog.Any("error", err))
+	}
+	got = contiguousTail(got, nextSeq(got))
+	if len(got) == 0 {
+		return
+	}
+	c.deliverAll(got)
+	c.caughtUp, c.catchingUp = c.last, true
+}
+
+// nextSeq is the sequence after the last batch of got (0 for none).
+func nextSeq(got []replayed) uint64 {
+	if len(got) == 0 {
+		return 0
+	}
+	return got[len(got)-1].seq + 1
+}
+
 // lost forgets an engine's sequence and clears its rank after the
 // connection dropped: whether the engine restarted meanwhile cannot be told
 // from the sequence (a restarted engine may already have published past
@@ -147,7 +185,7 @@ func (c *conn) lost() {
 	if c.ep.Engine == EngineDynamo {
 		return
 	}
-	c.haveSeq = false
+	c.haveSeq, c.catchingUp = false, false
 	c.s.sink.ClearRank(c.rank())
 }
 
@@ -159,6 +197,13 @@ func (c *conn) live(frames [][]byte) {
 		return
 	}
 	seq := binary.BigEndian.Uint64(frames[1])
+	if c.catchingUp {
+		if seq <= c.caughtUp {
+			c.duplicates.Inc()
+			return
+		}
+		c.catchingUp = false
+	}
 	switch {
 	case !c.haveSeq && seq > 0 && seq <= maxReplayBatches && c.ep.Replay != "":
 		// Joined mid-stream: what the publisher still buffers fills in
@@ -278,8 +323,8 @@ func (c *conn) fetch(from, to uint64) ([]replayed, error) {
 		}
 		c.s.m.Replayed.Inc()
 		c.messages.Inc()
-		if size += len(payload); size > maxReplayBytes {
-			return out, fmt.Errorf("replay over %d bytes", maxReplayBytes)
+		if size += len(payload); size > maxReplayBytes || len(out) == maxReplayBatches {
+			return out, fmt.Errorf("replay over %d bytes or %d batches", maxReplayBytes, maxReplayBatches)
 		}
 		out = append(out, replayed{seq: seq, payload: payload})
 		next = seq + 1

@@ -396,31 +396,45 @@ func TestBackpressureLosesNothing(t *testing.T) {
 	}
 }
 
-// TestReplayFloodBounded: a replay socket that answers with an endless
-// stream of batches nobody asked for is cut off at the replay timeout, and
-// the gap clears the rank.
+// TestReplayFloodBounded: a replay socket that answers every request with
+// an endless stream of one batch is cut off at the replay timeout, both at
+// the connection's catch-up and at a gap, and the gap clears the rank.
 func TestReplayFloodBounded(t *testing.T) {
 	h := newHarnessWith(t, nil)
 	e := h.engine(w26, zmqtest.Options{})
 	flood := zmqtest.NewFlood(t)
-	// Point the subscription at the flooding replay socket.
+	// Point the subscription at the flooding replay socket: the new
+	// connection's catch-up gets its batch 0 (a clear) and then its flood.
+	start := time.Now()
 	h.src.Set("test", []Endpoint{{Rank: w26, Addr: e.Addr(), Replay: flood.Addr(), Engine: EngineVLLM}})
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		st := h.src.Status()
-		return len(st) == 1 && st[0].Endpoint.Replay == flood.Addr() && st[0].Connected
-	}, "subscribed with the flooding replay socket")
+		return len(st) == 1 && st[0].Endpoint.Replay == flood.Addr() && st[0].Delivered == 1
+	}, "the catch-up delivered the flood's one batch")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("catch-up took %v, past the 1 s replay timeout", d)
+	}
 	testutil.Eventually(t, 10*time.Second, e.Subscribed, "subscribed")
-	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(1, 4), blockSize)))
+	// The engine's batch 0 is the one the catch-up delivered: skipped.
+	dups := h.zm.Events.Dropped.WithLabelValues(metrics.DropDuplicate)
+	if _, err := e.Publish(zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{100}, seq(1, 4), blockSize))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return promtest.ToFloat64(dups) == 1 }, "batch 0 skipped as a duplicate")
+	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{101}, seq(5, 8), blockSize)))
 	e.Skip(zmqtest.Batch(0, zmqtest.Removed(101)))
 	h.publish(e, zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{201}, seq(21, 24), blockSize)))
-	if got := h.overlap(w26, seq(1, 4)); got != 0 {
+	if got := h.overlap(w26, seq(5, 8)); got != 0 {
 		t.Errorf("overlap of the lost removal's block %d, want 0", got)
+	}
+	if got := h.overlap(w26, seq(21, 24)); got != 1 {
+		t.Errorf("overlap of the block after the gap %d, want 1", got)
 	}
 	if got := promtest.ToFloat64(h.zm.Gaps.WithLabelValues(metrics.GapCleared)); got != 1 {
 		t.Errorf("gaps cleared = %v, want 1", got)
 	}
-	if flood.Sent() == 0 {
-		t.Error("the flood sent nothing: the replay was not asked for")
+	if flood.Sent() < 2 {
+		t.Errorf("the flood sent %d batches: the replays were not asked for", flood.Sent())
 	}
 }
 

@@ -226,10 +226,12 @@ func (e *Engine) PublishFrames(frames ...[]byte) error {
 	return e.pub.SendMulti(zmq4.NewMsgFrom(frames...))
 }
 
-// Flood is a hostile replay socket: it answers every request with batches
-// of sequence 0, without end, until closed.
+// Flood is a hostile replay socket: it answers every request with
+// floodPerRequest batches of sequence 0 and no end marker, more than a
+// subscriber can take within its replay timeout.
 type Flood struct {
 	router zmq4.Socket
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 	sent   atomic.Int64
@@ -240,7 +242,7 @@ type Flood struct {
 func NewFlood(t testing.TB) *Flood {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Flood{router: zmq4.NewRouter(ctx, zmq4.WithLogger(quiet)), cancel: cancel, done: make(chan struct{})}
+	f := &Flood{router: zmq4.NewRouter(ctx, zmq4.WithLogger(quiet)), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	if err := f.router.Listen("tcp://127.0.0.1:0"); err != nil {
 		cancel()
 		t.Fatal(err)
@@ -254,6 +256,9 @@ func NewFlood(t testing.TB) *Flood {
 	return f
 }
 
+// floodPerRequest is how many batches a Flood sends each requester.
+const floodPerRequest = 200_000
+
 // Addr is the flood's address.
 func (f *Flood) Addr() string { return "tcp://" + f.router.Addr().String() }
 
@@ -262,15 +267,22 @@ func (f *Flood) Sent() int64 { return f.sent.Load() }
 
 func (f *Flood) serve() {
 	defer close(f.done)
-	msg, err := f.router.Recv()
-	if err != nil || len(msg.Frames) == 0 {
-		return
-	}
 	batch := Batch(0, Cleared())
 	for {
-		if err := f.router.SendMulti(zmq4.NewMsgFrom(msg.Frames[0], []byte{}, seqFrame(0), batch)); err != nil {
+		msg, err := f.router.Recv()
+		if err != nil || len(msg.Frames) == 0 {
 			return
 		}
-		f.sent.Add(1)
+		// Flood this requester with up to floodPerRequest batches (zmq4
+		// drops what goes to a requester that is gone without an error).
+		for range floodPerRequest {
+			if f.ctx.Err() != nil {
+				return
+			}
+			if err := f.router.SendMulti(zmq4.NewMsgFrom(msg.Frames[0], []byte{}, seqFrame(0), batch)); err != nil {
+				return
+			}
+			f.sent.Add(1)
+		}
 	}
 }
