@@ -35,7 +35,7 @@ type fakeEngine struct {
 
 // startFakeEngine starts the fake engine with dp ranks on consecutive ports
 // from pub and replay, retrying on other ports if they are taken.
-func startFakeEngine(t *testing.T, python string, dp int, topic string) (e *fakeEngine, pub, replay int) {
+func startFakeEngine(t *testing.T, python string, dp int, topic, format string) (e *fakeEngine, pub, replay int) {
 	t.Helper()
 	script, err := filepath.Abs("testdata/fake_vllm.py")
 	if err != nil {
@@ -44,7 +44,7 @@ func startFakeEngine(t *testing.T, python string, dp int, topic string) (e *fake
 	for attempt := 0; attempt < 20; attempt++ {
 		pub, replay = testutil.FreePort(t), testutil.FreePort(t)
 		cmd := exec.Command(python, script, "--pub-port", strconv.Itoa(pub), "--replay-port", strconv.Itoa(replay),
-			"--dp", strconv.Itoa(dp), "--topic", topic)
+			"--dp", strconv.Itoa(dp), "--topic", topic, "--format", format)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -111,6 +111,122 @@ type tiered struct {
 	Tiers         map[string]int `json:"tiers"`
 }
 
+// engineFixture is a fake engine (testdata/fake_vllm.py) with dp ranks, and
+// the router binary in front of it with a workers file and no etcd at all.
+type engineFixture struct {
+	t         *testing.T
+	eng       *fakeEngine
+	r         *routerProc
+	httpBase  string
+	blockSize int
+	dp        int
+}
+
+func startEngineFixture(t *testing.T, format string, dp int) *engineFixture {
+	t.Helper()
+	bins := need(t, natsServer, pythonZMQ)
+	f := &engineFixture{t: t, blockSize: 16, dp: dp}
+	var pubPort, replayPort int
+	f.eng, pubPort, replayPort = startFakeEngine(t, bins.path(t, pythonZMQ), dp, "kv-events", format)
+
+	natsPort := testutil.FreePort(t)
+	testutil.Start(t, bins.path(t, natsServer), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort))
+	file := filepath.Join(t.TempDir(), "workers.json")
+	workersFile := fmt.Sprintf(`{"workers": [{"worker_id": 26, "component": "backend", "block_size": %d, "data_parallel_size": %d,
+		"total_kv_blocks": 8192, "max_num_seqs": 256, "max_num_batched_tokens": 8192, "url": "http://127.0.0.1:8000",
+		"kv_events": {"endpoint": "tcp://127.0.0.1:%d", "replay_endpoint": "tcp://127.0.0.1:%d", "topic": "kv-events", "engine": %q}}]}`,
+		f.blockSize, dp, pubPort, replayPort, format)
+	if err := os.WriteFile(file, []byte(workersFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	statusPort, httpPort := testutil.FreePort(t), testutil.FreePort(t)
+	f.r = &routerProc{t: t, statusBase: "http://" + testutil.Addr(statusPort)}
+	f.r.router = testutil.Start(t, routerBinary(t), "serve",
+		"--nats-url", "nats://"+testutil.Addr(natsPort), "--etcd-endpoints", "",
+		"--workers-file", file, "--router-block-size", strconv.Itoa(f.blockSize),
+		"--system-host", "127.0.0.1", "--system-port", strconv.Itoa(statusPort),
+		"--http-host", "127.0.0.1", "--http-port", strconv.Itoa(httpPort),
+		"--log-format", "json", "--log-level", "debug")
+	f.r.waitHealth(http.StatusOK, 60*time.Second)
+	for rank := range dp {
+		f.eng.do(map[string]any{"op": "wait_subscribed", "rank": rank, "timeout": 30})
+	}
+	f.httpBase = "http://" + testutil.Addr(httpPort)
+	return f
+}
+
+// tokens are n blocks of consecutive token ids from from.
+func (f *engineFixture) tokens(from, n int) []uint32 {
+	out := make([]uint32, n*f.blockSize)
+	for i := range out {
+		out[i] = uint32(from + i)
+	}
+	return out
+}
+
+// scores returns each rank's overlap and tiers for a prompt (nil when the
+// router does not answer).
+func (f *engineFixture) scores(prompt []uint32, lora string) map[uint32]tiered {
+	req := map[string]any{"token_ids": prompt}
+	if lora != "" {
+		req["lora_name"] = lora
+	}
+	body, _ := json.Marshal(req)
+	resp, err := http.Post(f.httpBase+"/v1/overlap_scores", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var rep struct {
+		Workers []tiered `json:"workers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		return nil
+	}
+	out := map[uint32]tiered{}
+	for _, w := range rep.Workers {
+		out[w.DPRank] = w
+	}
+	return out
+}
+
+// expect waits until overlap_scores gives exactly want (overlap and host
+// blocks per rank; a rank not in want: none).
+func (f *engineFixture) expect(step string, prompt []uint32, lora string, want map[uint32]tiered) {
+	f.t.Helper()
+	var got map[uint32]tiered
+	testutil.Eventually(f.t, 10*time.Second, func() bool {
+		got = f.scores(prompt, lora)
+		for rank := range uint32(f.dp) {
+			g, w := got[rank], want[rank]
+			if g.OverlapBlocks != w.OverlapBlocks || g.Tiers["host"] != w.Tiers["host"] {
+				return false
+			}
+		}
+		return true
+	}, "%s: overlap_scores %+v, want %+v", step, lazyAny(func() any { return got }), want)
+}
+
+// store has the engine store blocks hs (tokens toks) under parent on rank.
+func (f *engineFixture) store(rank int, parent any, hs []any, toks []uint32, extra map[string]any) map[string]any {
+	cmd := map[string]any{"op": "store", "rank": rank, "hashes": hs, "parent": parent, "tokens": toks, "block_size": f.blockSize}
+	for k, v := range extra {
+		cmd[k] = v
+	}
+	return f.eng.do(cmd)
+}
+
+// hashes are n consecutive engine hashes from base.
+func hashes(base uint64, n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = base + uint64(i)
+	}
+	return out
+}
+
+func ov(n int) tiered { return tiered{OverlapBlocks: n} }
+
 // TestVLLMEngineOverZMQ plays a vLLM engine with libzmq (Debian's
 // python3-zmq and python3-msgpack) in front of the router binary with a
 // workers file and no etcd at all: stores, removals, clears, a LoRA
@@ -119,95 +235,9 @@ type tiered struct {
 // restart. After each step overlap_scores gives exactly the expected
 // counts.
 func TestVLLMEngineOverZMQ(t *testing.T) {
-	bins := need(t, natsServer, pythonZMQ)
-	const blockSize = 16
-	eng, pubPort, replayPort := startFakeEngine(t, bins.path(t, pythonZMQ), 2, "kv-events")
-
-	natsPort := testutil.FreePort(t)
-	testutil.Start(t, bins.path(t, natsServer), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort))
-	file := filepath.Join(t.TempDir(), "workers.json")
-	workersFile := fmt.Sprintf(`{"workers": [{"worker_id": 26, "component": "backend", "block_size": %d, "data_parallel_size": 2,
-		"total_kv_blocks": 8192, "max_num_seqs": 256, "max_num_batched_tokens": 8192, "url": "http://127.0.0.1:8000",
-		"kv_events": {"endpoint": "tcp://127.0.0.1:%d", "replay_endpoint": "tcp://127.0.0.1:%d", "topic": "kv-events", "engine": "vllm"}}]}`,
-		blockSize, pubPort, replayPort)
-	if err := os.WriteFile(file, []byte(workersFile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	statusPort, httpPort := testutil.FreePort(t), testutil.FreePort(t)
-	r := &routerProc{t: t, statusBase: "http://" + testutil.Addr(statusPort)}
-	r.router = testutil.Start(t, routerBinary(t), "serve",
-		"--nats-url", "nats://"+testutil.Addr(natsPort), "--etcd-endpoints", "",
-		"--workers-file", file, "--router-block-size", strconv.Itoa(blockSize),
-		"--system-host", "127.0.0.1", "--system-port", strconv.Itoa(statusPort),
-		"--http-host", "127.0.0.1", "--http-port", strconv.Itoa(httpPort),
-		"--log-format", "json", "--log-level", "debug")
-	r.waitHealth(http.StatusOK, 60*time.Second)
-	for rank := range 2 {
-		eng.do(map[string]any{"op": "wait_subscribed", "rank": rank, "timeout": 30})
-	}
-	httpBase := "http://" + testutil.Addr(httpPort)
-
-	tokens := func(from, n int) []uint32 {
-		out := make([]uint32, n*blockSize)
-		for i := range out {
-			out[i] = uint32(from + i)
-		}
-		return out
-	}
-	// scores returns each rank's overlap and tiers for a prompt; every
-	// step waits for the exact expected answer within a deadline.
-	scores := func(prompt []uint32, lora string) map[uint32]tiered {
-		body, _ := json.Marshal(map[string]any{"token_ids": prompt, "lora_name": lora})
-		if lora == "" {
-			body, _ = json.Marshal(map[string]any{"token_ids": prompt})
-		}
-		resp, err := http.Post(httpBase+"/v1/overlap_scores", "application/json", bytes.NewReader(body))
-		if err != nil {
-			return nil
-		}
-		defer resp.Body.Close()
-		var rep struct {
-			Workers []tiered `json:"workers"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-			return nil
-		}
-		out := map[uint32]tiered{}
-		for _, w := range rep.Workers {
-			out[w.DPRank] = w
-		}
-		return out
-	}
-	expect := func(step string, prompt []uint32, lora string, want map[uint32]tiered) {
-		t.Helper()
-		var got map[uint32]tiered
-		testutil.Eventually(t, 10*time.Second, func() bool {
-			got = scores(prompt, lora)
-			for rank := range uint32(2) {
-				g, w := got[rank], want[rank]
-				if g.OverlapBlocks != w.OverlapBlocks || g.Tiers["host"] != w.Tiers["host"] {
-					return false
-				}
-			}
-			return true
-		}, "%s: overlap_scores %+v, want %+v", step, lazyAny(func() any { return got }), want)
-	}
-	hashes := func(base uint64, n int) []any {
-		out := make([]any, n)
-		for i := range out {
-			out[i] = base + uint64(i)
-		}
-		return out
-	}
-	store := func(rank int, parent any, hs []any, toks []uint32, extra map[string]any) map[string]any {
-		cmd := map[string]any{"op": "store", "rank": rank, "hashes": hs, "parent": parent, "tokens": toks, "block_size": blockSize}
-		for k, v := range extra {
-			cmd[k] = v
-		}
-		return eng.do(cmd)
-	}
+	f := startEngineFixture(t, "vllm", 2)
+	eng, r, blockSize, tokens, store, expect := f.eng, f.r, f.blockSize, f.tokens, f.store, f.expect
 	p := tokens(1000, 4)
-	ov := func(n int) tiered { return tiered{OverlapBlocks: n} }
 
 	// 1. Stores: four blocks on rank 0, in two events chained by parent.
 	store(0, nil, hashes(9_000_000_000_000_000_000, 2), p[:2*blockSize], nil)
@@ -333,4 +363,27 @@ func TestDynamoEventPlaneZMQ(t *testing.T) {
 	if got := sum(samples(fams, "dynamo_router_zmq_messages_total", map[string]string{"engine": "dynamo"})); got != 1 {
 		t.Errorf("event-plane messages = %v, want 1", got)
 	}
+}
+
+// TestSGLangEngineOverZMQ plays SGLang with libzmq: positional events,
+// engine hashes as signed 64-bit integers (negative ones included), and
+// replay replies without the topic frame.
+func TestSGLangEngineOverZMQ(t *testing.T) {
+	f := startEngineFixture(t, "sglang", 1)
+	p := f.tokens(2000, 4)
+	// Hashes with the top bit set travel as negative integers.
+	f.store(0, nil, hashes(1<<63+7, 2), p[:2*f.blockSize], nil)
+	f.expect("stores", p, "", map[uint32]tiered{0: ov(2)})
+	// Two pages the router never saw live, then one it sees: the gap heals
+	// through the replay socket's older reply format.
+	f.store(0, uint64(1<<63+8), hashes(1<<63+9, 1), p[2*f.blockSize:3*f.blockSize], map[string]any{"live": false})
+	f.store(0, uint64(1<<63+9), hashes(1<<63+10, 1), p[3*f.blockSize:], map[string]any{"live": false})
+	q := f.tokens(7000, 1)
+	f.store(0, nil, hashes(77, 1), q, nil)
+	f.expect("gap healed by replay", p, "", map[uint32]tiered{0: ov(4)})
+	f.expect("the live page", q, "", map[uint32]tiered{0: ov(1)})
+	f.eng.do(map[string]any{"op": "remove", "rank": 0, "hashes": []any{uint64(1<<63 + 8)}})
+	f.expect("remove", p, "", map[uint32]tiered{0: ov(1)})
+	f.eng.do(map[string]any{"op": "clear", "rank": 0})
+	f.expect("clear", p, "", map[uint32]tiered{})
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A fake vLLM KV-event publisher on libzmq, for the router's end-to-end tests.
+"""A fake vLLM (or SGLang) KV-event publisher on libzmq, for the router's end-to-end tests.
 
 It plays what vLLM does with --kv-events-config (see the router's
 docs/compat.md, "Engine-native KV events"): per data-parallel rank r, a
@@ -25,6 +25,11 @@ with one JSON line ({"ok": true, ...} or {"ok": false, "error": ...}):
 
 "live": false keeps the batch for replay without sending it, as a batch the
 subscriber lost. Replies to store/remove/clear carry the batch's "seq".
+
+With --format sglang it plays SGLang instead: events as positional arrays
+[tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium]
+(hashes as signed 64-bit integers, negative when their top bit is set), and
+replay replies without the topic frame.
 """
 
 import argparse
@@ -41,8 +46,9 @@ END = struct.pack(">Q", 0xFFFFFFFFFFFFFFFF)
 
 
 class Rank:
-    def __init__(self, ctx, rank, pub_port, replay_port, topic):
+    def __init__(self, ctx, rank, pub_port, replay_port, topic, sglang):
         self.rank = rank
+        self.sglang = sglang
         self.topic = topic.encode()
         self.pub = ctx.socket(zmq.XPUB)
         self.pub.bind("tcp://127.0.0.1:%d" % (pub_port + rank))
@@ -70,8 +76,14 @@ class Rank:
             with self.lock:
                 out = [(s, p) for (s, p) in self.kept if s >= start]
             for s, p in out:
-                self.router.send_multipart([ident, b"", self.topic, struct.pack(">Q", s), p])
-            self.router.send_multipart([ident, b"", b"", END, b""])
+                if self.sglang:
+                    self.router.send_multipart([ident, b"", struct.pack(">Q", s), p])
+                else:
+                    self.router.send_multipart([ident, b"", self.topic, struct.pack(">Q", s), p])
+            if self.sglang:
+                self.router.send_multipart([ident, b"", END, b""])
+            else:
+                self.router.send_multipart([ident, b"", b"", END, b""])
 
     def drain_subscriptions(self):
         while True:
@@ -95,7 +107,16 @@ class Rank:
         return seq
 
 
-def stored(cmd):
+def signed(h):
+    # SGLang publishes the first 8 bytes of its digest as a signed int64.
+    return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def stored(cmd, sglang):
+    if sglang:
+        parent = cmd.get("parent")
+        return ["BlockStored", [signed(h) for h in cmd["hashes"]], None if parent is None else signed(parent),
+                cmd.get("tokens") or [], cmd.get("block_size", 16), None, cmd.get("medium", "GPU")]
     # vLLM's current encoding: a map per event, keys in declaration order.
     ev = {
         "type": "BlockStored",
@@ -119,10 +140,12 @@ def main():
     ap.add_argument("--replay-port", type=int, required=True)
     ap.add_argument("--dp", type=int, default=1)
     ap.add_argument("--topic", default="")
+    ap.add_argument("--format", choices=["vllm", "sglang"], default="vllm")
     args = ap.parse_args()
+    sglang = args.format == "sglang"
     ctx = zmq.Context()
     try:
-        ranks = [Rank(ctx, r, args.pub_port, args.replay_port, args.topic) for r in range(args.dp)]
+        ranks = [Rank(ctx, r, args.pub_port, args.replay_port, args.topic, sglang) for r in range(args.dp)]
     except zmq.ZMQError as e:
         print(json.dumps({"ok": False, "error": "bind: %s" % e}), flush=True)
         return 1
@@ -135,12 +158,15 @@ def main():
         live = cmd.get("live", True)
         reply = {"ok": True}
         if op == "store":
-            reply["seq"] = r.publish([stored(cmd)], live)
+            reply["seq"] = r.publish([stored(cmd, sglang)], live)
         elif op == "remove":
-            ev = {"type": "BlockRemoved", "block_hashes": cmd["hashes"], "medium": cmd.get("medium", "GPU"), "group_idx": 0}
+            if sglang:
+                ev = ["BlockRemoved", [signed(h) for h in cmd["hashes"]], cmd.get("medium", "GPU")]
+            else:
+                ev = {"type": "BlockRemoved", "block_hashes": cmd["hashes"], "medium": cmd.get("medium", "GPU"), "group_idx": 0}
             reply["seq"] = r.publish([ev], live)
         elif op == "clear":
-            reply["seq"] = r.publish([{"type": "AllBlocksCleared"}], live)
+            reply["seq"] = r.publish([["AllBlocksCleared"] if sglang else {"type": "AllBlocksCleared"}], live)
         elif op == "forget":
             with r.lock:
                 r.kept = []
