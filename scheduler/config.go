@@ -138,6 +138,10 @@ const (
 	// DefaultOverlapScoreCredit and DefaultPrefillLoadScale are Dynamo's.
 	DefaultOverlapScoreCredit = 1.0
 	DefaultPrefillLoadScale   = 1.0
+	// DefaultPrefillLoadScaleSaturated is the weight of prefill work when
+	// the fleet is saturated (ours): Dynamo's scale. It applies only with
+	// SaturationPrefillTokens above 0, which is off by default.
+	DefaultPrefillLoadScaleSaturated = 1.0
 	// DefaultHostCacheHitWeight and DefaultDiskCacheHitWeight are Dynamo's
 	// credits of a cached block whose fastest copy is in host memory, and
 	// on disk or external storage.
@@ -210,6 +214,27 @@ type Config struct {
 	// PrefillLoadScale weighs prefill blocks against decode blocks
 	// (--router-prefill-load-scale, ≥ 0).
 	PrefillLoadScale float64
+	// SaturationPrefillTokens turns on the adaptive weight of prefill
+	// work (ours): when every candidate rank of the kind being chosen has
+	// more than this many active prefill tokens, the fleet is saturated
+	// and ModeKV weighs prefill work by PrefillLoadScaleSaturated instead
+	// of PrefillLoadScale (--router-saturation-prefill-tokens,
+	// DYN_ROUTER_SATURATION_PREFILL_TOKENS, 0..MaxTokens, ModeKV only; 0,
+	// the default, is off). Why: a high weight keeps conversations on the
+	// ranks that hold them while queues are short, which raises the hit
+	// rate and lowers TTFT, but once every rank has a backlog the cache
+	// saves less than the queue costs (docs/replay.md, "Cost tuning"). The
+	// ranks counted are the kind's candidates, before a request's
+	// allowed_worker_ids and busy filters, so that the test reads one
+	// kept minimum instead of a pass over the candidates. A request that
+	// overrides prefill_load_scale or overlap_score_weight gets its own
+	// scale, saturated or not.
+	SaturationPrefillTokens int
+	// PrefillLoadScaleSaturated is the weight of prefill work while the
+	// fleet is saturated (--router-prefill-load-scale-saturated,
+	// DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED, ≥ 0; read only when
+	// SaturationPrefillTokens is above 0).
+	PrefillLoadScaleSaturated float64
 	// Temperature is 0 for the cheapest rank, or the softmax temperature
 	// over normalised costs (--router-temperature, DYN_ROUTER_TEMPERATURE).
 	// ModeLLMDPrecisePrefix ignores it: its picker takes the highest score.
@@ -313,18 +338,20 @@ func DefaultConfig() Config {
 		OverlapScoreCredit: DefaultOverlapScoreCredit,
 		PrefillLoadScale:   DefaultPrefillLoadScale,
 		HostCacheHitWeight: DefaultHostCacheHitWeight,
-		DiskCacheHitWeight: DefaultDiskCacheHitWeight,
-		UseKVEvents:        true,
-		TTL:                DefaultTTL,
-		ApproxMaxEntries:   DefaultApproxMaxEntries,
-		TrackActiveBlocks:  true,
-		AssumeKVReuse:      true,
-		StaleTimeout:       DefaultStaleTimeout,
-		PrefillTimeout:     DefaultPrefillTimeout,
-		QueuePolicy:        PolicyFCFS,
-		QueueCapacity:      DefaultQueueCapacity,
-		QueueTimeout:       DefaultQueueTimeout,
-		QueueAgingLimit:    DefaultQueueAgingLimit,
+
+		PrefillLoadScaleSaturated: DefaultPrefillLoadScaleSaturated,
+		DiskCacheHitWeight:        DefaultDiskCacheHitWeight,
+		UseKVEvents:               true,
+		TTL:                       DefaultTTL,
+		ApproxMaxEntries:          DefaultApproxMaxEntries,
+		TrackActiveBlocks:         true,
+		AssumeKVReuse:             true,
+		StaleTimeout:              DefaultStaleTimeout,
+		PrefillTimeout:            DefaultPrefillTimeout,
+		QueuePolicy:               PolicyFCFS,
+		QueueCapacity:             DefaultQueueCapacity,
+		QueueTimeout:              DefaultQueueTimeout,
+		QueueAgingLimit:           DefaultQueueAgingLimit,
 	}
 }
 
@@ -362,6 +389,13 @@ func (c Config) Validate() error {
 		}
 	}
 	add(checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight))
+	add(checkRange("--router-prefill-load-scale-saturated", c.PrefillLoadScaleSaturated, 0, maxWeight))
+	switch t := c.SaturationPrefillTokens; {
+	case t < 0 || t > MaxTokens:
+		add(fmt.Errorf("--router-saturation-prefill-tokens: %d is out of range (allowed 0 to disable, or 1..%d)", t, MaxTokens))
+	case t != 0 && c.Mode != ModeKV:
+		add(fmt.Errorf("--router-saturation-prefill-tokens: %d applies only with --router-mode kv (allowed 0 with --router-mode %v)", t, c.Mode))
+	}
 	add(checkRange("--router-host-cache-hit-weight", c.HostCacheHitWeight, 0, 1))
 	add(checkRange("--router-disk-cache-hit-weight", c.DiskCacheHitWeight, 0, 1))
 	add(checkRange("--router-temperature", c.Temperature, 0, maxWeight))
@@ -431,14 +465,23 @@ func checkDuration(flag string, d time.Duration) error {
 // configuration's, or a request's override.
 type costParams struct {
 	credit, scale, temperature float64
+	// saturation is the configured SaturationPrefillTokens, 0 (off) when
+	// the request sets its own scale; satScale is the scale used while
+	// the fleet is saturated.
+	saturation int
+	satScale   float64
 }
 
 // params derives the cost parameters from the configuration and an
 // optional override, mapping the legacy weight as newer Dynamo does.
 func (c Config) params(o *Override) costParams {
-	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature}
+	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature,
+		saturation: c.SaturationPrefillTokens, satScale: c.PrefillLoadScaleSaturated}
 	weight := c.OverlapScoreWeight
 	if o != nil {
+		if o.PrefillLoadScale != nil || o.OverlapScoreWeight != nil {
+			p.saturation = 0 // the request's scale, whatever the load
+		}
 		if o.OverlapScoreCredit != nil {
 			p.credit = *o.OverlapScoreCredit
 		}
