@@ -467,7 +467,7 @@ type costParams struct {
 	credit, scale, temperature float64
 	// saturation is the configured SaturationPrefillTokens, 0 (off) when
 	// the request sets its own scale; satScale is the scale used while
-	// the fleet is saturated.
+	// the fleet is saturated, 0 when saturation is.
 	saturation int
 	satScale   float64
 }
@@ -475,12 +475,14 @@ type costParams struct {
 // params derives the cost parameters from the configuration and an
 // optional override, mapping the legacy weight as newer Dynamo does.
 func (c Config) params(o *Override) costParams {
-	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature,
-		saturation: c.SaturationPrefillTokens, satScale: c.PrefillLoadScaleSaturated}
+	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature}
+	if c.SaturationPrefillTokens > 0 {
+		p.saturation, p.satScale = c.SaturationPrefillTokens, c.PrefillLoadScaleSaturated
+	}
 	weight := c.OverlapScoreWeight
 	if o != nil {
 		if o.PrefillLoadScale != nil || o.OverlapScoreWeight != nil {
-			p.saturation = 0 // the request's scale, whatever the load
+			p.saturation, p.satScale = 0, 0 // the request's scale, whatever the load
 		}
 		if o.OverlapScoreCredit != nil {
 			p.credit = *o.OverlapScoreCredit
