@@ -51,11 +51,14 @@ type CompareConfig struct {
 	// weight of prefill work (cached blocks credited) against decode
 	// blocks; 0 means the default.
 	PrefillLoadScale float64
-	// SaturationPrefillTokens and PrefillLoadScaleSaturated are the kv
-	// routers' --router-saturation-prefill-tokens (0, off, by default) and
+	// SaturationPrefillTokens, SaturationDecodeBlocks and
+	// PrefillLoadScaleSaturated are the kv routers'
+	// --router-saturation-prefill-tokens,
+	// --router-saturation-decode-blocks (both 0, off, by default) and
 	// --router-prefill-load-scale-saturated (0 means the default): the
 	// adaptive weight of prefill work. The other modes do not take them.
 	SaturationPrefillTokens   int
+	SaturationDecodeBlocks    int
 	PrefillLoadScaleSaturated float64
 	// Progress receives a line of progress now and then; nil for none.
 	Progress io.Writer
@@ -236,6 +239,7 @@ func (c *modeRuns) router(mode scheduler.Mode) (*simRouter, error) {
 	}
 	if mode == scheduler.ModeKV {
 		scfg.SaturationPrefillTokens = c.cfg.SaturationPrefillTokens
+		scfg.SaturationDecodeBlocks = c.cfg.SaturationDecodeBlocks
 		if c.cfg.PrefillLoadScaleSaturated != 0 {
 			scfg.PrefillLoadScaleSaturated = c.cfg.PrefillLoadScaleSaturated
 		}

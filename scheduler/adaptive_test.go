@@ -13,25 +13,31 @@ import (
 // 2 holds nothing and has 8 prefill tokens and 2 blocks active. The cost
 // of worker 1 less worker 2's is scale × (8/4 − 3) + 4: worker 1 wins at
 // scale 8 (−4), worker 2 at scale 1 (+3). The least active prefill is 8
-// tokens, so a threshold below 8 finds the fleet saturated and one of 8
-// does not.
+// tokens and the least active blocks 2, so a threshold below either
+// finds the fleet saturated and one at either does not.
 func TestAdaptivePrefillWeight(t *testing.T) {
 	tests := []struct {
-		name      string
-		threshold int
-		override  *Override
-		want      uint64
+		name           string
+		tokens, blocks int
+		override       *Override
+		want           uint64
 	}{
-		{name: "off: scale 8", threshold: 0, want: 1},
-		{name: "not saturated: least prefill 8 is not above 8", threshold: 8, want: 1},
-		{name: "saturated: least prefill 8 is above 7, scale 1", threshold: 7, want: 2},
-		{name: "saturated: a request's own scale wins", threshold: 7, override: &Override{PrefillLoadScale: ptr(8.0)}, want: 1},
-		{name: "saturated: a request's legacy weight wins", threshold: 7, override: &Override{OverlapScoreWeight: ptr(8.0)}, want: 1},
+		{name: "off: scale 8", want: 1},
+		{name: "not saturated: least prefill 8 is not above 8", tokens: 8, want: 1},
+		{name: "saturated: least prefill 8 is above 7, scale 1", tokens: 7, want: 2},
+		{name: "not saturated: least blocks 2 are not above 2", blocks: 2, want: 1},
+		{name: "saturated: least blocks 2 are above 1, scale 1", blocks: 1, want: 2},
+		{name: "saturated by blocks, not by prefill", tokens: 8, blocks: 1, want: 2},
+		{name: "saturated by prefill, not by blocks", tokens: 7, blocks: 2, want: 2},
+		{name: "not saturated by either", tokens: 8, blocks: 2, want: 1},
+		{name: "saturated: a request's own scale wins", tokens: 7, override: &Override{PrefillLoadScale: ptr(8.0)}, want: 1},
+		{name: "saturated: a request's legacy weight wins", blocks: 1, override: &Override{OverlapScoreWeight: ptr(8.0)}, want: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
-			cfg.PrefillLoadScale, cfg.PrefillLoadScaleSaturated, cfg.SaturationPrefillTokens = 8, 1, tt.threshold
+			cfg.PrefillLoadScale, cfg.PrefillLoadScaleSaturated = 8, 1
+			cfg.SaturationPrefillTokens, cfg.SaturationDecodeBlocks = tt.tokens, tt.blocks
 			e := newEnv(t, cfg, newFleet(cands(0, 0, 1, 2), nil))
 			prompt := tokens(100, 4, 4)
 			e.store(t, w(1), prompt[:12])
@@ -66,20 +72,25 @@ func TestAdaptivePrefillWeight(t *testing.T) {
 
 // TestAdaptiveFastPathMatchesFilteredPath is TestFastPathMatchesFilteredPath
 // with the adaptive weight on, at a saturated scale whose keys are exact
-// (the view's second key tree) and one whose are not (fusedMin), while
-// requests are booked, prefilled and freed so that the fleet goes in and
-// out of saturation.
+// (the view's second key tree) and one whose are not (fusedMin), tested
+// by prefill tokens and by blocks, while requests are booked, prefilled
+// and freed so that the fleet goes in and out of saturation.
 func TestAdaptiveFastPathMatchesFilteredPath(t *testing.T) {
-	for _, satScale := range []float64{1, 3} {
+	for _, tc := range []struct {
+		satScale       float64
+		tokens, blocks int
+	}{{1, 6, 0}, {3, 6, 0}, {1, 0, 4}, {3, 0, 4}} {
 		cfg := testConfig()
-		cfg.PrefillLoadScale, cfg.PrefillLoadScaleSaturated, cfg.SaturationPrefillTokens = 8, satScale, 6
+		cfg.PrefillLoadScale, cfg.PrefillLoadScaleSaturated = 8, tc.satScale
+		cfg.SaturationPrefillTokens, cfg.SaturationDecodeBlocks = tc.tokens, tc.blocks
 		tw := newTwinsWith(t, 8, cfg)
+		sat := tw.a.r.cfg.params(nil).sat
 		rng := rand.New(rand.NewPCG(5, 5))
 		saturated, booked := 0, [2][]string{}
 		const steps = 400
 		for i := range steps {
 			p := tw.prompt(t, rng, i)
-			if tw.a.r.views[KindDecode].saturated(cfg.SaturationPrefillTokens) {
+			if tw.a.r.views[KindDecode].saturated(sat) {
 				saturated++
 			}
 			ids := tw.sameChoice(t, i, rng.Uint64(), Request{Tokens: p})
@@ -95,7 +106,7 @@ func TestAdaptiveFastPathMatchesFilteredPath(t *testing.T) {
 			}
 		}
 		if saturated == 0 || saturated == steps {
-			t.Errorf("saturated scale %v: the fleet was saturated at %d of %d decisions; want some and not all", satScale, saturated, steps)
+			t.Errorf("%+v: the fleet was saturated at %d of %d decisions; want some and not all", tc, saturated, steps)
 		}
 	}
 }

@@ -140,7 +140,8 @@ const (
 	DefaultPrefillLoadScale   = 1.0
 	// DefaultPrefillLoadScaleSaturated is the weight of prefill work when
 	// the fleet is saturated (ours): Dynamo's scale. It applies only with
-	// SaturationPrefillTokens above 0, which is off by default.
+	// SaturationPrefillTokens or SaturationDecodeBlocks above 0, which is
+	// off by default.
 	DefaultPrefillLoadScaleSaturated = 1.0
 	// DefaultHostCacheHitWeight and DefaultDiskCacheHitWeight are Dynamo's
 	// credits of a cached block whose fastest copy is in host memory, and
@@ -214,26 +215,33 @@ type Config struct {
 	// PrefillLoadScale weighs prefill blocks against decode blocks
 	// (--router-prefill-load-scale, ≥ 0).
 	PrefillLoadScale float64
-	// SaturationPrefillTokens turns on the adaptive weight of prefill
-	// work (ours): when every candidate rank of the kind being chosen has
-	// more than this many active prefill tokens, the fleet is saturated
-	// and ModeKV weighs prefill work by PrefillLoadScaleSaturated instead
-	// of PrefillLoadScale (--router-saturation-prefill-tokens,
-	// DYN_ROUTER_SATURATION_PREFILL_TOKENS, 0..MaxTokens, ModeKV only; 0,
-	// the default, is off). Why: a high weight keeps conversations on the
-	// ranks that hold them while queues are short, which raises the hit
-	// rate and lowers TTFT, but once every rank has a backlog the cache
-	// saves less than the queue costs (docs/replay.md, "Cost tuning"). The
-	// ranks counted are the kind's candidates, before a request's
-	// allowed_worker_ids and busy filters, so that the test reads one
-	// kept minimum instead of a pass over the candidates. A request that
+	// SaturationPrefillTokens and SaturationDecodeBlocks turn on the
+	// adaptive weight of prefill work (ours): the fleet is saturated when
+	// every candidate rank of the kind being chosen has more than
+	// SaturationPrefillTokens active prefill tokens, or more than
+	// SaturationDecodeBlocks active blocks, and while it is ModeKV weighs
+	// prefill work by PrefillLoadScaleSaturated instead of
+	// PrefillLoadScale (--router-saturation-prefill-tokens,
+	// DYN_ROUTER_SATURATION_PREFILL_TOKENS, and
+	// --router-saturation-decode-blocks,
+	// DYN_ROUTER_SATURATION_DECODE_BLOCKS; each 0..MaxTokens, 0 leaving
+	// its test out; ModeKV only; both 0, the default, is off). Why: a
+	// high weight keeps conversations on the ranks that hold them while
+	// queues are short, which raises the hit rate and lowers TTFT, but
+	// once every rank has a backlog of prefill work (long prompts) or of
+	// decoding sequences (short prefills, long contexts) the cache saves
+	// less than the queue costs (docs/replay.md, "Cost tuning"). The ranks
+	// counted are the kind's candidates, before a request's
+	// allowed_worker_ids and busy filters, so that the test reads kept
+	// minima instead of a pass over the candidates. A request that
 	// overrides prefill_load_scale or overlap_score_weight gets its own
 	// scale, saturated or not.
 	SaturationPrefillTokens int
+	SaturationDecodeBlocks  int
 	// PrefillLoadScaleSaturated is the weight of prefill work while the
 	// fleet is saturated (--router-prefill-load-scale-saturated,
-	// DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED, ≥ 0; read only when
-	// SaturationPrefillTokens is above 0).
+	// DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED, ≥ 0; read only when the
+	// adaptive weight is on).
 	PrefillLoadScaleSaturated float64
 	// Temperature is 0 for the cheapest rank, or the softmax temperature
 	// over normalised costs (--router-temperature, DYN_ROUTER_TEMPERATURE).
@@ -390,11 +398,19 @@ func (c Config) Validate() error {
 	}
 	add(checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight))
 	add(checkRange("--router-prefill-load-scale-saturated", c.PrefillLoadScaleSaturated, 0, maxWeight))
-	switch t := c.SaturationPrefillTokens; {
-	case t < 0 || t > MaxTokens:
-		add(fmt.Errorf("--router-saturation-prefill-tokens: %d is out of range (allowed 0 to disable, or 1..%d)", t, MaxTokens))
-	case t != 0 && c.Mode != ModeKV:
-		add(fmt.Errorf("--router-saturation-prefill-tokens: %d applies only with --router-mode kv (allowed 0 with --router-mode %v)", t, c.Mode))
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{
+		{"--router-saturation-prefill-tokens", c.SaturationPrefillTokens},
+		{"--router-saturation-decode-blocks", c.SaturationDecodeBlocks},
+	} {
+		switch {
+		case f.v < 0 || f.v > MaxTokens:
+			add(fmt.Errorf("%s: %d is out of range (allowed 0 to disable, or 1..%d)", f.flag, f.v, MaxTokens))
+		case f.v != 0 && c.Mode != ModeKV:
+			add(fmt.Errorf("%s: %d applies only with --router-mode kv (allowed 0 with --router-mode %v)", f.flag, f.v, c.Mode))
+		}
 	}
 	add(checkRange("--router-host-cache-hit-weight", c.HostCacheHitWeight, 0, 1))
 	add(checkRange("--router-disk-cache-hit-weight", c.DiskCacheHitWeight, 0, 1))
@@ -465,24 +481,33 @@ func checkDuration(flag string, d time.Duration) error {
 // configuration's, or a request's override.
 type costParams struct {
 	credit, scale, temperature float64
-	// saturation is the configured SaturationPrefillTokens, 0 (off) when
-	// the request sets its own scale; satScale is the scale used while
-	// the fleet is saturated, 0 when saturation is.
-	saturation int
-	satScale   float64
+	// sat is the adaptive weight, off when the request sets its own
+	// scale.
+	sat saturation
 }
+
+// saturation is the adaptive weight of prefill work: the thresholds of
+// active prefill tokens and of active blocks past which a rank is
+// saturated (0: not tested), and the scale used while every rank is.
+type saturation struct {
+	prefillTokens, decodeBlocks int
+	scale                       float64
+}
+
+// on reports whether the adaptive weight is on.
+func (s saturation) on() bool { return s.prefillTokens > 0 || s.decodeBlocks > 0 }
 
 // params derives the cost parameters from the configuration and an
 // optional override, mapping the legacy weight as newer Dynamo does.
 func (c Config) params(o *Override) costParams {
 	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature}
-	if c.SaturationPrefillTokens > 0 {
-		p.saturation, p.satScale = c.SaturationPrefillTokens, c.PrefillLoadScaleSaturated
+	if sat := (saturation{c.SaturationPrefillTokens, c.SaturationDecodeBlocks, c.PrefillLoadScaleSaturated}); sat.on() {
+		p.sat = sat
 	}
 	weight := c.OverlapScoreWeight
 	if o != nil {
 		if o.PrefillLoadScale != nil || o.OverlapScoreWeight != nil {
-			p.saturation, p.satScale = 0, 0 // the request's scale, whatever the load
+			p.sat = saturation{} // the request's scale, whatever the load
 		}
 		if o.OverlapScoreCredit != nil {
 			p.credit = *o.OverlapScoreCredit

@@ -59,10 +59,13 @@ func (v *view) initKeys(n int) {
 }
 
 // initSaturation allocates the adaptive weight's trees of n candidates:
-// the least active prefill tokens, and the keys at satPerToken if it
-// keeps plain costs exact.
-func (v *view) initSaturation(n int, satPerToken float64) {
-	v.minPrefill, v.satPerToken = newMinTree(n), satPerToken
+// the keys at satPerToken if it keeps plain costs exact, and, if
+// minPrefill, the least active prefill tokens.
+func (v *view) initSaturation(n int, satPerToken float64, minPrefill bool) {
+	v.satPerToken = satPerToken
+	if minPrefill {
+		v.minPrefill = newMinTree(n)
+	}
 	if m, ok := keyMuls(satPerToken); ok {
 		v.satKeyMul, v.satKey = m, newMinTree(n)
 	}
@@ -79,7 +82,7 @@ func (v *view) keys(pc plainCost, isl, newBlocks int) *minTree {
 		return v.loadKey
 	case pc.perToken == v.perToken:
 		return v.key
-	case v.minPrefill != nil && pc.perToken == v.satPerToken:
+	case v.satKey != nil && pc.perToken == v.satPerToken:
 		return v.satKey // a saturated decision
 	}
 	return nil // a request's override

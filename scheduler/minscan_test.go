@@ -32,7 +32,7 @@ func (c *scanCase) view() *view {
 	v := &view{perToken: c.perToken, prefill: make([]float64, n), blocks: make([]float64, n)}
 	v.initKeys(n)
 	if c.satPerToken > 0 {
-		v.initSaturation(n, c.satPerToken)
+		v.initSaturation(n, c.satPerToken, true)
 	}
 	for i := n - 1; i >= 0; i-- {
 		v.setLoad(int32(i), c.prefill[(i*7)%n]+64, max(0, c.blocks[(i*3)%n]-1))

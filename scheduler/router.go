@@ -657,8 +657,8 @@ func (r *Router) SetCandidates(decode, prefill []Candidate) {
 	}
 	r.cands = [numKinds][]Candidate{KindDecode: decode, KindPrefill: prefill}
 	cp := r.cfg.params(nil)
-	vs := viewScales{perToken: cp.scale / float64(r.cfg.BlockSize), satPerToken: cp.satScale / float64(r.cfg.BlockSize),
-		saturated: cp.saturation > 0}
+	vs := viewScales{perToken: cp.scale / float64(r.cfg.BlockSize), satPerToken: cp.sat.scale / float64(r.cfg.BlockSize),
+		saturated: cp.sat.on(), minPrefill: cp.sat.prefillTokens > 0}
 	for k, cands := range r.cands {
 		r.views[k] = nil
 		if len(cands) > 0 {

@@ -384,6 +384,8 @@ func TestConfigValidate(t *testing.T) {
 			want: "--router-saturation-prefill-tokens: 1000001 is out of range (allowed 0 to disable, or 1..1000000)"},
 		{name: "saturation threshold outside kv", modify: func(c *Config) { c.SaturationPrefillTokens, c.Mode = 2048, ModeDynamoCurrent },
 			want: "--router-saturation-prefill-tokens: 2048 applies only with --router-mode kv (allowed 0 with --router-mode dynamo-current)"},
+		{name: "saturation blocks outside kv", modify: func(c *Config) { c.SaturationDecodeBlocks, c.Mode = 64, ModeRoundRobin },
+			want: "--router-saturation-decode-blocks: 64 applies only with --router-mode kv (allowed 0 with --router-mode round-robin)"},
 		{name: "saturated scale negative", modify: func(c *Config) { c.PrefillLoadScaleSaturated = -1 },
 			want: "--router-prefill-load-scale-saturated: -1 is negative (allowed ≥ 0)"},
 		{name: "saturated scale NaN", modify: func(c *Config) { c.PrefillLoadScaleSaturated = math.NaN() },

@@ -26,11 +26,13 @@ import (
 // visiting them (see minScan), which a thousand candidates made the
 // largest part of a decision.
 //
-// With the adaptive weight of prefill work on (SaturationPrefillTokens),
-// it keeps two more trees: the keys at the saturated scale, so that a
-// saturated decision takes the fast path too, and the candidates' active
-// prefill tokens, whose least tells a decision whether the fleet is
-// saturated without a pass over the candidates.
+// With the adaptive weight of prefill work on (SaturationPrefillTokens,
+// SaturationDecodeBlocks), it keeps up to two more trees: the keys at the
+// saturated scale, so that a saturated decision takes the fast path too,
+// and, with a threshold of prefill tokens, the candidates' active prefill
+// tokens. Their least, and the least active blocks loadKey keeps, tell a
+// decision whether the fleet is saturated without a pass over the
+// candidates.
 //
 // A view is rebuilt at every SetCandidates. It is built, read and updated
 // under the Router's lock.
@@ -59,7 +61,7 @@ type view struct {
 	// block size, with multipliers satKeyMul; nil when the adaptive weight
 	// is off or satPerToken keeps no cost exact. minPrefill holds each
 	// candidate's active prefill tokens, for their least; nil when the
-	// adaptive weight is off.
+	// adaptive weight tests no prefill tokens.
 	satKey, minPrefill *minTree
 	satPerToken        float64
 	satKeyMul          [2]int64
@@ -67,10 +69,12 @@ type view struct {
 
 // viewScales are the per-token weights of prefill work a view keeps keys
 // for: the configured scale over the block size and, when saturated is
-// true (the adaptive weight is on), the saturated scale over it.
+// true (the adaptive weight is on), the saturated scale over it; and
+// whether it keeps the least active prefill (minPrefill: the adaptive
+// weight tests prefill tokens).
 type viewScales struct {
 	perToken, satPerToken float64
-	saturated             bool
+	saturated, minPrefill bool
 }
 
 // newView builds the view of cands, whose ranks s holds, with keys for
@@ -79,7 +83,7 @@ func newView(s *active.Sequences, cands []Candidate, vs viewScales) *view {
 	v := &view{cands: cands, rank: make([]int32, len(cands)), perToken: vs.perToken}
 	v.initKeys(len(cands))
 	if vs.saturated {
-		v.initSaturation(len(cands), vs.satPerToken)
+		v.initSaturation(len(cands), vs.satPerToken, vs.minPrefill)
 	}
 	v.posOf = make([]int32, s.Slots())
 	for i := range v.posOf {
@@ -116,18 +120,23 @@ func (v *view) setLoad(i int32, prefillTokens, blocks int) {
 	v.loadKey.set(int(i), int64(blocks))
 	if v.minPrefill != nil {
 		v.minPrefill.set(int(i), int64(prefillTokens))
-		if v.satKey != nil {
-			v.satKey.set(int(i), int64(prefillTokens)*v.satKeyMul[0]+int64(blocks)*v.satKeyMul[1])
-		}
+	}
+	if v.satKey != nil {
+		v.satKey.set(int(i), int64(prefillTokens)*v.satKeyMul[0]+int64(blocks)*v.satKeyMul[1])
 	}
 }
 
-// saturated reports whether every candidate has more than threshold
-// active prefill tokens: the least of them, which minPrefill keeps, is
-// above it. A view without minPrefill (the adaptive weight off) is never
-// saturated.
-func (v *view) saturated(threshold int) bool {
-	return v.minPrefill != nil && len(v.cands) > 0 && v.minPrefill.least() > int64(threshold)
+// saturated reports whether every candidate is over one of sat's
+// thresholds: the least active prefill tokens, which minPrefill keeps,
+// above sat.prefillTokens, or the least active blocks, which loadKey
+// keeps, above sat.decodeBlocks. A threshold of 0 is not tested. The view
+// must have been built with minPrefill if sat tests prefill tokens.
+func (v *view) saturated(sat saturation) bool {
+	if len(v.cands) == 0 {
+		return false
+	}
+	return sat.prefillTokens > 0 && v.minPrefill.least() > int64(sat.prefillTokens) ||
+		sat.decodeBlocks > 0 && v.loadKey.least() > int64(sat.decodeBlocks)
 }
 
 // workerTable maps a worker rank to its candidate position: open

@@ -15,17 +15,21 @@ import (
 // a saturated scale that is not a weight is refused naming the flag.
 func TestServeAdaptivePrefillWeight(t *testing.T) {
 	tests := []struct {
-		name      string
-		args      []string
-		env       map[string]string
-		threshold int
-		satScale  float64
-		problem   string // a line of the error, if refused
+		name              string
+		args              []string
+		env               map[string]string
+		threshold, blocks int
+		satScale          float64
+		problem           string // a line of the error, if refused
 	}{
 		{name: "off by default", threshold: 0, satScale: 1},
-		{name: "flags", args: []string{"--router-saturation-prefill-tokens", "2048", "--router-prefill-load-scale-saturated", "0.5"}, threshold: 2048, satScale: 0.5},
-		{name: "environment", env: map[string]string{"DYN_ROUTER_SATURATION_PREFILL_TOKENS": "4096", "DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED": "2"}, threshold: 4096, satScale: 2},
+		{name: "flags", args: []string{"--router-saturation-prefill-tokens", "2048", "--router-saturation-decode-blocks", "512", "--router-prefill-load-scale-saturated", "0.5"},
+			threshold: 2048, blocks: 512, satScale: 0.5},
+		{name: "environment", env: map[string]string{"DYN_ROUTER_SATURATION_PREFILL_TOKENS": "4096", "DYN_ROUTER_SATURATION_DECODE_BLOCKS": "1024", "DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED": "2"},
+			threshold: 4096, blocks: 1024, satScale: 2},
 		{name: "flag beats environment", args: []string{"--router-saturation-prefill-tokens", "1024"}, env: map[string]string{"DYN_ROUTER_SATURATION_PREFILL_TOKENS": "4096"}, threshold: 1024, satScale: 1},
+		{name: "blocks outside kv mode", args: []string{"--router-saturation-decode-blocks", "64", "--router-mode", "random"},
+			problem: "--router-saturation-decode-blocks: 64 applies only with --router-mode kv (allowed 0 with --router-mode random)"},
 		{name: "threshold negative", args: []string{"--router-saturation-prefill-tokens", "-5"},
 			problem: "--router-saturation-prefill-tokens: -5 is out of range (allowed 0 to disable, or 1..1000000)"},
 		{name: "threshold outside kv mode", args: []string{"--router-saturation-prefill-tokens", "2048", "--router-mode", "round-robin"},
@@ -46,22 +50,22 @@ func TestServeAdaptivePrefillWeight(t *testing.T) {
 				}
 				return
 			}
-			var threshold int
+			var threshold, blocks int
 			var satScale float64
 			app := &cli.App{
 				Writer: io.Discard, ErrWriter: io.Discard,
 				ExitErrHandler: func(*cli.Context, error) {},
 				Commands: []*cli.Command{{Name: "serve", Flags: serveFlags(), Action: func(c *cli.Context) error {
 					cfg, err := parseServe(c)
-					threshold, satScale = cfg.Scheduler.SaturationPrefillTokens, cfg.Scheduler.PrefillLoadScaleSaturated
+					threshold, blocks, satScale = cfg.Scheduler.SaturationPrefillTokens, cfg.Scheduler.SaturationDecodeBlocks, cfg.Scheduler.PrefillLoadScaleSaturated
 					return err
 				}}},
 			}
 			if err := app.Run(append([]string{"router", "serve"}, tt.args...)); err != nil {
 				t.Fatal(err)
 			}
-			if threshold != tt.threshold || satScale != tt.satScale {
-				t.Errorf("threshold %d, saturated scale %v; want %d, %v", threshold, satScale, tt.threshold, tt.satScale)
+			if threshold != tt.threshold || blocks != tt.blocks || satScale != tt.satScale {
+				t.Errorf("thresholds %d tokens, %d blocks, saturated scale %v; want %d, %d, %v", threshold, blocks, satScale, tt.threshold, tt.blocks, tt.satScale)
 			}
 		})
 	}
