@@ -450,14 +450,21 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop items")
 	}
-	e := newEnv(t, DefaultConfig(), newFleet(cands(16384, 8192, 1, 2, 3, 4, 5, 6, 7, 8), nil))
-	p := tokens(0, 30, 128)
-	e.store(t, w(3), p[:10*128])
-	req := &Request{Tokens: p, QueryOnly: true}
-	ctx := context.Background()
-	route(t, e, req) // warm the pools and the view
-	if allocs := testing.AllocsPerRun(200, func() { _, _ = e.r.Route(ctx, req) }); allocs > 0.1 {
-		t.Errorf("a routing decision allocates %v times", allocs)
+	adaptive := DefaultConfig() // saturated at once: every threshold is below any load
+	adaptive.PrefillLoadScale, adaptive.SaturationDecodeBlocks = 8, 1
+	for name, cfg := range map[string]Config{"default": DefaultConfig(), "adaptive": adaptive} {
+		e := newEnv(t, cfg, newFleet(cands(16384, 8192, 1, 2, 3, 4, 5, 6, 7, 8), nil))
+		p := tokens(0, 30, 128)
+		e.store(t, w(3), p[:10*128])
+		for i := range uint64(8) {
+			route(t, e, &Request{Tokens: tokens(1000*int(i+1), 2, 128), AllowedWorkerIDs: []indexer.WorkerID{indexer.WorkerID(i + 1)}})
+		}
+		req := &Request{Tokens: p, QueryOnly: true}
+		ctx := context.Background()
+		route(t, e, req) // warm the pools and the view
+		if allocs := testing.AllocsPerRun(200, func() { _, _ = e.r.Route(ctx, req) }); allocs > 0.1 {
+			t.Errorf("%s: a routing decision allocates %v times", name, allocs)
+		}
 	}
 }
 
