@@ -51,6 +51,15 @@ type CompareConfig struct {
 	// weight of prefill work (cached blocks credited) against decode
 	// blocks; 0 means the default.
 	PrefillLoadScale float64
+	// SaturationPrefillTokens, SaturationDecodeBlocks and
+	// PrefillLoadScaleSaturated are the kv routers'
+	// --router-saturation-prefill-tokens,
+	// --router-saturation-decode-blocks (both 0, off, by default) and
+	// --router-prefill-load-scale-saturated (0 means the default): the
+	// adaptive weight of prefill work. The other modes do not take them.
+	SaturationPrefillTokens   int
+	SaturationDecodeBlocks    int
+	PrefillLoadScaleSaturated float64
 	// Progress receives a line of progress now and then; nil for none.
 	Progress io.Writer
 	// Log receives the parts' logs; nil discards them.
@@ -227,6 +236,13 @@ func (c *modeRuns) router(mode scheduler.Mode) (*simRouter, error) {
 	scfg.BlockSize, scfg.Mode, scfg.Temperature = fc.Worker.Engine.BlockSize, mode, c.cfg.Temperature
 	if c.cfg.PrefillLoadScale != 0 {
 		scfg.PrefillLoadScale = c.cfg.PrefillLoadScale
+	}
+	if mode == scheduler.ModeKV {
+		scfg.SaturationPrefillTokens = c.cfg.SaturationPrefillTokens
+		scfg.SaturationDecodeBlocks = c.cfg.SaturationDecodeBlocks
+		if c.cfg.PrefillLoadScaleSaturated != 0 {
+			scfg.PrefillLoadScaleSaturated = c.cfg.PrefillLoadScaleSaturated
+		}
 	}
 	// The replay may take longer in wall time than the stale and prefill
 	// timeouts; every request is marked and freed, so none should expire.

@@ -17,12 +17,17 @@ import (
 // first 2 blocks (a common system prompt), so the index lookup returns all
 // 1,000 workers: the worst case for matching and scoring.
 func benchEnv(b *testing.B, shared bool) (*env, []uint32) {
+	return benchEnvWith(b, shared, DefaultConfig())
+}
+
+// benchEnvWith is benchEnv with the router configured by cfg, whose block
+// size must be 128.
+func benchEnvWith(b *testing.B, shared bool, cfg Config) (*env, []uint32) {
 	const (
 		workers   = 1000
 		blocks    = 30
 		blockSize = 128
 	)
-	cfg := DefaultConfig()
 	ids := make([]uint64, workers)
 	for i := range ids {
 		ids[i] = uint64(1_000_000 + i*7919)
@@ -70,13 +75,29 @@ func benchEnv(b *testing.B, shared bool) (*env, []uint32) {
 // 30-block prompt, the index lookup, and scoring 1,000 workers (book:
 // false, so every iteration sees the same state). It reports the median
 // and the 99th percentile of the per-decision times.
+//
+// The adaptive cases turn the adaptive weight of prefill work on (scale
+// 8, 1 when saturated) with a threshold of 8,192 tokens, which the
+// fleet's 7,680 prefill tokens a worker are under, and of 4,096, which
+// they are over: the decision at scale 8, then at the saturated scale.
 func BenchmarkRouteDecision(b *testing.B) {
+	adaptive := func(threshold int) Config {
+		cfg := DefaultConfig()
+		cfg.PrefillLoadScale, cfg.PrefillLoadScaleSaturated, cfg.SaturationPrefillTokens = 8, 1, threshold
+		return cfg
+	}
 	for _, bc := range []struct {
 		name   string
 		shared bool
-	}{{"typical", false}, {"shared-prefix-1000-matches", true}} {
+		cfg    Config
+	}{
+		{"typical", false, DefaultConfig()},
+		{"shared-prefix-1000-matches", true, DefaultConfig()},
+		{"typical-adaptive", false, adaptive(8192)},
+		{"typical-adaptive-saturated", false, adaptive(4096)},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e, prompt := benchEnv(b, bc.shared)
+			e, prompt := benchEnvWith(b, bc.shared, bc.cfg)
 			req := &Request{Tokens: prompt, QueryOnly: true}
 			ctx := context.Background()
 			if d, err := e.r.Route(ctx, req); err != nil || d.OverlapBlocks != 20 {

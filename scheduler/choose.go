@@ -94,7 +94,11 @@ func (s *scratch) overlapsOf(matches []indexer.Match, v *view, sparse []int32) (
 // cost is found without computing the others: the view keeps them
 // ordered by a key, exactly when scale / block_size is a power of two,
 // as it is by default (minScan); otherwise one pass computes them and
-// keeps the least (fusedMin). Outside the common case a pass writes
+// keeps the least (fusedMin). With the adaptive weight on
+// (SaturationPrefillTokens, SaturationDecodeBlocks), the scale is the
+// saturated one when the view's least active prefill or least active
+// blocks are above their thresholds, reads of kept minima; the view keeps
+// keys for that scale too. Outside the common case a pass writes
 // every cost, a filter pass marks excluded candidates +Inf, and the mode
 // chooses among the finite costs.
 func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (pick, bool, error) {
@@ -134,6 +138,9 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 		newBlocks := 0
 		if r.seqs.TracksBlocks() {
 			newBlocks = p.numBlocks
+		}
+		if cp.sat.on() && !byLoad && v.saturated(cp.sat) {
+			cp.scale = cp.sat.scale // every rank has a backlog: the adaptive weight
 		}
 		perToken := cp.scale / float64(r.cfg.BlockSize)
 		islCost := perToken * float64(p.isl)

@@ -138,6 +138,11 @@ const (
 	// DefaultOverlapScoreCredit and DefaultPrefillLoadScale are Dynamo's.
 	DefaultOverlapScoreCredit = 1.0
 	DefaultPrefillLoadScale   = 1.0
+	// DefaultPrefillLoadScaleSaturated is the weight of prefill work when
+	// the fleet is saturated (ours): Dynamo's scale. It applies only with
+	// SaturationPrefillTokens or SaturationDecodeBlocks above 0, which is
+	// off by default.
+	DefaultPrefillLoadScaleSaturated = 1.0
 	// DefaultHostCacheHitWeight and DefaultDiskCacheHitWeight are Dynamo's
 	// credits of a cached block whose fastest copy is in host memory, and
 	// on disk or external storage.
@@ -210,6 +215,34 @@ type Config struct {
 	// PrefillLoadScale weighs prefill blocks against decode blocks
 	// (--router-prefill-load-scale, ≥ 0).
 	PrefillLoadScale float64
+	// SaturationPrefillTokens and SaturationDecodeBlocks turn on the
+	// adaptive weight of prefill work (ours): the fleet is saturated when
+	// every candidate rank of the kind being chosen has more than
+	// SaturationPrefillTokens active prefill tokens, or more than
+	// SaturationDecodeBlocks active blocks, and while it is ModeKV weighs
+	// prefill work by PrefillLoadScaleSaturated instead of
+	// PrefillLoadScale (--router-saturation-prefill-tokens,
+	// DYN_ROUTER_SATURATION_PREFILL_TOKENS, and
+	// --router-saturation-decode-blocks,
+	// DYN_ROUTER_SATURATION_DECODE_BLOCKS; each 0..MaxTokens, 0 leaving
+	// its test out; ModeKV only; both 0, the default, is off). Why: a
+	// high weight keeps conversations on the ranks that hold them while
+	// queues are short, which raises the hit rate and lowers TTFT, but
+	// once every rank has a backlog of prefill work (long prompts) or of
+	// decoding sequences (short prefills, long contexts) the cache saves
+	// less than the queue costs (docs/replay.md, "Cost tuning"). The ranks
+	// counted are the kind's candidates, before a request's
+	// allowed_worker_ids and busy filters, so that the test reads kept
+	// minima instead of a pass over the candidates. A request that
+	// overrides prefill_load_scale or overlap_score_weight gets its own
+	// scale, saturated or not.
+	SaturationPrefillTokens int
+	SaturationDecodeBlocks  int
+	// PrefillLoadScaleSaturated is the weight of prefill work while the
+	// fleet is saturated (--router-prefill-load-scale-saturated,
+	// DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED, ≥ 0; read only when the
+	// adaptive weight is on).
+	PrefillLoadScaleSaturated float64
 	// Temperature is 0 for the cheapest rank, or the softmax temperature
 	// over normalised costs (--router-temperature, DYN_ROUTER_TEMPERATURE).
 	// ModeLLMDPrecisePrefix ignores it: its picker takes the highest score.
@@ -313,18 +346,20 @@ func DefaultConfig() Config {
 		OverlapScoreCredit: DefaultOverlapScoreCredit,
 		PrefillLoadScale:   DefaultPrefillLoadScale,
 		HostCacheHitWeight: DefaultHostCacheHitWeight,
-		DiskCacheHitWeight: DefaultDiskCacheHitWeight,
-		UseKVEvents:        true,
-		TTL:                DefaultTTL,
-		ApproxMaxEntries:   DefaultApproxMaxEntries,
-		TrackActiveBlocks:  true,
-		AssumeKVReuse:      true,
-		StaleTimeout:       DefaultStaleTimeout,
-		PrefillTimeout:     DefaultPrefillTimeout,
-		QueuePolicy:        PolicyFCFS,
-		QueueCapacity:      DefaultQueueCapacity,
-		QueueTimeout:       DefaultQueueTimeout,
-		QueueAgingLimit:    DefaultQueueAgingLimit,
+
+		PrefillLoadScaleSaturated: DefaultPrefillLoadScaleSaturated,
+		DiskCacheHitWeight:        DefaultDiskCacheHitWeight,
+		UseKVEvents:               true,
+		TTL:                       DefaultTTL,
+		ApproxMaxEntries:          DefaultApproxMaxEntries,
+		TrackActiveBlocks:         true,
+		AssumeKVReuse:             true,
+		StaleTimeout:              DefaultStaleTimeout,
+		PrefillTimeout:            DefaultPrefillTimeout,
+		QueuePolicy:               PolicyFCFS,
+		QueueCapacity:             DefaultQueueCapacity,
+		QueueTimeout:              DefaultQueueTimeout,
+		QueueAgingLimit:           DefaultQueueAgingLimit,
 	}
 }
 
@@ -362,6 +397,21 @@ func (c Config) Validate() error {
 		}
 	}
 	add(checkRange("--router-prefill-load-scale", c.PrefillLoadScale, 0, maxWeight))
+	add(checkRange("--router-prefill-load-scale-saturated", c.PrefillLoadScaleSaturated, 0, maxWeight))
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{
+		{"--router-saturation-prefill-tokens", c.SaturationPrefillTokens},
+		{"--router-saturation-decode-blocks", c.SaturationDecodeBlocks},
+	} {
+		switch {
+		case f.v < 0 || f.v > MaxTokens:
+			add(fmt.Errorf("%s: %d is out of range (allowed 0 to disable, or 1..%d)", f.flag, f.v, MaxTokens))
+		case f.v != 0 && c.Mode != ModeKV:
+			add(fmt.Errorf("%s: %d applies only with --router-mode kv (allowed 0 with --router-mode %v)", f.flag, f.v, c.Mode))
+		}
+	}
 	add(checkRange("--router-host-cache-hit-weight", c.HostCacheHitWeight, 0, 1))
 	add(checkRange("--router-disk-cache-hit-weight", c.DiskCacheHitWeight, 0, 1))
 	add(checkRange("--router-temperature", c.Temperature, 0, maxWeight))
@@ -431,14 +481,34 @@ func checkDuration(flag string, d time.Duration) error {
 // configuration's, or a request's override.
 type costParams struct {
 	credit, scale, temperature float64
+	// sat is the adaptive weight, off when the request sets its own
+	// scale.
+	sat saturation
 }
+
+// saturation is the adaptive weight of prefill work: the thresholds of
+// active prefill tokens and of active blocks past which a rank is
+// saturated (0: not tested), and the scale used while every rank is.
+type saturation struct {
+	prefillTokens, decodeBlocks int
+	scale                       float64
+}
+
+// on reports whether the adaptive weight is on.
+func (s saturation) on() bool { return s.prefillTokens > 0 || s.decodeBlocks > 0 }
 
 // params derives the cost parameters from the configuration and an
 // optional override, mapping the legacy weight as newer Dynamo does.
 func (c Config) params(o *Override) costParams {
 	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature}
+	if sat := (saturation{c.SaturationPrefillTokens, c.SaturationDecodeBlocks, c.PrefillLoadScaleSaturated}); sat.on() {
+		p.sat = sat
+	}
 	weight := c.OverlapScoreWeight
 	if o != nil {
+		if o.PrefillLoadScale != nil || o.OverlapScoreWeight != nil {
+			p.sat = saturation{} // the request's scale, whatever the load
+		}
 		if o.OverlapScoreCredit != nil {
 			p.credit = *o.OverlapScoreCredit
 		}

@@ -47,6 +47,8 @@ func TestParams(t *testing.T) {
 	withWeight.OverlapScoreWeight = ptr(2.0)
 	zeroWeight := DefaultConfig()
 	zeroWeight.OverlapScoreWeight = ptr(0.0)
+	adaptive := DefaultConfig()
+	adaptive.PrefillLoadScale, adaptive.PrefillLoadScaleSaturated, adaptive.SaturationPrefillTokens = 8, 0.5, 2048
 	tests := []struct {
 		name string
 		cfg  Config
@@ -58,11 +60,15 @@ func TestParams(t *testing.T) {
 		{name: "legacy weight 0 drops the credit", cfg: zeroWeight, want: costParams{credit: 0, scale: 0}},
 		{name: "override weight", cfg: DefaultConfig(), o: &Override{OverlapScoreWeight: ptr(3.0)}, want: costParams{credit: 1, scale: 3}},
 		{name: "override weight beats configured weight", cfg: withWeight, o: &Override{OverlapScoreWeight: ptr(0.5)}, want: costParams{credit: 1, scale: 0.5}},
+		{name: "adaptive weight", cfg: adaptive, want: costParams{credit: 1, scale: 8, sat: saturation{prefillTokens: 2048, scale: 0.5}}},
+		{name: "adaptive weight, override credit", cfg: adaptive, o: &Override{OverlapScoreCredit: ptr(0.5)}, want: costParams{credit: 0.5, scale: 8, sat: saturation{prefillTokens: 2048, scale: 0.5}}},
+		{name: "adaptive weight, override scale", cfg: adaptive, o: &Override{PrefillLoadScale: ptr(2.0)}, want: costParams{credit: 1, scale: 2}},
+		{name: "adaptive weight, override weight", cfg: adaptive, o: &Override{OverlapScoreWeight: ptr(3.0)}, want: costParams{credit: 1, scale: 3}},
 		{name: "override credit and temperature", cfg: DefaultConfig(), o: &Override{OverlapScoreCredit: ptr(0.25), Temperature: ptr(0.7)}, want: costParams{credit: 0.25, scale: 1, temperature: 0.7}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, tt.cfg.params(tt.o), cmp.AllowUnexported(costParams{})); diff != "" {
+			if diff := cmp.Diff(tt.want, tt.cfg.params(tt.o), cmp.AllowUnexported(costParams{}, saturation{})); diff != "" {
 				t.Errorf("params (-want +got):\n%s", diff)
 			}
 		})

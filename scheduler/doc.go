@@ -27,7 +27,15 @@
 // w, when set, is mapped as newer Dynamo maps it: scale = w, and credit = 0
 // if w = 0; with credit 1 the formula is then the classic
 // w × (active_prefill_tokens + isl − overlap × block_size) / block_size +
-// decode_blocks. Temperature 0 takes the least cost, uniformly at random
+// decode_blocks. Ours, off by default: the adaptive weight of prefill
+// work (--router-saturation-prefill-tokens T, --router-saturation-decode-blocks
+// B, kv mode only) makes the scale --router-prefill-load-scale-saturated
+// instead whenever every candidate rank of the kind has more than T active
+// prefill tokens or more than B active blocks (the fleet is saturated).
+// The view keeps the candidates' least active prefill and blocks and the
+// keys at both scales, so the test and the saturated choice cost no pass
+// over the candidates (docs/replay.md, "Cost tuning").
+// Temperature 0 takes the least cost, uniformly at random
 // among exact ties; a temperature T > 0 samples with
 // p ∝ exp(−(c − c_min) / ((c_max − c_min) × T)).
 //

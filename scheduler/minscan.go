@@ -58,6 +58,19 @@ func (v *view) initKeys(n int) {
 	}
 }
 
+// initSaturation allocates the adaptive weight's trees of n candidates:
+// the keys at satPerToken if it keeps plain costs exact, and, if
+// minPrefill, the least active prefill tokens.
+func (v *view) initSaturation(n int, satPerToken float64, minPrefill bool) {
+	v.satPerToken = satPerToken
+	if minPrefill {
+		v.minPrefill = newMinTree(n)
+	}
+	if m, ok := keyMuls(satPerToken); ok {
+		v.satKeyMul, v.satKey = m, newMinTree(n)
+	}
+}
+
 // keys returns the keys that order the plain costs of pc exactly, or nil
 // when none do. isl and newBlocks are the prompt's length and the blocks
 // it adds.
@@ -67,10 +80,12 @@ func (v *view) keys(pc plainCost, isl, newBlocks int) *minTree {
 		return nil
 	case pc.byLoad:
 		return v.loadKey
-	case pc.perToken != v.perToken:
-		return nil // a request's override
+	case pc.perToken == v.perToken:
+		return v.key
+	case v.satKey != nil && pc.perToken == v.satPerToken:
+		return v.satKey // a saturated decision
 	}
-	return v.key
+	return nil // a request's override
 }
 
 // minTree holds keys by position and keeps their least up to date, so
@@ -120,6 +135,9 @@ func (t *minTree) set(i int, k int64) {
 		m = min(m, t.node[j^1])
 	}
 }
+
+// least returns the least key (MaxInt64 for a tree of no key).
+func (t *minTree) least() int64 { return t.node[1] }
 
 // first returns the first position whose key is least.
 func (t *minTree) first() int {

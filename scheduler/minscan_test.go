@@ -20,6 +20,9 @@ type scanCase struct {
 	prefill, blocks []int
 	sparse          []int32
 	costs           []float64 // by position; read at sparse positions only
+	// satPerToken, when above 0, turns the adaptive weight's trees on,
+	// with keys at this saturated per-token weight.
+	satPerToken float64
 }
 
 // view builds the view of c's loads as newView and syncLocked would,
@@ -28,6 +31,9 @@ func (c *scanCase) view() *view {
 	n := len(c.prefill)
 	v := &view{perToken: c.perToken, prefill: make([]float64, n), blocks: make([]float64, n)}
 	v.initKeys(n)
+	if c.satPerToken > 0 {
+		v.initSaturation(n, c.satPerToken, true)
+	}
 	for i := n - 1; i >= 0; i-- {
 		v.setLoad(int32(i), c.prefill[(i*7)%n]+64, max(0, c.blocks[(i*3)%n]-1))
 	}
@@ -264,6 +270,10 @@ func TestViewKeys(t *testing.T) {
 	tooLarge.perToken = math.Ldexp(1, exactExp+1)
 	wide := exact
 	wide.prefill = []int{0, exactBound}
+	adaptive := exact
+	adaptive.satPerToken = pt / 8
+	adaptiveThird := exact
+	adaptiveThird.satPerToken = pt / 3
 	tests := []struct {
 		name           string
 		c              scanCase
@@ -282,6 +292,12 @@ func TestViewKeys(t *testing.T) {
 		{name: "a load too large, by load", c: wide, pc: plainCost{perToken: pt, byLoad: true}, want: "nil"},
 		{name: "prompt too long", c: exact, pc: plainCost{perToken: pt}, isl: exactBound, want: "nil"},
 		{name: "too many prompt blocks", c: exact, pc: plainCost{perToken: pt}, newBlocks: exactBound, want: "nil"},
+		{name: "adaptive, configured scale", c: adaptive, pc: plainCost{perToken: pt}, want: "key"},
+		{name: "adaptive, saturated scale", c: adaptive, pc: plainCost{perToken: pt / 8}, want: "saturated"},
+		{name: "adaptive, saturated scale not exact", c: adaptiveThird, pc: plainCost{perToken: pt / 3}, want: "nil"},
+		{name: "adaptive off, saturated scale", c: exact, pc: plainCost{perToken: pt / 8}, want: "nil"},
+		{name: "adaptive, a load too large", c: func() scanCase { c := adaptive; c.prefill = wide.prefill; return c }(),
+			pc: plainCost{perToken: pt / 8}, want: "nil"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,6 +310,8 @@ func TestViewKeys(t *testing.T) {
 				got = "blocks"
 			case keys == v.key:
 				got = "key"
+			case keys == v.satKey:
+				got = "saturated"
 			default:
 				got = "other"
 			}

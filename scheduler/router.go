@@ -656,11 +656,13 @@ func (r *Router) SetCandidates(decode, prefill []Candidate) {
 		}
 	}
 	r.cands = [numKinds][]Candidate{KindDecode: decode, KindPrefill: prefill}
-	perToken := r.cfg.params(nil).scale / float64(r.cfg.BlockSize)
+	cp := r.cfg.params(nil)
+	vs := viewScales{perToken: cp.scale / float64(r.cfg.BlockSize), satPerToken: cp.sat.scale / float64(r.cfg.BlockSize),
+		saturated: cp.sat.on(), minPrefill: cp.sat.prefillTokens > 0}
 	for k, cands := range r.cands {
 		r.views[k] = nil
 		if len(cands) > 0 {
-			r.views[k] = newView(r.seqs, cands, perToken)
+			r.views[k] = newView(r.seqs, cands, vs)
 		}
 	}
 	r.disagg.Store(len(prefill) > 0)

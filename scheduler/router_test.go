@@ -375,6 +375,21 @@ func TestConfigValidate(t *testing.T) {
 		{name: "prefill timeout negative", modify: func(c *Config) { c.PrefillTimeout = -time.Second }, want: "--router-prefill-timeout: -1s is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, 1h0m0s)"},
 		{name: "every problem, one line each", modify: func(c *Config) { c.BlockSize, c.Temperature, c.QueueCapacity = 0, -1, 0 },
 			want: "--router-block-size: 0 is out of range (allowed 1..65536)\n--router-temperature: -1 is negative (allowed ≥ 0)\n--router-queue-capacity: 0 is out of range (allowed 1..1048576)"},
+		{name: "adaptive weight on", modify: func(c *Config) {
+			c.SaturationPrefillTokens, c.PrefillLoadScale, c.PrefillLoadScaleSaturated = 2048, 8, 1
+		}},
+		{name: "saturation threshold negative", modify: func(c *Config) { c.SaturationPrefillTokens = -1 },
+			want: "--router-saturation-prefill-tokens: -1 is out of range (allowed 0 to disable, or 1..1000000)"},
+		{name: "saturation threshold too large", modify: func(c *Config) { c.SaturationPrefillTokens = MaxTokens + 1 },
+			want: "--router-saturation-prefill-tokens: 1000001 is out of range (allowed 0 to disable, or 1..1000000)"},
+		{name: "saturation threshold outside kv", modify: func(c *Config) { c.SaturationPrefillTokens, c.Mode = 2048, ModeDynamoCurrent },
+			want: "--router-saturation-prefill-tokens: 2048 applies only with --router-mode kv (allowed 0 with --router-mode dynamo-current)"},
+		{name: "saturation blocks outside kv", modify: func(c *Config) { c.SaturationDecodeBlocks, c.Mode = 64, ModeRoundRobin },
+			want: "--router-saturation-decode-blocks: 64 applies only with --router-mode kv (allowed 0 with --router-mode round-robin)"},
+		{name: "saturated scale negative", modify: func(c *Config) { c.PrefillLoadScaleSaturated = -1 },
+			want: "--router-prefill-load-scale-saturated: -1 is negative (allowed ≥ 0)"},
+		{name: "saturated scale NaN", modify: func(c *Config) { c.PrefillLoadScaleSaturated = math.NaN() },
+			want: "--router-prefill-load-scale-saturated: NaN is not a finite number (allowed ≥ 0)"},
 		{name: "prefill timeout over stale", modify: func(c *Config) { c.StaleTimeout = time.Minute; c.PrefillTimeout = 2 * time.Minute }, want: "--router-prefill-timeout: 2m0s is out of range (allowed 0 to disable, or > 0 and ≤ --router-stale-timeout, 1m0s)"},
 	}
 	for _, tt := range tests {
@@ -435,14 +450,21 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop items")
 	}
-	e := newEnv(t, DefaultConfig(), newFleet(cands(16384, 8192, 1, 2, 3, 4, 5, 6, 7, 8), nil))
-	p := tokens(0, 30, 128)
-	e.store(t, w(3), p[:10*128])
-	req := &Request{Tokens: p, QueryOnly: true}
-	ctx := context.Background()
-	route(t, e, req) // warm the pools and the view
-	if allocs := testing.AllocsPerRun(200, func() { _, _ = e.r.Route(ctx, req) }); allocs > 0.1 {
-		t.Errorf("a routing decision allocates %v times", allocs)
+	adaptive := DefaultConfig() // saturated at once: every threshold is below any load
+	adaptive.PrefillLoadScale, adaptive.SaturationDecodeBlocks = 8, 1
+	for name, cfg := range map[string]Config{"default": DefaultConfig(), "adaptive": adaptive} {
+		e := newEnv(t, cfg, newFleet(cands(16384, 8192, 1, 2, 3, 4, 5, 6, 7, 8), nil))
+		p := tokens(0, 30, 128)
+		e.store(t, w(3), p[:10*128])
+		for i := range uint64(8) {
+			route(t, e, &Request{Tokens: tokens(1000*int(i+1), 2, 128), AllowedWorkerIDs: []indexer.WorkerID{indexer.WorkerID(i + 1)}})
+		}
+		req := &Request{Tokens: p, QueryOnly: true}
+		ctx := context.Background()
+		route(t, e, req) // warm the pools and the view
+		if allocs := testing.AllocsPerRun(200, func() { _, _ = e.r.Route(ctx, req) }); allocs > 0.1 {
+			t.Errorf("%s: a routing decision allocates %v times", name, allocs)
+		}
 	}
 }
 
@@ -472,14 +494,17 @@ type twins struct {
 	all []indexer.WorkerID
 }
 
-func newTwins(t *testing.T, n int) *twins {
+func newTwins(t *testing.T, n int) *twins { return newTwinsWith(t, n, testConfig()) }
+
+// newTwinsWith is newTwins with routers configured by cfg.
+func newTwinsWith(t *testing.T, n int, cfg Config) *twins {
 	tw := &twins{ids: make([]uint64, n), all: make([]indexer.WorkerID, n)}
 	for i := range tw.ids {
 		tw.ids[i] = uint64(i + 1)
 		tw.all[i] = indexer.WorkerID(i + 1)
 	}
-	tw.a = newEnv(t, testConfig(), newFleet(cands(0, 0, tw.ids...), nil))
-	tw.b = newEnv(t, testConfig(), newFleet(cands(0, 0, tw.ids...), nil))
+	tw.a = newEnv(t, cfg, newFleet(cands(0, 0, tw.ids...), nil))
+	tw.b = newEnv(t, cfg, newFleet(cands(0, 0, tw.ids...), nil))
 	return tw
 }
 
@@ -497,15 +522,17 @@ func (tw *twins) prompt(t *testing.T, rng *rand.Rand, i int) []uint32 {
 
 // sameChoice routes req on a unfiltered and on b filtered, both routers
 // drawing from a random stream seeded with seed, and fails if they
-// decide differently.
-func (tw *twins) sameChoice(t *testing.T, step int, seed uint64, req Request) {
+// decide differently. It returns the request ids of the two decisions.
+func (tw *twins) sameChoice(t *testing.T, step int, seed uint64, req Request) [2]string {
 	t.Helper()
 	tw.a.r.rng, tw.b.r.rng = rand.New(rand.NewPCG(seed, 0)), rand.New(rand.NewPCG(seed, 0))
 	ra, rb := req, req
 	rb.AllowedWorkerIDs = tw.all
 	da, db := route(t, tw.a, &ra), route(t, tw.b, &rb)
+	ids := [2]string{da.RequestID, db.RequestID}
 	da.RequestID, db.RequestID = "", ""
 	if da != db {
 		t.Fatalf("step %d: unfiltered path chose %+v, filtered path %+v", step, da, db)
 	}
+	return ids
 }

@@ -26,6 +26,14 @@ import (
 // visiting them (see minScan), which a thousand candidates made the
 // largest part of a decision.
 //
+// With the adaptive weight of prefill work on (SaturationPrefillTokens,
+// SaturationDecodeBlocks), it keeps up to two more trees: the keys at the
+// saturated scale, so that a saturated decision takes the fast path too,
+// and, with a threshold of prefill tokens, the candidates' active prefill
+// tokens. Their least, and the least active blocks loadKey keeps, tell a
+// decision whether the fleet is saturated without a pass over the
+// candidates.
+//
 // A view is rebuilt at every SetCandidates. It is built, read and updated
 // under the Router's lock.
 type view struct {
@@ -49,13 +57,34 @@ type view struct {
 	perToken     float64
 	keyMul       [2]int64
 	wide         int
+	// satKey holds the keys at satPerToken, the saturated scale over the
+	// block size, with multipliers satKeyMul; nil when the adaptive weight
+	// is off or satPerToken keeps no cost exact. minPrefill holds each
+	// candidate's active prefill tokens, for their least; nil when the
+	// adaptive weight tests no prefill tokens.
+	satKey, minPrefill *minTree
+	satPerToken        float64
+	satKeyMul          [2]int64
 }
 
-// newView builds the view of cands, whose ranks s holds. perToken is the
-// configured scale over the block size, which key is computed for.
-func newView(s *active.Sequences, cands []Candidate, perToken float64) *view {
-	v := &view{cands: cands, rank: make([]int32, len(cands)), perToken: perToken}
+// viewScales are the per-token weights of prefill work a view keeps keys
+// for: the configured scale over the block size and, when saturated is
+// true (the adaptive weight is on), the saturated scale over it; and
+// whether it keeps the least active prefill (minPrefill: the adaptive
+// weight tests prefill tokens).
+type viewScales struct {
+	perToken, satPerToken float64
+	saturated, minPrefill bool
+}
+
+// newView builds the view of cands, whose ranks s holds, with keys for
+// the scales of vs.
+func newView(s *active.Sequences, cands []Candidate, vs viewScales) *view {
+	v := &view{cands: cands, rank: make([]int32, len(cands)), perToken: vs.perToken}
 	v.initKeys(len(cands))
+	if vs.saturated {
+		v.initSaturation(len(cands), vs.satPerToken, vs.minPrefill)
+	}
 	v.posOf = make([]int32, s.Slots())
 	for i := range v.posOf {
 		v.posOf[i] = -1
@@ -89,6 +118,25 @@ func (v *view) setLoad(i int32, prefillTokens, blocks int) {
 		v.key.set(int(i), int64(prefillTokens)*v.keyMul[0]+int64(blocks)*v.keyMul[1])
 	}
 	v.loadKey.set(int(i), int64(blocks))
+	if v.minPrefill != nil {
+		v.minPrefill.set(int(i), int64(prefillTokens))
+	}
+	if v.satKey != nil {
+		v.satKey.set(int(i), int64(prefillTokens)*v.satKeyMul[0]+int64(blocks)*v.satKeyMul[1])
+	}
+}
+
+// saturated reports whether every candidate is over one of sat's
+// thresholds: the least active prefill tokens, which minPrefill keeps,
+// above sat.prefillTokens, or the least active blocks, which loadKey
+// keeps, above sat.decodeBlocks. A threshold of 0 is not tested. The view
+// must have been built with minPrefill if sat tests prefill tokens.
+func (v *view) saturated(sat saturation) bool {
+	if len(v.cands) == 0 {
+		return false
+	}
+	return sat.prefillTokens > 0 && v.minPrefill.least() > int64(sat.prefillTokens) ||
+		sat.decodeBlocks > 0 && v.loadKey.least() > int64(sat.decodeBlocks)
 }
 
 // workerTable maps a worker rank to its candidate position: open

@@ -130,6 +130,9 @@ func serveFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "router-kv-overlap-score-weight", DefaultText: "unset", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT"}, Usage: "legacy cost weight of prefill against decode load; when set, replaces the credit form (Dynamo's older formula)"},
 		&cli.Float64Flag{Name: "router-kv-overlap-score-credit", Value: scheduler.DefaultOverlapScoreCredit, EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT"}, Usage: "blocks of prefill credited per cached block (current cost formula): 0..1, or any value ≥ 0 with --router-mode dynamo-current"},
 		&cli.Float64Flag{Name: "router-prefill-load-scale", Value: scheduler.DefaultPrefillLoadScale, EnvVars: []string{"DYN_ROUTER_PREFILL_LOAD_SCALE"}, Usage: "weight of prefill blocks against decode blocks (current cost formula)"},
+		&cli.IntFlag{Name: "router-saturation-prefill-tokens", EnvVars: []string{"DYN_ROUTER_SATURATION_PREFILL_TOKENS"}, Usage: "with --router-mode kv: when every worker has more prefill tokens in flight than this (the fleet is saturated), prefill work weighs --router-prefill-load-scale-saturated instead of --router-prefill-load-scale; 0 leaves this test out (0.." + fmt.Sprint(scheduler.MaxTokens) + ")"},
+		&cli.IntFlag{Name: "router-saturation-decode-blocks", EnvVars: []string{"DYN_ROUTER_SATURATION_DECODE_BLOCKS"}, Usage: "with --router-mode kv: the fleet is saturated too when every worker has more active KV blocks than this; 0 leaves this test out (0.." + fmt.Sprint(scheduler.MaxTokens) + ")"},
+		&cli.Float64Flag{Name: "router-prefill-load-scale-saturated", Value: scheduler.DefaultPrefillLoadScaleSaturated, EnvVars: []string{"DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED"}, Usage: "weight of prefill blocks against decode blocks while the fleet is saturated (see --router-saturation-prefill-tokens, --router-saturation-decode-blocks)"},
 		&cli.Float64Flag{Name: "router-host-cache-hit-weight", Value: scheduler.DefaultHostCacheHitWeight, EnvVars: []string{"DYN_ROUTER_HOST_CACHE_HIT_WEIGHT"}, Usage: "blocks of prefill credited per cached block whose fastest copy is in host memory (0..1; a device block is credited --router-kv-overlap-score-credit)"},
 		&cli.Float64Flag{Name: "router-disk-cache-hit-weight", Value: scheduler.DefaultDiskCacheHitWeight, EnvVars: []string{"DYN_ROUTER_DISK_CACHE_HIT_WEIGHT"}, Usage: "blocks of prefill credited per cached block whose fastest copy is on disk or external storage (0..1)"},
 		&cli.Float64Flag{Name: "router-kv-overlap-score-credit-decay", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY"}, Usage: "with --router-mode dynamo-current: fades the overlap credit of a worker as its prefill backlog exceeds the least loaded one's; 0 is off"},
@@ -252,6 +255,9 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 	}
 	sc.OverlapScoreCredit = c.Float64("router-kv-overlap-score-credit")
 	sc.PrefillLoadScale = c.Float64("router-prefill-load-scale")
+	sc.SaturationPrefillTokens = c.Int("router-saturation-prefill-tokens")
+	sc.SaturationDecodeBlocks = c.Int("router-saturation-decode-blocks")
+	sc.PrefillLoadScaleSaturated = c.Float64("router-prefill-load-scale-saturated")
 	sc.HostCacheHitWeight = c.Float64("router-host-cache-hit-weight")
 	sc.DiskCacheHitWeight = c.Float64("router-disk-cache-hit-weight")
 	sc.Temperature = c.Float64("router-temperature")

@@ -452,6 +452,9 @@ func compareCommand() *cli.Command {
 		&cli.Float64Flag{Name: "speedup", Value: 10, Usage: "with --clock real: simulated seconds per wall second"},
 		&cli.Float64Flag{Name: "router-temperature", Usage: "the router's --router-temperature"},
 		&cli.Float64Flag{Name: "router-prefill-load-scale", Value: scheduler.DefaultPrefillLoadScale, Usage: "the kv routers' --router-prefill-load-scale: the weight of prefill work, cached blocks credited, against decode blocks (Dynamo's default 1)"},
+		&cli.IntFlag{Name: "router-saturation-prefill-tokens", Usage: "the kv routers' --router-saturation-prefill-tokens: when every worker has more prefill tokens in flight, prefill work weighs --router-prefill-load-scale-saturated; 0 leaves this test out"},
+		&cli.IntFlag{Name: "router-saturation-decode-blocks", Usage: "the kv routers' --router-saturation-decode-blocks: when every worker has more active KV blocks, prefill work weighs --router-prefill-load-scale-saturated; 0 leaves this test out"},
+		&cli.Float64Flag{Name: "router-prefill-load-scale-saturated", Value: scheduler.DefaultPrefillLoadScaleSaturated, Usage: "the kv routers' --router-prefill-load-scale-saturated: the weight of prefill work while every worker is over --router-saturation-prefill-tokens or --router-saturation-decode-blocks"},
 	)
 	flags = append(flags, logFlags()...)
 	return &cli.Command{
@@ -537,6 +540,14 @@ func runCompareCommand(c *cli.Context) error {
 	if s := c.Float64("router-prefill-load-scale"); !(s > 0 && s <= 1000) {
 		return usageError("compare: --router-prefill-load-scale: %g is outside (0, 1000]", s)
 	}
+	if s := c.Float64("router-prefill-load-scale-saturated"); !(s > 0 && s <= 1000) {
+		return usageError("compare: --router-prefill-load-scale-saturated: %g is outside (0, 1000]", s)
+	}
+	for _, f := range []string{"router-saturation-prefill-tokens", "router-saturation-decode-blocks"} {
+		if t := c.Int(f); t < 0 || t > scheduler.MaxTokens {
+			return usageError("compare: --%s: %d is outside 0..%d", f, t, scheduler.MaxTokens)
+		}
+	}
 	log, err := cmdLogger(c)
 	if err != nil {
 		return err
@@ -545,7 +556,10 @@ func runCompareCommand(c *cli.Context) error {
 		cfg: replay.CompareConfig{
 			Fleet: fcfg, Modes: modes, Seed: c.Uint64("seed"),
 			Temperature: c.Float64("router-temperature"), PrefillLoadScale: c.Float64("router-prefill-load-scale"),
-			Progress: c.App.ErrWriter, Log: log,
+			SaturationPrefillTokens:   c.Int("router-saturation-prefill-tokens"),
+			SaturationDecodeBlocks:    c.Int("router-saturation-decode-blocks"),
+			PrefillLoadScaleSaturated: c.Float64("router-prefill-load-scale-saturated"),
+			Progress:                  c.App.ErrWriter, Log: log,
 		},
 		clock: "lockstep",
 	}
