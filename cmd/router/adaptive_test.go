@@ -1,13 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"io"
-	"strings"
 	"testing"
-
-	"github.com/urfave/cli/v2"
 )
 
 // The adaptive weight of prefill work binds to its flags and variables,
@@ -43,27 +37,12 @@ func TestServeAdaptivePrefillWeight(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			if tt.problem != "" {
-				var stdout, stderr bytes.Buffer
-				code := run(context.Background(), append([]string{"router", "serve"}, tt.args...), &stdout, &stderr)
-				if code != 2 || !strings.Contains(stderr.String(), tt.problem) {
-					t.Errorf("exit %d, stderr:\n%s\nwant exit 2 and the line %q", code, stderr.String(), tt.problem)
-				}
+				refusedServe(t, tt.args, tt.problem)
 				return
 			}
-			var threshold, blocks int
-			var satScale float64
-			app := &cli.App{
-				Writer: io.Discard, ErrWriter: io.Discard,
-				ExitErrHandler: func(*cli.Context, error) {},
-				Commands: []*cli.Command{{Name: "serve", Flags: serveFlags(), Action: func(c *cli.Context) error {
-					cfg, err := parseServe(c)
-					threshold, blocks, satScale = cfg.Scheduler.SaturationPrefillTokens, cfg.Scheduler.SaturationDecodeBlocks, cfg.Scheduler.PrefillLoadScaleSaturated
-					return err
-				}}},
-			}
-			if err := app.Run(append([]string{"router", "serve"}, tt.args...)); err != nil {
-				t.Fatal(err)
-			}
+			cfg := parsedServe(t, tt.args)
+			s := cfg.Scheduler
+			threshold, blocks, satScale := s.SaturationPrefillTokens, s.SaturationDecodeBlocks, s.PrefillLoadScaleSaturated
 			if threshold != tt.threshold || blocks != tt.blocks || satScale != tt.satScale {
 				t.Errorf("thresholds %d tokens, %d blocks, saturated scale %v; want %d, %d, %v", threshold, blocks, satScale, tt.threshold, tt.blocks, tt.satScale)
 			}

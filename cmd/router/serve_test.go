@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/urfave/cli/v2"
 
 	"github.com/kvrouter/router/internal/testutil"
 )
@@ -316,5 +317,36 @@ func stopServe(t *testing.T, cancel context.CancelFunc, done <-chan int, stderr 
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("router did not stop within 30s of its context ending")
+	}
+}
+
+// parsedServe parses `router serve args` (with the environment the test
+// set) into its configuration, failing the test if it is refused.
+func parsedServe(t *testing.T, args []string) serveConfig {
+	t.Helper()
+	var cfg serveConfig
+	app := &cli.App{
+		Writer: io.Discard, ErrWriter: io.Discard,
+		ExitErrHandler: func(*cli.Context, error) {},
+		Commands: []*cli.Command{{Name: "serve", Flags: serveFlags(), Action: func(c *cli.Context) error {
+			var err error
+			cfg, err = parseServe(c)
+			return err
+		}}},
+	}
+	if err := app.Run(append([]string{"router", "serve"}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// refusedServe runs `router serve args` and checks that it exits 2 with
+// problem among its lines.
+func refusedServe(t *testing.T, args []string, problem string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), append([]string{"router", "serve"}, args...), &stdout, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), problem) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 2 and the line %q", code, stderr.String(), problem)
 	}
 }

@@ -1,13 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"io"
-	"strings"
 	"testing"
-
-	"github.com/urfave/cli/v2"
 )
 
 // The tier weights bind to their flags and to Dynamo's variables, and a
@@ -39,26 +33,11 @@ func TestServeTierWeights(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			if tt.problem != "" {
-				var stdout, stderr bytes.Buffer
-				code := run(context.Background(), append([]string{"router", "serve"}, tt.args...), &stdout, &stderr)
-				if code != 2 || !strings.Contains(stderr.String(), tt.problem) {
-					t.Errorf("exit %d, stderr:\n%s\nwant exit 2 and the line %q", code, stderr.String(), tt.problem)
-				}
+				refusedServe(t, tt.args, tt.problem)
 				return
 			}
-			var host, disk float64
-			app := &cli.App{
-				Writer: io.Discard, ErrWriter: io.Discard,
-				ExitErrHandler: func(*cli.Context, error) {},
-				Commands: []*cli.Command{{Name: "serve", Flags: serveFlags(), Action: func(c *cli.Context) error {
-					cfg, err := parseServe(c)
-					host, disk = cfg.Scheduler.HostCacheHitWeight, cfg.Scheduler.DiskCacheHitWeight
-					return err
-				}}},
-			}
-			if err := app.Run(append([]string{"router", "serve"}, tt.args...)); err != nil {
-				t.Fatal(err)
-			}
+			cfg := parsedServe(t, tt.args)
+			host, disk := cfg.Scheduler.HostCacheHitWeight, cfg.Scheduler.DiskCacheHitWeight
 			if host != tt.host || disk != tt.disk {
 				t.Errorf("weights host %v, disk %v; want %v, %v", host, disk, tt.host, tt.disk)
 			}
