@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -101,11 +100,7 @@ func (g *group) start(id uint64, warmTimeout time.Duration, opts ...func(*stack.
 	for _, o := range opts {
 		o(&cfg)
 	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("STACK_DEBUG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("router", id)
-	}
-	r.Router = stacktest.Start(g.t, cfg, g.natsURL, g.etcdURL, r.m, log)
+	r.Router = stacktest.Start(g.t, cfg, g.natsURL, g.etcdURL, r.m, slog.New(slog.DiscardHandler))
 	testutil.Eventually(g.t, 10*time.Second, func() bool { return r.Registry().Snapshot().Len() == len(g.workers) },
 		"router %d lists the %d workers", id, len(g.workers))
 	return r
