@@ -121,12 +121,13 @@ func (w *Writer) Divergence() Divergence {
 	return st
 }
 
-// countStored adds a batch's live stored events to the window.
-func (w *Writer) countStored(stored, orphan uint64) {
+// countStored adds a batch's live stored events, applied at now (writer
+// clock, ns), to the window.
+func (w *Writer) countStored(now int64, stored, orphan uint64) {
 	if stored == 0 {
 		return
 	}
-	if st, changed := w.div.add(w.now(), stored, orphan); changed {
+	if st, changed := w.div.add(now, stored, orphan); changed {
 		w.divergenceChanged(st)
 	}
 }

@@ -426,7 +426,7 @@ func (sh *shard) flush() {
 	}
 	w.stats.applied.Add(applied)
 	w.stats.clears.Add(clears)
-	w.countStored(stored, orphan)
+	w.countStored(now, stored, orphan)
 	if evicted > 0 {
 		w.evictCapacity.get().Add(float64(evicted))
 	}

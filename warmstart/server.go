@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -127,9 +128,7 @@ func (s *Server) send(ctx context.Context, reply string, data []byte, events int
 	unflushed := 0
 	for i := range n {
 		m := nats.NewMsg(reply)
-		for k, v := range common {
-			m.Header[k] = v
-		}
+		maps.Copy(m.Header, common)
 		m.Header.Set(HeaderChunk, strconv.Itoa(i))
 		m.Data = data[i*size : min((i+1)*size, len(data))]
 		if err := s.nc.PublishMsg(m); err != nil {

@@ -183,7 +183,7 @@ func (d *engDecoder) batch() error {
 	if isMapType(c) {
 		return d.batchMap()
 	}
-	if c&0xf0 != 0x90 && c != 0xdc && c != 0xdd {
+	if !isArrayType(c) {
 		return d.schemaOr("", "expected a batch array or map, found "+d.found())
 	}
 	n, err := d.arrayLen("")
@@ -335,14 +335,6 @@ func (d *engDecoder) events() error {
 		}
 	}
 	return nil
-}
-
-// grow returns s with room for n more elements.
-func grow[T any](s []T, n int) []T {
-	if cap(s)-len(s) < n {
-		s = append(make([]T, 0, len(s)+n), s...)
-	}
-	return s
 }
 
 // evField is the path "events[i].name[j]" of a field of event i (name

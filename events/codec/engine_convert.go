@@ -2,6 +2,7 @@ package codec
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kvrouter/router/blockhash"
@@ -138,7 +139,7 @@ func (c *EngineConverter) Convert(ev *EngineEvent, rank indexer.Worker, dst *ind
 	}
 	dst.Kind, dst.Tier = ev.Kind, tier
 	if ev.Kind == indexer.KindRemoved {
-		dst.Removed = grow(dst.Removed, len(ev.Hashes))
+		dst.Removed = slices.Grow(dst.Removed, len(ev.Hashes))
 		for _, h := range ev.Hashes {
 			dst.Removed = append(dst.Removed, indexer.BlockHash(h))
 		}
@@ -146,7 +147,7 @@ func (c *EngineConverter) Convert(ev *EngineEvent, rank indexer.Worker, dst *ind
 	}
 	if len(ev.TokenIDs) == 0 {
 		dst.ByHash = true
-		dst.Blocks = grow(dst.Blocks, len(ev.Hashes))
+		dst.Blocks = slices.Grow(dst.Blocks, len(ev.Hashes))
 		for _, h := range ev.Hashes {
 			dst.Blocks = append(dst.Blocks, indexer.Block{Hash: indexer.BlockHash(h)})
 		}
@@ -169,7 +170,7 @@ func (c *EngineConverter) Convert(ev *EngineEvent, rank indexer.Worker, dst *ind
 		return false, o
 	}
 	dst.HasParent, dst.Parent = ev.HasParent, indexer.BlockHash(ev.Parent)
-	dst.Blocks = grow(dst.Blocks, n)
+	dst.Blocks = slices.Grow(dst.Blocks, n)
 	seed := blockhash.Seed(ev.LoraName, "")
 	var local [1]uint64
 	for i, h := range ev.Hashes[:n] {

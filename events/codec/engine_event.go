@@ -3,6 +3,7 @@ package codec
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/kvrouter/router/blockhash"
 	"github.com/kvrouter/router/indexer"
@@ -107,7 +108,7 @@ func (d *engDecoder) event(i int, ev *EngineEvent) error {
 	st := evState{i: i, extra: -1}
 	var err error
 	switch c := d.b[d.i]; {
-	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
+	case isArrayType(c):
 		err = d.arrayEvent(&st, ev)
 	case isMapType(c):
 		err = d.mapEvent(&st, ev)
@@ -338,7 +339,7 @@ func (d *engDecoder) hashes(i int, ev *EngineEvent) error {
 	if n > MaxBlocksPerEvent {
 		return d.tooLarge(evField(i, name, -1), fmt.Sprintf("%d hashes, more than %d", n, MaxBlocksPerEvent))
 	}
-	ev.Hashes = grow(ev.Hashes[:0], n)
+	ev.Hashes = slices.Grow(ev.Hashes[:0], n)
 	for j := range n {
 		h, err := d.hash()
 		if err != nil {
@@ -360,12 +361,12 @@ func (d *engDecoder) tokens(st *evState, ev *EngineEvent) error {
 	if err != nil {
 		return named(err, st.i, name, -1)
 	}
-	ev.TokenIDs = grow(ev.TokenIDs[:0], n)
+	ev.TokenIDs = slices.Grow(ev.TokenIDs[:0], n)
 	for j := 0; j < n; j++ {
 		if d.i >= len(d.b) {
 			return d.malformed(evField(st.i, name, j), "unexpected end of input")
 		}
-		if c := d.b[d.i]; c&0xf0 == 0x90 || c == 0xdc || c == 0xdd {
+		if isArrayType(d.b[d.i]) {
 			// An array, not a token: EAGLE pairs. Check the rest is
 			// well formed and leave the tokens out.
 			st.eagle = true
@@ -536,7 +537,7 @@ func plainEntry(d *mpDecoder, lora string) (bool, error) {
 	if d.i >= len(d.b) {
 		return false, d.malformed("", "unexpected end of input")
 	}
-	if c := d.b[d.i]; c&0xf0 != 0x90 && c != 0xdc && c != 0xdd {
+	if !isArrayType(d.b[d.i]) {
 		return loraItem(d, lora)
 	}
 	n, err := d.arrayLen("")

@@ -292,8 +292,9 @@ func (d *mpDecoder) variantEnd(string) error { return nil }
 
 func (d *mpDecoder) offset() int { return d.i }
 
-func isMapType(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
-func isStrType(c byte) bool { return c&0xe0 == 0xa0 || c == 0xd9 || c == 0xda || c == 0xdb }
+func isArrayType(c byte) bool { return c&0xf0 == 0x90 || c == 0xdc || c == 0xdd }
+func isMapType(c byte) bool   { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
+func isStrType(c byte) bool   { return c&0xe0 == 0xa0 || c == 0xd9 || c == 0xda || c == 0xdb }
 func isIntType(c byte) bool {
 	return c <= 0x7f || c >= 0xe0 || c >= 0xcc && c <= 0xcf || c >= 0xd0 && c <= 0xd3
 }
@@ -408,7 +409,7 @@ func (d *mpDecoder) bytes(field string) ([]byte, error) {
 	switch {
 	case isStrType(c):
 		return d.str(field)
-	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
+	case isArrayType(c):
 		n, err := d.arrayLen(field)
 		if err != nil {
 			return nil, err
@@ -587,7 +588,7 @@ func (d *mpDecoder) skip(field string, depth int) error {
 			}
 		}
 		return nil
-	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
+	case isArrayType(c):
 		n, err := d.arrayLen(field)
 		if err != nil {
 			return err
@@ -619,7 +620,7 @@ func (d *mpDecoder) found() string {
 	switch c := d.b[d.i]; {
 	case isMapType(c):
 		return "a map"
-	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
+	case isArrayType(c):
 		return "an array"
 	case isStrType(c):
 		return "a string"
