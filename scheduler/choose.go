@@ -24,8 +24,7 @@ func (s *scratch) pickAt(cands []Candidate, i int, tiered bool) pick {
 	o := s.overlap[i]
 	p := pick{Choice: Choice{Worker: cands[i].Worker, OverlapBlocks: int(o)}, cached: float64(o)}
 	if tiered {
-		sh := s.shares[i]
-		p.cached = float64(o-sh.lower) + sh.credit
+		p.cached = s.shares[i].cached(o)
 	}
 	return p
 }

@@ -336,18 +336,19 @@ type Config struct {
 }
 
 // DefaultConfig returns Dynamo's defaults: block size 128, credit and scale
-// 1.0, host and disk cache hits credited 0.75 and 0.25, temperature 0, KV events on, replica sync off, active blocks tracked
-// with reuse, the queue off with policy fcfs; and ours: bookings never
-// marked prefilled freed after 5 minutes, never freed after an hour.
+// 1.0, host and disk cache hits credited 0.75 and 0.25, temperature 0, KV
+// events on, replica sync off, active blocks tracked with reuse, the queue
+// off with policy fcfs; and ours: the adaptive weight off (saturated scale
+// 1.0), bookings never marked prefilled freed after 5 minutes, never freed
+// after an hour.
 func DefaultConfig() Config {
 	return Config{
-		BlockSize:          DefaultBlockSize,
-		Mode:               ModeKV,
-		OverlapScoreCredit: DefaultOverlapScoreCredit,
-		PrefillLoadScale:   DefaultPrefillLoadScale,
-		HostCacheHitWeight: DefaultHostCacheHitWeight,
-
+		BlockSize:                 DefaultBlockSize,
+		Mode:                      ModeKV,
+		OverlapScoreCredit:        DefaultOverlapScoreCredit,
+		PrefillLoadScale:          DefaultPrefillLoadScale,
 		PrefillLoadScaleSaturated: DefaultPrefillLoadScaleSaturated,
+		HostCacheHitWeight:        DefaultHostCacheHitWeight,
 		DiskCacheHitWeight:        DefaultDiskCacheHitWeight,
 		UseKVEvents:               true,
 		TTL:                       DefaultTTL,

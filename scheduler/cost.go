@@ -86,6 +86,12 @@ type tierShare struct {
 	credit float64
 }
 
+// cached is an overlap of blocks, whose lower tiers' share is sh, with
+// those tiers' blocks at their weights (tierWeights.cached).
+func (sh tierShare) cached(blocks uint32) float64 {
+	return float64(blocks-sh.lower) + sh.credit
+}
+
 // share returns m's lower-tier share; it is zero for a match whose blocks
 // are all on the device.
 func (tw tierWeights) share(m indexer.Match) tierShare {
@@ -100,8 +106,7 @@ func (tw tierWeights) share(m indexer.Match) tierShare {
 // the overlap score credit, which weighs the device's blocks in the cost
 // only.
 func (tw tierWeights) cached(m indexer.Match) float64 {
-	sh := tw.share(m)
-	return float64(m.Blocks-sh.lower) + sh.credit
+	return tw.share(m).cached(m.Blocks)
 }
 
 // tierCounts returns m's blocks on the host, disk and external tiers,
