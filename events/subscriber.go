@@ -360,5 +360,5 @@ func (s *Subscriber) accept(data []byte) (item, bool) {
 // warnf logs at most one warning per warnEvery about rejected or dropped
 // messages, with the number it kept quiet about.
 func (s *Subscriber) warnf(msg string, attrs ...slog.Attr) {
-	warnLimited(s.log, &s.lastWarn, &s.suppressed, s.w.now(), msg, attrs...)
+	WarnLimited(s.log, &s.lastWarn, &s.suppressed, s.w.now(), msg, attrs...)
 }

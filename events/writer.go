@@ -364,12 +364,14 @@ func (w *Writer) now() int64 { return int64(time.Since(w.epoch)) }
 // warnf logs at most one warning per warnEvery about dropped events, with
 // the number it kept quiet about.
 func (w *Writer) warnf(msg string, attrs ...slog.Attr) {
-	warnLimited(w.log, &w.lastWarn, &w.suppressed, w.now(), msg, attrs...)
+	WarnLimited(w.log, &w.lastWarn, &w.suppressed, w.now(), msg, attrs...)
 }
 
-// warnLimited logs msg unless another warning went out less than warnEvery
-// before now, counting the ones it keeps quiet about.
-func warnLimited(log *slog.Logger, last, suppressed *atomic.Int64, now int64, msg string, attrs ...slog.Attr) {
+// WarnLimited logs msg unless another warning went out less than a second
+// (warnEvery) before now, a monotonic clock in nanoseconds, counting the
+// ones it keeps quiet about in suppressed; last holds the time of the last
+// warning. The KV-event transports rate-limit their warnings with it.
+func WarnLimited(log *slog.Logger, last, suppressed *atomic.Int64, now int64, msg string, attrs ...slog.Attr) {
 	prev := last.Load()
 	if (prev != 0 && now-prev < int64(warnEvery)) || !last.CompareAndSwap(prev, now) {
 		suppressed.Add(1)

@@ -1,7 +1,6 @@
 package zmqevents
 
 import (
-	"context"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -100,17 +99,7 @@ func (d *decoder) badFrames(msg string) {
 	d.warn("zmq events: message rejected", slog.String("publisher", d.c.ep.String()), slog.String("reason", metrics.DecodeZMQFrame), slog.String("error", msg))
 }
 
-// warn logs at most one warning per 10 s, with the number kept quiet.
+// warn logs at most one warning a second, with the number kept quiet.
 func (d *decoder) warn(msg string, attrs ...slog.Attr) {
-	const every = int64(10 * time.Second)
-	now := int64(time.Since(d.epoch)) + every
-	if last := d.lastWarn.Load(); last != 0 && now-last < every {
-		d.suppressed.Add(1)
-		return
-	}
-	d.lastWarn.Store(now)
-	if n := d.suppressed.Swap(0); n > 0 {
-		attrs = append(attrs, slog.Int64("suppressed", n))
-	}
-	d.s.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	events.WarnLimited(d.s.log, &d.lastWarn, &d.suppressed, int64(time.Since(d.epoch)), msg, attrs...)
 }
