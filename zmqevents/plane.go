@@ -23,11 +23,14 @@ import (
 // discovery key's segment and the first frame of every message.
 const KVEventsTopic = "kv-events"
 
+// namespacePrefix is the etcd prefix of every event channel of namespace.
+func namespacePrefix(namespace string) string { return "v1/event_channels/" + namespace + "/" }
+
 // ChannelPrefix is the etcd prefix under which Dynamo's publishers of a
 // component's KV events register their event channels:
 // v1/event_channels/{namespace}/{component}/kv-events/.
 func ChannelPrefix(namespace, component string) string {
-	return "v1/event_channels/" + namespace + "/" + component + "/" + KVEventsTopic + "/"
+	return namespacePrefix(namespace) + component + "/" + KVEventsTopic + "/"
 }
 
 // Channel is a decoded event-channel record of Dynamo's discovery.
@@ -192,54 +195,32 @@ func (p *Plane) Run(ctx context.Context) error {
 	}
 }
 
-// follow lists every component's channels at one revision, then applies
-// the watch's changes until it breaks.
+// follow lists the namespace's event channels at one revision, then
+// applies the watch's changes until it breaks. One prefix covers every
+// component; put keeps the records of the components followed and skips
+// the others.
 func (p *Plane) follow(ctx context.Context) error {
-	ops := make([]clientv3.Op, len(p.components))
-	for i, c := range p.components {
-		ops[i] = clientv3.OpGet(ChannelPrefix(p.namespace, c), clientv3.WithPrefix())
-	}
+	prefix := namespacePrefix(p.namespace)
 	lctx, cancel := context.WithTimeout(ctx, p.timeout)
-	resp, err := p.cli.Txn(lctx).Then(ops...).Commit()
+	resp, err := p.cli.Get(lctx, prefix, clientv3.WithPrefix())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("list event channels: %w", err)
 	}
 	chans := make(map[string]Channel)
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().GetKvs() {
-			p.put(chans, string(kv.Key), kv.Value)
-		}
+	for _, kv := range resp.Kvs {
+		p.put(chans, string(kv.Key), kv.Value)
 	}
 	p.publish(chans)
 	wctx, stop := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer stop()
-	var watches []clientv3.WatchChan
-	for _, c := range p.components {
-		watches = append(watches, p.cli.Watch(wctx, ChannelPrefix(p.namespace, c), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)))
-	}
-	merged := make(chan clientv3.WatchResponse)
-	for _, w := range watches {
-		go func() {
-			for wr := range w {
-				select {
-				case merged <- wr:
-				case <-wctx.Done():
-					return
-				}
-			}
-			select {
-			case merged <- clientv3.WatchResponse{Canceled: true}:
-			case <-wctx.Done():
-			}
-		}()
-	}
+	wch := p.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case wr := <-merged:
-			if wr.Canceled {
+		case wr, ok := <-wch:
+			if !ok {
 				return errors.New("watch closed")
 			}
 			if err := wr.Err(); err != nil {
