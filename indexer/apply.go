@@ -219,17 +219,17 @@ func (t *Tree) remove(w Worker, hashes []BlockHash, tr Tier) int {
 	if !ok {
 		return len(hashes)
 	}
-	missing := 0
-	t.purged, t.purgedSet = t.purged[:0], nil
-	if tr != TierDevice || t.slots[s].tiers != nil {
-		if t.slots[s].tiers == nil {
-			// Every hash of the slot is on the device alone.
-			return len(hashes)
-		}
-		missing = t.removeTier(s, hashes, tr)
+	if t.slots[s].tiers == nil && tr != TierDevice {
+		// Every hash of the slot is on the device alone.
+		return len(hashes)
+	}
+	// Apply emptied t.purged for this event.
+	if t.slots[s].tiers != nil {
+		missing := t.removeTier(s, hashes, tr)
 		t.purged, t.purgedSet = t.purged[:0], nil
 		return missing
 	}
+	missing := 0
 	t.sink ^= t.slots[s].blocks.Touch(hashes)
 	for _, h := range hashes {
 		n, ok := t.slots[s].blocks.Take(h)

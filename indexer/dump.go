@@ -44,18 +44,14 @@ func (t *Tree) Dump() []Event {
 				ev.HasParent = true
 				ev.Parent = inv[s][nd.parent][0]
 			}
-			sl := &t.slots[s]
 			for _, h := range inv[s][n] {
-				e := ev
-				e.Blocks = []Block{{Hash: h, Tokens: nd.hash()}}
-				m := sl.maskOf(h, n)
+				m := t.slots[s].maskOf(h, n)
 				for tr := range NumTiers {
 					if m&bit(tr) == 0 {
 						continue
 					}
-					if tr != m.fastest() {
-						e.Blocks = slices.Clone(e.Blocks) // each event its own
-					}
+					e := ev
+					e.Blocks = []Block{{Hash: h, Tokens: nd.hash()}}
 					e.Tier = tr
 					events = append(events, e)
 				}

@@ -39,11 +39,7 @@ func (t *Tree) FindMatches(query []LocalHash, earlyExit bool, dst []Match) []Mat
 		// The holders of a node are a subset of its parent's: equal counts
 		// mean equal sets, so nobody dropped out.
 		if depth > 0 && count != prevCount {
-			n := len(dst)
-			dst = t.appendDropped(dst, prev, tag, uint32(depth))
-			if t.tiered > 0 {
-				t.tierDropped(dst[n:], prev, tag, cur)
-			}
+			dst = t.appendDropped(dst, prev, tag, uint32(depth), cur)
 		}
 		prev, prevCount = tag, count
 		depth++
@@ -55,27 +51,32 @@ func (t *Tree) FindMatches(query []LocalHash, earlyExit bool, dst []Match) []Mat
 	if depth == 0 {
 		return dst
 	}
-	n := len(dst)
-	dst = t.appendAll(dst, prev, uint32(depth))
-	if t.tiered > 0 {
-		t.tierAll(dst[n:], prev, cur)
-	}
-	return dst
+	return t.appendAll(dst, prev, uint32(depth), cur)
 }
 
-// appendDropped appends, with the given score, the slots of holders tag prev
-// that are not in tag cur (a subset of prev).
-func (t *Tree) appendDropped(dst []Match, prev, cur uint32, score uint32) []Match {
+// appendDropped appends, with the given score, the matches of the slots of
+// holders tag prev that are not in tag cur (a subset of prev); last is the
+// node of tag prev. Each match counts its tiers, unless no slot has a copy
+// off the device (Tree.tiered is 0).
+func (t *Tree) appendDropped(dst []Match, prev, cur uint32, score, last uint32) []Match {
 	if prev&setFlag == 0 {
 		// A single holder that dropped out: cur is empty.
-		return append(dst, Match{Worker: t.slots[prev-1].worker, Blocks: score})
+		dst = append(dst, Match{Worker: t.slots[prev-1].worker, Blocks: score})
+		if t.tiered > 0 {
+			t.countTiers(&dst[len(dst)-1], prev-1, last)
+		}
+		return dst
 	}
+	tiered := t.tiered > 0
 	ps := t.sets[prev&^setFlag]
 	if cur&setFlag == 0 {
 		keep := cur - 1
 		for _, s := range ps {
 			if s != keep || cur == 0 {
 				dst = append(dst, Match{Worker: t.slots[s].worker, Blocks: score})
+				if tiered {
+					t.countTiers(&dst[len(dst)-1], s, last)
+				}
 			}
 		}
 		return dst
@@ -88,66 +89,31 @@ func (t *Tree) appendDropped(dst []Match, prev, cur uint32, score uint32) []Matc
 			continue
 		}
 		dst = append(dst, Match{Worker: t.slots[s].worker, Blocks: score})
+		if tiered {
+			t.countTiers(&dst[len(dst)-1], s, last)
+		}
 	}
 	return dst
 }
 
-// appendAll appends every slot of holders tag with the given score.
-func (t *Tree) appendAll(dst []Match, tag uint32, score uint32) []Match {
+// appendAll appends the matches of every slot of holders tag, the holders of
+// node last, with the given score.
+func (t *Tree) appendAll(dst []Match, tag uint32, score, last uint32) []Match {
 	switch {
 	case tag == 0:
 	case tag&setFlag == 0:
 		dst = append(dst, Match{Worker: t.slots[tag-1].worker, Blocks: score})
+		if t.tiered > 0 {
+			t.countTiers(&dst[len(dst)-1], tag-1, last)
+		}
 	default:
+		tiered := t.tiered > 0
 		for _, s := range t.sets[tag&^setFlag] {
 			dst = append(dst, Match{Worker: t.slots[s].worker, Blocks: score})
+			if tiered {
+				t.countTiers(&dst[len(dst)-1], s, last)
+			}
 		}
 	}
 	return dst
-}
-
-// tierDropped fills the per-tier counts of ms, the matches appendDropped
-// appended for holders tag prev less tag cur, in the same order; last is the
-// node of tag prev.
-func (t *Tree) tierDropped(ms []Match, prev, cur, last uint32) {
-	if prev&setFlag == 0 {
-		t.countTiers(&ms[0], prev-1, last)
-		return
-	}
-	i := 0
-	ps := t.sets[prev&^setFlag]
-	if cur&setFlag == 0 {
-		keep := cur - 1
-		for _, s := range ps {
-			if s != keep || cur == 0 {
-				t.countTiers(&ms[i], s, last)
-				i++
-			}
-		}
-		return
-	}
-	cs := t.sets[cur&^setFlag]
-	j := 0
-	for _, s := range ps {
-		if j < len(cs) && cs[j] == s {
-			j++
-			continue
-		}
-		t.countTiers(&ms[i], s, last)
-		i++
-	}
-}
-
-// tierAll fills the per-tier counts of ms, the matches appendAll appended
-// for holders tag, the holders of node last, in the same order.
-func (t *Tree) tierAll(ms []Match, tag, last uint32) {
-	switch {
-	case tag == 0:
-	case tag&setFlag == 0:
-		t.countTiers(&ms[0], tag-1, last)
-	default:
-		for i, s := range t.sets[tag&^setFlag] {
-			t.countTiers(&ms[i], s, last)
-		}
-	}
 }
