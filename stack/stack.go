@@ -74,6 +74,18 @@ const (
 	EventPlaneZMQ  = "zmq"
 )
 
+// CheckEventPlane checks an event plane (flag --event-plane) for a router
+// with or without etcd: the ZMQ plane's publishers are discovered in etcd.
+func CheckEventPlane(plane string, etcdOff bool) error {
+	switch {
+	case plane != EventPlaneNATS && plane != EventPlaneZMQ:
+		return fmt.Errorf("--event-plane: %q is not nats or zmq", plane)
+	case plane == EventPlaneZMQ && etcdOff:
+		return errors.New("--event-plane: zmq discovers its publishers in etcd, but --etcd-endpoints is empty")
+	}
+	return nil
+}
+
 // Stack is the whole router, built and not yet running.
 type Stack struct {
 	idx    *indexer.Index
@@ -188,23 +200,20 @@ func New(cfg Config, nc *nats.Conn, etcd *clientv3.Client, m *metrics.Router, lo
 			return nil, fmt.Errorf("kv events: %w", err)
 		}
 	}
-	switch cfg.EventPlane {
-	case "", EventPlaneNATS:
-	case EventPlaneZMQ:
-		if cfg.Workers.NoEtcd {
-			return nil, errors.New("event plane zmq: its publishers are discovered in etcd, which is off")
+	if cfg.EventPlane == "" {
+		cfg.EventPlane = EventPlaneNATS
+	}
+	if err = CheckEventPlane(cfg.EventPlane, cfg.Workers.NoEtcd); err != nil {
+		return nil, err
+	}
+	if cfg.EventPlane == EventPlaneZMQ && cfg.KVEvents {
+		comps := []string{cfg.Workers.Component}
+		if p := cfg.Workers.PrefillComponent; p != "" && p != cfg.Workers.Component {
+			comps = append(comps, p)
 		}
-		if cfg.KVEvents {
-			comps := []string{cfg.Workers.Component}
-			if p := cfg.Workers.PrefillComponent; p != "" && p != cfg.Workers.Component {
-				comps = append(comps, p)
-			}
-			if s.plane, err = zmqevents.NewPlane(etcd, s.zmq, cfg.Workers.Namespace, comps, m, log); err != nil {
-				return nil, err
-			}
+		if s.plane, err = zmqevents.NewPlane(etcd, s.zmq, cfg.Workers.Namespace, comps, m, log); err != nil {
+			return nil, err
 		}
-	default:
-		return nil, fmt.Errorf("event plane %q: want %s or %s", cfg.EventPlane, EventPlaneNATS, EventPlaneZMQ)
 	}
 	// The warm start's families exist in every mode, as every family does.
 	wcfg := warmstart.Config{Namespace: cfg.Service.Namespace, Component: cfg.Service.Component, RouterID: cfg.RouterID,

@@ -376,11 +376,8 @@ func (cfg serveConfig) validate() []error {
 	case len(cfg.EtcdEndpoints) == 0 && cfg.WorkersFile == "":
 		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given (empty runs without etcd, which needs --workers-file)"))
 	}
-	switch {
-	case cfg.EventPlane != stack.EventPlaneNATS && cfg.EventPlane != stack.EventPlaneZMQ:
-		errs = append(errs, fmt.Errorf("--event-plane: %q is not nats or zmq", cfg.EventPlane))
-	case cfg.EventPlane == stack.EventPlaneZMQ && len(cfg.EtcdEndpoints) == 0:
-		errs = append(errs, errors.New("--event-plane: zmq discovers its publishers in etcd, but --etcd-endpoints is empty"))
+	if err := stack.CheckEventPlane(cfg.EventPlane, len(cfg.EtcdEndpoints) == 0); err != nil {
+		errs = append(errs, err)
 	}
 	for _, ep := range cfg.EtcdEndpoints {
 		if u, err := url.Parse(ep); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
