@@ -196,7 +196,7 @@ func TestWarmStartTiers(t *testing.T) {
 	h.sync()
 
 	got := h.idx.FindMatches([]indexer.LocalHash{101, 102, 103, 104, 105}, false, nil)
-	want := []indexer.Match{{Worker: a, Blocks: 2, Host: 1}} // 103 went with the held host removal
+	want := []indexer.Match{{Worker: a, Blocks: 2, TierBlocks: indexer.TierBlocks{Host: 1}}} // 103 went with the held host removal
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("matches after the warm start (-want +got):\n%s", diff)
 	}

@@ -378,7 +378,7 @@ func TestStorageTiersIndexed(t *testing.T) {
 	h.waitApplied(6)
 
 	got := h.idx.FindMatches([]indexer.LocalHash{100, 101, 102, 103}, false, nil)
-	want := []indexer.Match{{Worker: w, Blocks: 2, Host: 1}}
+	want := []indexer.Match{{Worker: w, Blocks: 2, TierBlocks: indexer.TierBlocks{Host: 1}}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("matches (-want +got):\n%s", diff)
 	}
@@ -403,7 +403,7 @@ func TestStorageTiersIndexed(t *testing.T) {
 		t.Errorf("missed %v after the device's next event_id", got)
 	}
 	got = h.idx.FindMatches([]indexer.LocalHash{100, 101}, false, nil)
-	want = []indexer.Match{{Worker: w, Blocks: 2, Host: 2}}
+	want = []indexer.Match{{Worker: w, Blocks: 2, TierBlocks: indexer.TierBlocks{Host: 2}}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("matches after the device evicted block 1 (-want +got):\n%s", diff)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"unsafe"
 )
@@ -125,6 +126,16 @@ func TestLayoutSizes(t *testing.T) {
 	}
 	if got := unsafe.Sizeof(bucket{}); got != 64 {
 		t.Errorf("bucket is %d bytes, want 64", got)
+	}
+	// The compiler keeps a struct in registers only while it has at most
+	// four fields and 32 bytes (cmd/compile's canSSA); FindMatches appends
+	// one Match per matching rank, and a larger Match costs a quarter of
+	// the query replay's throughput.
+	if got := reflect.TypeFor[Match]().NumField(); got > 4 {
+		t.Errorf("Match has %d fields, want at most 4", got)
+	}
+	if got := unsafe.Sizeof(Match{}); got > 32 {
+		t.Errorf("Match is %d bytes, want at most 32", got)
 	}
 }
 

@@ -55,7 +55,7 @@ func TestTiers(t *testing.T) {
 				removed(w1, 101, 102, 103),
 			},
 			// 103 had no host copy: it goes. 101 and 102 stay, on the host.
-			want:      matches(Match{Worker: w1, Blocks: 2, Host: 2}),
+			want:      matches(Match{Worker: w1, Blocks: 2, TierBlocks: TierBlocks{Host: 2}}),
 			wantStats: Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -89,7 +89,7 @@ func TestTiers(t *testing.T) {
 				copied(w1, TierDevice, 101),
 			},
 			// 1: device; 2: host; 3: disk; 4: external.
-			want:      matches(Match{Worker: w1, Blocks: 4, Host: 1, Disk: 1, External: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 4, TierBlocks: TierBlocks{Host: 1, Disk: 1, External: 1}}),
 			wantStats: Stats{Entries: 4, Nodes: 4, Workers: 1},
 		},
 		{
@@ -99,7 +99,7 @@ func TestTiers(t *testing.T) {
 				on(TierHost, stored(w1, nil, blk(1), blk(2), blk(3))),
 				removed(w1, 101, 102),
 			},
-			want:      matches(Match{Worker: w1, Blocks: 3, Host: 3}),
+			want:      matches(Match{Worker: w1, Blocks: 3, TierBlocks: TierBlocks{Host: 3}}),
 			wantStats: Stats{Entries: 3, Nodes: 3, Workers: 1},
 		},
 		{
@@ -108,7 +108,7 @@ func TestTiers(t *testing.T) {
 				on(TierHost, stored(w1, nil, blk(1))),
 				stored(w1, parent(101), blk(2)),
 			},
-			want:      matches(Match{Worker: w1, Blocks: 2, Host: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 2, TierBlocks: TierBlocks{Host: 1}}),
 			wantStats: Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -119,7 +119,7 @@ func TestTiers(t *testing.T) {
 				removed(w1, 101, 102),
 			},
 			wantResults: []Result{{}, {Status: StatusBlockNotFound, Missing: 2}, {}},
-			want:        matches(Match{Worker: w1, Blocks: 2, Host: 2}),
+			want:        matches(Match{Worker: w1, Blocks: 2, TierBlocks: TierBlocks{Host: 2}}),
 			wantStats:   Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -136,7 +136,7 @@ func TestTiers(t *testing.T) {
 					Blocks: []Block{{Hash: 101, Tokens: 77}}},
 				removed(w1, 101),
 			},
-			want:      matches(Match{Worker: w1, Blocks: 1, Disk: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1, TierBlocks: TierBlocks{Disk: 1}}),
 			wantStats: Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -179,7 +179,7 @@ func TestTiers(t *testing.T) {
 			},
 			// 50 stays on the host; 51 left its block 2 (the host copy
 			// with it) for a block 3 held on disk only.
-			want:      matches(Match{Worker: w1, Blocks: 1, Host: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1, TierBlocks: TierBlocks{Host: 1}}),
 			wantStats: Stats{Entries: 2, Nodes: 2, Workers: 1},
 		},
 		{
@@ -201,7 +201,7 @@ func TestTiers(t *testing.T) {
 				copied(w1, TierHost, 50),
 				removed(w1, 50, 60),
 			},
-			want:      matches(Match{Worker: w1, Blocks: 1, Host: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 1, TierBlocks: TierBlocks{Host: 1}}),
 			wantStats: Stats{Entries: 1, Nodes: 1, Workers: 1},
 		},
 		{
@@ -235,7 +235,7 @@ func TestTiers(t *testing.T) {
 				on(TierHost, stored(w2, nil, blk(1), blk(2))),
 				copied(w2, TierDevice, 101),
 			},
-			want:      matches(Match{Worker: w1, Blocks: 3}, Match{Worker: w2, Blocks: 2, Host: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 3}, Match{Worker: w2, Blocks: 2, TierBlocks: TierBlocks{Host: 1}}),
 			wantStats: Stats{Entries: 5, Nodes: 3, Workers: 2},
 		},
 		{
@@ -245,7 +245,7 @@ func TestTiers(t *testing.T) {
 				stored(w2, nil, blk(1)),
 			},
 			earlyExit: true,
-			want:      matches(Match{Worker: w1, Blocks: 2, Host: 2}, Match{Worker: w2, Blocks: 1}),
+			want:      matches(Match{Worker: w1, Blocks: 2, TierBlocks: TierBlocks{Host: 2}}, Match{Worker: w2, Blocks: 1}),
 			wantStats: Stats{Entries: 4, Nodes: 3, Workers: 2},
 		},
 		{

@@ -23,7 +23,7 @@ var defaultTiers = tierWeights{host: DefaultHostCacheHitWeight, disk: DefaultDis
 // tiered returns a match of blocks on rank 0 of worker id, host, disk and
 // external of them below the device.
 func tiered(id uint64, blocks, host, disk, external uint32) indexer.Match {
-	return indexer.Match{Worker: w(id), Blocks: blocks, Host: host, Disk: disk, External: external}
+	return indexer.Match{Worker: w(id), Blocks: blocks, TierBlocks: indexer.TierBlocks{Host: host, Disk: disk, External: external}}
 }
 
 func TestTieredCost(t *testing.T) {
