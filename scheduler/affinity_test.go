@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/kvrouter/router/indexer"
 )
@@ -63,5 +65,44 @@ func TestCacheAffinity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The affinity counts blocks on the device only. On tierEnv's fleet with
+// host weight 0.9, worker 1 (the prompt's 10 blocks in host memory) costs
+// 10 − 9 + 10 = 11 and worker 2 (its first 8 on the device) 10 − 8 + 10 =
+// 12. An affinity of 0.25 takes 2 off worker 2 and nothing off worker 1,
+// so worker 2 wins; counted on every tier it would take 2.5 off worker 1,
+// which would still win. Both paths (fast, filtered) agree.
+func TestCacheAffinityDeviceOnly(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		affinity float64
+		want     indexer.Worker
+	}{
+		{name: "off: the host blocks win", want: w(1)},
+		{name: "0.25: the device blocks win", affinity: 0.25, want: w(2)},
+	} {
+		for _, filtered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/filtered=%v", tt.name, filtered), func(t *testing.T) {
+				cfg := DefaultConfig()
+				cfg.BlockSize, cfg.HostCacheHitWeight, cfg.CacheAffinity = 16, 0.9, tt.affinity
+				e := newEnv(t, cfg, newFleet(cands(0, 0, 1, 2), nil))
+				p := &prompt{numBlocks: 10, isl: 160, matches: []indexer.Match{tiered(1, 10, 10, 0, 0), tiered(2, 8, 0, 0, 0)}}
+				s := &scratch{}
+				if filtered {
+					s.allowed = []indexer.WorkerID{1, 2}
+				}
+				e.r.mu.Lock()
+				d, wait, err := e.r.attemptLocked(&Request{ID: "r"}, s, p, time.Now(), false)
+				e.r.mu.Unlock()
+				if err != nil || wait {
+					t.Fatalf("attemptLocked: %v, wait %v", err, wait)
+				}
+				if d.Worker != tt.want {
+					t.Errorf("chose %v, want %v", d.Worker, tt.want)
+				}
+			})
+		}
 	}
 }
