@@ -60,6 +60,10 @@ type CompareConfig struct {
 	SaturationPrefillTokens   int
 	SaturationDecodeBlocks    int
 	PrefillLoadScaleSaturated float64
+	// CacheAffinity is the kv routers' --router-cache-affinity; nil means
+	// the default (a pointer, since 0 turns it off). The other modes do
+	// not take it.
+	CacheAffinity *float64
 	// Progress receives a line of progress now and then; nil for none.
 	Progress io.Writer
 	// Log receives the parts' logs; nil discards them.
@@ -242,6 +246,9 @@ func (c *modeRuns) router(mode scheduler.Mode) (*simRouter, error) {
 		scfg.SaturationDecodeBlocks = c.cfg.SaturationDecodeBlocks
 		if c.cfg.PrefillLoadScaleSaturated != 0 {
 			scfg.PrefillLoadScaleSaturated = c.cfg.PrefillLoadScaleSaturated
+		}
+		if c.cfg.CacheAffinity != nil {
+			scfg.CacheAffinity = *c.cfg.CacheAffinity
 		}
 	}
 	// The replay may take longer in wall time than the stale and prefill

@@ -80,12 +80,17 @@ func benchEnvWith(b *testing.B, shared bool, cfg Config) (*env, []uint32) {
 // 8, 1 when saturated) with a threshold of 8,192 tokens, which the
 // fleet's 7,680 prefill tokens a worker are under, and of 4,096, which
 // they are over: the decision at scale 8, then at the saturated scale.
+// The affinity cases turn the cache affinity on (16 blocks a held block),
+// which costs a multiply and a subtraction per candidate holding blocks of
+// the prompt: a thousand of them with the shared prefix.
 func BenchmarkRouteDecision(b *testing.B) {
 	adaptive := func(threshold int) Config {
 		cfg := DefaultConfig()
 		cfg.PrefillLoadScale, cfg.PrefillLoadScaleSaturated, cfg.SaturationPrefillTokens = 8, 1, threshold
 		return cfg
 	}
+	affinity := DefaultConfig()
+	affinity.CacheAffinity = 16
 	for _, bc := range []struct {
 		name   string
 		shared bool
@@ -95,6 +100,8 @@ func BenchmarkRouteDecision(b *testing.B) {
 		{"shared-prefix-1000-matches", true, DefaultConfig()},
 		{"typical-adaptive", false, adaptive(8192)},
 		{"typical-adaptive-saturated", false, adaptive(4096)},
+		{"typical-affinity", false, affinity},
+		{"shared-prefix-1000-matches-affinity", true, affinity},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			e, prompt := benchEnvWith(b, bc.shared, bc.cfg)

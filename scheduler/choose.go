@@ -97,7 +97,10 @@ func (s *scratch) overlapsOf(matches []indexer.Match, v *view, sparse []int32) (
 // (SaturationPrefillTokens, SaturationDecodeBlocks), the scale is the
 // saturated one when the view's least active prefill or least active
 // blocks are above their thresholds, reads of kept minima; the view keeps
-// keys for that scale too. Outside the common case a pass writes
+// keys for that scale too. The cache affinity (CacheAffinity) lowers the
+// cost of candidates with an overlap only, which are in the sparse set and
+// scored in full, so the plain costs and their keys do not change. Outside
+// the common case a pass writes
 // every cost, a filter pass marks excluded candidates +Inf, and the mode
 // chooses among the finite costs.
 func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp costParams, ignoreQueue bool) (pick, bool, error) {
@@ -156,7 +159,14 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 			for _, i := range sparse {
 				decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
 				sh := s.shares[i]
-				costs[i] = tieredCostOf(perToken, islCost, scaleCredit, prefill[i], float64(s.overlap[i]-sh.lower), cp.scale*sh.credit, decode)
+				device := float64(s.overlap[i] - sh.lower)
+				costs[i] = tieredCostOf(perToken, islCost, scaleCredit, prefill[i], device, cp.scale*sh.credit, decode) - cp.affinity*device
+			}
+		case cp.affinity != 0:
+			for _, i := range sparse {
+				decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
+				overlap := float64(s.overlap[i])
+				costs[i] = kvCostOf(perToken, islCost, scaleCredit, prefill[i], overlap, decode) - cp.affinity*overlap
 			}
 		default:
 			for _, i := range sparse {

@@ -143,6 +143,9 @@ const (
 	// SaturationPrefillTokens or SaturationDecodeBlocks above 0, which is
 	// off by default.
 	DefaultPrefillLoadScaleSaturated = 1.0
+	// DefaultCacheAffinity is the extra credit of a cached block (ours):
+	// 0, off, which is Dynamo's cost.
+	DefaultCacheAffinity = 0.0
 	// DefaultHostCacheHitWeight and DefaultDiskCacheHitWeight are Dynamo's
 	// credits of a cached block whose fastest copy is in host memory, and
 	// on disk or external storage.
@@ -243,6 +246,20 @@ type Config struct {
 	// DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED, ≥ 0; read only when the
 	// adaptive weight is on).
 	PrefillLoadScaleSaturated float64
+	// CacheAffinity lowers a rank's cost by this many blocks for each
+	// block of the prompt it holds on the device (--router-cache-affinity,
+	// DYN_ROUTER_CACHE_AFFINITY, 0..1e6, ModeKV only; 0, the default, is
+	// off). It is outside the prefill term, so neither the prefill load
+	// scale nor the clamp at zero of prefill work applies to it. Why: the
+	// overlap credit prices a cached block by the prefill it saves this
+	// request, but a conversation moved off the rank that holds it also
+	// loses that rank's cache for its next turns and fills another rank's
+	// cache with a second copy; under load a transient prefill queue on
+	// the holder is enough to move it, and the hit rate falls
+	// (docs/replay.md, "Cost tuning: an affinity for cached blocks"). A
+	// request that overrides overlap_score_weight to 0 (no cache credit)
+	// gets no affinity either.
+	CacheAffinity float64
 	// Temperature is 0 for the cheapest rank, or the softmax temperature
 	// over normalised costs (--router-temperature, DYN_ROUTER_TEMPERATURE).
 	// ModeLLMDPrecisePrefix ignores it: its picker takes the highest score.
@@ -413,6 +430,11 @@ func (c Config) Validate() error {
 			add(fmt.Errorf("%s: %d applies only with --router-mode kv (allowed 0 with --router-mode %v)", f.flag, f.v, c.Mode))
 		}
 	}
+	if err := checkRange("--router-cache-affinity", c.CacheAffinity, 0, maxWeight); err != nil {
+		add(err)
+	} else if c.CacheAffinity != 0 && c.Mode != ModeKV {
+		add(fmt.Errorf("--router-cache-affinity: %v applies only with --router-mode kv (allowed 0 with --router-mode %v)", c.CacheAffinity, c.Mode))
+	}
 	add(checkRange("--router-host-cache-hit-weight", c.HostCacheHitWeight, 0, 1))
 	add(checkRange("--router-disk-cache-hit-weight", c.DiskCacheHitWeight, 0, 1))
 	add(checkRange("--router-temperature", c.Temperature, 0, maxWeight))
@@ -482,6 +504,9 @@ func checkDuration(flag string, d time.Duration) error {
 // configuration's, or a request's override.
 type costParams struct {
 	credit, scale, temperature float64
+	// affinity is the cost, in blocks, taken off per device block held
+	// (CacheAffinity); 0 when the request's weight ignores the cache.
+	affinity float64
 	// sat is the adaptive weight, off when the request sets its own
 	// scale.
 	sat saturation
@@ -501,7 +526,7 @@ func (s saturation) on() bool { return s.prefillTokens > 0 || s.decodeBlocks > 0
 // params derives the cost parameters from the configuration and an
 // optional override, mapping the legacy weight as newer Dynamo does.
 func (c Config) params(o *Override) costParams {
-	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature}
+	p := costParams{credit: c.OverlapScoreCredit, scale: c.PrefillLoadScale, temperature: c.Temperature, affinity: c.CacheAffinity}
 	if sat := (saturation{c.SaturationPrefillTokens, c.SaturationDecodeBlocks, c.PrefillLoadScaleSaturated}); sat.on() {
 		p.sat = sat
 	}
@@ -526,7 +551,7 @@ func (c Config) params(o *Override) costParams {
 	if weight != nil {
 		p.scale = *weight
 		if *weight == 0 {
-			p.credit = 0
+			p.credit, p.affinity = 0, 0
 		}
 	}
 	return p

@@ -34,7 +34,12 @@
 // prefill tokens or more than B active blocks (the fleet is saturated).
 // The view keeps the candidates' least active prefill and blocks and the
 // keys at both scales, so the test and the saturated choice cost no pass
-// over the candidates (docs/replay.md, "Cost tuning").
+// over the candidates (docs/replay.md, "Cost tuning"). Ours, off by
+// default too: the cache affinity (--router-cache-affinity A, kv mode
+// only) subtracts A × device overlap from the cost, outside the scale and
+// the clamp, so that load moves a conversation off the rank holding it
+// less readily; only the ranks with an overlap change cost, and they are
+// scored one by one anyway.
 // Temperature 0 takes the least cost, uniformly at random
 // among exact ties; a temperature T > 0 samples with
 // p ∝ exp(−(c − c_min) / ((c_max − c_min) × T)).

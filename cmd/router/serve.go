@@ -133,6 +133,7 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "router-saturation-prefill-tokens", EnvVars: []string{"DYN_ROUTER_SATURATION_PREFILL_TOKENS"}, Usage: "with --router-mode kv: when every worker has more prefill tokens in flight than this (the fleet is saturated), prefill work weighs --router-prefill-load-scale-saturated instead of --router-prefill-load-scale; 0 leaves this test out (0.." + fmt.Sprint(scheduler.MaxTokens) + ")"},
 		&cli.IntFlag{Name: "router-saturation-decode-blocks", EnvVars: []string{"DYN_ROUTER_SATURATION_DECODE_BLOCKS"}, Usage: "with --router-mode kv: the fleet is saturated too when every worker has more active KV blocks than this; 0 leaves this test out (0.." + fmt.Sprint(scheduler.MaxTokens) + ")"},
 		&cli.Float64Flag{Name: "router-prefill-load-scale-saturated", Value: scheduler.DefaultPrefillLoadScaleSaturated, EnvVars: []string{"DYN_ROUTER_PREFILL_LOAD_SCALE_SATURATED"}, Usage: "weight of prefill blocks against decode blocks while the fleet is saturated (see --router-saturation-prefill-tokens, --router-saturation-decode-blocks)"},
+		&cli.Float64Flag{Name: "router-cache-affinity", Value: scheduler.DefaultCacheAffinity, EnvVars: []string{"DYN_ROUTER_CACHE_AFFINITY"}, Usage: "with --router-mode kv: blocks of cost taken off a worker per block of the prompt it holds on the device, besides the overlap credit and outside --router-prefill-load-scale, so that load moves conversations off the workers that hold them less readily; 0 is off"},
 		&cli.Float64Flag{Name: "router-host-cache-hit-weight", Value: scheduler.DefaultHostCacheHitWeight, EnvVars: []string{"DYN_ROUTER_HOST_CACHE_HIT_WEIGHT"}, Usage: "blocks of prefill credited per cached block whose fastest copy is in host memory (0..1; a device block is credited --router-kv-overlap-score-credit)"},
 		&cli.Float64Flag{Name: "router-disk-cache-hit-weight", Value: scheduler.DefaultDiskCacheHitWeight, EnvVars: []string{"DYN_ROUTER_DISK_CACHE_HIT_WEIGHT"}, Usage: "blocks of prefill credited per cached block whose fastest copy is on disk or external storage (0..1)"},
 		&cli.Float64Flag{Name: "router-kv-overlap-score-credit-decay", EnvVars: []string{"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY"}, Usage: "with --router-mode dynamo-current: fades the overlap credit of a worker as its prefill backlog exceeds the least loaded one's; 0 is off"},
@@ -258,6 +259,7 @@ func parseServe(c *cli.Context) (serveConfig, error) {
 	sc.SaturationPrefillTokens = c.Int("router-saturation-prefill-tokens")
 	sc.SaturationDecodeBlocks = c.Int("router-saturation-decode-blocks")
 	sc.PrefillLoadScaleSaturated = c.Float64("router-prefill-load-scale-saturated")
+	sc.CacheAffinity = c.Float64("router-cache-affinity")
 	sc.HostCacheHitWeight = c.Float64("router-host-cache-hit-weight")
 	sc.DiskCacheHitWeight = c.Float64("router-disk-cache-hit-weight")
 	sc.Temperature = c.Float64("router-temperature")

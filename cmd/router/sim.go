@@ -455,6 +455,7 @@ func compareCommand() *cli.Command {
 		&cli.IntFlag{Name: "router-saturation-prefill-tokens", Usage: "the kv routers' --router-saturation-prefill-tokens: when every worker has more prefill tokens in flight, prefill work weighs --router-prefill-load-scale-saturated; 0 leaves this test out"},
 		&cli.IntFlag{Name: "router-saturation-decode-blocks", Usage: "the kv routers' --router-saturation-decode-blocks: when every worker has more active KV blocks, prefill work weighs --router-prefill-load-scale-saturated; 0 leaves this test out"},
 		&cli.Float64Flag{Name: "router-prefill-load-scale-saturated", Value: scheduler.DefaultPrefillLoadScaleSaturated, Usage: "the kv routers' --router-prefill-load-scale-saturated: the weight of prefill work while every worker is over --router-saturation-prefill-tokens or --router-saturation-decode-blocks"},
+		&cli.Float64Flag{Name: "router-cache-affinity", Value: scheduler.DefaultCacheAffinity, Usage: "the kv routers' --router-cache-affinity: blocks of cost taken off a worker per block of the prompt it holds, besides the overlap credit; 0 is off"},
 	)
 	flags = append(flags, logFlags()...)
 	return &cli.Command{
@@ -548,6 +549,10 @@ func runCompareCommand(c *cli.Context) error {
 			return usageError("compare: --%s: %d is outside 0..%d", f, t, scheduler.MaxTokens)
 		}
 	}
+	affinity := c.Float64("router-cache-affinity")
+	if !(affinity >= 0 && affinity <= 1000) {
+		return usageError("compare: --router-cache-affinity: %g is outside 0..1000", affinity)
+	}
 	log, err := cmdLogger(c)
 	if err != nil {
 		return err
@@ -559,6 +564,7 @@ func runCompareCommand(c *cli.Context) error {
 			SaturationPrefillTokens:   c.Int("router-saturation-prefill-tokens"),
 			SaturationDecodeBlocks:    c.Int("router-saturation-decode-blocks"),
 			PrefillLoadScaleSaturated: c.Float64("router-prefill-load-scale-saturated"),
+			CacheAffinity:             &affinity,
 			Progress:                  c.App.ErrWriter, Log: log,
 		},
 		clock: "lockstep",

@@ -296,6 +296,7 @@ func TestSimCommandsRejectBadFlags(t *testing.T) {
 		{"compare saturated scale", []string{"compare", "--router-prefill-load-scale-saturated", "0"}, "--router-prefill-load-scale-saturated: 0 is outside (0, 1000]"},
 		{"compare saturation threshold", []string{"compare", "--router-saturation-prefill-tokens", "-1"}, "--router-saturation-prefill-tokens: -1 is outside 0..1000000"},
 		{"compare saturation blocks", []string{"compare", "--router-saturation-decode-blocks", "1000001"}, "--router-saturation-decode-blocks: 1000001 is outside 0..1000000"},
+		{"compare cache affinity", []string{"compare", "--router-cache-affinity", "-2"}, "--router-cache-affinity: -2 is outside 0..1000"},
 		{"compare rate", []string{"compare", "--rate-scale", "0"}, "--rate-scale"},
 		{"compare synthetic", []string{"compare", "--synthetic", "--users", "0"}, "--users"},
 		{"compare rate scales", []string{"compare", "--rate-scales", "1,x"}, `--rate-scales: item 1: "x" is not a number`},
