@@ -41,16 +41,7 @@ func TestAdaptivePrefillWeight(t *testing.T) {
 			e := newEnv(t, cfg, newFleet(cands(0, 0, 1, 2), nil))
 			prompt := tokens(100, 4, 4)
 			e.store(t, w(1), prompt[:12])
-			book := func(id string, worker uint64, base, blocks int) {
-				t.Helper()
-				route(t, e, &Request{ID: id, Tokens: tokens(base, blocks, 4), AllowedWorkerIDs: []indexer.WorkerID{indexer.WorkerID(worker)}})
-			}
-			book("a", 1, 1000, 4) // 16 prefill tokens, 4 blocks
-			book("b", 1, 2000, 2) // 2 blocks once prefilled
-			if !e.r.MarkPrefill("b") {
-				t.Fatal("MarkPrefill(b) = false")
-			}
-			book("c", 2, 3000, 2) // 8 prefill tokens, 2 blocks
+			bookLoads(t, e)
 			for id, want := range map[uint64]RankLoad{
 				1: {Worker: w(1), Kind: KindDecode, PrefillTokens: 16, DecodeBlocks: 6, Requests: 2},
 				2: {Worker: w(2), Kind: KindDecode, PrefillTokens: 8, DecodeBlocks: 2, Requests: 1},
@@ -109,4 +100,21 @@ func TestAdaptiveFastPathMatchesFilteredPath(t *testing.T) {
 			t.Errorf("%+v: the fleet was saturated at %d of %d decisions; want some and not all", tc, saturated, steps)
 		}
 	}
+}
+
+// bookLoads books three requests pinned to ranks 1 and 2 of e's fleet,
+// which leaves rank 1 with 16 prefill tokens and 6 blocks, and rank 2 with
+// 8 prefill tokens and 2 blocks.
+func bookLoads(t *testing.T, e *env) {
+	t.Helper()
+	book := func(id string, worker uint64, base, blocks int) {
+		t.Helper()
+		route(t, e, &Request{ID: id, Tokens: tokens(base, blocks, 4), AllowedWorkerIDs: []indexer.WorkerID{indexer.WorkerID(worker)}})
+	}
+	book("a", 1, 1000, 4) // 16 prefill tokens, 4 blocks
+	book("b", 1, 2000, 2) // 2 blocks once prefilled
+	if !e.r.MarkPrefill("b") {
+		t.Fatal("MarkPrefill(b) = false")
+	}
+	book("c", 2, 3000, 2) // 8 prefill tokens, 2 blocks
 }

@@ -37,16 +37,7 @@ func TestCacheAffinity(t *testing.T) {
 			e := newEnv(t, cfg, newFleet(cands(0, 0, 1, 2), nil))
 			prompt := tokens(100, 4, 4)
 			e.store(t, w(1), prompt[:12])
-			book := func(id string, worker uint64, base, blocks int) {
-				t.Helper()
-				route(t, e, &Request{ID: id, Tokens: tokens(base, blocks, 4), AllowedWorkerIDs: []indexer.WorkerID{indexer.WorkerID(worker)}})
-			}
-			book("a", 1, 1000, 4) // 16 prefill tokens, 4 blocks
-			book("b", 1, 2000, 2) // 2 blocks once prefilled
-			if !e.r.MarkPrefill("b") {
-				t.Fatal("MarkPrefill(b) = false")
-			}
-			book("c", 2, 3000, 2) // 8 prefill tokens, 2 blocks
+			bookLoads(t, e)
 			// The unfiltered fast path and the filtered one agree; ties
 			// are broken at random, so a tie is routed a few times.
 			for _, allowed := range [][]indexer.WorkerID{nil, {1, 2}} {
