@@ -53,19 +53,15 @@ func refuse(data []byte, err error) error {
 	if !ok {
 		return err
 	}
-	field := ""
-	if se.Field != "" {
-		field = se.Field + ": "
-	}
 	switch se.Kind {
 	case jsonscan.Syntax:
-		return badRequest(metrics.BadRequestMalformed, "malformed JSON at byte %d: %s%s", se.Offset, field, se.Msg)
+		return badRequest(metrics.BadRequestMalformed, "malformed JSON at byte %d: %s", se.Offset, se.Detail())
 	case jsonscan.Range:
-		return badRequest(metrics.BadRequestOutOfRange, "%s%s", field, se.Msg)
+		return badRequest(metrics.BadRequestOutOfRange, "%s", se.Detail())
 	case jsonscan.Limit:
-		return badRequest(metrics.BadRequestTooLarge, "%s%s", field, se.Msg)
+		return badRequest(metrics.BadRequestTooLarge, "%s", se.Detail())
 	}
-	return badRequest(metrics.BadRequestMalformed, "%s%s", field, se.Msg)
+	return badRequest(metrics.BadRequestMalformed, "%s", se.Detail())
 }
 
 // Limits of a request, beyond which it is refused as bad_request. Prompts

@@ -151,14 +151,10 @@ func scanError(data []byte, err error) error {
 	if !ok {
 		return err
 	}
-	field := ""
-	if se.Field != "" {
-		field = se.Field + ": "
-	}
 	if se.Kind == jsonscan.Syntax {
-		return fileError("malformed JSON at byte %d: %s%s", se.Offset, field, se.Msg)
+		return fileError("malformed JSON at byte %d: %s", se.Offset, se.Detail())
 	}
-	return fileError("%s%s", field, se.Msg)
+	return fileError("%s", se.Detail())
 }
 
 // fileDecoder reads one workers file.

@@ -68,6 +68,16 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%v: %s at byte %d: %s", e.Kind, e.Field, e.Offset, e.Msg)
 }
 
+// Detail is the message prefixed with the field, "field: msg", or the
+// message alone when the document as a whole is at fault: what a caller
+// shows after its own words for the kind of failure.
+func (e *Error) Detail() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + ": " + e.Msg
+}
+
 // Scanner reads one JSON document front to back. The zero value is not
 // useful; make one with New.
 type Scanner struct {

@@ -366,3 +366,19 @@ func deeperThan(data []byte, n int) bool {
 	}
 	return false
 }
+
+// Detail names the field before the message, and is the message alone
+// when no field is at fault.
+func TestErrorDetail(t *testing.T) {
+	for _, tt := range []struct {
+		err  Error
+		want string
+	}{
+		{Error{Field: "token_ids[3]", Msg: "expected an integer, found a string"}, "token_ids[3]: expected an integer, found a string"},
+		{Error{Msg: "unexpected end of input"}, "unexpected end of input"},
+	} {
+		if got := tt.err.Detail(); got != tt.want {
+			t.Errorf("Detail() = %q, want %q", got, tt.want)
+		}
+	}
+}
