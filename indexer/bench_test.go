@@ -90,12 +90,18 @@ func BenchmarkApplyStoreRemove(b *testing.B) {
 // entry for prompts of 256 blocks over 128 workers, half of them sharing a
 // 16-block prefix.
 func BenchmarkBytesPerEntry(b *testing.B) {
+	benchBytesPerEntry(b, func(tr *Tree) { loadPrompts(tr, 128, 2048, 16, 256) })
+}
+
+// benchBytesPerEntry reports the resident heap bytes per entry of a tree
+// that load fills.
+func benchBytesPerEntry(b *testing.B, load func(*Tree)) {
 	for b.Loop() {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		tr := New(Config{})
-		loadPrompts(tr, 128, 2048, 16, 256)
+		load(tr)
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		st := tr.Stats()
@@ -168,16 +174,5 @@ func BenchmarkApplyTiered(b *testing.B) {
 // every block on the host too, and the blocks past the shared prefix on the
 // host alone.
 func BenchmarkBytesPerEntryTiered(b *testing.B) {
-	for b.Loop() {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		tr := New(Config{})
-		loadTieredPrompts(tr, 128, 2048, 16, 256)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		st := tr.Stats()
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(st.Entries), "bytes/entry")
-		runtime.KeepAlive(tr)
-	}
+	benchBytesPerEntry(b, func(tr *Tree) { loadTieredPrompts(tr, 128, 2048, 16, 256) })
 }
