@@ -42,8 +42,8 @@ run: build ## start the router with embedded NATS and etcd (status server on $(S
 	DYN_SYSTEM_PORT=$(SYSTEM_PORT) $(BIN) serve --embedded
 
 .PHONY: demo
-demo: build ## compare kv, round-robin and random routing on simulated workers (report in demo-out/)
-	$(BIN) compare --trace $(TRACE) --max-requests 500 --out demo-out
+demo: build ## compare kv, round-robin, random and the peers' policies on simulated workers (report in demo-out/)
+	$(BIN) compare --trace $(TRACE) --max-requests 500 --modes kv,round-robin,random,llmd-precise-prefix,dynamo-current --out demo-out
 
 # test pipes go test's events through internal/testsum, which prints what go
 # test prints and then the skipped and failed tests and a summary line; bash's
