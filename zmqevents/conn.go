@@ -284,20 +284,38 @@ type replayed struct {
 
 // fetch requests the batches from seq from on and returns those below to, in
 // order, stopping at the replay's end marker, at to, or after ReplayTimeout.
+//
+// A request that hears nothing back within a fifth of ReplayTimeout is sent
+// once more, on a new socket, for the rest of the time: a request sent at
+// the moment the replay socket accepts the connection was seen to go
+// unanswered now and then, against zmq4's ROUTER, and the catch-up of a new
+// connection would then wait the whole timeout for nothing. Replies to the
+// first request, should they come late, go to its closed socket.
 func (c *conn) fetch(from, to uint64) ([]replayed, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.ReplayTimeout)
+	first := c.s.cfg.ReplayTimeout / 5
+	out, heard, err := c.fetchWithin(from, to, first)
+	if err == nil || heard || c.ctx.Err() != nil {
+		return out, err
+	}
+	out, _, err = c.fetchWithin(from, to, c.s.cfg.ReplayTimeout-first)
+	return out, err
+}
+
+// fetchWithin is one replay request, given timeout; heard reports whether
+// any reply came back.
+func (c *conn) fetchWithin(from, to uint64, timeout time.Duration) (out []replayed, heard bool, err error) {
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
 	d := zmq4.NewDealer(ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(c.s.cfg.DialTimeout), zmq4.WithLogger(quiet))
 	defer d.Close()
 	if err := d.Dial(dialAddr(c.ep.Replay)); err != nil {
-		return nil, dialError(err)
+		return nil, false, dialError(err)
 	}
 	var start [8]byte
 	binary.BigEndian.PutUint64(start[:], from)
 	if err := d.SendMulti(zmq4.NewMsgFrom([]byte{}, start[:])); err != nil {
-		return nil, fmt.Errorf("send replay request: %w", err)
+		return nil, false, fmt.Errorf("send replay request: %w", err)
 	}
-	var out []replayed
 	next, size := from, 0
 	for {
 		msg, err := d.Recv()
@@ -305,26 +323,27 @@ func (c *conn) fetch(from, to uint64) ([]replayed, error) {
 			if ctx.Err() != nil && c.ctx.Err() == nil {
 				err = fmt.Errorf("no end of replay within %v", c.s.cfg.ReplayTimeout)
 			}
-			return out, err
+			return out, heard, err
 		}
+		heard = true
 		seq, payload, end, err := replayFrames(msg.Frames)
 		if err != nil {
 			c.dec.badFrames(err.Error())
-			return out, err
+			return out, heard, err
 		}
 		if end {
-			return out, nil
+			return out, heard, nil
 		}
 		switch {
 		case seq >= to:
-			return out, nil // the live stream has it
+			return out, heard, nil // the live stream has it
 		case seq < next:
 			continue // not asked for, or repeated
 		}
 		c.s.m.Replayed.Inc()
 		c.messages.Inc()
 		if size += len(payload); size > maxReplayBytes || len(out) == maxReplayBatches {
-			return out, fmt.Errorf("replay over %d bytes or %d batches", maxReplayBytes, maxReplayBatches)
+			return out, heard, fmt.Errorf("replay over %d bytes or %d batches", maxReplayBytes, maxReplayBatches)
 		}
 		out = append(out, replayed{seq: seq, payload: payload})
 		next = seq + 1

@@ -89,6 +89,12 @@ func (h *harness) engine(rank indexer.Worker, opts zmqtest.Options) *zmqtest.Eng
 	h.t.Cleanup(e.Close)
 	h.src.Set("test", []Endpoint{{Rank: rank, Addr: e.Addr(), Replay: e.ReplayAddr(), Topic: opts.Topic, Engine: EngineVLLM}})
 	testutil.Eventually(h.t, 10*time.Second, e.Subscribed, "router subscribed to %v", e)
+	if opts.Replay {
+		// The connection's catch-up request comes in after the
+		// subscription; a batch published before it is answered would be
+		// replayed as well as received live.
+		testutil.Eventually(h.t, 10*time.Second, func() bool { return e.Answered() > 0 }, "catch-up of %v answered", e)
+	}
 	return e
 }
 

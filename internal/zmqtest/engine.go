@@ -36,6 +36,8 @@ type Engine struct {
 	keep    int
 	done    chan struct{}
 	oldForm bool // replay replies without the topic frame (older vLLM, SGLang)
+	// answered counts the replay requests answered to the end marker.
+	answered atomic.Int64
 }
 
 type kept struct {
@@ -189,16 +191,29 @@ func (e *Engine) serveReplay() {
 			}
 		}
 		e.mu.Unlock()
-		for _, k := range out {
-			if err := e.router.SendMulti(e.reply(id, seqFrame(k.seq), k.payload)); err != nil {
-				return
-			}
-		}
-		if err := e.router.SendMulti(e.reply(id, seqFrame(^uint64(0)), nil)); err != nil {
-			return
+		// A requester that went away mid-answer (a router that stopped
+		// reading once it had what it asked for) fails the sends; like a
+		// real engine, the socket goes on serving the others.
+		if e.answer(id, out) == nil {
+			e.answered.Add(1)
 		}
 	}
 }
+
+// answer sends the kept batches out to requester id, then the end marker.
+func (e *Engine) answer(id []byte, out []kept) error {
+	for _, k := range out {
+		if err := e.router.SendMulti(e.reply(id, seqFrame(k.seq), k.payload)); err != nil {
+			return err
+		}
+	}
+	return e.router.SendMulti(e.reply(id, seqFrame(^uint64(0)), nil))
+}
+
+// Answered returns how many replay requests were answered to the end
+// marker: a test that publishes once a router's catch-up request is in
+// knows that the catch-up will not see those batches.
+func (e *Engine) Answered() int { return int(e.answered.Load()) }
 
 func (e *Engine) reply(id, seq, payload []byte) zmq4.Msg {
 	if payload == nil {
