@@ -131,10 +131,18 @@ func (c *routerProc) health() (int, map[string]string) {
 
 func (c *routerProc) waitHealth(want int, within time.Duration) {
 	c.t.Helper()
+	last := "no answer"
 	testutil.Eventually(c.t, within, func() bool {
-		code, _ := c.health()
+		if c.router.Exited() {
+			return true
+		}
+		code, body := c.get("/health")
+		last = fmt.Sprintf("%d %s", code, body)
 		return code == want
-	}, "health never became %d; last: %s", want, fmt.Sprint(c.healthString()))
+	}, "health never became %d; last: %s", want, lazy(func() string { return last }))
+	if c.router.Exited() {
+		c.t.Fatalf("the router exited while its health was awaited (last: %s)", last)
+	}
 }
 
 func (c *routerProc) healthString() string {
