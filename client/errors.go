@@ -43,8 +43,8 @@ var (
 	// router's queue timeout. It is the router's answer, not a deadline of
 	// this client, which wraps context.DeadlineExceeded instead.
 	ErrTimeout = errors.New("timed out in the router's queue")
-	// ErrInternal: the router failed, or is shutting down and did not
-	// route the request.
+	// ErrInternal: the router failed (a router that shuts down still
+	// routes the requests it holds).
 	ErrInternal = errors.New("internal router error")
 )
 

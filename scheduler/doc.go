@@ -242,7 +242,7 @@
 // The package starts one kind of goroutine only: the runtime's, for each
 // waiting request's timeout timer (time.AfterFunc), which lives while the
 // request waits. Run, owned by the caller, does the periodic maintenance and
-// returns when its context ends, after failing waiting requests with
-// ErrClosed. active.Sequences and Queue are plain data structures, not
+// returns when its context ends, after Close has routed the waiting
+// requests. active.Sequences and Queue are plain data structures, not
 // safe for concurrent use; the Router locks around them.
 package scheduler

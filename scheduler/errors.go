@@ -24,9 +24,6 @@ var (
 	// ErrTimeout means the request waited in the queue for QueueTimeout.
 	// Code timeout.
 	ErrTimeout = errors.New("timed out in queue")
-	// ErrClosed means the router is shutting down; the request was not
-	// routed and may be retried on another replica. Code internal.
-	ErrClosed = errors.New("router shutting down")
 )
 
 // Error codes of the router's replies (docs/api.md §3).
@@ -41,8 +38,7 @@ const (
 )
 
 // Code returns the reply error code of err: the code of the sentinel it
-// wraps, or internal for anything else (ErrClosed and context errors
-// included).
+// wraps, or internal for anything else (context errors included).
 func Code(err error) string {
 	switch {
 	case errors.Is(err, ErrBadRequest):

@@ -247,12 +247,24 @@ func TestQueueCancelAndClose(t *testing.T) {
 			t.Fatalf("a cancelled request still waits")
 		}
 		waiting := submit(e, &Request{ID: "w", Tokens: tokens(6, 1, 4)})
-		e.r.Close()
-		if done, _, err := waiting.get(); !done || !errors.Is(err, ErrClosed) {
-			t.Errorf("waiting request at Close: done %v, %v; want ErrClosed", done, err)
+		if done, _, _ := waiting.get(); done {
+			t.Fatal("w routed while every worker was busy")
 		}
-		if _, err := e.r.Route(context.Background(), &Request{Tokens: tokens(7, 1, 4)}); !errors.Is(err, ErrClosed) {
-			t.Errorf("Route after Close = %v, want ErrClosed", err)
+		e.r.Close()
+		// A closing router answers what waits, on the best rank as if none
+		// were busy, and queues nothing more.
+		if done, d, err := waiting.get(); !done || err != nil || d.Worker.ID != 1 || !d.Waited || d.RequestID != "w" {
+			t.Errorf("waiting request at Close: done %v, %+v, %v; want routed to worker 1 after waiting", done, d, err)
+		}
+		if p := e.r.Pending(); p.Requests != 0 || pendingGauge(e, KindDecode) != 0 {
+			t.Errorf("after Close: pending %+v, gauge %v; want none", p, pendingGauge(e, KindDecode))
+		}
+		d, err := e.r.Route(context.Background(), &Request{ID: "late", Tokens: tokens(7, 1, 4)})
+		if err != nil || d.Worker.ID != 1 || d.Waited {
+			t.Errorf("Route after Close, every worker busy = %+v, %v; want worker 1 at once", d, err)
+		}
+		if n := e.r.Active(); n != 3 {
+			t.Errorf("%d requests active after Close, want 3 (busy, w, late)", n)
 		}
 		if !e.r.Free("busy", -1) {
 			t.Error("Free after Close failed")

@@ -83,7 +83,7 @@ type Router struct {
 	gauges []rankGauges
 	rng    *rand.Rand
 	rr     uint64
-	closed bool
+	closed bool // Close was called: nothing waits any more
 	marks  pendingMarks
 }
 
@@ -233,11 +233,9 @@ func (r *Router) route(req *Request, done func(Decision, error)) (Decision, *wai
 	now := time.Now()
 
 	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return Decision{}, nil, ErrClosed
-	}
-	d, wait, err := r.attemptLocked(req, s, &p, now, !req.QueryOnly)
+	// A closed router queues nothing (Close): a request that finds every
+	// rank busy goes to the best one at once.
+	d, wait, err := r.attemptLocked(req, s, &p, now, !req.QueryOnly && !r.closed)
 	var w *waiter
 	if wait {
 		w, err = r.enqueueLocked(req, &p, now, done)

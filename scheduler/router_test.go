@@ -443,7 +443,7 @@ func TestParseNames(t *testing.T) {
 	for err, code := range map[error]string{
 		ErrBadRequest: CodeBadRequest, ErrNoWorkers: CodeNoWorkers, ErrOverloaded: CodeOverloaded,
 		ErrQueueFull: CodeQueueFull, ErrQueueRejected: CodeQueueRejected, ErrTimeout: CodeTimeout,
-		ErrClosed: CodeInternal, context.Canceled: CodeInternal,
+		context.Canceled: CodeInternal,
 	} {
 		if got := Code(errors.Join(errors.New("detail"), err)); got != code {
 			t.Errorf("Code(%v) = %q, want %q", err, got, code)

@@ -74,13 +74,7 @@ func (r *Router) releaseLocked(now time.Time) []released {
 		if stopped[w.kind] && !(w.req.Retry && r.activeLocked(w.req)) {
 			continue
 		}
-		p := prompt{locals: w.locals, seqHashes: w.seqHashes, numBlocks: w.numBlocks, isl: w.isl}
-		if r.cfg.Mode.usesIndex() {
-			r.match(s, w.locals)
-			p.matches = s.matches
-		}
-		s.allowed = sortedIDs(s.allowed, w.req.AllowedWorkerIDs)
-		d, wait, err := r.attemptLocked(w.req, s, &p, now, true)
+		d, wait, err := r.attemptWaiterLocked(s, w, now, true)
 		if wait {
 			if w.req.AllowedWorkerIDs == nil {
 				stopped[w.kind] = true
@@ -99,6 +93,18 @@ func (r *Router) releaseLocked(now time.Time) []released {
 		}
 	}
 	return out
+}
+
+// attemptWaiterLocked decides a waiting request afresh: a new index
+// lookup, the loads of now. mu is held.
+func (r *Router) attemptWaiterLocked(s *scratch, w *waiter, now time.Time, canWait bool) (Decision, bool, error) {
+	p := prompt{locals: w.locals, seqHashes: w.seqHashes, numBlocks: w.numBlocks, isl: w.isl}
+	if r.cfg.Mode.usesIndex() {
+		r.match(s, w.locals)
+		p.matches = s.matches
+	}
+	s.allowed = sortedIDs(s.allowed, w.req.AllowedWorkerIDs)
+	return r.attemptLocked(w.req, s, &p, now, canWait)
 }
 
 // activeLocked reports whether req would book an id that is active
@@ -152,24 +158,42 @@ func (r *Router) cancel(w *waiter) bool {
 	return true
 }
 
-// Close stops routing: waiting requests fail with ErrClosed, and so does
-// every later request. Bookkeeping calls (MarkPrefill, Free) still work.
-// Close is idempotent.
+// Close empties the queue for a router that is shutting down: every
+// waiting request is decided at once, on the best rank as if none were
+// busy, and from then on a request that finds every rank busy goes to the
+// best one instead of waiting. A replica that leaves thus answers what it
+// holds rather than failing it, and a request that reaches it while it
+// drains is not refused either. Bookkeeping calls (MarkPrefill, Free) work
+// as before. Close is idempotent.
 func (r *Router) Close() {
 	r.mu.Lock()
 	r.closed = true
-	var all []*waiter
+	var out []released
 	if r.queue != nil {
-		all = r.queue.All()
-		for k := range numKinds {
-			r.queueGaugesLocked(Kind(k))
-		}
+		out = r.flushLocked(time.Now())
 	}
 	r.mu.Unlock()
-	for _, w := range all {
+	r.finishAll(out)
+}
+
+// flushLocked decides every waiting request in queue order, each on the
+// best rank as if none were busy, and empties the queue. mu is held; the
+// caller tells the results with finishAll once mu is released.
+func (r *Router) flushLocked(now time.Time) []released {
+	s := r.pool.Get().(*scratch)
+	defer r.pool.Put(s)
+	var out []released
+	for _, w := range r.queue.Order(now) {
+		d, _, err := r.attemptWaiterLocked(s, w, now, false)
+		r.queue.Remove(w)
 		w.timer.Stop()
-		w.finish(Decision{}, fmt.Errorf("%w: the request was waiting for a %s worker", ErrClosed, w.kind))
+		d.Waited = true
+		out = append(out, released{w: w, d: d, err: err})
 	}
+	for k := range numKinds {
+		r.queueGaugesLocked(Kind(k))
+	}
+	return out
 }
 
 // Pending returns what waits in the queue.

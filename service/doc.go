@@ -107,7 +107,7 @@
 // of marks being forwarded, which it counts with the routes it has handed
 // over. When Run's context ends it drains the subscriptions (requests
 // received are answered), closes the router (requests still waiting in its
-// queue get an internal error saying the router is shutting down), waits
+// queue are routed at once, as if no worker were busy), waits
 // for every answer, forwarded marks included (each within ForwardTimeout),
 // flushes the connection and returns. The caller owns the NATS connection and closes it
 // after Run returns. Handler starts no goroutine: Serve runs on its

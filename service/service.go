@@ -160,8 +160,8 @@ type endpoint struct {
 // queue group named after the component) and, with replica sync, to the
 // replica events, and serves until ctx ends. Then it drains the
 // subscriptions (requests already received are answered), closes the
-// router (requests waiting in its queue are answered with an internal
-// error saying the router is shutting down), waits for every answer,
+// router (requests waiting in its queue are routed at once, as if no
+// worker were busy), waits for every answer,
 // flushes the replies, and returns nil; the drain and the flush together
 // take at most DrainTimeout, and end at the shutdown deadline that ctx
 // ended with, if sooner. A subscription that cannot be made is an error

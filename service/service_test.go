@@ -182,7 +182,7 @@ func TestShutdownAnswersWaitingRequests(t *testing.T) {
 	rt.request(t, "route", `{"request_id":"busy","token_ids":[1,2,3,4]}`)
 	reply := make(chan string)
 	go func() {
-		msg, err := rt.client.Request(Subject("dynamo", "router", "route"), []byte(`{"token_ids":[5,6,7,8]}`), 10*time.Second)
+		msg, err := rt.client.Request(Subject("dynamo", "router", "route"), []byte(`{"request_id":"w","token_ids":[5,6,7,8]}`), 10*time.Second)
 		if err != nil {
 			reply <- err.Error()
 			return
@@ -191,7 +191,8 @@ func TestShutdownAnswersWaitingRequests(t *testing.T) {
 	}()
 	testutil.Eventually(t, 5*time.Second, func() bool { return rt.r.Pending().Requests == 1 }, "a request waiting")
 	rt.stop()
-	assertError(t, <-reply, "internal", "router shutting down")
+	// The leaving replica routes what waits rather than failing it.
+	jsonEqual(t, `{"request_id":"w","worker_id":7,"dp_rank":0,"overlap_blocks":0,"num_blocks":1,"worker_type":"aggregated","router_id":42}`, <-reply)
 }
 
 // assertError checks an error reply.
