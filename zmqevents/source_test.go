@@ -57,7 +57,10 @@ func newHarnessWith(t testing.TB, set func(*events.Config)) *harness {
 	}
 	cfg := DefaultConfig(blockSize)
 	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 100*time.Millisecond
-	cfg.ReplayTimeout = time.Second
+	// Long enough for a replay's first attempt (a fifth of it) under -race
+	// on a loaded machine: at 1 s, both attempts of a catch-up timed out
+	// there, and nothing was answered.
+	cfg.ReplayTimeout = 5 * time.Second
 	if h.src, err = New(cfg, h.w, h.m, log); err != nil {
 		t.Fatal(err)
 	}
