@@ -171,15 +171,3 @@ func (q *Queue) Order(now time.Time) []*waiter {
 	}
 	return q.order
 }
-
-// All returns every waiting request, in no particular order, and empties
-// the queue.
-func (q *Queue) All() []*waiter {
-	all := q.byKey
-	for _, w := range all {
-		w.queued = false
-	}
-	q.byKey, q.byArrival = nil, nil
-	q.count, q.isl = [numKinds]int{}, [numKinds]int{}
-	return all
-}
