@@ -71,10 +71,10 @@ func TestReplicasOverZMQ(t *testing.T) {
 
 	a := g.start(1, 2*time.Second, withFile)
 	testutil.Eventually(t, 10*time.Second, eng.Subscribed, "router 1 subscribed to the engine")
-	// Its catch-up request must be answered before the first batch: an
+	// Its catch-up request must be served before the first batch: an
 	// answer that came later would be a replay tail of the 2 batches kept,
 	// behind which the live batches before it count as delivered.
-	testutil.Eventually(t, 10*time.Second, func() bool { return eng.Answered() > 0 }, "router 1's catch-up answered")
+	testutil.Eventually(t, 10*time.Second, func() bool { return eng.Served() > 0 }, "router 1's catch-up served")
 	publish(10)
 	testutil.Eventually(t, 10*time.Second, holds(a, 10), "router 1 holds the 10 blocks (has %v)", lazySize(a, rank))
 

@@ -54,12 +54,16 @@ type conn struct {
 	// goroutine's alone).
 	haveSeq bool
 	last    uint64
-	// caughtUp, while set, is the last batch the catch-up replay of this
-	// connection delivered: live batches up to it are the same batches,
-	// published while the replay ran, and are skipped.
-	caughtUp   uint64
-	catchingUp bool
-	duplicates prometheus.Counter
+	// caughtUp, while catchingUp, is the last batch the catch-up replay of
+	// this connection delivered and replayFrom its first: live batches
+	// from replayFrom to caughtUp are the same batches, published while the
+	// replay ran, and are skipped as duplicates. Live batches below
+	// replayFrom had left the replay buffer by then: they are lost, and
+	// older than batches already applied, so they are skipped and counted
+	// as missed.
+	caughtUp, replayFrom uint64
+	catchingUp           bool
+	duplicates           prometheus.Counter
 }
 
 func newConn(s *Source, ep Endpoint) *conn {
@@ -164,7 +168,7 @@ func (c *conn) catchUp() {
 		return
 	}
 	c.deliverAll(got)
-	c.caughtUp, c.catchingUp = c.last, true
+	c.replayFrom, c.caughtUp, c.catchingUp = got[0].seq, c.last, true
 }
 
 // nextSeq is the sequence after the last batch of got (0 for none).
@@ -198,7 +202,13 @@ func (c *conn) live(frames [][]byte) {
 	}
 	seq := binary.BigEndian.Uint64(frames[1])
 	if c.catchingUp {
-		if seq <= c.caughtUp {
+		switch {
+		case seq < c.replayFrom:
+			c.s.m.Events.Missed.Inc()
+			c.s.log.Warn("zmq events: a batch published while the catch-up ran had left the replay buffer; it is lost",
+				slog.String("publisher", c.ep.String()), slog.Uint64("seq", seq), slog.Uint64("replay_from_seq", c.replayFrom))
+			return
+		case seq <= c.caughtUp:
 			c.duplicates.Inc()
 			return
 		}
