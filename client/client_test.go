@@ -856,3 +856,30 @@ func TestQueueGroup(t *testing.T) {
 		testutil.Eventually(t, 10*time.Second, func() bool { return r.st.Router().Active() == 0 }, "replica %d holds no booking", i)
 	}
 }
+
+// After no responders, the client sends again only while an answer could
+// still come back before the deadline: an attempt cut short there would
+// turn "no router" into "no reply" (TestReplayRealTimeWithoutRouter saw
+// one route in five end so).
+func TestTooLate(t *testing.T) {
+	ctx := context.Background()
+	long, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
+	short, cancel2 := context.WithTimeout(ctx, client.MinAttempt+50*time.Millisecond)
+	defer cancel2()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		wait time.Duration
+		want bool
+	}{
+		{"no deadline", ctx, time.Hour, false},
+		{"an hour left", long, 250 * time.Millisecond, false},
+		{"less than MinAttempt left after the wait", short, 100 * time.Millisecond, true},
+		{"past the deadline", short, time.Hour, true},
+	} {
+		if got := client.TooLate(tc.ctx, tc.wait); got != tc.want {
+			t.Errorf("%s: TooLate = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -45,7 +45,9 @@
 // comes (the replica that took the mark died before answering).
 //
 // route is retried, within the deadline, when no router is subscribed:
-// the request reached nobody, so nothing was booked. A route that reached
+// the request reached nobody, so nothing was booked. No attempt goes out
+// in the last 100 ms, where the deadline could cut its answer short and
+// turn "no router" into "no reply". A route that reached
 // a router and got no reply may have been booked; it is sent again only
 // with WithRouteRetry, with the same request id (the client makes one when
 // the request has none) and the retry flag, so that a router that holds

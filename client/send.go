@@ -108,8 +108,16 @@ func (c *Client) send(ctx context.Context, subject string, body []byte, p policy
 		if !noRouter {
 			continue // the attempt's wait was the backoff
 		}
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(2*backoff, maxBackoff)
+		if tooLate(ctx, wait) {
+			// An attempt sent now could be cut short by the deadline,
+			// and a call that found no router would end as one that got
+			// no reply (perhaps booked): wait out the deadline instead.
+			<-ctx.Done()
+			return nil, tr, sendError(subject, attempt, err, ctx.Err())
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -117,6 +125,13 @@ func (c *Client) send(ctx context.Context, subject string, body []byte, p policy
 			return nil, tr, sendError(subject, attempt, err, ctx.Err())
 		}
 	}
+}
+
+// tooLate reports whether an attempt sent after wait would leave the
+// call less than minAttempt before its deadline for the answer.
+func tooLate(ctx context.Context, wait time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl)-wait < minAttempt
 }
 
 // sendError is the error of a request to subject whose last attempt (of
