@@ -63,6 +63,7 @@ type conn struct {
 	// as missed.
 	caughtUp, replayFrom uint64
 	catchingUp           bool
+	lostInCatchUp        int // such lost batches, logged at the first
 	duplicates           prometheus.Counter
 }
 
@@ -168,7 +169,7 @@ func (c *conn) catchUp() {
 		return
 	}
 	c.deliverAll(got)
-	c.replayFrom, c.caughtUp, c.catchingUp = got[0].seq, c.last, true
+	c.replayFrom, c.caughtUp, c.catchingUp, c.lostInCatchUp = got[0].seq, c.last, true, 0
 }
 
 // nextSeq is the sequence after the last batch of got (0 for none).
@@ -205,8 +206,10 @@ func (c *conn) live(frames [][]byte) {
 		switch {
 		case seq < c.replayFrom:
 			c.s.m.Events.Missed.Inc()
-			c.s.log.Warn("zmq events: a batch published while the catch-up ran had left the replay buffer; it is lost",
-				slog.String("publisher", c.ep.String()), slog.Uint64("seq", seq), slog.Uint64("replay_from_seq", c.replayFrom))
+			if c.lostInCatchUp++; c.lostInCatchUp == 1 {
+				c.s.log.Warn("zmq events: batches published while the catch-up ran had left the replay buffer; they are lost (counted as missed)",
+					slog.String("publisher", c.ep.String()), slog.Uint64("seq", seq), slog.Uint64("replay_from_seq", c.replayFrom))
+			}
 			return
 		case seq <= c.caughtUp:
 			c.duplicates.Inc()

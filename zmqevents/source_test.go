@@ -305,6 +305,9 @@ func TestCatchUpSkipsLiveBatches(t *testing.T) {
 	if got := promtest.ToFloat64(h.zm.Replayed); got != 2 {
 		t.Errorf("replayed batches = %v, want 2", got)
 	}
+	if n := strings.Count(h.log.String(), "had left the replay buffer"); n != 1 {
+		t.Errorf("the loss was logged %d times, want once for the three batches", n)
+	}
 }
 
 func TestEngineRestart(t *testing.T) {
