@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -243,7 +244,12 @@ func TestReplicaJoinsCold(t *testing.T) {
 			g.turn(c)
 		}
 	}
-	testutil.Eventually(t, 10*time.Second, func() bool { return cold.Divergence().Diverging }, "cold router diverging (%+v)", cold.Divergence())
+	// Diverging turns on before the last events are in; the health line
+	// below counts them all.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		d := cold.Divergence()
+		return d.Diverging && d.Stored == 30
+	}, "cold router diverging with the 30 stored events applied (%+v)", testutil.Later(func() string { return fmt.Sprintf("%+v", cold.Divergence()) }))
 	if v := cold.diverging(t); v != 1 {
 		t.Errorf("%s = %v, want 1", metrics.NameIndexDiverging, v)
 	}
