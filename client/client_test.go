@@ -447,16 +447,18 @@ func TestQueueErrors(t *testing.T) {
 		}
 		return r, rc, a
 	}
+	// routed is what a route in the background came to.
+	type routed struct {
+		req *client.Request
+		err error
+	}
 	// wait routes in the background, into the queue, and returns once the
 	// request waits there.
-	wait := func(rc *client.Client) chan error {
-		ch := make(chan error, 1)
+	wait := func(rc *client.Client) chan routed {
+		ch := make(chan routed, 1)
 		go func() {
 			req, err := rc.Route(ctx, client.RouteRequest{Prompt: prompt})
-			if err == nil {
-				err = req.Done(ctx, -1)
-			}
-			ch <- err
+			ch <- routed{req, err}
 		}()
 		testutil.Eventually(t, 10*time.Second, func() bool {
 			l, err := rc.PotentialLoads(ctx, prompt)
@@ -477,8 +479,12 @@ func TestQueueErrors(t *testing.T) {
 		if err := a.Prefilled(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := <-waiting; err != nil {
-			t.Errorf("released request: %v", err)
+		got := <-waiting
+		if got.err == nil {
+			got.err = got.req.Done(ctx, -1)
+		}
+		if got.err != nil {
+			t.Errorf("released request: %v", got.err)
 		}
 		if err := a.Done(ctx, -1); err != nil {
 			t.Error(err)
@@ -494,19 +500,7 @@ func TestQueueErrors(t *testing.T) {
 	})
 	t.Run("router stops", func(t *testing.T) {
 		r, rc, _ := busy("q3", time.Minute)
-		type routed struct {
-			req *client.Request
-			err error
-		}
-		waiting := make(chan routed, 1)
-		go func() {
-			req, err := rc.Route(ctx, client.RouteRequest{Prompt: prompt})
-			waiting <- routed{req, err}
-		}()
-		testutil.Eventually(t, 10*time.Second, func() bool {
-			l, err := rc.PotentialLoads(ctx, prompt)
-			return err == nil && l.PendingCount == 1
-		}, "the request waiting in the queue")
+		waiting := wait(rc)
 		r.stop()
 		// The leaving router routes what waits, as if no worker were busy.
 		if got := <-waiting; got.err != nil || got.req == nil || got.req.Decision().WorkerID != 7 {
