@@ -162,16 +162,11 @@ func (r *Router) chooseLocked(s *scratch, p *prompt, kind Kind, byLoad bool, cp 
 				device := float64(s.overlap[i] - sh.lower)
 				costs[i] = tieredCostOf(perToken, islCost, scaleCredit, prefill[i], device, cp.scale*sh.credit, decode) - cp.affinity*device
 			}
-		case cp.affinity != 0:
+		default:
 			for _, i := range sparse {
 				decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
 				overlap := float64(s.overlap[i])
 				costs[i] = kvCostOf(perToken, islCost, scaleCredit, prefill[i], overlap, decode) - cp.affinity*overlap
-			}
-		default:
-			for _, i := range sparse {
-				decode := blocks[i] + float64(newBlocks-int(s.prefix[i]))
-				costs[i] = kvCostOf(perToken, islCost, scaleCredit, prefill[i], float64(s.overlap[i]), decode)
 			}
 		}
 		if !filtered && cp.temperature == 0 {
