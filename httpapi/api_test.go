@@ -431,12 +431,16 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 		{"body", "POST /v1/route HTTP/1.1\r\nHost: router\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token_ids\":[1,", readTimeout},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			// The server's timeout runs from when it starts reading the
+			// accepted connection, which can come before Dial returns
+			// here: the clock starts before the dial, no later than the
+			// server's.
+			sent := time.Now()
 			conn, err := net.Dial("tcp", r.st.HTTPAddr())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			sent := time.Now()
 			if _, err := io.WriteString(conn, c.partial); err != nil {
 				t.Fatal(err)
 			}
