@@ -62,10 +62,12 @@
 // shard goroutines apply commands; a worker id is hashed to one of them, so
 // the events of each rank apply in the order NATS delivered them, in order
 // with the worker's lifecycle commands, while workers on different shards
-// apply in parallel. Each shard has a bounded queue (Config.QueueCapacity) that
-// producers append to under a mutex and the shard swaps out whole; it
-// applies what it took in slices of up to 256 events per ApplyBatch, so the
-// index's write lock is taken once per slice, not per event.
+// apply in parallel: the index takes its tree's write lock only for each
+// event's change of the tree, and does the work in a rank's own table
+// beside other shards' (indexer/phases.go). Each shard has a bounded queue
+// (Config.QueueCapacity) that producers append to under a mutex and the
+// shard swaps out whole; it applies what it took in slices of up to 256
+// events per ApplyBatch.
 //
 // Producers are the NATS delivery goroutine of each plain subscription (one
 // per subject), or in durable mode one fetcher goroutine per component.

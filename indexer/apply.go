@@ -11,12 +11,20 @@ import (
 // others. An event about a tier past NumTiers is invalid and changes
 // nothing.
 func (t *Tree) Apply(ev Event) Result {
-	atomic.StoreUint32(&t.clock, t.clock+1)
-	if t.clock%maxAge == 0 {
-		t.rebase()
+	var o op
+	t.begin(&o, ev, &t.work)
+	r, _ := t.commit(&o)
+	t.end(&o)
+	if o.evict {
+		r.Evicted = t.evict()
 	}
-	// purged serves one removed event; other events' cascades add to it too.
-	t.purged, t.purgedSet = t.purged[:0], nil
+	return r
+}
+
+// commitSlow applies an event that no fast path of phases.go takes, all of
+// it under the tree's exclusivity.
+func (t *Tree) commitSlow(o *op) Result {
+	ev := &o.ev
 	var r Result
 	switch ev.Kind {
 	case KindStored:
@@ -24,28 +32,25 @@ func (t *Tree) Apply(ev Event) Result {
 		case ev.Tier >= NumTiers:
 			r.Status = StatusInvalidBlock
 		case ev.ByHash:
-			r.Missing = t.storeByHash(ev)
+			r.Missing = t.storeByHash(o)
 			if r.Missing > 0 {
 				r.Status = StatusBlockNotFound
 			}
 		default:
-			r.Status = t.store(ev)
-			if r.Status == StatusOK {
-				r.Evicted = t.evict()
-			}
+			r.Status = t.store(o)
 		}
 	case KindRemoved:
 		if ev.Tier >= NumTiers {
 			r.Status = StatusInvalidBlock
 			break
 		}
-		r.Missing = t.remove(ev.Worker, ev.Removed, ev.Tier)
+		r.Missing = t.remove(o)
 		if r.Missing > 0 {
 			r.Status = StatusBlockNotFound
 		}
 	case KindCleared:
-		if s, ok := t.slotOf[ev.Worker]; ok {
-			t.clear(s)
+		if o.sl != nil {
+			t.clear(o.s)
 		}
 	default:
 		r.Status = StatusInvalidBlock
@@ -54,8 +59,8 @@ func (t *Tree) Apply(ev Event) Result {
 }
 
 // store applies a stored event.
-func (t *Tree) store(ev Event) Status {
-	s, known := t.slotOf[ev.Worker]
+func (t *Tree) store(o *op) Status {
+	ev, s, known := o.ev, o.s, o.sl != nil
 	cur := root
 	if ev.HasParent {
 		if !known {
@@ -75,6 +80,7 @@ func (t *Tree) store(ev Event) Status {
 	}
 	if !known {
 		s = t.newSlot(ev.Worker)
+		o.s, o.sl = s, t.slots[s]
 	}
 	now := t.clock
 	t.touchUp(cur, now)
@@ -91,7 +97,7 @@ func (t *Tree) store(ev Event) Status {
 		} else {
 			atomic.StoreUint32(&t.nodes[c].stamp, now)
 		}
-		sl := &t.slots[s]
+		sl := t.slots[s]
 		old := none // a new rank holds nothing yet
 		switch {
 		case known && !moved:
@@ -115,7 +121,7 @@ func (t *Tree) store(ev Event) Status {
 			}
 			t.dropBlock(s, b.Hash, old)
 			moved = true
-			sl = &t.slots[s]
+			sl = t.slots[s]
 		}
 		// No event repeats a hash (validStore), and a moved one was just
 		// dropped: the map does not hold b.Hash.
@@ -148,27 +154,8 @@ func (t *Tree) validStore(s uint32, known bool, cur uint32, ev Event) bool {
 		// slots in the cache.
 		t.sink ^= t.slots[s].blocks.TouchBlocks(blocks)
 	}
-	if len(blocks) <= 32 {
-		for i, b := range blocks {
-			if ev.HasParent && b.Hash == ev.Parent {
-				return false
-			}
-			for _, o := range blocks[:i] {
-				if o.Hash == b.Hash {
-					return false
-				}
-			}
-		}
-	} else {
-		t.dups.reset(len(blocks) + 1)
-		if ev.HasParent {
-			t.dups.add(ev.Parent)
-		}
-		for _, b := range blocks {
-			if !t.dups.add(b.Hash) {
-				return false
-			}
-		}
+	if !distinct(&ev, &t.dups) {
+		return false
 	}
 	if !known {
 		return true
@@ -214,9 +201,9 @@ func (t *Tree) isAncestorOrSelf(a, n uint32) bool {
 // parent removed before its children, or the same hash twice) is not
 // missing: the worker held it when it sent the event, and Dynamo counts such
 // an event ok.
-func (t *Tree) remove(w Worker, hashes []BlockHash, tr Tier) int {
-	s, ok := t.slotOf[w]
-	if !ok {
+func (t *Tree) remove(o *op) int {
+	s, hashes, tr := o.s, o.ev.Removed, o.ev.Tier
+	if o.sl == nil {
 		return len(hashes)
 	}
 	if t.slots[s].tiers == nil && tr != TierDevice {
@@ -229,8 +216,15 @@ func (t *Tree) remove(w Worker, hashes []BlockHash, tr Tier) int {
 		t.purged, t.purgedSet = t.purged[:0], nil
 		return missing
 	}
-	missing := 0
 	t.sink ^= t.slots[s].blocks.Touch(hashes)
+	missing := t.removeFrom(s, hashes)
+	t.purged, t.purgedSet = t.purged[:0], nil
+	return missing
+}
+
+// removeFrom removes the given hashes from slot s, which holds every block
+// on the device alone, and returns how many it did not hold.
+func (t *Tree) removeFrom(s uint32, hashes []BlockHash) (missing int) {
 	for _, h := range hashes {
 		n, ok := t.slots[s].blocks.Take(h)
 		if !ok {
@@ -242,7 +236,6 @@ func (t *Tree) remove(w Worker, hashes []BlockHash, tr Tier) int {
 		t.release(s, n)
 		t.purged = append(t.purged, h)
 	}
-	t.purged, t.purgedSet = t.purged[:0], nil
 	return missing
 }
 
@@ -277,7 +270,7 @@ func (t *Tree) dropBlock(s uint32, h BlockHash, n uint32) {
 
 // release is dropBlock once the hash is out of the slot's map.
 func (t *Tree) release(s, n uint32) {
-	sl := &t.slots[s]
+	sl := t.slots[s]
 	if sl.aliased[n] > 0 {
 		// Another hash still names n: only the alias goes.
 		sl.aliased[n]--
@@ -321,7 +314,7 @@ func (t *Tree) detach(s, n uint32) (stale bool) {
 // purge drops the slot's hashes that name nodes it no longer holds, and
 // recounts its aliases.
 func (t *Tree) purge(s uint32) {
-	sl := &t.slots[s]
+	sl := t.slots[s]
 	stale := t.scratch[:0]
 	sl.blocks.All(func(h BlockHash, n uint32) {
 		if t.nodes[n].parent == dead || !t.holds(n, s) {
@@ -352,7 +345,7 @@ func (t *Tree) purge(s uint32) {
 
 // clear drops every block of slot s; the slot stays known.
 func (t *Tree) clear(s uint32) {
-	sl := &t.slots[s]
+	sl := t.slots[s]
 	emptied := make([]uint32, 0, sl.entries)
 	sl.blocks.All(func(_ BlockHash, n uint32) {
 		if t.removeHolder(n, s) {
@@ -395,13 +388,17 @@ func (t *Tree) RemoveWorker(id WorkerID) int {
 		}
 		dropped += t.slots[s].entries
 		t.clear(s)
-		t.slots[s] = slot{}
+		t.slots[s] = &slot{}
+		t.workers[s] = Worker{}
 		delete(t.slotOf, w)
 		t.freeSlots = append(t.freeSlots, s)
 	}
+	t.publishRanks()
 	return dropped
 }
 
+// newSlot adds a slot for w, its mu locked: the event that adds it holds it
+// to its end (phases.go), and no one else can hold a new slot's lock.
 func (t *Tree) newSlot(w Worker) uint32 {
 	var s uint32
 	if n := len(t.freeSlots); n > 0 {
@@ -409,9 +406,23 @@ func (t *Tree) newSlot(w Worker) uint32 {
 		t.freeSlots = t.freeSlots[:n-1]
 	} else {
 		s = uint32(len(t.slots))
-		t.slots = append(t.slots, slot{})
+		t.slots = append(t.slots, nil)
+		t.workers = append(t.workers, Worker{})
 	}
-	t.slots[s] = slot{worker: w, live: true}
+	sl := &slot{worker: w, live: true}
+	sl.mu.Lock()
+	t.slots[s] = sl
+	t.workers[s] = w
 	t.slotOf[w] = s
+	t.publishRanks()
 	return s
+}
+
+// publishRanks replaces the copy of slotOf that lookups read.
+func (t *Tree) publishRanks() {
+	m := make(map[Worker]rank, len(t.slotOf))
+	for w, s := range t.slotOf {
+		m[w] = rank{s: s, sl: t.slots[s]}
+	}
+	t.ranks.Store(&m)
 }

@@ -3,7 +3,9 @@ package indexer
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 )
 
 // loadPrompts stores n prompts of depth blocks, each under a shared prefix of
@@ -84,6 +86,74 @@ func BenchmarkApplyStoreRemove(b *testing.B) {
 		tr.Apply(remove)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/64, "ns/block-op")
+}
+
+// BenchmarkIndexWriters applies events of different workers from 1, 2 and 4
+// goroutines at once, each owning its share of 64 workers, as the router's
+// event shards do. Every worker holds a head of 8 blocks (the same tokens
+// for all) and 256 prompts of 56 blocks below it: nearly a million entries,
+// in tables far larger than the caches. Each step stores a worker's next
+// prompt under its head and removes its oldest prompt, leaves first, as an
+// engine's LRU evicts. The figure is block-ops/s over all goroutines.
+func BenchmarkIndexWriters(b *testing.B) {
+	const workers, prompts, head, depth = 64, 256, 8, 56
+	hash := func(w, p, i int) BlockHash { return BlockHash(uint64(w)<<40 | uint64(p)<<8 | uint64(i)) }
+	// prompt fills ev with prompt p of worker w, below the head.
+	prompt := func(ev *Event, w, p int) {
+		ev.Worker = Worker{ID: WorkerID(w + 1)}
+		ev.HasParent, ev.Parent = true, hash(w, 0, head-1)
+		ev.Blocks = ev.Blocks[:0]
+		for i := range depth {
+			ev.Blocks = append(ev.Blocks, Block{Hash: hash(w, p+1, i), Tokens: LocalHash(hash(w, p+1, i))})
+		}
+	}
+	for _, writers := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			x := NewIndex(Config{})
+			for w := range workers {
+				ev := Event{Worker: Worker{ID: WorkerID(w + 1)}, Kind: KindStored}
+				for i := range head {
+					ev.Blocks = append(ev.Blocks, Block{Hash: hash(w, 0, i), Tokens: LocalHash(i + 1)})
+				}
+				x.Apply(ev)
+				for p := range prompts {
+					prompt(&ev, w, p)
+					x.Apply(ev)
+				}
+			}
+			per := b.N/writers + 1
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for k := range writers {
+				wg.Go(func() {
+					next := make([]int, workers)
+					for w := range next {
+						next[w] = prompts
+					}
+					store := Event{Kind: KindStored}
+					remove := Event{Kind: KindRemoved, Removed: make([]BlockHash, depth)}
+					for i := range per {
+						w := k + writers*(i%(workers/writers))
+						p := next[w]
+						next[w]++
+						prompt(&store, w, p)
+						x.Apply(store)
+						remove.Worker = store.Worker
+						for j := range depth {
+							remove.Removed[j] = hash(w, p-prompts+1, depth-1-j)
+						}
+						x.Apply(remove)
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(2*depth*per*writers)/elapsed.Seconds(), "block-ops/s")
+		})
+	}
 }
 
 // BenchmarkBytesPerEntry reports resident heap bytes per (worker, block)

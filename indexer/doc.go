@@ -61,7 +61,18 @@
 //
 // A Tree is not locked. FindMatches may run concurrently with other
 // FindMatches calls (it only reads, and refreshes recency stamps atomically);
-// every other method needs exclusive access. Index wraps a Tree with a
-// read-write lock so that many goroutines may query while one applies
-// events; its size accessors read atomics and never block.
+// every other method needs exclusive access.
+//
+// Index makes a Tree safe for concurrent use, and applies the events of
+// different worker ranks in parallel. An event is applied in three phases
+// (phases.go): its rank's lookups in the rank's own table of engine hashes,
+// under that rank's lock alone; the change of the tree, under the tree's
+// write lock; the inserts into the rank's table, under the rank's lock
+// again. The table's work, most of a write's cost (its cache misses), so
+// runs beside other ranks' events and beside queries, which take the tree's
+// read lock only. What needs every rank's table (eviction, RemoveWorker,
+// Dump) waits until no event is in flight. Events of one rank must be
+// applied from one goroutine at a time, as the router's event shards do,
+// or their order is whatever the locks make it. Size accessors read
+// atomics and never block.
 package indexer

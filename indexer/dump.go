@@ -18,7 +18,7 @@ func (t *Tree) Dump() []Event {
 	// Each rank's engine hashes per node, sorted so the dump is stable.
 	inv := make([]map[uint32][]BlockHash, len(t.slots))
 	for s := range t.slots {
-		sl := &t.slots[s]
+		sl := t.slots[s]
 		if !sl.live {
 			continue
 		}

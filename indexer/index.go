@@ -5,19 +5,29 @@ import (
 	"sync/atomic"
 )
 
-// Index is a Tree behind a read-write lock: FindMatches takes the read lock,
-// so queries run in parallel with each other and wait only while an event is
-// applied. Size accessors read atomics and never wait. All methods are safe
-// for concurrent use.
+// Index is a Tree made safe for concurrent use. FindMatches takes the tree's
+// read lock, so queries run in parallel with each other and wait only while
+// an event changes the tree. Events of different worker ranks are applied
+// in parallel: each holds its rank's lock for the work in the rank's own
+// table of engine hashes, most of a write's cost, and the tree's write lock
+// only for the change of the tree (phases.go). Size accessors read atomics
+// and never wait.
 type Index struct {
-	// mu: the innermost lock of the router (docs/locks.md).
+	// mu: the tree's, the innermost lock of the router (docs/locks.md).
 	mu   sync.RWMutex
 	tree *Tree
+	// gate is read-locked by every event in flight, and write-locked by
+	// what needs every rank's table to itself: eviction, RemoveWorker and
+	// Dump. Lock order: gate, a rank's lock, mu.
+	gate sync.RWMutex
 
 	entries atomic.Int64
 	nodes   atomic.Int64
 	workers atomic.Int64
 	evicted atomic.Uint64
+
+	// work hands each goroutine applying events a scratch of its own.
+	work sync.Pool
 }
 
 // NewIndex returns an empty index.
@@ -27,30 +37,87 @@ func NewIndex(cfg Config) *Index {
 
 // Apply applies one event (see Tree.Apply).
 func (x *Index) Apply(ev Event) Result {
-	x.mu.Lock()
-	r := x.tree.Apply(ev)
-	x.publish()
-	x.mu.Unlock()
+	w := x.scratch()
+	x.gate.RLock()
+	r, evict := x.apply(ev, w)
+	x.gate.RUnlock()
+	x.work.Put(w)
+	if evict {
+		r.Evicted = x.evict()
+	}
 	return r
 }
 
-// ApplyBatch applies events in order under one lock hold and stores each
-// outcome in results, which must be at least as long as events.
+// ApplyBatch applies events in order and stores each outcome in results,
+// which must be at least as long as events. Several goroutines may apply
+// batches at once; events of one rank must come from one of them at a
+// time, or their order is whatever the locks make it.
 func (x *Index) ApplyBatch(events []Event, results []Result) {
-	x.mu.Lock()
+	w := x.scratch()
+	x.gate.RLock()
 	for i, ev := range events {
-		results[i] = x.tree.Apply(ev)
+		r, evict := x.apply(ev, w)
+		if evict {
+			x.gate.RUnlock()
+			r.Evicted = x.evict()
+			x.gate.RLock()
+		}
+		results[i] = r
 	}
+	x.gate.RUnlock()
+	x.work.Put(w)
+}
+
+// scratch returns a scratch from the pool, or a new one.
+func (x *Index) scratch() *scratch {
+	if w, ok := x.work.Get().(*scratch); ok {
+		return w
+	}
+	return new(scratch)
+}
+
+// apply applies one event in its phases and reports whether the memory cap
+// is to be enforced after it; the caller holds the gate's read lock.
+func (x *Index) apply(ev Event, w *scratch) (Result, bool) {
+	t := x.tree
+	var o op
+	for {
+		t.begin(&o, ev, w)
+		x.mu.Lock()
+		r, ok := t.commit(&o)
+		if ok {
+			x.publish()
+		}
+		x.mu.Unlock()
+		if ok {
+			t.end(&o)
+			return r, o.evict && t.cfg.MaxEntries > 0 && x.entries.Load() > int64(t.cfg.MaxEntries)
+		}
+		// Another goroutine added the rank's slot since begin: begin
+		// again, with it.
+	}
+}
+
+// evict enforces the memory cap (see Tree.evict) with every rank's table
+// to itself, and returns the entries evicted.
+func (x *Index) evict() int {
+	x.gate.Lock()
+	x.mu.Lock()
+	n := x.tree.evict()
 	x.publish()
 	x.mu.Unlock()
+	x.gate.Unlock()
+	return n
 }
 
 // RemoveWorker drops every rank of worker id (see Tree.RemoveWorker).
 func (x *Index) RemoveWorker(id WorkerID) int {
+	x.gate.Lock()
 	x.mu.Lock()
 	n := x.tree.RemoveWorker(id)
 	x.publish()
 	x.mu.Unlock()
+	x.gate.Unlock()
 	return n
 }
 
@@ -78,6 +145,8 @@ func (x *Index) Workers() []Worker {
 
 // Dump returns events that rebuild the index (see Tree.Dump).
 func (x *Index) Dump() []Event {
+	x.gate.Lock()
+	defer x.gate.Unlock()
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.tree.Dump()

@@ -61,7 +61,7 @@ func (t *Tree) FindMatches(query []LocalHash, earlyExit bool, dst []Match) []Mat
 func (t *Tree) appendDropped(dst []Match, prev, cur uint32, score, last uint32) []Match {
 	if prev&setFlag == 0 {
 		// A single holder that dropped out: cur is empty.
-		dst = append(dst, Match{Worker: t.slots[prev-1].worker, Blocks: score})
+		dst = append(dst, Match{Worker: t.workers[prev-1], Blocks: score})
 		if t.tiered > 0 {
 			t.countTiers(&dst[len(dst)-1], prev-1, last)
 		}
@@ -73,7 +73,7 @@ func (t *Tree) appendDropped(dst []Match, prev, cur uint32, score, last uint32) 
 		keep := cur - 1
 		for _, s := range ps {
 			if s != keep || cur == 0 {
-				dst = append(dst, Match{Worker: t.slots[s].worker, Blocks: score})
+				dst = append(dst, Match{Worker: t.workers[s], Blocks: score})
 				if tiered {
 					t.countTiers(&dst[len(dst)-1], s, last)
 				}
@@ -88,7 +88,7 @@ func (t *Tree) appendDropped(dst []Match, prev, cur uint32, score, last uint32) 
 			j++
 			continue
 		}
-		dst = append(dst, Match{Worker: t.slots[s].worker, Blocks: score})
+		dst = append(dst, Match{Worker: t.workers[s], Blocks: score})
 		if tiered {
 			t.countTiers(&dst[len(dst)-1], s, last)
 		}
@@ -102,14 +102,14 @@ func (t *Tree) appendAll(dst []Match, tag uint32, score, last uint32) []Match {
 	switch {
 	case tag == 0:
 	case tag&setFlag == 0:
-		dst = append(dst, Match{Worker: t.slots[tag-1].worker, Blocks: score})
+		dst = append(dst, Match{Worker: t.workers[tag-1], Blocks: score})
 		if t.tiered > 0 {
 			t.countTiers(&dst[len(dst)-1], tag-1, last)
 		}
 	default:
 		tiered := t.tiered > 0
 		for _, s := range t.sets[tag&^setFlag] {
-			dst = append(dst, Match{Worker: t.slots[s].worker, Blocks: score})
+			dst = append(dst, Match{Worker: t.workers[s], Blocks: score})
 			if tiered {
 				t.countTiers(&dst[len(dst)-1], s, last)
 			}

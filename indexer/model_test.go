@@ -245,7 +245,7 @@ func sortMatches(ms []Match) {
 func canonical(t *Tree) map[Worker]map[BlockHash]held {
 	out := make(map[Worker]map[BlockHash]held)
 	for w, s := range t.slotOf {
-		sl := &t.slots[s]
+		sl := t.slots[s]
 		hs := make(map[BlockHash]held)
 		sl.blocks.All(func(h BlockHash, n uint32) { hs[h] = held{Path: t.path(n), Tiers: sl.maskOf(h, n)} })
 		out[w] = hs
@@ -346,9 +346,9 @@ func (t *Tree) check() error {
 		}
 	}
 	for w, s := range t.slotOf {
-		sl := &t.slots[s]
-		if sl.worker != w || !sl.live {
-			return fmt.Errorf("slot %d: worker %v live %v, want %v", s, sl.worker, sl.live, w)
+		sl := t.slots[s]
+		if sl.worker != w || !sl.live || t.workers[s] != w {
+			return fmt.Errorf("slot %d: worker %v (dense %v) live %v, want %v", s, sl.worker, t.workers[s], sl.live, w)
 		}
 		if err := sl.blocks.check(); err != nil {
 			return fmt.Errorf("slot %d map: %w", s, err)
@@ -389,7 +389,7 @@ func (t *Tree) check() error {
 
 // checkTiers verifies the invariants of slot s's tierState (tiers.go).
 func (t *Tree) checkTiers(s uint32) error {
-	sl := &t.slots[s]
+	sl := t.slots[s]
 	ts := sl.tiers
 	if ts == nil {
 		return nil

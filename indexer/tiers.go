@@ -173,7 +173,7 @@ func (t *Tree) retier(s uint32, h BlockHash, n uint32, old, now tierMask) {
 	if old == now {
 		return
 	}
-	sl := &t.slots[s]
+	sl := t.slots[s]
 	ts := sl.tiers
 	if ts == nil {
 		if (old|now)&^deviceOnly == 0 {
@@ -263,7 +263,7 @@ func (t *Tree) dropTiers(s uint32) {
 
 // addTier adds tier tr to hash h of slot s, which names node n.
 func (t *Tree) addTier(s uint32, h BlockHash, n uint32, tr Tier) {
-	sl := &t.slots[s]
+	sl := t.slots[s]
 	if sl.tiers == nil && tr == TierDevice {
 		return
 	}
@@ -275,9 +275,9 @@ func (t *Tree) addTier(s uint32, h BlockHash, n uint32, tr Tier) {
 // only: each hash the rank holds gains the event's tier; the others are
 // skipped and counted. Nothing else changes: no block is added, moved or
 // refreshed, so the event needs no validation and never evicts.
-func (t *Tree) storeByHash(ev Event) (missing int) {
-	s, ok := t.slotOf[ev.Worker]
-	if !ok {
+func (t *Tree) storeByHash(o *op) (missing int) {
+	ev, s := &o.ev, o.s
+	if o.sl == nil {
 		return len(ev.Blocks)
 	}
 	for _, b := range ev.Blocks {
@@ -297,7 +297,7 @@ func (t *Tree) storeByHash(ev Event) (missing int) {
 // remove does) once no tier is left. A hash held, but not on tr, is missing.
 func (t *Tree) removeTier(s uint32, hashes []BlockHash, tr Tier) (missing int) {
 	for _, h := range hashes {
-		sl := &t.slots[s]
+		sl := t.slots[s]
 		n, ok := sl.blocks.Get(h)
 		if !ok {
 			if !t.purgedInEvent(h) {

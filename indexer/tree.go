@@ -2,6 +2,7 @@ package indexer
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 )
 
@@ -46,8 +47,15 @@ type kin struct {
 	node, prev uint32
 }
 
-// slot is the state of one worker rank.
+// slot is the state of one worker rank. Slots are allocated one by one and
+// never move, so that an event may work on its rank's map (the first and
+// last phases of Index.Apply, phases.go) while other ranks' events change
+// the tree.
 type slot struct {
+	// mu is held by the event of this rank in flight, through all its
+	// phases; it guards blocks and the scratch below it. Everything else
+	// is the tree's, guarded by the tree's exclusivity.
+	mu     sync.Mutex
 	worker Worker
 	// tiers records the copies on tiers other than the device (tiers.go);
 	// nil while every hash of the rank is on the device alone.
@@ -60,6 +68,17 @@ type slot struct {
 	// aliased counts extra hashes per node; nil while there are none.
 	aliased map[uint32]int
 	live    bool
+
+	// sink keeps the results of blockMap.Touch, so that the compiler keeps
+	// its reads.
+	sink uint32
+}
+
+// rank is a slot found without the tree's exclusivity: its index and the
+// slot itself (Tree.ranks).
+type rank struct {
+	s  uint32
+	sl *slot
 }
 
 // Config sets a Tree's limits.
@@ -95,20 +114,27 @@ type Tree struct {
 	kids      map[childKey]kin
 	sets      [][]uint32
 	freeSets  []uint32
-	slots     []slot
+	slots     []*slot
+	// workers is each slot's worker, dense for FindMatches.
+	workers   []Worker
 	freeSlots []uint32
 	slotOf    map[Worker]uint32
-	entries   int
-	live      int // nodes, root excluded
-	evicted   uint64
+	// ranks is slotOf for lookups that run without the tree's
+	// exclusivity (Tree.lookup): a copy, replaced whole whenever a slot
+	// is added or removed, which is rare.
+	ranks   atomic.Pointer[map[Worker]rank]
+	entries int
+	live    int // nodes, root excluded
+	evicted uint64
 	// scratch is reused by purge; olds by validStore and store; dups by
 	// validStore.
 	scratch []BlockHash
 	olds    []uint32
 	dups    hashSet
-	// sink keeps the results of blockMap.Touch, so that the compiler
-	// keeps its reads.
+	// sink keeps the results of blockMap.Touch on the slow paths.
 	sink uint32
+	// work is Apply's scratch for the fast paths (phases.go).
+	work scratch
 	// purged collects the hashes one removed event took away, directly or
 	// by cascade; purgedSet indexes it when it grows long.
 	purged    []BlockHash

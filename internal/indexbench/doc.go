@@ -49,16 +49,17 @@
 //     Config.LatencyEvery-th query, each timed with time.Now, for the
 //     find_matches p50 and p99; the clock reads stay off the throughput
 //     figure.
-//   - mixed: a fresh index replays events and queries in trace order. One
-//     goroutine (the writer) applies the events, 16 at a time under one
-//     lock hold as the router's events.Writer applies what its queues
-//     hold; Goroutines-1 others take the queries in order, each waiting
-//     until the writer has applied the events that precede its query, so
-//     a query never runs before its events but may see up to 15 later
-//     ones, or more if readers lag. With one goroutine, events and
-//     queries are interleaved in trace order. Block ops/s counts query
-//     blocks, stored blocks and removed hashes over the wall time of the
-//     whole replay.
+//   - mixed: a fresh index replays events and queries in trace order.
+//     With one goroutine, events and queries are interleaved in trace
+//     order. With more, each goroutine applies the events of its share of
+//     the workers (worker id modulo Goroutines), in trace order, as the
+//     router's event shards do, and the queries are run in order by
+//     whichever goroutine finds the next one's events all applied. A
+//     goroutine applies at most 16 events past those of the next query to
+//     run, so a query never runs before its events but may see up to 16
+//     later ones, as it may in the router while a shard applies a batch.
+//     Block ops/s counts query blocks, stored blocks and removed hashes
+//     over the wall time of the whole replay.
 //
 // # Concurrency
 //

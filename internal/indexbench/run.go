@@ -19,10 +19,6 @@ import (
 // ErrNoRequests: the trace has no requests to replay.
 var ErrNoRequests = errors.New("trace has no requests")
 
-// writerBatch is how many events the mixed pass's writer applies under one
-// lock hold when readers run beside it.
-const writerBatch = 16
-
 // claimBatch is how many queries a goroutine claims at a time in the
 // query-only passes: enough to keep the shared counter cold.
 const claimBatch = 16
@@ -255,45 +251,16 @@ func mixedPass(ctx context.Context, s *stream, cfg Config) (*indexer.Index, time
 		return idx, time.Since(start), nil
 	}
 
-	// applied counts the events the writer has applied; a reader runs a
-	// query once every event before it is in.
-	var applied, next atomic.Int64
+	// Goroutine k applies the events of the workers whose id is k modulo
+	// Goroutines, in trace order; done[k] is the position in the event
+	// stream before which all of k's events are applied. The queries are
+	// taken in order from next by whichever goroutine finds the next one's
+	// events all applied.
+	g := cfg.Goroutines
+	r := &shardReplay{s: s, idx: idx, done: make([]paddedPos, g)}
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		// The writer applies events in batches under one lock hold, as
-		// the router's events.Writer does: a lock taken per event would
-		// hand the processor to a waiting reader and back at every event.
-		results := make([]indexer.Result, writerBatch)
-		for i := 0; i < len(s.events); i += writerBatch {
-			if ctx.Err() != nil {
-				return
-			}
-			end := min(i+writerBatch, len(s.events))
-			idx.ApplyBatch(s.events[i:end], results)
-			applied.Store(int64(end))
-		}
-	})
-	for range cfg.Goroutines - 1 {
-		wg.Go(func() {
-			dst := make([]indexer.Match, 0, cfg.Workers)
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(s.queries) {
-					return
-				}
-				q := &s.queries[i]
-				for applied.Load() < int64(q.after) {
-					if ctx.Err() != nil {
-						return
-					}
-					// Yield rather than sleep: the writer is usually
-					// microseconds away, and with more goroutines than
-					// processors it may need this one's processor.
-					runtime.Gosched()
-				}
-				dst = idx.FindMatches(q.keys, false, dst)
-			}
-		})
+	for k := range g {
+		wg.Go(func() { r.run(ctx, k) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -301,6 +268,86 @@ func mixedPass(ctx context.Context, s *stream, cfg Config) (*indexer.Index, time
 		return nil, 0, fmt.Errorf("mixed replay: %w", err)
 	}
 	return idx, elapsed, nil
+}
+
+// paddedPos is a shard's progress, on a cache line of its own.
+type paddedPos struct {
+	atomic.Int64
+	_ [56]byte
+}
+
+// shardReplay is the mixed replay with several goroutines.
+type shardReplay struct {
+	s    *stream
+	idx  *indexer.Index
+	done []paddedPos
+	next atomic.Int64
+}
+
+// lookahead is how far past the events of the next query to run a goroutine
+// may apply events: a query sees at most this many later events, as when
+// one of the router's event shards applies a batch of 16 while a query
+// waits for the lock.
+const lookahead = 16
+
+// run is goroutine k of the replay: it applies its workers' events in
+// trace order, at most lookahead past the next query's, and runs the next
+// query whenever every goroutine has applied the events before it.
+func (r *shardReplay) run(ctx context.Context, k int) {
+	s, g := r.s, len(r.done)
+	var dst []indexer.Match
+	pos := 0
+	for n := 0; ; n++ {
+		if n%256 == 0 && ctx.Err() != nil {
+			return
+		}
+		dst = r.query(dst)
+		i := int(r.next.Load())
+		if pos == len(s.events) {
+			if i == len(s.queries) {
+				return
+			}
+			runtime.Gosched() // another goroutine is behind
+			continue
+		}
+		if i < len(s.queries) && pos >= s.queries[i].after+lookahead {
+			runtime.Gosched() // too far ahead of the queries
+			continue
+		}
+		// Apply k's next event, if it lies before the bound.
+		to := len(s.events)
+		if i < len(s.queries) {
+			to = min(to, s.queries[i].after+lookahead)
+		}
+		for ; pos < to; pos++ {
+			if int(s.events[pos].Worker.ID%indexer.WorkerID(g)) == k {
+				r.idx.Apply(s.events[pos])
+				pos++
+				break
+			}
+		}
+		r.done[k].Store(int64(pos))
+	}
+}
+
+// query runs queries in order for as long as the next one's events are all
+// applied.
+func (r *shardReplay) query(dst []indexer.Match) []indexer.Match {
+	for {
+		i := r.next.Load()
+		if int(i) >= len(r.s.queries) {
+			return dst
+		}
+		q := &r.s.queries[i]
+		for j := range r.done {
+			if r.done[j].Load() < int64(q.after) {
+				return dst
+			}
+		}
+		if r.next.CompareAndSwap(i, i+1) {
+			dst = r.idx.FindMatches(q.keys, false, dst)
+		}
+	}
 }
 
 // interleave replays the stream in trace order on the calling goroutine.
