@@ -126,16 +126,7 @@ func (t *Tree) store(o *op) Status {
 		// No event repeats a hash (validStore), and a moved one was just
 		// dropped: the map does not hold b.Hash.
 		sl.blocks.Add(b.Hash, c)
-		if t.addHolder(c, s) {
-			sl.entries++
-			t.entries++
-		} else {
-			// Held already under another hash: an alias.
-			if sl.aliased == nil {
-				sl.aliased = make(map[uint32]int)
-			}
-			sl.aliased[c]++
-		}
+		t.hold(s, c)
 		if tiered {
 			t.retier(s, b.Hash, c, 0, bit(ev.Tier))
 		}

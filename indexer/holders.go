@@ -116,3 +116,18 @@ func (t *Tree) releaseSet(i uint32) {
 	t.sets[i] = t.sets[i][:0]
 	t.freeSets = append(t.freeSets, i)
 }
+
+// hold adds slot s to node c, counting an entry, or an alias if the slot
+// holds c already under another hash.
+func (t *Tree) hold(s, c uint32) {
+	sl := t.slots[s]
+	if t.addHolder(c, s) {
+		sl.entries++
+		t.entries++
+		return
+	}
+	if sl.aliased == nil {
+		sl.aliased = make(map[uint32]int)
+	}
+	sl.aliased[c]++
+}

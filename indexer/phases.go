@@ -217,7 +217,7 @@ func distinct(ev *Event, dups *hashSet) bool {
 // their nodes for end. It is Tree.store for an event none of whose hashes
 // the rank holds.
 func (t *Tree) commitStore(o *op) {
-	s, sl := o.s, o.sl
+	s := o.s
 	cur, now := o.parent, t.clock
 	t.touchUp(cur, now)
 	nodes := o.w.nodes[:0]
@@ -228,16 +228,7 @@ func (t *Tree) commitStore(o *op) {
 		} else {
 			atomic.StoreUint32(&t.nodes[c].stamp, now)
 		}
-		if t.addHolder(c, s) {
-			sl.entries++
-			t.entries++
-		} else {
-			// Held already under another hash: an alias.
-			if sl.aliased == nil {
-				sl.aliased = make(map[uint32]int)
-			}
-			sl.aliased[c]++
-		}
+		t.hold(s, c)
 		nodes = append(nodes, c)
 		cur = c
 	}
