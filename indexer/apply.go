@@ -261,18 +261,23 @@ func (t *Tree) dropBlock(s uint32, h BlockHash, n uint32) {
 
 // release is dropBlock once the hash is out of the slot's map.
 func (t *Tree) release(s, n uint32) {
-	sl := t.slots[s]
-	if sl.aliased[n] > 0 {
-		// Another hash still names n: only the alias goes.
-		sl.aliased[n]--
-		if sl.aliased[n] == 0 {
-			delete(sl.aliased, n)
-		}
-		return
-	}
-	if t.detach(s, n) {
+	if !t.unalias(s, n) && t.detach(s, n) {
 		t.purge(s)
 	}
+}
+
+// unalias drops one alias of node n from slot s, if another hash still
+// names n besides the one going, and reports whether it did.
+func (t *Tree) unalias(s, n uint32) bool {
+	sl := t.slots[s]
+	if sl.aliased[n] == 0 {
+		return false
+	}
+	sl.aliased[n]--
+	if sl.aliased[n] == 0 {
+		delete(sl.aliased, n)
+	}
+	return true
 }
 
 // detach removes slot s from node n and from every node below n that it
@@ -373,18 +378,21 @@ func (t *Tree) freeEmpty(ns []uint32) {
 // went with them.
 func (t *Tree) RemoveWorker(id WorkerID) int {
 	dropped := 0
-	for w, s := range t.slotOf {
+	old := t.rankMap()
+	ranks := make(map[Worker]rank, len(old))
+	for w, r := range old {
 		if w.ID != id {
+			ranks[w] = r
 			continue
 		}
+		s := r.s
 		dropped += t.slots[s].entries
 		t.clear(s)
 		t.slots[s] = &slot{}
 		t.workers[s] = Worker{}
-		delete(t.slotOf, w)
 		t.freeSlots = append(t.freeSlots, s)
 	}
-	t.publishRanks()
+	t.ranks.Store(&ranks)
 	return dropped
 }
 
@@ -404,16 +412,12 @@ func (t *Tree) newSlot(w Worker) uint32 {
 	sl.mu.Lock()
 	t.slots[s] = sl
 	t.workers[s] = w
-	t.slotOf[w] = s
-	t.publishRanks()
-	return s
-}
-
-// publishRanks replaces the copy of slotOf that lookups read.
-func (t *Tree) publishRanks() {
-	m := make(map[Worker]rank, len(t.slotOf))
-	for w, s := range t.slotOf {
-		m[w] = rank{s: s, sl: t.slots[s]}
+	old := t.rankMap()
+	ranks := make(map[Worker]rank, len(old)+1)
+	for v, r := range old {
+		ranks[v] = r
 	}
-	t.ranks.Store(&m)
+	ranks[w] = rank{s: s, sl: sl}
+	t.ranks.Store(&ranks)
+	return s
 }

@@ -11,7 +11,7 @@ import (
 // (see touchUp), so whole subtrees of cold prefixes go first and hot shared
 // prefixes stay. It returns the entries evicted.
 func (t *Tree) evict() int {
-	if t.cfg.MaxEntries == 0 || t.entries <= t.cfg.MaxEntries {
+	if !t.overCap() {
 		return 0
 	}
 	target := int(float64(t.cfg.MaxEntries) * t.cfg.EvictTo)
@@ -59,6 +59,11 @@ func (t *Tree) evict() int {
 	evicted := before - t.entries
 	t.evicted += uint64(evicted)
 	return evicted
+}
+
+// overCap reports whether the entries exceed Config.MaxEntries.
+func (t *Tree) overCap() bool {
+	return t.cfg.MaxEntries > 0 && t.entries > t.cfg.MaxEntries
 }
 
 // evictSubtree drops n and everything below it, for every holder and on

@@ -6,9 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// ops decodes fuzz bytes into a sequence of operations over a small alphabet
-// of workers, token hashes and engine hashes, so that collisions, aliases,
-// moves and cascades are frequent.
+// ops reads fuzz bytes one at a time (steps).
 type ops struct {
 	data []byte
 }
@@ -31,17 +29,26 @@ func (o *ops) worker(b byte) Worker {
 // otherwise, now and then one past them (an invalid event).
 func (o *ops) tier(op byte) Tier { return Tier(op / 8 % 5) }
 
-// replay applies the operations to a tree and the model, comparing them after
-// every step.
-func replay(t *testing.T, data []byte, cfg Config) *Tree {
-	t.Helper()
-	tr := New(cfg)
-	m := newModel()
+// step is one operation decoded from fuzz bytes: an event, the removal of
+// a worker (Event.Worker's id), or a query.
+type step struct {
+	ev     Event
+	remove bool
+	query  []LocalHash
+	ask    bool // a query, query may be empty
+}
+
+// steps decodes fuzz bytes into operations over a small alphabet of
+// workers, token hashes and engine hashes, so that collisions, aliases,
+// moves and cascades are frequent: stores with tokens or by hash on every
+// tier, removals on every tier, clears, worker removals and queries.
+func steps(data []byte) []step {
 	o := &ops{data: data}
-	for step := 0; ; step++ {
+	var out []step
+	for {
 		op, ok := o.next()
 		if !ok {
-			return tr
+			return out
 		}
 		arg, _ := o.next()
 		w := o.worker(arg)
@@ -57,7 +64,7 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 				b, _ := o.next()
 				ev.Blocks = append(ev.Blocks, Block{Hash: BlockHash(b % 8), Tokens: LocalHash(b / 8 % 4)})
 			}
-			compareApply(t, step, tr, m, ev)
+			out = append(out, step{ev: ev})
 		case 2, 7: // removed
 			n, _ := o.next()
 			ev := Event{Worker: w, Kind: KindRemoved, Tier: o.tier(op)}
@@ -65,13 +72,11 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 				b, _ := o.next()
 				ev.Removed = append(ev.Removed, BlockHash(b%8))
 			}
-			compareApply(t, step, tr, m, ev)
+			out = append(out, step{ev: ev})
 		case 3: // cleared
-			compareApply(t, step, tr, m, Event{Worker: w, Kind: KindCleared})
+			out = append(out, step{ev: Event{Worker: w, Kind: KindCleared}})
 		case 4: // remove worker
-			if got, want := tr.RemoveWorker(w.ID), m.removeWorker(w.ID); got != want {
-				t.Fatalf("step %d: RemoveWorker(%d) = %d, model %d", step, w.ID, got, want)
-			}
+			out = append(out, step{ev: Event{Worker: w}, remove: true})
 		case 6: // stored by hash: a copy on another tier
 			n, _ := o.next()
 			ev := Event{Worker: w, Kind: KindStored, ByHash: true, Tier: o.tier(op)}
@@ -82,7 +87,7 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 				b, _ := o.next()
 				ev.Blocks = append(ev.Blocks, Block{Hash: BlockHash(b % 8), Tokens: LocalHash(b)})
 			}
-			compareApply(t, step, tr, m, ev)
+			out = append(out, step{ev: ev})
 		case 5: // query
 			n, _ := o.next()
 			var query []LocalHash
@@ -90,25 +95,47 @@ func replay(t *testing.T, data []byte, cfg Config) *Tree {
 				b, _ := o.next()
 				query = append(query, LocalHash(b%4))
 			}
-			got := tr.FindMatches(query, false, nil)
+			out = append(out, step{query: query, ask: true})
+		}
+	}
+}
+
+// replay applies the operations to a tree and the model, comparing them after
+// every step.
+func replay(t *testing.T, data []byte, cfg Config) *Tree {
+	t.Helper()
+	tr := New(cfg)
+	m := newModel()
+	for i, st := range steps(data) {
+		switch {
+		case st.ask:
+			got := tr.FindMatches(st.query, false, nil)
 			sortMatches(got)
 			if len(got) == 0 {
 				got = nil
 			}
-			if diff := cmp.Diff(m.findMatches(query), got); diff != "" {
-				t.Fatalf("step %d: FindMatches(%v) (-model +tree):\n%s", step, query, diff)
+			if diff := cmp.Diff(m.findMatches(st.query), got); diff != "" {
+				t.Fatalf("step %d: FindMatches(%v) (-model +tree):\n%s", i, st.query, diff)
 			}
+		case st.remove:
+			id := st.ev.Worker.ID
+			if got, want := tr.RemoveWorker(id), m.removeWorker(id); got != want {
+				t.Fatalf("step %d: RemoveWorker(%d) = %d, model %d", i, id, got, want)
+			}
+		default:
+			compareApply(t, i, tr, m, st.ev)
 		}
 		if err := tr.check(); err != nil {
-			t.Fatalf("step %d: %v", step, err)
+			t.Fatalf("step %d: %v", i, err)
 		}
 		if diff := cmp.Diff(m.ranks, canonical(tr)); diff != "" {
-			t.Fatalf("step %d: state (-model +tree):\n%s", step, diff)
+			t.Fatalf("step %d: state (-model +tree):\n%s", i, diff)
 		}
 		if diff := cmp.Diff(m.stats(), tr.Stats()); diff != "" {
-			t.Fatalf("step %d: stats (-model +tree):\n%s", step, diff)
+			t.Fatalf("step %d: stats (-model +tree):\n%s", i, diff)
 		}
 	}
+	return tr
 }
 
 func compareApply(t *testing.T, step int, tr *Tree, m *model, ev Event) {

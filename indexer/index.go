@@ -37,15 +37,9 @@ func NewIndex(cfg Config) *Index {
 
 // Apply applies one event (see Tree.Apply).
 func (x *Index) Apply(ev Event) Result {
-	w := x.scratch()
-	x.gate.RLock()
-	r, evict := x.apply(ev, w)
-	x.gate.RUnlock()
-	x.work.Put(w)
-	if evict {
-		r.Evicted = x.evict()
-	}
-	return r
+	events, results := [1]Event{ev}, [1]Result{}
+	x.ApplyBatch(events[:], results[:])
+	return results[0]
 }
 
 // ApplyBatch applies events in order and stores each outcome in results,
@@ -53,10 +47,13 @@ func (x *Index) Apply(ev Event) Result {
 // batches at once; events of one rank must come from one of them at a
 // time, or their order is whatever the locks make it.
 func (x *Index) ApplyBatch(events []Event, results []Result) {
-	w := x.scratch()
+	w, ok := x.work.Get().(*scratch)
+	if !ok {
+		w = new(scratch)
+	}
 	x.gate.RLock()
 	for i, ev := range events {
-		r, evict := x.apply(ev, w)
+		r, evict := x.apply(ev, w, i == len(events)-1)
 		if evict {
 			x.gate.RUnlock()
 			r.Evicted = x.evict()
@@ -68,30 +65,23 @@ func (x *Index) ApplyBatch(events []Event, results []Result) {
 	x.work.Put(w)
 }
 
-// scratch returns a scratch from the pool, or a new one.
-func (x *Index) scratch() *scratch {
-	if w, ok := x.work.Get().(*scratch); ok {
-		return w
-	}
-	return new(scratch)
-}
-
-// apply applies one event in its phases and reports whether the memory cap
-// is to be enforced after it; the caller holds the gate's read lock.
-func (x *Index) apply(ev Event, w *scratch) (Result, bool) {
+// apply applies one event in its phases, and publishes the sizes if last,
+// and reports whether the memory cap is to be enforced after it; the
+// caller holds the gate's read lock.
+func (x *Index) apply(ev Event, w *scratch, last bool) (Result, bool) {
 	t := x.tree
 	var o op
 	for {
 		t.begin(&o, ev, w)
 		x.mu.Lock()
 		r, ok := t.commit(&o)
-		if ok {
+		if ok && last {
 			x.publish()
 		}
 		x.mu.Unlock()
 		if ok {
 			t.end(&o)
-			return r, o.evict && t.cfg.MaxEntries > 0 && x.entries.Load() > int64(t.cfg.MaxEntries)
+			return r, o.evict
 		}
 		// Another goroutine added the rank's slot since begin: begin
 		// again, with it.

@@ -244,8 +244,8 @@ func sortMatches(ms []Match) {
 // and tiers.
 func canonical(t *Tree) map[Worker]map[BlockHash]held {
 	out := make(map[Worker]map[BlockHash]held)
-	for w, s := range t.slotOf {
-		sl := t.slots[s]
+	for w, r := range t.rankMap() {
+		sl := r.sl
 		hs := make(map[BlockHash]held)
 		sl.blocks.All(func(h BlockHash, n uint32) { hs[h] = held{Path: t.path(n), Tiers: sl.maskOf(h, n)} })
 		out[w] = hs
@@ -345,8 +345,11 @@ func (t *Tree) check() error {
 			return fmt.Errorf("node %d: slow bit %v, held with no device copy %v", i, t.isSlow(uint32(i)), slow)
 		}
 	}
-	for w, s := range t.slotOf {
-		sl := t.slots[s]
+	for w, r := range t.rankMap() {
+		s, sl := r.s, r.sl
+		if sl != t.slots[s] {
+			return fmt.Errorf("rank %v: slot %d is not the one the tree holds", w, s)
+		}
 		if sl.worker != w || !sl.live || t.workers[s] != w {
 			return fmt.Errorf("slot %d: worker %v (dense %v) live %v, want %v", s, sl.worker, t.workers[s], sl.live, w)
 		}

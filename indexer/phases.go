@@ -64,18 +64,22 @@ type op struct {
 	lane   lane
 	status Status
 	parent uint32
-	// evict says the event was a stored event applied whole, after which
-	// the memory cap is enforced (Tree.evict).
+	// evict says the event was a stored event applied whole that left
+	// the entries over the memory cap: Tree.evict is due.
 	evict bool
 }
 
-// lookup finds w's slot without the tree's exclusivity.
-func (t *Tree) lookup(w Worker) (rank, bool) {
-	m := t.ranks.Load()
-	if m == nil {
-		return rank{}, false
+// rankMap returns the map of known ranks; it must not be changed.
+func (t *Tree) rankMap() map[Worker]rank {
+	if m := t.ranks.Load(); m != nil {
+		return *m
 	}
-	r, ok := (*m)[w]
+	return nil
+}
+
+// lookup finds w's slot; it needs no exclusivity.
+func (t *Tree) lookup(w Worker) (rank, bool) {
+	r, ok := t.rankMap()[w]
 	return r, ok
 }
 
@@ -108,7 +112,7 @@ func (t *Tree) begin(o *op, ev Event, w *scratch) {
 // again.
 func (t *Tree) commit(o *op) (Result, bool) {
 	if o.sl == nil {
-		if _, ok := t.slotOf[o.ev.Worker]; ok {
+		if _, ok := t.lookup(o.ev.Worker); ok {
 			return Result{}, false
 		}
 	}
@@ -133,7 +137,7 @@ func (t *Tree) commit(o *op) (Result, bool) {
 		}
 	}
 	ev := &o.ev
-	o.evict = ev.Kind == KindStored && !ev.ByHash && ev.Tier < NumTiers && r.Status == StatusOK
+	o.evict = ev.Kind == KindStored && !ev.ByHash && ev.Tier < NumTiers && r.Status == StatusOK && t.overCap()
 	return r, true
 }
 
@@ -266,16 +270,7 @@ func (t *Tree) commitRemove(o *op) (missing int) {
 			}
 			continue
 		}
-		if sl.aliased[n] > 0 {
-			// Another hash still names n: only the alias goes.
-			sl.aliased[n]--
-			if sl.aliased[n] == 0 {
-				delete(sl.aliased, n)
-			}
-			t.purged = append(t.purged, h)
-			continue
-		}
-		if !t.detach(s, n) {
+		if t.unalias(s, n) || !t.detach(s, n) {
 			t.purged = append(t.purged, h)
 			continue
 		}

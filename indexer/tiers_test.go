@@ -296,11 +296,11 @@ func TestTiersTrimBackToDeviceOnly(t *testing.T) {
 	tr := New(Config{})
 	tr.Apply(stored(w1, nil, blk(1), blk(2)))
 	tr.Apply(copied(w1, TierHost, 101, 102))
-	if tr.slots[tr.slotOf[w1]].tiers == nil {
+	if tr.rankMap()[w1].sl.tiers == nil {
 		t.Fatal("no tiers recorded after a host copy")
 	}
 	tr.Apply(on(TierHost, removed(w1, 101, 102)))
-	if ts := tr.slots[tr.slotOf[w1]].tiers; ts != nil {
+	if ts := tr.rankMap()[w1].sl.tiers; ts != nil {
 		t.Fatalf("tiers still recorded after the host copies went: %+v", ts)
 	}
 	// The same after the cap evicts the host-only blocks, the oldest.
@@ -316,7 +316,7 @@ func TestTiersTrimBackToDeviceOnly(t *testing.T) {
 	if got := tr.FindMatches(q(7, 8), false, nil); len(got) != 1 || got[0] != (Match{Worker: w1, Blocks: 2}) {
 		t.Fatalf("device blocks after eviction: %v, want both kept", got)
 	}
-	if ts := tr.slots[tr.slotOf[w1]].tiers; ts != nil {
+	if ts := tr.rankMap()[w1].sl.tiers; ts != nil {
 		t.Fatalf("tiers still recorded after eviction took every host block: %+v", ts)
 	}
 }

@@ -118,10 +118,10 @@ type Tree struct {
 	// workers is each slot's worker, dense for FindMatches.
 	workers   []Worker
 	freeSlots []uint32
-	slotOf    map[Worker]uint32
-	// ranks is slotOf for lookups that run without the tree's
-	// exclusivity (Tree.lookup): a copy, replaced whole whenever a slot
-	// is added or removed, which is rare.
+	// ranks maps each known worker rank to its slot. The map is never
+	// changed once stored, but replaced whole when a slot is added or
+	// removed (rare), so that lookups may run without the tree's
+	// exclusivity (Tree.lookup).
 	ranks   atomic.Pointer[map[Worker]rank]
 	entries int
 	live    int // nodes, root excluded
@@ -163,10 +163,9 @@ func New(cfg Config) *Tree {
 		cfg.EvictTo = DefaultEvictTo
 	}
 	return &Tree{
-		cfg:    cfg,
-		nodes:  make([]node, 1, 1024),
-		kids:   make(map[childKey]kin),
-		slotOf: make(map[Worker]uint32),
+		cfg:   cfg,
+		nodes: make([]node, 1, 1024),
+		kids:  make(map[childKey]kin),
 	}
 }
 
@@ -288,17 +287,18 @@ func (t *Tree) touchUp(n uint32, now uint32) {
 
 // Size returns how many blocks w holds.
 func (t *Tree) Size(w Worker) int {
-	s, ok := t.slotOf[w]
+	r, ok := t.lookup(w)
 	if !ok {
 		return 0
 	}
-	return t.slots[s].entries
+	return r.sl.entries
 }
 
 // Workers returns the worker ranks the tree knows.
 func (t *Tree) Workers() []Worker {
-	out := make([]Worker, 0, len(t.slotOf))
-	for w := range t.slotOf {
+	ranks := t.rankMap()
+	out := make([]Worker, 0, len(ranks))
+	for w := range ranks {
 		out = append(out, w)
 	}
 	return out
@@ -306,5 +306,5 @@ func (t *Tree) Workers() []Worker {
 
 // Stats returns the tree's sizes.
 func (t *Tree) Stats() Stats {
-	return Stats{Entries: t.entries, Nodes: t.live, Workers: len(t.slotOf), Evicted: t.evicted}
+	return Stats{Entries: t.entries, Nodes: t.live, Workers: len(t.rankMap()), Evicted: t.evicted}
 }

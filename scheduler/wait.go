@@ -55,8 +55,10 @@ func (r *Router) enqueueLocked(req *Request, p *prompt, now time.Time, done func
 // allows, each decided afresh (a new index lookup, new loads). It stops at
 // the first request without a worker filter that still finds every rank
 // of its kind busy: every later request without a filter would too, and
-// one with a filter only sees a subset of those ranks. mu is held; the
-// caller tells the results with finishAll once mu is released.
+// one with a filter only sees a subset of those ranks. Once the router is
+// closed, every waiting request is decided, on the best rank as if none
+// were busy. mu is held; the caller tells the results with finishAll once
+// mu is released.
 func (r *Router) releaseLocked(now time.Time) []released {
 	if r.queue == nil || r.queue.Len() == 0 {
 		return nil
@@ -74,7 +76,8 @@ func (r *Router) releaseLocked(now time.Time) []released {
 		if stopped[w.kind] && !(w.req.Retry && r.activeLocked(w.req)) {
 			continue
 		}
-		d, wait, err := r.attemptWaiterLocked(s, w, now, true)
+		// A closed router waits no more: each is decided at once.
+		d, wait, err := r.attemptWaiterLocked(s, w, now, !r.closed)
 		if wait {
 			if w.req.AllowedWorkerIDs == nil {
 				stopped[w.kind] = true
@@ -168,32 +171,9 @@ func (r *Router) cancel(w *waiter) bool {
 func (r *Router) Close() {
 	r.mu.Lock()
 	r.closed = true
-	var out []released
-	if r.queue != nil {
-		out = r.flushLocked(time.Now())
-	}
+	out := r.releaseLocked(time.Now())
 	r.mu.Unlock()
 	r.finishAll(out)
-}
-
-// flushLocked decides every waiting request in queue order, each on the
-// best rank as if none were busy, and empties the queue. mu is held; the
-// caller tells the results with finishAll once mu is released.
-func (r *Router) flushLocked(now time.Time) []released {
-	s := r.pool.Get().(*scratch)
-	defer r.pool.Put(s)
-	var out []released
-	for _, w := range r.queue.Order(now) {
-		d, _, err := r.attemptWaiterLocked(s, w, now, false)
-		r.queue.Remove(w)
-		w.timer.Stop()
-		d.Waited = true
-		out = append(out, released{w: w, d: d, err: err})
-	}
-	for k := range numKinds {
-		r.queueGaugesLocked(Kind(k))
-	}
-	return out
 }
 
 // Pending returns what waits in the queue.

@@ -63,7 +63,7 @@ type conn struct {
 	// as missed.
 	caughtUp, replayFrom uint64
 	catchingUp           bool
-	lostInCatchUp        int // such lost batches, logged at the first
+	warnedLost           bool // one such lost batch was logged in this catch-up
 	duplicates           prometheus.Counter
 }
 
@@ -169,7 +169,7 @@ func (c *conn) catchUp() {
 		return
 	}
 	c.deliverAll(got)
-	c.replayFrom, c.caughtUp, c.catchingUp, c.lostInCatchUp = got[0].seq, c.last, true, 0
+	c.replayFrom, c.caughtUp, c.catchingUp, c.warnedLost = got[0].seq, c.last, true, false
 }
 
 // nextSeq is the sequence after the last batch of got (0 for none).
@@ -206,7 +206,8 @@ func (c *conn) live(frames [][]byte) {
 		switch {
 		case seq < c.replayFrom:
 			c.s.m.Events.Missed.Inc()
-			if c.lostInCatchUp++; c.lostInCatchUp == 1 {
+			if !c.warnedLost {
+				c.warnedLost = true
 				c.s.log.Warn("zmq events: batches published while the catch-up ran had left the replay buffer; they are lost (counted as missed)",
 					slog.String("publisher", c.ep.String()), slog.Uint64("seq", seq), slog.Uint64("replay_from_seq", c.replayFrom))
 			}

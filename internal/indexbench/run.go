@@ -303,22 +303,21 @@ func (r *shardReplay) run(ctx context.Context, k int) {
 		}
 		dst = r.query(dst)
 		i := int(r.next.Load())
-		if pos == len(s.events) {
-			if i == len(s.queries) {
-				return
-			}
-			runtime.Gosched() // another goroutine is behind
-			continue
+		if pos == len(s.events) && i == len(s.queries) {
+			return
 		}
-		if i < len(s.queries) && pos >= s.queries[i].after+lookahead {
-			runtime.Gosched() // too far ahead of the queries
-			continue
-		}
-		// Apply k's next event, if it lies before the bound.
+		// The bound: the end, or lookahead past the next query's events.
 		to := len(s.events)
 		if i < len(s.queries) {
 			to = min(to, s.queries[i].after+lookahead)
 		}
+		if pos >= to {
+			// Too far ahead of the queries, or done while another
+			// goroutine is behind.
+			runtime.Gosched()
+			continue
+		}
+		// Apply k's next event before the bound, if any.
 		for ; pos < to; pos++ {
 			if int(s.events[pos].Worker.ID%indexer.WorkerID(g)) == k {
 				r.idx.Apply(s.events[pos])

@@ -207,18 +207,19 @@ func (e *Engine) serveReplay() {
 		// also report a failed send of the end marker that the requester
 		// did receive, closing its socket at once: so served counts the
 		// answers read, not the sends that returned no error.
-		_ = e.answer(id, out)
+		e.answer(id, out)
 	}
 }
 
-// answer sends the kept batches out to requester id, then the end marker.
-func (e *Engine) answer(id []byte, out []kept) error {
+// answer sends the kept batches out to requester id, then the end marker,
+// stopping at the first send that fails.
+func (e *Engine) answer(id []byte, out []kept) {
 	for _, k := range out {
-		if err := e.router.SendMulti(e.reply(id, seqFrame(k.seq), k.payload)); err != nil {
-			return err
+		if e.router.SendMulti(e.reply(id, seqFrame(k.seq), k.payload)) != nil {
+			return
 		}
 	}
-	return e.router.SendMulti(e.reply(id, seqFrame(^uint64(0)), nil))
+	_ = e.router.SendMulti(e.reply(id, seqFrame(^uint64(0)), nil))
 }
 
 // Served returns how many replay requests the engine has read its kept
