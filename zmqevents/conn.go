@@ -304,22 +304,28 @@ type replayed struct {
 // the moment the replay socket accepts the connection was seen to go
 // unanswered now and then, against zmq4's ROUTER, and the catch-up of a new
 // connection would then wait the whole timeout for nothing. Replies to the
-// first request, should they come late, go to its closed socket.
+// first request, should they come late, go to its closed socket. A request
+// that is being answered has the whole of ReplayTimeout for its answer.
 func (c *conn) fetch(from, to uint64) ([]replayed, error) {
-	first := c.s.cfg.ReplayTimeout / 5
-	out, heard, err := c.fetchWithin(from, to, first)
+	limit, start := c.s.cfg.ReplayTimeout, time.Now()
+	out, heard, err := c.fetchWithin(from, to, limit/5, limit)
 	if err == nil || heard || c.ctx.Err() != nil {
 		return out, err
 	}
-	out, _, err = c.fetchWithin(from, to, c.s.cfg.ReplayTimeout-first)
+	rest := limit - time.Since(start)
+	out, _, err = c.fetchWithin(from, to, rest, rest)
 	return out, err
 }
 
-// fetchWithin is one replay request, given timeout; heard reports whether
-// any reply came back.
-func (c *conn) fetchWithin(from, to uint64, timeout time.Duration) (out []replayed, heard bool, err error) {
-	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+// fetchWithin is one replay request: it gives up if no reply comes within
+// first, or no end of the replay within limit. heard reports whether any
+// reply came back.
+func (c *conn) fetchWithin(from, to uint64, first, limit time.Duration) (out []replayed, heard bool, err error) {
+	began := time.Now()
+	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
+	timer := time.AfterFunc(first, cancel)
+	defer timer.Stop()
 	d := zmq4.NewDealer(ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(c.s.cfg.DialTimeout), zmq4.WithLogger(quiet))
 	defer d.Close()
 	if err := d.Dial(dialAddr(c.ep.Replay)); err != nil {
@@ -334,10 +340,18 @@ func (c *conn) fetchWithin(from, to uint64, timeout time.Duration) (out []replay
 	for {
 		msg, err := d.Recv()
 		if err != nil {
-			if ctx.Err() != nil && c.ctx.Err() == nil {
-				err = fmt.Errorf("no end of replay within %v", c.s.cfg.ReplayTimeout)
+			switch {
+			case ctx.Err() == nil || c.ctx.Err() != nil:
+			case heard:
+				err = fmt.Errorf("no end of replay within %v", limit)
+			default:
+				err = fmt.Errorf("no reply to the replay request within %v", first)
 			}
 			return out, heard, err
+		}
+		if !heard && timer.Stop() {
+			// Answered: the rest of limit for the rest of the answer.
+			timer.Reset(limit - time.Since(began))
 		}
 		heard = true
 		seq, payload, end, err := replayFrames(msg.Frames)

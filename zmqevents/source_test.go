@@ -588,3 +588,44 @@ func TestUnreachablePublisher(t *testing.T) {
 		t.Errorf("health %q, want it to start %q", down, want)
 	}
 }
+
+// A catch-up that is being answered has the whole replay timeout for the
+// answer: only a request that hears nothing at all is given up after a
+// fifth of it (and sent again). An engine that pauses 150 ms after each of
+// three kept batches answers in about 450 ms, past a fifth of the
+// harness's 1 s timeout.
+func TestSlowCatchUpGetsTheWholeTimeout(t *testing.T) {
+	h := newHarness(t)
+	e, err := zmqtest.NewEngine(zmqtest.Options{Replay: true, ReplyPause: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	// Kept before the router connects: its catch-up replays them.
+	for k := range uint32(3) {
+		if _, err := e.Publish(zmqtest.Batch(0, zmqtest.Stored(nil, []uint64{uint64(100 + k)}, seq(1+4*k, 4+4*k), blockSize))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.src.Set("test", []Endpoint{{Rank: w26, Addr: e.Addr(), Replay: e.ReplayAddr(), Engine: EngineVLLM}})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		for _, st := range h.src.Status() {
+			if st.Endpoint.Addr == e.Addr() && st.Delivered >= 3 {
+				return true
+			}
+		}
+		return false
+	}, "three batches delivered")
+	h.sync()
+	if got := promtest.ToFloat64(h.zm.Replayed); got != 3 {
+		t.Errorf("replayed batches = %v, want 3", got)
+	}
+	for k := range uint32(3) {
+		if got := h.overlap(w26, seq(1+4*k, 4+4*k)); got != 1 {
+			t.Errorf("overlap of batch %d's block = %d, want 1", k, got)
+		}
+	}
+	if strings.Contains(h.log.String(), "catch-up replay failed") {
+		t.Errorf("the slow catch-up failed:\n%s", h.log.String())
+	}
+}

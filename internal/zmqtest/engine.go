@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 )
@@ -37,6 +38,7 @@ type Engine struct {
 	done    chan struct{}
 	oldForm bool // replay replies without the topic frame (older vLLM, SGLang)
 	before  func()
+	pause   time.Duration
 	// served counts the replay requests whose answer has been read from
 	// the kept batches.
 	served atomic.Int64
@@ -62,6 +64,9 @@ type Options struct {
 	// before the kept batches are read for the answer: a test can hold the
 	// answer there while it publishes.
 	BeforeAnswer func()
+	// ReplyPause is a pause after each batch of a replay answer: an
+	// engine slow to answer, as a busy one is.
+	ReplyPause time.Duration
 }
 
 var quiet = log.New(io.Discard, "", 0)
@@ -72,7 +77,7 @@ func NewEngine(opts Options) (*Engine, error) { return NewEngineAt(0, opts) }
 // NewEngineAt binds the publisher on the given loopback port (0: any).
 func NewEngineAt(port int, opts Options) (*Engine, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &Engine{Topic: opts.Topic, ctx: ctx, cancel: cancel, keep: opts.Keep, oldForm: opts.OldReplay, before: opts.BeforeAnswer, done: make(chan struct{})}
+	e := &Engine{Topic: opts.Topic, ctx: ctx, cancel: cancel, keep: opts.Keep, oldForm: opts.OldReplay, before: opts.BeforeAnswer, pause: opts.ReplyPause, done: make(chan struct{})}
 	if e.keep == 0 {
 		e.keep = 10000
 	}
@@ -217,6 +222,9 @@ func (e *Engine) answer(id []byte, out []kept) {
 	for _, k := range out {
 		if e.router.SendMulti(e.reply(id, seqFrame(k.seq), k.payload)) != nil {
 			return
+		}
+		if e.pause > 0 {
+			time.Sleep(e.pause) // the simulated engine's slowness, not a wait for anything
 		}
 	}
 	_ = e.router.SendMulti(e.reply(id, seqFrame(^uint64(0)), nil))
