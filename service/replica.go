@@ -17,7 +17,8 @@ import (
 )
 
 // Batching of replica events, Dynamo's: a batch leaves when it holds
-// replicaBatchEvents events or replicaBatchDelay after its first.
+// replicaBatchEvents events or replicaBatchDelay after its first. A mark
+// (prefill or free) takes the batch out at once (SyncPublisher.Publish).
 const (
 	replicaBatchEvents = 256
 	replicaBatchDelay  = time.Millisecond
@@ -76,8 +77,13 @@ func NewSyncPublisher(nc *nats.Conn, cfg Config, log *slog.Logger) *SyncPublishe
 }
 
 // Publish adds an event to the batch; a full batch leaves at once, others
-// within replicaBatchDelay. It never blocks on the network: nats.go
-// buffers the publish.
+// within replicaBatchDelay. A mark also takes the batch out at once: the
+// mark's answer goes out after it on the same connection, so a frontend
+// that has its answer knows the replicas will get the mark, even if this
+// replica is killed right after. A batched mark lost so left a survivor
+// holding the booking that the frontend had freed here, until it expired.
+// Adds may wait: a lost add leaves nothing behind. Publish never blocks on
+// the network: nats.go buffers the publish.
 func (p *SyncPublisher) Publish(ev scheduler.SyncEvent) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -88,7 +94,7 @@ func (p *SyncPublisher) Publish(ev scheduler.SyncEvent) {
 	}
 	p.buf = appendSyncEvent(p.buf, ev, p.id)
 	p.n++
-	if p.n >= replicaBatchEvents {
+	if p.n >= replicaBatchEvents || ev.Kind != scheduler.SyncAdd {
 		p.flushLocked()
 		return
 	}

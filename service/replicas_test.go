@@ -13,6 +13,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kvrouter/router/client"
+	"github.com/kvrouter/router/indexer"
 	"github.com/kvrouter/router/internal/testutil"
 	"github.com/kvrouter/router/metrics"
 	"github.com/kvrouter/router/scheduler"
@@ -365,5 +366,42 @@ func TestRouteRetry(t *testing.T) {
 	assertError(t, string(rep.body), "bad_request", "already active")
 	if n := rt.r.Active(); n != 1 {
 		t.Errorf("%d bookings after the retries, want 1", n)
+	}
+}
+
+// A mark leaves at once, with whatever the batch held, so that a replica
+// killed right after answering a mark has already handed it to NATS; an
+// add waits for the batch. The publisher's run goroutine, which sends
+// batches after their delay, is not started here: only what Publish itself
+// sends arrives.
+func TestSyncMarksLeaveAtOnce(t *testing.T) {
+	srv := testutil.NATS(t)
+	nc := testutil.NATSConn(t, srv.URL())
+	cfg := DefaultConfig()
+	cfg.RouterID = 42
+	sub, err := testutil.NATSConn(t, srv.URL()).SubscribeSync(SyncSubject(cfg.Namespace, cfg.Component))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := NewSyncPublisher(nc, cfg, nil)
+	w := indexer.Worker{ID: 7}
+	pub.Publish(scheduler.SyncEvent{Kind: scheduler.SyncAdd, RequestID: "r", Worker: w})
+	pub.Publish(scheduler.SyncEvent{Kind: scheduler.SyncFree, RequestID: "r", Worker: w})
+	msg, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("the free did not leave at once: %v", err)
+	}
+	var batch struct {
+		Events []struct {
+			RequestID string          `json:"request_id"`
+			Data      json.RawMessage `json:"data"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(msg.Data, &batch); err != nil {
+		t.Fatalf("batch %s: %v", msg.Data, err)
+	}
+	// The add waited in the batch and left with the free, in one message.
+	if len(batch.Events) != 2 || batch.Events[0].RequestID != "r" || string(batch.Events[1].Data) != `"Free"` {
+		t.Errorf("batch %s: want the add, then the free", msg.Data)
 	}
 }
