@@ -379,8 +379,14 @@ func TestSyncMarksLeaveAtOnce(t *testing.T) {
 	nc := testutil.NATSConn(t, srv.URL())
 	cfg := DefaultConfig()
 	cfg.RouterID = 42
-	sub, err := testutil.NATSConn(t, srv.URL()).SubscribeSync(SyncSubject(cfg.Namespace, cfg.Component))
+	listener := testutil.NATSConn(t, srv.URL())
+	sub, err := listener.SubscribeSync(SyncSubject(cfg.Namespace, cfg.Component))
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The subscription is on another connection than the publisher's: the
+	// server must have it before anything is published.
+	if err := listener.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	pub := NewSyncPublisher(nc, cfg, nil)
