@@ -60,7 +60,7 @@ func (t *Tree) commitSlow(o *op) Result {
 
 // store applies a stored event.
 func (t *Tree) store(o *op) Status {
-	ev, s, known := o.ev, o.s, o.sl != nil
+	ev, s, known := &o.ev, o.s, o.sl != nil
 	cur := root
 	if ev.HasParent {
 		if !known {
@@ -72,7 +72,7 @@ func (t *Tree) store(o *op) Status {
 		}
 		cur = p
 	}
-	if !t.validStore(s, known, cur, ev) {
+	if !t.validStore(o, cur) {
 		return StatusInvalidBlock
 	}
 	if len(ev.Blocks) == 0 {
@@ -138,17 +138,18 @@ func (t *Tree) store(o *op) Status {
 // validStore reports whether a stored event hanging below cur is well formed:
 // no block may be its own ancestor, so no hash may repeat in the event or name
 // a node on the path above it.
-func (t *Tree) validStore(s uint32, known bool, cur uint32, ev Event) bool {
+func (t *Tree) validStore(o *op, cur uint32) bool {
+	ev, s, sl := &o.ev, o.s, o.sl
 	blocks := ev.Blocks
-	if known {
+	if sl != nil {
 		// Start the map's cache misses now; the lookups below find the
 		// slots in the cache.
-		t.sink ^= t.slots[s].blocks.TouchBlocks(blocks)
+		sl.sink ^= sl.blocks.TouchBlocks(blocks)
 	}
-	if !distinct(&ev, &t.dups) {
+	if !distinct(ev, &o.w.dups) {
 		return false
 	}
-	if !known {
+	if sl == nil {
 		return true
 	}
 	t.olds = t.olds[:0]
@@ -207,7 +208,7 @@ func (t *Tree) remove(o *op) int {
 		t.purged, t.purgedSet = t.purged[:0], nil
 		return missing
 	}
-	t.sink ^= t.slots[s].blocks.Touch(hashes)
+	o.sl.sink ^= o.sl.blocks.Touch(hashes)
 	missing := t.removeFrom(s, hashes)
 	t.purged, t.purgedSet = t.purged[:0], nil
 	return missing

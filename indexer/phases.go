@@ -41,12 +41,13 @@ const (
 	laneRemove
 )
 
-// scratch is the working memory of an event's fast path: it holds a
-// store's new nodes, or a removal's taken ones, from one phase to the next.
-// Each goroutine applying events brings its own.
+// scratch is the working memory of an event: it holds a store's new nodes,
+// or a removal's taken ones, from one phase to the next, and the set that
+// checks a stored event's hashes. Each goroutine applying events brings its
+// own.
 type scratch struct {
 	nodes []uint32
-	// dups finds repeated hashes in a long stored event.
+	// dups finds repeated hashes in a long stored event (distinct).
 	dups hashSet
 }
 
@@ -137,7 +138,9 @@ func (t *Tree) commit(o *op) (Result, bool) {
 		}
 	}
 	ev := &o.ev
-	o.evict = ev.Kind == KindStored && !ev.ByHash && ev.Tier < NumTiers && r.Status == StatusOK && t.overCap()
+	// Only a stored event adds entries; one about a tier past NumTiers is
+	// not StatusOK.
+	o.evict = ev.Kind == KindStored && !ev.ByHash && r.Status == StatusOK && t.overCap()
 	return r, true
 }
 

@@ -126,14 +126,10 @@ type Tree struct {
 	entries int
 	live    int // nodes, root excluded
 	evicted uint64
-	// scratch is reused by purge; olds by validStore and store; dups by
-	// validStore.
+	// scratch is reused by purge; olds by validStore and store.
 	scratch []BlockHash
 	olds    []uint32
-	dups    hashSet
-	// sink keeps the results of blockMap.Touch on the slow paths.
-	sink uint32
-	// work is Apply's scratch for the fast paths (phases.go).
+	// work is Apply's scratch for an event's phases (phases.go).
 	work scratch
 	// purged collects the hashes one removed event took away, directly or
 	// by cascade; purgedSet indexes it when it grows long.
